@@ -1,0 +1,249 @@
+"""Run a model on an input and record what every layer did: a Trace of LayerRecords.
+
+Works on any nn.Module. Layer kinds come from isinstance checks; a module of an unknown type still
+gets a record, with kind "other". Attention probabilities are read from a hook point: a child module
+named `probs` (our ViT, an nn.Identity) or `attn_drop` (timm, unfused), or from
+nn.MultiheadAttention's returned weights when its caller asked for them.
+
+Hooks live only inside `recording`, and a hooked forward holds the model's lock, so two sessions
+tracing one shared model never see each other's records.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from explorer.core.architectures import Attention
+from explorer.errors import InputError, choice
+
+KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d), "conv"),
+    ((nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.LocalResponseNorm), "norm"),
+    ((Attention, nn.MultiheadAttention), "attention"),
+    ((nn.Linear, nn.Bilinear), "linear"),
+    ((nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
+      nn.ELU, nn.Softmax, nn.Mish, nn.PReLU), "activation"),
+    ((nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d, nn.AvgPool1d), "pool"),
+    ((nn.Embedding,), "embedding"),
+)
+PROBE_NAMES = ("probs", "attn_drop")  # children whose output is an attention module's softmax
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    name: str                    # dotted module path, "features.0"; a repeated call adds ":1", ":2", ...
+    kind: str                    # "conv" | "norm" | "attention" | "linear" | "activation" | "pool" | ... | "other"
+    module_type: str             # "Conv2d"
+    input: Tensor | None         # first tensor input, detached, on CPU (None when not kept)
+    output: Tensor               # first tensor output, detached, on CPU
+    params: dict[str, Tensor]    # this module's own parameters, as used in this run
+    buffers: dict[str, Tensor]   # its own buffers (BatchNorm's running statistics)
+    extras: dict[str, Tensor] = field(default_factory=dict)  # {"probs": (B, heads, T, T)} for attention
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return None if self.input is None else tuple(self.input.shape)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(self.output.shape)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.params.values())
+
+
+@dataclass(frozen=True)
+class Trace:
+    records: tuple[LayerRecord, ...]
+    logits: Tensor  # (B, classes) on CPU
+
+    def __getitem__(self, name: str) -> LayerRecord:
+        return self._by_name[choice(name, self._by_name, "layer")]
+
+    def __iter__(self) -> Iterator[LayerRecord]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.records)
+
+    def of_kind(self, kind: str) -> tuple[LayerRecord, ...]:
+        return tuple(r for r in self.records if r.kind == kind)
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, LayerRecord]:
+        return {r.name: r for r in self.records}
+
+
+def kind_of(module: nn.Module) -> str:
+    for types, kind in KINDS:
+        if isinstance(module, types):
+            return kind
+    if _probe(module) is not None and hasattr(module, "qkv"):
+        return "attention"  # timm-style attention, recognised by its structure
+    return "other"
+
+
+def default_names(model: nn.Module) -> list[str]:
+    """Leaf modules plus attention modules, minus the attention hook points (recorded as extras)."""
+    probes = {f"{n}.{p}".lstrip(".") for n, m in model.named_modules() if kind_of(m) == "attention"
+              for p in PROBE_NAMES if isinstance(getattr(m, p, None), nn.Module)}
+    return [name for name, m in model.named_modules()
+            if name not in probes and (kind_of(m) == "attention" or (not list(m.children()) and name))]
+
+
+def run(model: nn.Module, x: Tensor, names: Sequence[str] | None = None, keep_inputs: bool = True) -> Trace:
+    """Run `model` on `x` and record the named modules (default: every layer, see default_names).
+
+    `names` and `keep_inputs=False` bound the memory kept. The model is not changed; its hooks are
+    removed on exit, even when the forward raises.
+    """
+    model = getattr(model, "module", model)  # a zoo.ZooModel is accepted as well as an nn.Module
+    if not isinstance(model, nn.Module):
+        raise InputError(f"trace needs a torch nn.Module, got {type(model).__name__}.")
+    x = check_input(x)
+    x = x.to(_device_of(model))
+    names = list(names) if names is not None else default_names(model)
+    with _lock_for(model), torch.no_grad():
+        logits, records, altered = _hooked_forward(model, x, names, keep_inputs, clone=False)
+        if altered:  # an in-place op (ReLU(inplace=True), `out += identity`) changed a recorded tensor
+            logits, records, _ = _hooked_forward(model, x, names, keep_inputs, clone=True)
+    return Trace(tuple(records), _first_tensor(logits).detach().cpu())
+
+
+def check_input(x: object) -> Tensor:
+    """A floating-point tensor with a batch dimension and only finite values, or an InputError."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"the model input must be a torch tensor, got {type(x).__name__}; "
+                         "use explorer.core.images.to_input to turn an image into one.")
+    if not x.is_floating_point():
+        raise InputError(f"the model input must hold floating-point values, got {x.dtype}.")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise InputError(f"the model input needs a batch dimension first, got shape {tuple(x.shape)}.")
+    if not torch.isfinite(x).all():
+        raise InputError("the model input contains NaN or infinite values.")
+    return x
+
+
+class _Recorder:
+    """Hook callbacks and what they collect during one forward pass."""
+
+    def __init__(self, keep_inputs: bool, clone: bool):
+        self.keep_inputs, self.clone = keep_inputs, clone
+        self.slots: list[LayerRecord | None] = []  # in the order modules were entered
+        self.versions: list[tuple[Tensor, int]] = []  # recorded tensors and their version counters
+        self.calls: dict[str, int] = {}
+        self.probs: dict[str, Tensor] = {}
+
+    @property
+    def records(self) -> list[LayerRecord]:
+        return [r for r in self.slots if r is not None]
+
+    def altered(self) -> bool:
+        """Whether an in-place op changed a recorded tensor after it was recorded."""
+        return any(t._version != v for t, v in self.versions)
+
+    def reserve(self, starts: list[int], module: nn.Module, args: tuple) -> None:
+        starts.append(len(self.slots))
+        self.slots.append(None)
+
+    def keep_probs(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
+        self.probs[name] = self._grab(output)
+
+    def record(self, name: str, starts: list[int], module: nn.Module, args: tuple, kwargs: dict,
+               output: object) -> None:
+        self.calls[name] = self.calls.get(name, -1) + 1
+        label = name if self.calls[name] == 0 else f"{name}:{self.calls[name]}"
+        inp = _first_tensor(args) if args else _first_tensor(tuple(kwargs.values()))
+        extras = {}
+        if name in self.probs:
+            extras["probs"] = self.probs.pop(name)
+        elif isinstance(module, nn.MultiheadAttention) and isinstance(output, tuple) and output[1] is not None:
+            extras["probs"] = self._grab(output[1])
+        record = LayerRecord(
+            name=label, kind=kind_of(module), module_type=type(module).__name__,
+            input=self._grab(inp) if self.keep_inputs and inp is not None else None,
+            output=self._grab(_first_tensor(output)),
+            params={k: p.detach().cpu() for k, p in module.named_parameters(recurse=False)},
+            buffers={k: b.detach().cpu() for k, b in module.named_buffers(recurse=False) if b is not None},
+            extras=extras)
+        self.slots[starts.pop()] = record
+
+    def _grab(self, t: Tensor) -> Tensor:
+        kept = t.detach().clone().cpu() if self.clone else t.detach().cpu()
+        self.versions.append((kept, kept._version))
+        return kept
+
+
+@contextmanager
+def recording(model: nn.Module, names: Sequence[str], keep_inputs: bool = True,
+              clone: bool = False) -> Iterator[_Recorder]:
+    """Record the named modules while the block runs; every hook is removed on exit, even on error."""
+    modules = dict(model.named_modules())
+    recorder = _Recorder(keep_inputs, clone)
+    with ExitStack() as stack:
+        for name in names:
+            module = modules[choice(name, modules, "module")]
+            starts: list[int] = []  # a stack: the slot reserved by each call still running
+            stack.enter_context(module.register_forward_pre_hook(functools.partial(recorder.reserve, starts)))
+            hook = functools.partial(recorder.record, name, starts)
+            stack.enter_context(module.register_forward_hook(hook, with_kwargs=True))
+            probe = _probe(module) if kind_of(module) == "attention" else None
+            if probe is not None:
+                stack.enter_context(probe.register_forward_hook(functools.partial(recorder.keep_probs, name)))
+        yield recorder
+
+
+def _hooked_forward(model: nn.Module, x: Tensor, names: Sequence[str], keep_inputs: bool,
+                    clone: bool) -> tuple[object, list[LayerRecord], bool]:
+    with recording(model, names, keep_inputs, clone) as recorder:
+        logits = model(x)
+    return logits, recorder.records, recorder.altered()
+
+
+def _probe(module: nn.Module) -> nn.Module | None:
+    for p in PROBE_NAMES:
+        child = getattr(module, p, None)
+        if isinstance(child, nn.Module):
+            return child
+    return None
+
+
+def _first_tensor(value: object) -> Tensor | None:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        return next((t for t in map(_first_tensor, value) if t is not None), None)
+    if isinstance(value, dict):
+        return _first_tensor(tuple(value.values()))
+    return None
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+_locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _lock_for(model: nn.Module) -> threading.Lock:
+    with _locks_guard:
+        if model not in _locks:
+            _locks[model] = threading.Lock()
+        return _locks[model]
