@@ -9,6 +9,7 @@ Targets on the 2-core CPU machine (issue 2): MNIST CNN trace <= 1 ms, ViT <= 2 m
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -37,8 +38,8 @@ def main() -> None:
         model = zoo.load(name)
         x = torch.randn(1, *model.card.input_shape)
         with torch.no_grad():
-            plain, _ = median_ms(lambda: model.module(x), args.repeats)
-        med, p95 = median_ms(lambda: trace.run(model.module, x), args.repeats)
+            plain, _ = median_ms(functools.partial(model.module, x), args.repeats)
+        med, p95 = median_ms(functools.partial(trace.run, model.module, x), args.repeats)
         print(f"trace.run {name:13s} {tuple(x.shape)}: median {med:7.2f} ms, p95 {p95:7.2f} ms "
               f"(plain forward {plain:.2f} ms)")
     if data.is_fetched():
@@ -47,7 +48,8 @@ def main() -> None:
             if model.card.preprocess != "mnist":
                 continue
             test = data.eval_set("test", model.card.mean, model.card.std)
-            med, p95 = median_ms(lambda: evaluate._measure(model.module, test, 1000), max(5, args.repeats // 10), 1)
+            measure = functools.partial(evaluate.uncached_accuracy, model.module, test)
+            med, p95 = median_ms(measure, max(5, args.repeats // 10), warmup=1)
             print(f"accuracy  {name:13s} over {len(test):,} images: median {med:7.1f} ms, p95 {p95:7.1f} ms")
     else:
         print("accuracy: MNIST not fetched (explorer fetch mnist)")

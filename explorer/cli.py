@@ -63,10 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="explorer", description="Explore what happens inside small vision networks.")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("serve", help="open the app (panel serve app.py)")
+    p = commands.add_parser("serve", help="open the app (panel serve app.py); other options go to panel serve")
     p.add_argument("--port", type=int, default=5006)
     p.add_argument("--show", action="store_true", help="open a browser tab")
-    p.add_argument("panel_args", nargs=argparse.REMAINDER, help="further options for `panel serve`")
     p.set_defaults(run=serve)
     p = commands.add_parser("train", help="train a shipped MNIST model (writes models/NAME.*)")
     p.add_argument("model", choices=sorted(RECIPES))
@@ -78,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=fetch)
     p = commands.add_parser("info", help="device, models and their cards, cache folder")
     p.set_defaults(run=info)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.panel_args = extra
     try:
         return args.run(args)
     except InputError as error:

@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from explorer.core import data, evaluate, zoo
 from explorer.core.architectures import ARCHITECTURES
+from explorer.core.data import MNIST_MEAN, MNIST_STD
 from explorer.core.device import device
 from explorer.core.paths import MODELS
-
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 
 @dataclass(frozen=True)

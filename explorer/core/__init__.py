@@ -1,0 +1,1 @@
+"""The compute core: plain PyTorch and NumPy, no UI imports (see ARCHITECTURE.md)."""

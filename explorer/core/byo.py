@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
 import pickle
 import zipfile
@@ -37,6 +38,8 @@ from torch import Tensor, nn
 
 from explorer.core import zoo
 from explorer.core.architectures import ARCHITECTURES
+from explorer.core.data import MNIST_MEAN, MNIST_STD
+from explorer.core.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from explorer.errors import InputError, choice
 
 Source = bytes | bytearray | memoryview | str | os.PathLike
@@ -79,8 +82,11 @@ def load_weights_file(source: Source, filename: str | None = None) -> dict[str, 
                              "save the weights again with safetensors.torch.save_file.") from None
     elif data.startswith(b"\x80") or _is_torch_archive(data):  # a pickle, or torch.save's zip of pickles
         state = _torch_load(data, filename)
+    elif filename.lower().endswith(".onnx") and _looks_like(data) is None:
+        raise InputError(f"{filename} is an ONNX model (load it with explorer.core.byo.from_onnx); "
+                         f"{WEIGHTS_EXPECTED}.")
     else:
-        raise InputError(f"{filename} is {_looks_like(data, filename) or _unrecognised(data)}; {WEIGHTS_EXPECTED}.")
+        raise InputError(f"{filename} is {_looks_like(data) or _unrecognised(data)}; {WEIGHTS_EXPECTED}.")
     return _state_dict(state, filename)
 
 
@@ -115,7 +121,7 @@ def _zip_names(data: bytes) -> list[str] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.namelist()
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):  # damaged central directory
         return None
 
 
@@ -124,9 +130,11 @@ def _torch_load(data: bytes, filename: str) -> object:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # the weights-only unpickler met something it will not build
         raise InputError(REFUSED.format(filename=filename)) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:  # torch's reader: a damaged archive
-        raise InputError(f"{filename} is a damaged PyTorch checkpoint ({_first_line(error)}); "
-                         f"{WEIGHTS_EXPECTED}.") from None
+    except Exception as error:  # noqa: BLE001
+        # Damaged bytes fail in many ways (KeyError, IndexError, ...), all inside torch's reader or its
+        # restricted unpickler: no code from the file has run.
+        raise InputError(f"{filename} is a damaged PyTorch checkpoint ({type(error).__name__}: "
+                         f"{_first_line(error)}); {WEIGHTS_EXPECTED}.") from None
 
 
 def _state_dict(obj: object, filename: str) -> dict[str, Tensor]:
@@ -147,7 +155,7 @@ def _state_dict(obj: object, filename: str) -> dict[str, Tensor]:
     return state
 
 
-def _looks_like(data: bytes, filename: str) -> str | None:
+def _looks_like(data: bytes) -> str | None:
     """What a file that is not the expected kind seems to be, for the message; None if unknown."""
     if not data:
         return "empty (0 bytes)"
@@ -162,8 +170,6 @@ def _looks_like(data: bytes, filename: str) -> str | None:
     for magic, what in MAGIC:
         if data.startswith(magic):
             return what
-    if filename.lower().endswith(".onnx"):
-        return "an ONNX model (load it with explorer.core.byo.from_onnx)"
     if _is_text(data):
         return "a text file"
     return None
@@ -207,8 +213,6 @@ class CardDefaults:
     labels: Callable[[], tuple[str, ...]]  # called only when needed: the ImageNet names are read from assets/
 
 
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DIGITS = tuple(str(d) for d in range(10))
 # Used only when the architecture's own card is not on this machine; a shipped or fetched card wins.
 CARD_DEFAULTS: dict[str, CardDefaults] = {
@@ -254,7 +258,7 @@ def from_weights(architecture: str, weights: Source | Mapping[str, Tensor], name
         module, defaults.input_shape, defaults.labels() if labels is None else labels,
         defaults.mean if mean is None else mean, defaults.std if std is None else std, name=name,
         family=defaults.family, task=f"{defaults.task}; your weights", preprocess=defaults.preprocess,
-        source=f"{filename}, loaded into the explorer's {architecture} architecture")
+        architecture=architecture, source=f"{filename}, loaded into the explorer's {architecture} architecture")
 
 
 def _read_name(source: Source) -> str:
@@ -267,7 +271,7 @@ def _load_exactly(module: nn.Module, state: dict[str, Tensor], architecture: str
     # BatchNorm's step counter is absent from older checkpoints and never changes an output.
     state = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **state}
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = sorted(k for k in state if k not in expected)  # safetensors does not keep the saved order
     mismatched = [f"{k} is {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
     problems = [f"{len(keys)} {what}: {_few(keys)}" for keys, what in
@@ -288,7 +292,7 @@ def _load_exactly(module: nn.Module, state: dict[str, Tensor], architecture: str
 
 ONNX_KINDS: dict[str, str] = {
     **dict.fromkeys(("Conv", "ConvTranspose"), "conv"),
-    **dict.fromkeys(("Gemm", "MatMul"), "linear"),  # only with a weight initializer, see _onnx_kind
+    **dict.fromkeys(("Gemm", "MatMul"), "linear"),
     **dict.fromkeys(("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
                      "RMSNormalization", "LpNormalization", "LRN"), "norm"),
     **dict.fromkeys(("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid",
@@ -348,6 +352,7 @@ class OnnxModule(nn.Module):
         # Set first, so that no node or initializer name can take these attributes' names.
         self._feeds: list[tuple[str, str, str, bool]] = []  # (initializer, owner module path, attribute, transposed)
         self._graph, self._fetch, self._session = b"", [], None
+        model = _weights_as_initializers(model)
         graph = model.graph
         initializers = {t.name: t for t in graph.initializer}
         self.input_name, self.batch, self.input_shape = _graph_input(graph, initializers, input_shape, filename)
@@ -357,8 +362,10 @@ class OnnxModule(nn.Module):
             raise InputError(f"{filename}'s first output {self.output_name!r} is not floating-point; the explorer "
                              "needs the class scores (logits) as the first output.")
         weights = {name: t for name, t in initializers.items() if t.data_type in FLOAT_TYPES}
+        # torch's exporter stores equal weights once and passes the copies through Identity nodes
+        aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in weights}
         activations = {self.input_name}  # values computed from the input, in floating point
-        owned: set[str] = set()
+        owned: dict[str, tuple[Tensor, bool]] = {}  # initializer -> (the tensor that holds it, transposed?)
         for index, node in enumerate(graph.node):
             inputs = [i for i in node.input if i in activations]
             if not node.output or types.get(node.output[0]) not in FLOAT_TYPES or not inputs:
@@ -366,21 +373,28 @@ class OnnxModule(nn.Module):
             computed = [o for o in node.output if types.get(o) in FLOAT_TYPES]  # a Split has several
             activations.update(computed)
             self._fetch.extend(computed)
-            has_weight = len(node.input) > 1 and node.input[1] in weights
-            kind = ONNX_KINDS.get(node.op_type, "other")
-            kind = "other" if kind == "linear" and not has_weight else kind  # q·kᵀ is a MatMul, not a layer
-            child = _node_class(node.op_type)(node, kind, inputs[0])
+            child = _node_class(node.op_type)(node, ONNX_KINDS.get(node.op_type, "other"), inputs[0])
             key = _free_name(self, (node.name or f"{node.op_type}_{index}").strip("/").replace(".", "_"))
             self.add_module(key, child)
             roles = ONNX_ROLES.get(node.op_type, ())
-            for k, value in enumerate(node.input):
-                if value in weights and value not in owned:  # a shared weight belongs to its first user
-                    owned.add(value)
-                    role = roles[k] if k < len(roles) else f"input{k}"
-                    self._feeds.append(_own(child, key, role, weights[value], node))
+            for k, value in enumerate(aliases.get(i, i) for i in node.input):
+                if value not in weights:
+                    continue
+                role = roles[k] if k < len(roles) else f"input{k}"
+                transposed = _transposed(node, role, weights[value])
+                if value not in owned:
+                    owned[value] = _register(child, role, _torch_tensor(weights[value], transposed)), transposed
+                    self._feeds.append((value, key, role, transposed))
+                elif owned[value][1] == transposed and isinstance(owned[value][0], nn.Parameter) != (
+                        role in BUFFER_ROLES):  # a shared weight: one tensor, counted and fed once
+                    _register(child, role, owned[value][0])
+            if child.explorer_kind in ("conv", "linear") and not isinstance(getattr(child, "weight", None), Tensor):
+                child.explorer_kind = "other"  # weights computed from the input: q·kᵀ is a MatMul, not a layer
         for value, tensor in weights.items():  # used only outside the layers (a class token, say)
             if value not in owned:
-                self._feeds.append(_own(self, "", _free_name(self, value.replace(".", "_")), tensor, None))
+                attribute = _free_name(self, value.replace(".", "_"))
+                _register(self, attribute, _torch_tensor(tensor, transposed=False))
+                self._feeds.append((value, "", attribute, False))
         self._fetch = list(dict.fromkeys([self.output_name, *self._fetch]))
         self._graph = _runnable(model, set(weights), self._fetch, types)
         self._session = _session(self._graph)
@@ -397,10 +411,10 @@ class OnnxModule(nn.Module):
         if self.batch == 1:  # exported with a fixed batch of one
             runs = [self._session.run(self._fetch, {**feeds, self.input_name: images[i:i + 1]})
                     for i in range(len(images))]
-            arrays = [np.concatenate(parts) for parts in zip(*runs)]
+            arrays = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
         else:
             arrays = self._session.run(self._fetch, {**feeds, self.input_name: images})
-        values = {name: torch.from_numpy(a).to(x.device) for name, a in zip(self._fetch, arrays)}
+        values = {name: torch.from_numpy(a).to(x.device) for name, a in zip(self._fetch, arrays, strict=True)}
         values[self.input_name] = x
         for node in self.children():  # graph order: trace's hooks fire once per node, with its input and output
             node(values[node.input_name], values[node.output_name])
@@ -437,20 +451,30 @@ def from_onnx(source: Source, labels: list[str] | tuple[str, ...], mean: tuple[f
 
 
 def _parse_onnx(data: bytes, filename: str) -> onnx.ModelProto:
-    hint = _looks_like(data, filename + ".bin")  # no ".onnx" hint: that is what is being tried
+    if not data:
+        raise InputError(f"{filename} is empty (0 bytes); {ONNX_EXPECTED}.")
+    hint = _looks_like(data)
     seems = f"; it looks like {hint}" if hint else ""
     try:
         model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)
+        if not _names_are_text(model.graph):  # protobuf hands out invalid UTF-8 strings as bytes
+            raise UnicodeError("a name is not UTF-8 text")
     except DecodeError:
         raise InputError(f"{filename} is not an ONNX model{seems}; {ONNX_EXPECTED}.") from None
-    except onnx.checker.ValidationError as error:
+    except (onnx.checker.ValidationError, UnicodeError) as error:
         raise InputError(f"{filename} is not a valid ONNX model ({_first_line(error)}){seems}; "
                          f"{ONNX_EXPECTED}.") from None
     if any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
         raise InputError(f"{filename} keeps its weights in separate files; save it as one file with "
                          "onnx.save_model(model, path, save_as_external_data=False).")
     return model
+
+
+def _names_are_text(graph: onnx.GraphProto) -> bool:
+    names = [v.name for v in itertools.chain(graph.input, graph.output, graph.initializer)]
+    names += [name for n in graph.node for name in (n.name, n.op_type, *n.input, *n.output)]
+    return all(isinstance(name, str) for name in names)
 
 
 def _graph_input(graph: onnx.GraphProto, initializers: Mapping[str, object], given: tuple[int, ...] | None,
@@ -474,7 +498,7 @@ def _graph_input(graph: onnx.GraphProto, initializers: Mapping[str, object], giv
                          "dimension (torch.onnx.export(..., dynamic_axes={'x': {0: 'batch'}})) or a batch of 1.")
     if given is not None:
         given = tuple(int(s) for s in given)
-        if len(given) != 3 or min(given) < 1 or any(d not in (None, g) for d, g in zip(dims[1:], given)):
+        if len(given) != 3 or min(given) < 1 or any(d not in (None, g) for d, g in zip(dims[1:], given, strict=False)):
             raise InputError(f"input_shape={given} does not fit {filename}'s input {shown}; give (C, H, W) "
                              "with the file's fixed sizes.")
         return inputs[0].name, dims[0], given  # type: ignore[return-value]
@@ -495,18 +519,45 @@ def _value_types(model: onnx.ModelProto) -> dict[str, int]:
     return {**types, **{t.name: t.data_type for t in graph.initializer}}
 
 
-def _own(owner: nn.Module, path: str, role: str, initializer: onnx.TensorProto,
-         node: onnx.NodeProto | None) -> tuple[str, str, str, bool]:
-    """Make an initializer a parameter (or buffer) of `owner`, in torch's layout; return its feed entry."""
-    array = numpy_helper.to_array(initializer)
-    transposed = node is not None and role == "weight" and array.ndim == 2 and (
+def _weights_as_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model, with Constant nodes that feed a layer's weight inputs turned into initializers."""
+    weight_inputs = {v for n in model.graph.node for k, v in enumerate(n.input) if 0 < k < len(ONNX_ROLES.get(
+        n.op_type, ()))}
+    constants = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output[0] in weight_inputs
+                 and len(n.attribute) == 1 and n.attribute[0].name == "value"}
+    if not constants:
+        return model
+    converted = onnx.ModelProto()
+    converted.CopyFrom(model)
+    nodes = [n for n in converted.graph.node if not (n.op_type == "Constant" and n.output[0] in constants)]
+    del converted.graph.node[:]
+    converted.graph.node.extend(nodes)
+    for name, node in constants.items():
+        tensor = converted.graph.initializer.add()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = name
+    return converted
+
+
+def _transposed(node: onnx.NodeProto, role: str, initializer: onnx.TensorProto) -> bool:
+    """Whether torch's layout is the transpose: a MatMul or Gemm (transB=0) weight is (in, out) in ONNX."""
+    return role == "weight" and len(initializer.dims) == 2 and (
         node.op_type == "MatMul" or (node.op_type == "Gemm" and not _attribute(node, "transB", 0)))
-    tensor = torch.from_numpy(np.array(array.T if transposed else array, order="C"))  # (out, in) like nn.Linear
+
+
+def _torch_tensor(initializer: onnx.TensorProto, transposed: bool) -> Tensor:
+    array = numpy_helper.to_array(initializer)
+    return torch.from_numpy(np.array(array.T if transposed else array, order="C"))  # a copy, writable
+
+
+def _register(owner: nn.Module, role: str, tensor: Tensor) -> Tensor:
+    """Make `tensor` a frozen parameter of `owner`, or a buffer for BatchNorm's statistics, as torch does."""
     if role in BUFFER_ROLES:
         owner.register_buffer(role, tensor)
-    else:
-        owner.register_parameter(role, nn.Parameter(tensor, requires_grad=False))
-    return initializer.name, path, role, transposed
+        return tensor
+    parameter = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False)
+    owner.register_parameter(role, parameter)
+    return parameter
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: object) -> object:

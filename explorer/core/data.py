@@ -23,6 +23,7 @@ from explorer.core.paths import ASSETS, cache_dir
 from explorer.errors import choice
 
 SAMPLE_FILE = ASSETS / "mnist_test_sample.npz"
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)  # of the training pixels in [0, 1] (tests/core/test_data.py)
 SPLITS = {"train": "MNIST training set", "test": "MNIST test set", "sample": "MNIST test sample (assets/)"}
 
 

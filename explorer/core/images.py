@@ -12,7 +12,8 @@ The card's `preprocess` picks the geometry:
   their centre of mass within half a pixel of (14, 14) in array-index coordinates.) Uploads of dark
   ink on light paper are inverted first; on a transparent background the opaque strokes are the ink.
 - "imagenet": torchvision's classic evaluation transform, Resize(256) then CenterCrop(224),
-  with PIL's antialiased bilinear filter (the crop is resampled directly from the source).
+  with PIL's antialiased bilinear filter (the crop is resampled directly from the source, which
+  agrees with resizing the whole image within one grey level).
 - "resize": any other model: straight to the card's height x width, bilinear.
 Transparency is composited over white for photos. Files are decoded by Pillow, upright (EXIF
 orientation), first frame only, and refused when empty, damaged, truncated, too large or a
@@ -32,7 +33,6 @@ import io
 import math
 import numbers
 import struct
-import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -144,8 +144,8 @@ PREPROCESSING: dict[str, Callable[[object, int, tuple[int, int]], np.ndarray]] =
 def mnist_digit(ink: np.ndarray, subject: str = "the image") -> np.ndarray:
     """White-on-black ink (H, W) in [0, 1] -> a 28x28 uint8 digit placed the way MNIST's were.
 
-    Crop to the ink's bounding box, scale its larger side to 20 px (area averaging, aspect kept), and put
-    it in the 28x28 field with the centre of mass of the intensities at (14, 14), rounded to whole
+    Crop to the ink's bounding box, scale its larger side to 20 px (area averaging, aspect kept), and
+    put it in the 28x28 field with the centre of mass of the intensities at (14, 14), rounded to whole
     pixels and kept inside the field.
     """
     brightest = float(ink.max(initial=0.0))
@@ -160,9 +160,7 @@ def mnist_digit(ink: np.ndarray, subject: str = "the image") -> np.ndarray:
     area_or_bilinear = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR  # neither rings
     digit = np.asarray(Image.fromarray(crop).resize((w, h), area_or_bilinear)).clip(0, 1)
     total = float(digit.sum())
-    if total <= 0:  # Lanczos can only lose all the ink of a speck
-        raise InputError(f"{subject} is blank: draw or upload a digit, dark on light or light on dark, "
-                         "that fills a good part of the picture.")
+    assert total > 0, "area averaging and bilinear interpolation keep the crop's positive ink"
     centre_row = float((digit.sum(axis=1) * np.arange(h)).sum()) / total
     centre_col = float((digit.sum(axis=0) * np.arange(w)).sum()) / total
     top = min(max(round(MNIST_CENTRE - centre_row), 0), MNIST_SIDE - h)
@@ -175,8 +173,9 @@ def mnist_digit(ink: np.ndarray, subject: str = "the image") -> np.ndarray:
 def centre_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """torchvision's Resize(256) + CenterCrop(224), scaled to `size` (h, w), in one resampling.
 
-    Resampling only the crop's box of the source gives the same pixels as resizing the whole image
-    (PIL's filter reads past the box edges) without building a huge intermediate for thin images.
+    Only the crop's box of the source is resampled, with the same filter windows as resizing the
+    whole image (PIL's filter reads past the box edges), so a thin panorama needs no huge
+    intermediate. PIL rounds its two passes in another order then: values agree within one level.
     """
     crop_h, crop_w = size
     short_side = int(min(size) * IMAGENET_RESIZE)
@@ -214,31 +213,35 @@ def open_image(data: bytes, filename: str = "upload") -> Image.Image:
     if len(data) > MAX_BYTES:
         raise InputError(f"{filename} is {len(data) / 2**20:.1f} MB; the limit is {MAX_BYTES // 2**20} MB. "
                          "Upload a smaller image, or save it as JPEG.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
-        except Image.UnidentifiedImageError:
-            raise InputError(f"{filename} is not an image: found {_describe(data)}; expected a {FORMATS} "
-                             "file. Save or export it in one of these formats and try again.") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"{filename} declares more pixels than can be decoded safely ({e}); the "
-                             f"largest side may be {MAX_SIDE} px. Shrink the image and try again.") from None
-        except _DECODE_ERRORS as e:
-            raise _damaged(filename, "image", e) from None
-        _check_size(image.size, filename)
-        try:
-            image.load()  # ImageFile.LOAD_TRUNCATED_IMAGES stays False: a cut-off file is an error
-            return ImageOps.exif_transpose(image)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"{filename} declares more pixels than can be decoded safely ({e}); the "
-                             f"largest side may be {MAX_SIDE} px. Shrink the image and try again.") from None
-        except _DECODE_ERRORS as e:
-            raise _damaged(filename, image.format, e) from None
+    try:
+        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{filename} is not an image: found {_describe(data)}; expected a {FORMATS} file. "
+                         "Save or export it in one of these formats and try again.") from None
+    except Image.DecompressionBombError as e:  # over twice Image.MAX_IMAGE_PIXELS
+        raise _bomb(filename, str(e)) from None
+    except _DECODE_ERRORS as e:
+        raise _damaged(filename, "image", e) from None
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that. Refused here rather than by turning the
+    # warning into an error: warnings.catch_warnings() swaps process-wide filters, unsafe across threads.
+    if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+        raise _bomb(filename, f"{image.width}×{image.height} = {image.width * image.height:,} pixels, over "
+                              f"Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}")
+    _check_size(image.size, filename)
+    try:
+        image.load()  # ImageFile.LOAD_TRUNCATED_IMAGES stays False: a cut-off file is an error
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS as e:
+        raise _damaged(filename, image.format, e) from None
 
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, struct.error,
                   zlib.error)
+
+
+def _bomb(filename: str, detail: str) -> InputError:
+    return InputError(f"{filename} declares more pixels than can be decoded safely ({detail}); the largest side "
+                      f"may be {MAX_SIDE} px. Shrink the image and try again.")
 
 
 def _damaged(filename: str, kind: str | None, error: Exception) -> InputError:
@@ -385,12 +388,12 @@ def _border(a: np.ndarray) -> np.ndarray:
 
 
 def _shrunk(image: Image.Image, side: int) -> Image.Image:
-    """The image with its larger side at most `side` px (antialiased), or the image itself."""
+    """The image with its larger side at most `side` px (area averaging: no ringing), or the image itself."""
     if max(image.size) <= side:
         return image
     scale = side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize(size, Image.Resampling.BOX)
 
 
 def _as_strokes(obj: Strokes | Mapping) -> Strokes:

@@ -101,10 +101,22 @@ def kind_of(module: nn.Module) -> str:
 
 def default_names(model: nn.Module) -> list[str]:
     """Leaf modules plus attention modules, minus the attention hook points (recorded as extras)."""
-    probes = {f"{n}.{p}".lstrip(".") for n, m in model.named_modules() if kind_of(m) == "attention"
-              for p in PROBE_NAMES if isinstance(getattr(m, p, None), nn.Module)}
-    return [name for name, m in model.named_modules()
-            if name not in probes and (kind_of(m) == "attention" or (not list(m.children()) and name))]
+    return [name for name, _, _ in _default_layers(model)]
+
+
+def _default_layers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """(name, module, kind) of the default layers, in one walk over the modules."""
+    layers, probes = [], set()
+    for name, module in model.named_modules():
+        kind = kind_of(module)
+        if kind == "attention":
+            probe = _probe(module)
+            if probe is not None:
+                probes.add(probe)
+            layers.append((name, module, kind))
+        elif name and not module._modules and module not in probes:
+            layers.append((name, module, kind))
+    return layers
 
 
 def run(model: nn.Module, x: Tensor, names: Sequence[str] | None = None, keep_inputs: bool = True) -> Trace:
@@ -113,16 +125,17 @@ def run(model: nn.Module, x: Tensor, names: Sequence[str] | None = None, keep_in
     `names` and `keep_inputs=False` bound the memory kept. The model is not changed; its hooks are
     removed on exit, even when the forward raises.
     """
-    model = getattr(model, "module", model)  # a zoo.ZooModel is accepted as well as an nn.Module
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module  # a zoo.ZooModel
     if not isinstance(model, nn.Module):
         raise InputError(f"trace needs a torch nn.Module, got {type(model).__name__}.")
     x = check_input(x)
-    x = x.to(_device_of(model))
-    names = list(names) if names is not None else default_names(model)
+    x = x.to(device_of(model))
+    layers = _default_layers(model) if names is None else _named_layers(model, names)
     with _lock_for(model), torch.no_grad():
-        logits, records, altered = _hooked_forward(model, x, names, keep_inputs, clone=False)
+        logits, records, altered = _hooked_forward(model, x, layers, keep_inputs, clone=False)
         if altered:  # an in-place op (ReLU(inplace=True), `out += identity`) changed a recorded tensor
-            logits, records, _ = _hooked_forward(model, x, names, keep_inputs, clone=True)
+            logits, records, _ = _hooked_forward(model, x, layers, keep_inputs, clone=True)
     return Trace(tuple(records), _first_tensor(logits).detach().cpu())
 
 
@@ -165,7 +178,7 @@ class _Recorder:
     def keep_probs(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
         self.probs[name] = self._grab(output)
 
-    def record(self, name: str, starts: list[int], module: nn.Module, args: tuple, kwargs: dict,
+    def record(self, name: str, kind: str, starts: list[int] | None, module: nn.Module, args: tuple, kwargs: dict,
                output: object) -> None:
         self.calls[name] = self.calls.get(name, -1) + 1
         label = name if self.calls[name] == 0 else f"{name}:{self.calls[name]}"
@@ -176,13 +189,16 @@ class _Recorder:
         elif isinstance(module, nn.MultiheadAttention) and isinstance(output, tuple) and output[1] is not None:
             extras["probs"] = self._grab(output[1])
         record = LayerRecord(
-            name=label, kind=kind_of(module), module_type=type(module).__name__,
+            name=label, kind=kind, module_type=type(module).__name__,
             input=self._grab(inp) if self.keep_inputs and inp is not None else None,
             output=self._grab(_first_tensor(output)),
-            params={k: p.detach().cpu() for k, p in module.named_parameters(recurse=False)},
-            buffers={k: b.detach().cpu() for k, b in module.named_buffers(recurse=False) if b is not None},
+            params={k: p.detach().cpu() for k, p in module._parameters.items() if p is not None},
+            buffers={k: b.detach().cpu() for k, b in module._buffers.items() if b is not None},
             extras=extras)
-        self.slots[starts.pop()] = record
+        if starts is None:
+            self.slots.append(record)
+        else:
+            self.slots[starts.pop()] = record
 
     def _grab(self, t: Tensor) -> Tensor:
         kept = t.detach().clone().cpu() if self.clone else t.detach().cpu()
@@ -190,28 +206,39 @@ class _Recorder:
         return kept
 
 
+def _named_layers(model: nn.Module, names: Sequence[str]) -> list[tuple[str, nn.Module, str]]:
+    modules = dict(model.named_modules())
+    return [(name, modules[choice(name, modules, "module")], kind_of(modules[name])) for name in names]
+
+
 @contextmanager
 def recording(model: nn.Module, names: Sequence[str], keep_inputs: bool = True,
               clone: bool = False) -> Iterator[_Recorder]:
     """Record the named modules while the block runs; every hook is removed on exit, even on error."""
-    modules = dict(model.named_modules())
+    with _recording(_named_layers(model, names), keep_inputs, clone) as recorder:
+        yield recorder
+
+
+@contextmanager
+def _recording(layers: Sequence[tuple[str, nn.Module, str]], keep_inputs: bool, clone: bool) -> Iterator[_Recorder]:
     recorder = _Recorder(keep_inputs, clone)
     with ExitStack() as stack:
-        for name in names:
-            module = modules[choice(name, modules, "module")]
-            starts: list[int] = []  # a stack: the slot reserved by each call still running
-            stack.enter_context(module.register_forward_pre_hook(functools.partial(recorder.reserve, starts)))
-            hook = functools.partial(recorder.record, name, starts)
+        for name, module, kind in layers:
+            starts: list[int] | None = None  # a leaf's record is made as it ends: nothing inside it comes first
+            if module._modules:  # a container: reserve its place when it starts, before its children's records
+                starts = []  # a stack: the slot reserved by each call still running
+                stack.enter_context(module.register_forward_pre_hook(functools.partial(recorder.reserve, starts)))
+            hook = functools.partial(recorder.record, name, kind, starts)
             stack.enter_context(module.register_forward_hook(hook, with_kwargs=True))
-            probe = _probe(module) if kind_of(module) == "attention" else None
+            probe = _probe(module) if kind == "attention" else None
             if probe is not None:
                 stack.enter_context(probe.register_forward_hook(functools.partial(recorder.keep_probs, name)))
         yield recorder
 
 
-def _hooked_forward(model: nn.Module, x: Tensor, names: Sequence[str], keep_inputs: bool,
+def _hooked_forward(model: nn.Module, x: Tensor, layers: Sequence[tuple[str, nn.Module, str]], keep_inputs: bool,
                     clone: bool) -> tuple[object, list[LayerRecord], bool]:
-    with recording(model, names, keep_inputs, clone) as recorder:
+    with _recording(layers, keep_inputs, clone) as recorder:
         logits = model(x)
     return logits, recorder.records, recorder.altered()
 
@@ -234,7 +261,8 @@ def _first_tensor(value: object) -> Tensor | None:
     return None
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's tensors live (the CPU for a model without any)."""
     tensor = next(model.parameters(), None)
     if tensor is None:
         tensor = next(model.buffers(), None)

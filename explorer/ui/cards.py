@@ -29,7 +29,8 @@ def card_markdown(name: str) -> str:
 
 
 def cards_page() -> pn.viewable.Viewable:
-    header = pn.pane.Markdown(f"# Neural network explorer\nModels on this machine. Computing on **{device.describe()}**.")
+    header = pn.pane.Markdown("# Neural network explorer\n"
+                              f"Models on this machine. Computing on **{device.describe()}**.")
     cards = [pn.pane.Markdown(card_markdown(name), sizing_mode="stretch_width", css_classes=["model-card"])
              for name in zoo.list()]
     return pn.Column(header, *cards, sizing_mode="stretch_width", max_width=900)

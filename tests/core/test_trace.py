@@ -280,3 +280,18 @@ def test_200_traces_in_a_row_keep_memory_flat(rng):
 def test_attention_module_refuses_an_indivisible_width():
     with pytest.raises(ValueError, match="not divisible"):
         Attention(10, 4)
+
+
+def test_a_module_with_a_child_called_module_is_traced_whole(rng):
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.module(x) * 10
+
+    model, x = Wrapper().eval(), torch.randn(2, 4, generator=rng)
+    t = trace.run(model, x)
+    torch.testing.assert_close(t.logits, model(x))
+    assert t.names == ("module",)

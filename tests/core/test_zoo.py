@@ -118,7 +118,7 @@ def test_from_module_registers_a_private_copy(registered, rng):
     assert "pets" in zoo.list() and zoo.load("pets") is model
     assert model.module is not net and net.training  # the caller's module is untouched
     assert model.card.n_params == 4 * 3 * 9 + 4 + 4 * 2 + 2
-    assert model.card.macs == 14 * 14 * 27 + 4 * 2
+    assert model.card.macs == 14 * 14 * 4 * 27 + 4 * 2  # conv: 14x14x4 outputs of 3x3x3 MACs; linear 4x2
     x = torch.randn(2, 3, 16, 16, generator=rng)
     torch.testing.assert_close(model.trace(x).logits, net.eval()(x))
 

@@ -28,5 +28,5 @@ def golden(name: str) -> dict:
 
 if __name__ == "__main__":
     for name in SHIPPED:
-        save_file({k: v.contiguous() for k, v in golden(name).items()}, HERE / f"{name}.safetensors")
+        save_file({k: v.clone().contiguous() for k, v in golden(name).items()}, HERE / f"{name}.safetensors")
         print(f"wrote {HERE / f'{name}.safetensors'}")
