@@ -1,8 +1,8 @@
-"""`panel serve app.py`: the explorer's page (the model zoo until the app shell lands)."""
+"""`panel serve app.py`: the explorer. Builds the shell, nothing else (see explorer/ui/shell.py)."""
 
 import panel as pn
 
-from explorer.ui.cards import cards_page
+from explorer.ui.shell import TITLE, build_app
 
-pn.extension(inline=True)
-cards_page().servable(title="Neural network explorer")
+pn.extension(inline=True, notifications=True)
+build_app().servable(title=TITLE)

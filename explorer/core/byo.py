@@ -430,24 +430,42 @@ class OnnxModule(nn.Module):
         self._session = _session(self._graph)
 
 
-def from_onnx(source: Source, labels: list[str] | tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...],
+def from_onnx(source: Source, labels: list[str] | tuple[str, ...] | None = None,
+              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
               name: str = "my-onnx-model", input_shape: tuple[int, int, int] | None = None,
               filename: str | None = None, preprocess: str | None = None,
               task: str = "your own ONNX model") -> zoo.ZooModel:
     """Register an ONNX image classifier (a path or the file's bytes): inference and activations only.
 
     The input must be one float32 (N, C, H, W) tensor; `input_shape` gives (C, H, W) where the
-    file leaves them free. The first output must be the class scores.
+    file leaves them free. The first output must be the class scores. Labels, mean and std left
+    out are guessed from the shapes (see onnx_defaults) and say so in the card's task.
     """
     data, filename = _read(source, filename)
     model = _parse_onnx(data, filename)
     try:
         module = OnnxModule(model, input_shape, filename)
-        module(torch.zeros(1, *module.input_shape))
+        classes = module(torch.zeros(1, *module.input_shape)).shape[-1]
     except ORT_ERRORS as error:
         raise InputError(f"onnxruntime {ort.__version__} cannot run {filename}: {_first_line(error)}") from None
-    return zoo.from_module(module, module.input_shape, labels, mean, std, name=name, family="onnx", task=task,
-                           source=f"{filename}, run by onnxruntime {ort.__version__}", preprocess=preprocess)
+    guessed = onnx_defaults(module.input_shape, classes)
+    if labels is None or mean is None or std is None:
+        task = f"{task}; labels and normalization guessed: {guessed.task}"
+    return zoo.from_module(module, module.input_shape, guessed.labels() if labels is None else labels,
+                           guessed.mean if mean is None else mean, guessed.std if std is None else std, name=name,
+                           family="onnx", task=task, source=f"{filename}, run by onnxruntime {ort.__version__}",
+                           preprocess=preprocess or guessed.preprocess)
+
+
+def onnx_defaults(input_shape: tuple[int, int, int], classes: int) -> CardDefaults:
+    """A 1x28x28 input with 10 outputs is taken for MNIST, 3 channels with 1000 for ImageNet; else generic."""
+    if input_shape == (1, 28, 28) and classes == 10:
+        return CARD_DEFAULTS["mnist-cnn"]
+    if input_shape[0] == 3 and classes == 1000:
+        return CARD_DEFAULTS["mobilenet_v2"]
+    channels = input_shape[0]
+    return CardDefaults("onnx", f"{classes} classes named by number, inputs scaled to [0, 1]", input_shape, "resize",
+                        (0.0,) * channels, (1.0,) * channels, lambda: tuple(f"class {i}" for i in range(classes)))
 
 
 def _parse_onnx(data: bytes, filename: str) -> onnx.ModelProto:

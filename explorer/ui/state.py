@@ -1,0 +1,122 @@
+"""The one state object of a session: the chosen model, input, lesson, layer and channel.
+
+Every view reads `state.inference` (computed once per change of model or input) and writes only
+the parameters it owns: the input picker sets `image`, the overview `layer`/`channel`/`lesson`,
+the model picker `model`. The shell syncs `model`, `lesson` and `layer` with the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import param
+import torch
+
+from explorer.core import images, trace, zoo
+from explorer.core.images import model_view
+from explorer.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization")
+
+
+@dataclass(frozen=True, eq=False)
+class Inference:
+    """Everything the views show about one (model, input) pair, computed once."""
+
+    model: zoo.ZooModel
+    source: object          # what the user gave: bytes, an array, Strokes, ...
+    description: str        # "MNIST test digit 7 (#1234)", "upload: cat.png", "your drawing"
+    view: np.ndarray        # what the model sees before normalization: uint8 (H, W) or (H, W, 3)
+    x: torch.Tensor         # (1, C, H, W), normalized
+    trace: trace.Trace
+    probs: torch.Tensor     # (classes,)
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        values, indices = self.probs.topk(min(k, len(self.probs)))
+        return [(self.model.labels[int(i)], float(v)) for v, i in zip(values, indices, strict=True)]
+
+
+def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
+    """Preprocess, trace and classify one input; InputError if the input cannot be used."""
+    view = model_view(source, model.card)
+    x = images.to_input(source, model.card)
+    t = model.trace(x)
+    return Inference(model, source, description, view, x, t, t.logits[0].softmax(-1))
+
+
+class ExplorerState(param.Parameterized):
+    """Shared by every view of one session; never shared between sessions."""
+
+    model = param.Selector(default="mnist-cnn", objects=["mnist-cnn"], doc="Zoo model name.")
+    lesson = param.Selector(default="convolution", objects=list(LESSON_NAMES), doc="Open lesson.")
+    layer = param.String(default="", doc="Trace record name of the selected layer.")
+    channel = param.Integer(default=0, bounds=(0, None), doc="Selected channel (or head) of the layer.")
+    inference = param.ClassSelector(class_=Inference, allow_None=True, doc="Current model + input result.")
+    error = param.String(default="", doc="Message for the student about the last input, or ''.")
+
+    def __init__(self, **params):
+        model = params.pop("model", None)
+        super().__init__(**params)
+        names = zoo.list(available_only=True)
+        self.param.model.objects = names
+        if model is not None:
+            self.model = model  # validated against the available models
+        elif self.model not in names:
+            self.model = names[0]
+
+    def refresh_models(self) -> None:
+        """Re-read the zoo after a fetch or an upload registered a model."""
+        self.param.model.objects = zoo.list(available_only=True)
+
+    def set_input(self, source: object, description: str) -> bool:
+        """Use a new input with the current model; on a bad input keep the previous one and set `error`."""
+        try:
+            result = infer(zoo.load(self.model), source, description)
+        except InputError as e:
+            self.error = str(e)
+            return False
+        self.error = ""
+        self._set_inference(result)
+        return True
+
+    @param.depends("model", watch=True)
+    def _model_changed(self) -> None:
+        model = zoo.load(self.model)
+        previous = self.inference
+        same_kind = previous is not None and previous.model.card.preprocess == model.card.preprocess
+        if not (same_kind and self.set_input(previous.source, previous.description)):
+            source, description = default_input(model)
+            self.set_input(source, description)
+
+    def _set_inference(self, result: Inference) -> None:
+        names = result.trace.names
+        with param.parameterized.batch_call_watchers(self):
+            if self.layer not in names:
+                self.layer = first_layer(result.trace)
+            self.inference = result
+
+    def ensure(self) -> Inference:
+        """The current inference, computing the model's default input on first use."""
+        if self.inference is None:
+            source, description = default_input(zoo.load(self.model))
+            if not self.set_input(source, description):
+                raise InputError(self.error)
+        return self.inference
+
+
+def first_layer(t: trace.Trace) -> str:
+    """The layer a lesson opens on: the first convolution, else the first record."""
+    conv = t.of_kind("conv")
+    return (conv[0] if conv else t.records[0]).name
+
+
+def default_input(model: zoo.ZooModel) -> tuple[object, str]:
+    """The gallery's first image for this model's kind of input."""
+    from explorer.ui.gallery import gallery_for
+
+    item = gallery_for(model.card)[0]
+    return item.source, item.description

@@ -1,0 +1,142 @@
+"""plots.py: colours against the palettes and Bokeh's LinearColorMapper rule, orientation, scales, labels.
+
+The rendered orientation (row 0 at the top on a page) is pinned in tests/browser/test_overview.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from explorer.lessons import plots
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"numpy seed {seed}")  # pytest shows it on failure; reproduce with default_rng(seed)
+    return np.random.default_rng(seed)
+
+
+def rgba(packed: np.ndarray) -> np.ndarray:
+    """(H, W) packed uint32 -> (H, W, 4) uint8 RGBA, as Bokeh reads the bytes."""
+    return np.ascontiguousarray(packed).view(np.uint8).reshape(*packed.shape, 4)
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def test_zero_is_pure_white_for_signed_values():
+    out = rgba(plots.to_rgba(np.zeros((3, 5)), signed=True, limit=2.0))
+    assert (out == 255).all()
+
+
+def test_plus_and_minus_limit_take_the_end_colours_and_beyond_them_clip():
+    values = np.array([[-3.0, -2.0, 2.0, 7.0]])
+    out = rgba(plots.to_rgba(values, signed=True, limit=2.0))
+    blue, red = hex_rgb(plots.DIVERGING[0]), hex_rgb(plots.DIVERGING[-1])
+    assert [tuple(p[:3]) for p in out[0]] == [blue, blue, red, red]
+    assert blue[2] > blue[0] and red[0] > red[2]  # negative is blue, positive red
+    assert (out[..., 3] == 255).all()
+
+
+def test_sequential_map_runs_from_its_first_colour_at_zero_to_its_last_at_the_limit():
+    out = rgba(plots.to_rgba(np.array([[0.0, 0.5, 1.0]]), signed=False, limit=1.0))
+    assert tuple(out[0, 0, :3]) == hex_rgb(plots.SEQUENTIAL[0])
+    assert tuple(out[0, 2, :3]) == hex_rgb(plots.SEQUENTIAL[-1])
+    assert tuple(out[0, 1, :3]) == hex_rgb(plots.SEQUENTIAL[128])  # floor(0.5 · 256)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_colours_match_bokehs_linear_color_mapper_rule(signed, rng):
+    # BokehJS LinearColorMapper: d = (v - low) / (high - low); key = floor(d · N), with v == high -> N - 1
+    values = rng.normal(size=(9, 11)) * 3
+    if not signed:
+        values = np.abs(values)
+    limit = float(np.abs(values).max()) * 0.8  # some values beyond the limit: they clip
+    palette = plots.palette(signed)
+    low, high = (-limit, limit) if signed else (0.0, limit)
+    keys = [min(max(int(np.floor((v - low) / (high - low) * len(palette))), 0), len(palette) - 1)
+            for v in values.ravel()]
+    expected = np.array([hex_rgb(palette[k]) for k in keys]).reshape(9, 11, 3)
+    assert (rgba(plots.to_rgba(values, signed, limit))[..., :3] == expected).all()
+
+
+def test_default_limit_is_the_largest_absolute_value(rng):
+    values = rng.normal(size=(4, 4))
+    assert (plots.to_rgba(values, True) == plots.to_rgba(values, True, np.abs(values).max())).all()
+
+
+def test_an_asymmetric_pattern_keeps_row_zero_first_and_column_zero_left():
+    values = np.zeros((4, 6))
+    values[0, :] = 1.0   # top row positive
+    values[:, 0] = -1.0  # left column negative
+    out = rgba(plots.to_rgba(values, signed=True, limit=1.0))
+    red, blue = hex_rgb(plots.DIVERGING[-1]), hex_rgb(plots.DIVERGING[0])
+    assert tuple(out[0, 3, :3]) == red and tuple(out[3, 0, :3]) == blue and tuple(out[3, 3, :3]) == (255, 255, 255)
+    assert plots.pixel_range(4).start == 4 and plots.pixel_range(4).end == 0  # y points down: row 0 on top
+
+
+def test_nan_is_transparent():
+    out = rgba(plots.to_rgba(np.array([[np.nan, 1.0]]), signed=False))
+    assert out[0, 0, 3] == 0 and out[0, 1, 3] == 255
+
+
+def test_diverging_palette_has_one_centre_colour_and_it_is_white():
+    assert len(plots.DIVERGING) % 2 == 1
+    assert plots.DIVERGING[plots.CENTRE] == "#ffffff"
+    # the neighbours of the centre are near-white (CET_D9 peaks at 98 % lightness): no visible jump
+    assert min(hex_rgb(plots.DIVERGING[plots.CENTRE - 1]) + hex_rgb(plots.DIVERGING[plots.CENTRE + 1])) > 235
+
+
+def test_bad_input_is_refused_with_a_message():
+    with pytest.raises(ValueError, match="to_rgba colours one 2-D map, got shape"):
+        plots.to_rgba(np.zeros(3), True)
+    with pytest.raises(ValueError, match="the colour limit must be above zero, got 0.0"):
+        plots.to_rgba(np.zeros((2, 2)), True, 0.0)
+    with pytest.raises(ValueError, match="no colour scale scope named 'global'; choose one of: this channel, this lay"):
+        plots.scale_limit(np.ones(2), np.ones(3), "global")
+
+
+def test_scale_limit_scopes():
+    channel, layer = np.array([0.5, -1.0]), np.array([[0.5, -1.0], [3.0, -4.0]])
+    assert plots.scale_limit(channel, layer, "this channel") == 1.0
+    assert plots.scale_limit(channel, layer, "this layer") == 4.0
+    assert plots.max_abs(np.zeros(3)) == 1.0  # an all-zero map still gets a usable limit
+
+
+def test_picture_to_rgba_packs_grey_and_colour_pictures():
+    grey = np.array([[0, 128], [255, 7]], dtype=np.uint8)
+    out = rgba(plots.picture_to_rgba(grey))
+    assert (out[..., 0] == grey).all() and (out[..., 1] == grey).all() and (out[..., 3] == 255).all()
+    colour = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert (rgba(plots.picture_to_rgba(colour))[..., :3] == colour).all()
+
+
+def test_downsample_matches_block_means(rng):
+    values = rng.normal(size=(112, 112))
+    ref = values.reshape(56, 2, 56, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(plots.downsample(values, 56), ref, rtol=1e-12)
+    assert plots.downsample(values, 112) is not None and plots.downsample(values, 112).shape == (112, 112)
+    odd = plots.downsample(np.arange(25.0).reshape(5, 5), 2)  # factor 3: blocks of 3, the last one partial
+    assert odd.shape == (2, 2) and odd[1, 1] == np.mean([18, 19, 23, 24])
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "0 MACs"), (640, "640 MACs"), (112_896, "113 K MACs"),
+                                         (1_920_000, "1.92 M MACs"), (10_838_016, "10.8 M MACs"),
+                                         (3_000_000_000, "3.00 G MACs")])
+def test_format_si(n, text):
+    assert plots.format_si(n, "MACs") == text
+
+
+@pytest.mark.parametrize(("n", "text"), [(40, "40 B"), (12_544, "12.5 kB"), (1_605_632, "1.61 MB")])
+def test_format_bytes(n, text):
+    assert plots.format_bytes(n) == text
+
+
+def test_format_shape_and_value():
+    assert plots.format_shape((1, 32, 14, 14)) == "1×32×14×14"
+    assert plots.format_value(-0.012345) == "−0.0123"

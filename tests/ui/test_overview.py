@@ -1,0 +1,263 @@
+"""The overview, headless: what its sources hold against the trace, complexity and NumPy, and what clicks do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bokeh.events import Tap
+
+from explorer.core import complexity, zoo
+from explorer.lessons import plots
+from explorer.ui import overview as ov
+from explorer.ui.overview import CELL, GRID_H, GRID_W, PAGE, Overview
+from explorer.ui.state import ExplorerState
+
+MODELS = [m for m in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(m)]
+
+
+def make_view(model: str) -> Overview:
+    state = ExplorerState()  # its model choices are filled in __init__, so the model is set afterwards
+    state.model = model
+    return Overview(state=state)
+
+
+@pytest.fixture
+def view() -> Overview:
+    return make_view("mnist-cnn")
+
+
+def strip(view: Overview) -> dict:
+    return view._strip_source.data
+
+
+def tap(figure, x: float, y: float) -> None:
+    """What a click on the canvas sends: a Tap event in data coordinates."""
+    figure._trigger_event(Tap(figure, x=x, y=y))
+
+
+def column_of(view: Overview, name: str) -> float:
+    """x of the middle of a layer's column (column 0 holds the input picture)."""
+    return (view.state.inference.trace.names.index(name) + 1.5) * CELL
+
+
+def model_ids(view: Overview) -> set[str]:
+    return {m.id for fig in (view._strip_fig, view._grid_fig, view._big_fig) for m in fig.references()}
+
+
+def output(view: Overview, name: str) -> np.ndarray:
+    return view.state.inference.trace[name].output.numpy()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_strip_has_one_column_per_trace_record_in_order(model):
+    view = make_view(model)
+    trace = view.state.inference.trace
+    assert strip(view)["name"] == list(trace.names)
+    assert strip(view)["kind"] == [r.kind for r in trace.records]
+    assert view._strip_fig.x_range.end == view._strip_fig.width == (len(trace) + 1) * CELL
+    assert len(view._input_source.data["image"]) == 1
+
+
+def test_strip_follows_a_model_change_in_the_same_figure(view):
+    ids = model_ids(view)
+    for model in MODELS[1:] + MODELS[:1]:
+        view.state.model = model
+        assert strip(view)["name"] == list(view.state.inference.trace.names)
+        assert view._strip_fig.x_range.end == (len(view.state.inference.trace) + 1) * CELL
+        assert view.state.layer in view.state.inference.trace.names
+    assert model_ids(view) == ids
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_hover_parameters_macs_and_memory_equal_complexity(model):
+    view = make_view(model)
+    for i, record in enumerate(view.state.inference.trace.records):
+        assert strip(view)["params"][i] == record.n_params
+        assert strip(view)["macs"][i] == complexity.layer_macs(record)
+        assert strip(view)["memory"][i] == complexity.activation_bytes(record)
+        assert strip(view)["macs_text"][i] == plots.format_si(complexity.layer_macs(record), "MACs")
+
+
+def test_conv_parameters_and_macs_match_a_hand_count(view):
+    record = view.state.inference.trace["features.4"]
+    c_out, c_in, kh, kw = record.params["weight"].shape
+    bias = c_out if "bias" in record.params else 0
+    _, _, h, w = record.output.shape
+    i = strip(view)["name"].index("features.4")
+    assert strip(view)["params"][i] == c_out * c_in * kh * kw + bias
+    assert strip(view)["macs"][i] == c_out * h * w * c_in * kh * kw  # one MAC per weight per output pixel
+    assert strip(view)["memory"][i] == c_out * h * w * 4  # float32
+    assert strip(view)["params_text"][i] == f"{c_out * c_in * kh * kw + bias:,}"
+
+
+def test_conv_thumbnail_is_the_channel_that_varies_most_coloured_by_to_rgba(view):
+    out = output(view, "features.0")[0]  # (16, 28, 28)
+    c = int(out.reshape(len(out), -1).std(axis=1).argmax())
+    i = strip(view)["name"].index("features.0")
+    expected = plots.to_rgba(out[c], signed=bool((out < 0).any()), limit=np.abs(out[c]).max())
+    np.testing.assert_array_equal(strip(view)["image"][i], expected)
+    assert strip(view)["shows"][i] == f"channel {c} of 16, the one that varies most"
+
+
+def test_norm_activation_and_pool_show_the_channel_of_the_layer_before(view):
+    c = int(output(view, "features.4")[0].reshape(32, -1).std(axis=1).argmax())
+    for name in ("features.5", "features.6", "features.7"):
+        values = output(view, name)[0, c]
+        i = strip(view)["name"].index(name)
+        signed = bool((output(view, name) < 0).any())
+        np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(values, signed, np.abs(values).max()))
+        assert strip(view)["shows"][i] == f"channel {c} of 32, the same as in the layer before"
+
+
+def test_this_layer_scope_colours_thumbnails_by_the_layers_largest_value(view):
+    view.scope = "this layer"
+    out = output(view, "features.0")[0]
+    c = int(out.reshape(len(out), -1).std(axis=1).argmax())
+    i = strip(view)["name"].index("features.0")
+    np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(out[c], True, np.abs(out).max()))
+
+
+def test_vectors_are_drawn_whole_in_rows_of_32(view):
+    logits = output(view, "classifier")[0]
+    i = strip(view)["name"].index("classifier")
+    signed = bool((logits < 0).any())
+    np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(logits[None, :], signed, np.abs(logits).max()))
+    flat = ov.layer_maps(view.state.inference.trace["flatten"])
+    assert flat.maps.shape == (1, 18, 32)  # 576 values
+    np.testing.assert_array_equal(flat.maps[0].ravel(), output(view, "flatten")[0])
+
+
+@pytest.mark.skipif("mnist-vit" not in MODELS, reason="mnist-vit weights are not installed")
+def test_vit_attention_thumbnail_is_the_class_tokens_attention_mean_over_heads():
+    view = make_view("mnist-vit")
+    record = view.state.inference.trace["blocks.0.attn"]
+    probs = record.extras["probs"].numpy()[0]  # (heads, 17, 17)
+    side = int(np.sqrt(probs.shape[-1] - 1))
+    expected = probs[:, 0, 1:].mean(axis=0).reshape(side, side)  # class-token row, patch columns
+    i = strip(view)["name"].index("blocks.0.attn")
+    np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(expected, False, expected.max()))
+    view.state.layer = "blocks.0.attn"
+    assert len(view._grid_source.data["channel"]) == probs.shape[0]  # one map per head
+    big = view._big_source.data["image"][0]
+    np.testing.assert_allclose(big, probs[view.state.channel, 0, 1:].reshape(side, side), rtol=1e-6)
+
+
+@pytest.mark.skipif("mnist-vit" not in MODELS, reason="mnist-vit weights are not installed")
+def test_vit_token_outputs_become_feature_maps_on_the_patch_grid():
+    view = make_view("mnist-vit")
+    tokens = output(view, "blocks.1.mlp.0")[0]  # (17, 128): class token + 4×4 patches
+    maps = ov.layer_maps(view.state.inference.trace["blocks.1.mlp.0"]).maps
+    assert maps.shape == (128, 4, 4)
+    np.testing.assert_array_equal(maps[5], tokens[1:, 5].reshape(4, 4))  # feature 5 of patches row by row
+    assert view._band_source.data["label"] == ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
+
+
+def test_setting_the_layer_redraws_the_detail_grid_with_its_channels(view):
+    for name, channels in (("features.8", 64), ("features.4", 32), ("features.0", 16), ("classifier", 1)):
+        view.state.layer = name
+        grid = view._grid_source.data
+        assert grid["channel"] == list(range(channels))
+        assert view._summary.object.startswith(f"**{name}**")
+    view.state.layer = "features.8"
+    index = view.state.inference.trace.names.index("features.8") + 1
+    assert view._highlight_source.data["left"] == [index * CELL + 1]
+    c = 7
+    values = output(view, "features.8")[0, c]
+    signed = bool((output(view, "features.8") < 0).any())
+    expected = plots.to_rgba(values, signed, np.abs(values).max())
+    np.testing.assert_array_equal(view._grid_source.data["image"][c], expected)
+
+
+def test_setting_the_channel_redraws_the_big_view_and_its_colour_bar(view):
+    view.state.layer = "features.4"
+    grid_before = view._grid_source.data
+    view.state.channel = 5
+    values = output(view, "features.4")[0, 5]
+    np.testing.assert_array_equal(view._big_source.data["image"][0], values)
+    limit = np.abs(values).max()
+    assert (view._colour_mapper.low, view._colour_mapper.high) == pytest.approx((-limit, limit))
+    assert list(view._colour_mapper.palette) == list(plots.DIVERGING)
+    assert view._grid_highlight_source.data["left"] == [5 * GRID_W + 1]
+    assert view._grid_source.data is grid_before  # the grid was not redrawn
+    view.scope = "this layer"
+    assert view._colour_mapper.high == pytest.approx(np.abs(output(view, "features.4")).max())
+
+
+def test_a_channel_beyond_the_new_layers_count_falls_back_to_zero(view):
+    view.state.layer = "features.8"
+    view.state.channel = 40
+    view.state.layer = "features.0"  # 16 channels
+    assert view.state.channel == 0
+    np.testing.assert_array_equal(view._big_source.data["image"][0], output(view, "features.0")[0, 0])
+    view.state.channel = 3
+    view.state.layer = "features.1"  # batch norm keeps the channels: keep following channel 3
+    assert view.state.channel == 3
+
+
+@pytest.mark.parametrize(("name", "lesson"), [("features.0", "convolution"), ("features.1", "normalization"),
+                                              ("features.2", "pruning"), ("classifier", "pruning")])
+def test_a_click_on_a_layer_selects_it_and_its_lesson(view, name, lesson):
+    view.state.lesson = "pruning"
+    tap(view._strip_fig, column_of(view, name), 50)
+    assert view.state.layer == name
+    assert view.state.lesson == lesson  # conv and norm open their lessons; other kinds keep the open one
+
+
+def test_a_click_on_the_input_or_beside_the_strip_changes_nothing(view):
+    view.state.layer = "features.4"
+    tap(view._strip_fig, CELL / 2, 50)
+    tap(view._strip_fig, 10_000, 50)
+    assert (view.state.layer, view.state.lesson) == ("features.4", "convolution")
+
+
+def test_a_click_on_a_channel_selects_it(view):
+    view.state.layer = "features.8"
+    tap(view._grid_fig, 3 * GRID_W + 5, 2 * GRID_H + 5)  # row 2, column 3 of 16
+    assert view.state.channel == 2 * 16 + 3
+    tap(view._grid_fig, 3 * GRID_W + 5, 9 * GRID_H)  # below the last row
+    assert view.state.channel == 35
+
+
+def test_layer_channel_and_scope_changes_create_no_bokeh_models(view):
+    ids = model_ids(view)
+    view.state.layer = "features.8"
+    view.state.channel = 12
+    tap(view._strip_fig, column_of(view, "features.5"), 50)
+    tap(view._grid_fig, GRID_W + 1, 1)
+    view.scope = "this layer"
+    assert model_ids(view) == ids
+
+
+def test_text_fallback_describes_the_selected_layer_and_channel(view):
+    view.state.layer = "features.4"
+    view.state.channel = 2
+    record = view.state.inference.trace["features.4"]
+    macs = plots.format_si(complexity.layer_macs(record), "MACs")
+    assert view._summary.object == (f"**features.4** · Conv2d · output 1×32×14×14 · {record.n_params:,} parameters · "
+                                    f"{macs} · 25.1 kB of activations")
+    values = output(view, "features.4")[0, 2]
+    assert view._channel_text.object.startswith(
+        f"Channel 2: one value per position of the feature map. 14×14 values, min {plots.format_value(values.min())}, "
+        f"max {plots.format_value(values.max())}")
+    assert view._big_fig.title.text == "features.4, channel 2 of 32"
+
+
+@pytest.mark.skipif("mobilenet_v2" not in MODELS, reason="MobileNetV2 weights are not installed")
+def test_a_wide_layer_shows_its_channels_a_page_at_a_time():
+    view = make_view("mobilenet_v2")
+    view.state.layer = "features.18.0"  # 1280 channels of 7×7
+    assert view._grid_source.data["channel"] == list(range(PAGE))
+    assert "0–63 of 1,280" in view._grid_note.object
+    view.state.channel = 100
+    assert view._grid_source.data["channel"] == list(range(64, 128))
+    assert view._grid_highlight_source.data["left"] == [(100 - 64) % 16 * GRID_W + 1]
+    np.testing.assert_array_equal(view._big_source.data["image"][0], output(view, "features.18.0")[0, 100])
+    view.state.layer = "features.0.0"  # a 112×112 map: thumbnails are block means, the big view keeps 112
+    assert view._big_source.data["image"][0].shape == (112, 112)
+    assert max(view._grid_source.data["image"][0].shape) <= ov.GRID_THUMB
+
+
+def test_an_unknown_layer_name_is_said_in_words(view):
+    view.state.layer = "features.99"
+    assert view._summary.object == "No layer named 'features.99' in this model; click one in the strip."
+    assert view._grid_source.data["channel"] == []

