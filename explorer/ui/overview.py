@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import panel as pn
 import param
-from bokeh.events import Tap
+from bokeh.events import DoubleTap, Tap
 from bokeh.models import ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
@@ -242,7 +242,7 @@ class Overview(pn.viewable.Viewer):
     def select_channel(self, channel: int) -> None:
         self.state.channel = channel
 
-    def _strip_tapped(self, event: Tap) -> None:
+    def _strip_tapped(self, event: Tap | DoubleTap) -> None:
         if event.x is None:
             return
         index = math.floor(event.x / CELL) - 1  # column 0 is the input picture
@@ -250,7 +250,7 @@ class Overview(pn.viewable.Viewer):
         if 0 <= index < len(records):
             self.select_layer(records[index].name)
 
-    def _grid_tapped(self, event: Tap) -> None:
+    def _grid_tapped(self, event: Tap | DoubleTap) -> None:
         if event.x is None or event.y is None:
             return
         col, row = math.floor(event.x / GRID_W), math.floor(event.y / GRID_H)
@@ -474,7 +474,10 @@ class Overview(pn.viewable.Viewer):
         inp = fig.quad(left=0, right=CELL, top=BAND, bottom=STRIP_HEIGHT, fill_alpha=0, line_alpha=0,
                        source=self._input_source)
         fig.add_tools(HoverTool(renderers=[inp], tooltips=[("input", "@description"), ("model input", "@shape_label")]))
+        # Bokeh reports a second tap within 300 ms on the same canvas as a DoubleTap instead of a Tap:
+        # a student clicking two layers quickly means two selections.
         fig.on_event(Tap, self._strip_tapped)
+        fig.on_event(DoubleTap, self._strip_tapped)
         self._strip_fig = fig
 
     def _build_grid(self) -> None:
@@ -497,6 +500,7 @@ class Overview(pn.viewable.Viewer):
         fig.add_tools(HoverTool(renderers=[hit], tooltips=[("number", "@channel"), ("min", "@min_text"),
                                                            ("max", "@max_text"), ("mean", "@mean_text")]))
         fig.on_event(Tap, self._grid_tapped)
+        fig.on_event(DoubleTap, self._grid_tapped)
         self._grid_fig = fig
 
     def _build_big(self) -> None:

@@ -95,7 +95,7 @@ def test_clicking_a_cnn_layer_and_a_channel_selects_them(page: Page, overview_ur
     click_figure(page, "features.5:", 3 * GRID_W + GRID_W / 2, GRID_H / 2)  # channel 3, first row
     expect(page.get_by_text("layer=features.5 lesson=normalization channel=3")).to_be_visible()
     expect(page.get_by_text("features.5, channel 3 of 32")).to_have_count(0)  # a canvas title, not DOM text
-    click_figure(page, "mnist-cnn:", strip_x(names, "features.4"), 60)
+    click_figure(page, "mnist-cnn:", strip_x(names, "features.4"), 60)  # often within Bokeh's double-tap window
     expect(page.get_by_text("layer=features.4 lesson=convolution channel=3")).to_be_visible()  # channel kept
     page.wait_for_timeout(300)
     screenshot(page, "overview-mnist-cnn", full_page=True)
