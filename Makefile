@@ -23,3 +23,4 @@ serve:
 
 benchmark:
 	$(PYTHON) benchmarks/trace.py
+	$(PYTHON) benchmarks/ui_latency.py

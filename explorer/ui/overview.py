@@ -201,6 +201,7 @@ class Overview(pn.viewable.Viewer):
         super().__init__(**params)
         self._shown: dict[str, object] = {}  # part -> the key it was last drawn for (skips repeated work)
         self._maps_cache: tuple[object, LayerMaps] | None = None
+        self._grid_model, self._grid_rows = None, 0  # the channel grid's height, see _show_layer
         self._build_strip()
         self._build_grid()
         self._build_big()
@@ -386,9 +387,14 @@ class Overview(pn.viewable.Viewer):
             for k, v in entry.items():
                 cols[k].append(v)
         self._grid_source.data = cols
-        rows = max(1, -(-len(shown) // GRID_COLS))
-        self._grid_fig.height = rows * GRID_H + 30
-        self._grid_fig.y_range.start = rows * GRID_H
+        # Rows only grow while the model stays: a new figure height makes the browser lay out the whole
+        # page again, which measured 100-250 ms per layer click (benchmarks/ui_latency.py).
+        model, needed = self.state.inference.model, max(1, -(-len(shown) // GRID_COLS))
+        rows = max(needed, self._grid_rows) if model is self._grid_model else needed
+        if (model, rows) != (self._grid_model, self._grid_rows):
+            self._grid_model, self._grid_rows = model, rows
+            self._grid_fig.height = rows * GRID_H + 30
+            self._grid_fig.y_range.start = rows * GRID_H
         noun = f"{lm.noun}s"
         self._grid_fig.title.text = f"{record.name}: {n:,} {noun} (click one)" if n > 1 else record.name
         self._grid_note.object = (f"**{record.name}** makes one {lm.noun}." if n == 1 else
@@ -443,7 +449,7 @@ class Overview(pn.viewable.Viewer):
     def _build_strip(self) -> None:
         self._strip_source = _source("image", "x", "y", "dw", "dh", "cx", "left", "right", "name", "kind",
                                      "module_type", "kind_label", "shape", "shape_label", "params", "params_text",
-                                     "macs", "macs_text", "memory", "memory_text", "shows")
+                                     "macs", "macs_text", "memory", "memory_text", "shows", name="overview-strip")
         self._input_source = _source("image", "x", "y", "dw", "dh", "cx", "kind_label", "shape_label", "description")
         self._band_source = _source("left", "right", "label", "colour")
         self._highlight_source = _source("left", "right")
@@ -482,7 +488,7 @@ class Overview(pn.viewable.Viewer):
 
     def _build_grid(self) -> None:
         self._grid_source = _source("image", "x", "y", "dw", "dh", "channel", "label", "cx", "label_y", "left",
-                                    "right", "top", "bottom", "min_text", "max_text", "mean_text")
+                                    "right", "top", "bottom", "min_text", "max_text", "mean_text", name="overview-grid")
         self._grid_highlight_source = _source("left", "right", "top", "bottom")
         fig = figure(width=GRID_COLS * GRID_W, height=GRID_H + 30, x_range=Range1d(0, GRID_COLS * GRID_W),
                      y_range=plots.pixel_range(GRID_H), tools="", toolbar_location=None, min_border=0,
@@ -504,7 +510,7 @@ class Overview(pn.viewable.Viewer):
         self._grid_fig = fig
 
     def _build_big(self) -> None:
-        self._big_source = _source("image", "dw", "dh")
+        self._big_source = _source("image", "dw", "dh", name="overview-channel")
         self._colour_mapper = LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1, nan_color="#00000000")
         fig = figure(frame_width=BIG, frame_height=BIG, x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
                      tools="", toolbar_location=None, title="channel", x_axis_location="above")
@@ -533,5 +539,6 @@ class Overview(pn.viewable.Viewer):
                 "size and cost; click it to see all its channels below. " + plots.COLOUR_LEGEND)
 
 
-def _source(*columns: str) -> ColumnDataSource:
-    return ColumnDataSource(data={c: [] for c in columns})
+def _source(*columns: str, name: str | None = None) -> ColumnDataSource:
+    """An empty source; named ones are found by benchmarks/ui_latency.py in the page."""
+    return ColumnDataSource(data={c: [] for c in columns}, name=name)

@@ -139,9 +139,9 @@ def build_app() -> pn.template.BootstrapTemplate:
     # Bootstrap rather than Fast: the Fast design loads its font from Google's CDN, and the app must work offline.
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar_width=360, header_background="#0072B2",
-        sidebar=[pn.pane.Markdown("### Model"), ModelPicker(state=state), pn.pane.Markdown("### Input"),
-                 InputPicker(state=state)],
-        main=[pn.Row(Predictions(state=state), tour, sizing_mode="stretch_width"),
-              Overview(state=state),
-              LessonFrame(state=state)])
+        # One root each for sidebar and main: Bokeh recomputes the whole document once per root added.
+        sidebar=[pn.Column(pn.pane.Markdown("### Model"), ModelPicker(state=state), pn.pane.Markdown("### Input"),
+                           InputPicker(state=state), sizing_mode="stretch_width")],
+        main=[pn.Column(pn.Row(Predictions(state=state), tour, sizing_mode="stretch_width"),
+                        Overview(state=state), LessonFrame(state=state), sizing_mode="stretch_width")])
     return template

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
@@ -61,7 +62,7 @@ def serve(app: Path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
-def screenshot(page, name: str, full_page: bool = False) -> Path:
+def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
     """Save a screenshot to look at; not in test-results/, which pytest-playwright empties on every run."""
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
@@ -74,3 +75,33 @@ def app_url() -> Iterator[str]:
     """The app itself: `panel serve app.py`."""
     with serve(ROOT / "app.py") as url:
         yield url
+
+
+# The page coordinates of a data point (x, y) of the Bokeh figure whose title starts with `title`.
+FIGURE_POINT = """([title, x, y]) => {
+  const seen = new Set();
+  function find(view) {
+    if (!view || seen.has(view)) return null;
+    seen.add(view);
+    if (view.model.type === "Figure" && view.model.title && view.model.title.text.startsWith(title)) return view;
+    const kids = view._child_views ? [...view._child_views.values()] : [];
+    if (view.child_views) kids.push(...view.child_views);
+    for (const k of kids) { const found = find(k); if (found) return found; }
+    return null;
+  }
+  for (const root of Object.values(Bokeh.index)) {
+    const view = find(root);
+    if (view) {
+      const box = view.el.getBoundingClientRect();
+      return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)];
+    }
+  }
+  return null;
+}"""
+
+
+def click_figure(page: Page, title: str, x: float, y: float) -> None:
+    """A real mouse click on the canvas, at data point (x, y) of the figure."""
+    point = page.evaluate(FIGURE_POINT, [title, x, y])
+    assert point is not None, f"no figure titled {title!r}… on the page"
+    page.mouse.click(*point)

@@ -24,44 +24,16 @@ from explorer.core import zoo
 from explorer.lessons import plots
 from explorer.ui.overview import CELL, GRID_H, GRID_W
 
-from .conftest import screenshot, serve
+from .conftest import click_figure, screenshot, serve
 
 APP = "tests/browser/apps/overview_app.py"
 
-# The page coordinates of a data point (x, y) of the Bokeh figure whose title starts with `title`.
-FIGURE_POINT = """([title, x, y]) => {
-  const seen = new Set();
-  function find(view) {
-    if (!view || seen.has(view)) return null;
-    seen.add(view);
-    if (view.model.type === "Figure" && view.model.title && view.model.title.text.startsWith(title)) return view;
-    const kids = view._child_views ? [...view._child_views.values()] : [];
-    if (view.child_views) kids.push(...view.child_views);
-    for (const k of kids) { const found = find(k); if (found) return found; }
-    return null;
-  }
-  for (const root of Object.values(Bokeh.index)) {
-    const view = find(root);
-    if (view) {
-      const box = view.el.getBoundingClientRect();
-      return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)];
-    }
-  }
-  return null;
-}"""
 
 
 @pytest.fixture(scope="module")
 def overview_url() -> Iterator[str]:
     with serve(Path(APP)) as url:
         yield url
-
-
-def click_figure(page: Page, title: str, x: float, y: float) -> None:
-    """A real mouse click on the canvas, at data point (x, y) of the figure."""
-    point = page.evaluate(FIGURE_POINT, [title, x, y])
-    assert point is not None, f"no figure titled {title!r}… on the page"
-    page.mouse.click(*point)
 
 
 def open_overview(page: Page, url: str, model: str, first_layer: str) -> list[str]:

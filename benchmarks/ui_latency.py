@@ -1,0 +1,159 @@
+"""The app in Chromium: latency of an input, layer and channel change; cold start; memory per session.
+
+    python benchmarks/ui_latency.py [--repeats 30] [--models mnist-cnn mnist-vit]
+
+Latency (after one uncounted warm-up round): from the pointer release of a click (a gallery thumbnail; a layer in the overview strip; a
+channel in the layer's grid) to one animation frame after the page holds the new data (the Bokeh
+source that the change refreshes: the strip, the channel grid, the channel picture). Cold start:
+from launching `panel serve app.py` to the prediction shown in a new page. Memory: the server's
+resident memory after 1 and after 20 open sessions. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from explorer.core import zoo  # noqa: E402
+from explorer.ui.gallery import gallery_for  # noqa: E402
+from explorer.ui.overview import CELL, GRID_H, GRID_W  # noqa: E402
+from explorer.ui.state import ExplorerState  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
+
+# Arm a timer: it starts at the next pointerup anywhere in the page and stops one frame after the named
+# Bokeh source changes. `window.__latency` resolves to the milliseconds.
+ARM = """(sourceName) => {
+  const source = Bokeh.documents[0].get_model_by_name(sourceName);
+  window.__latency = new Promise((resolve) => {
+    let start = null;
+    window.addEventListener("pointerup", () => { start = performance.now(); }, {capture: true, once: true});
+    const connection = () => {
+      if (start === null) return;
+      source.change.disconnect(connection);
+      requestAnimationFrame(() => resolve(performance.now() - start));
+    };
+    source.change.connect(connection);
+  });
+}"""
+
+
+def launch(port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address",
+                             "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def open_page(browser, url: str) -> Page:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator(".prediction-summary").get_by_text("The model says").wait_for(timeout=60_000)
+    page.wait_for_timeout(300)
+    return page
+
+
+def timed_click(page: Page, source: str, click) -> float:
+    page.evaluate(ARM, source)
+    click()
+    latency = page.evaluate("() => Promise.race([window.__latency, new Promise(r => setTimeout(() => r(null), 10000))])")
+    if latency is None:
+        raise RuntimeError(f"the click did not change {source} within 10 s")
+    return latency
+
+
+def click_point(page: Page, title: str, x: float, y: float) -> None:
+    page.mouse.click(*page.evaluate(FIGURE_POINT, [title, x, y]))
+
+
+def measure_model(browser, url: str, model: str, repeats: int) -> dict[str, list[float]]:
+    page = open_page(browser, f"{url}?model={model}")
+    card = zoo.card(model)
+    items = gallery_for(card)
+    state = ExplorerState(model=model)
+    names = state.ensure().trace.names
+    maps = [n for n, r in zip(names, state.inference.trace.records, strict=True) if r.output.dim() >= 3][:6]
+    layers = maps[1:] + maps[:1]  # the page opens on the first: each click must change the layer
+    times: dict[str, list[float]] = {"input": [], "layer": [], "channel": []}
+    for i in range(-1, repeats):  # round -1 warms the page up (first paints, first JIT) and is not counted
+        item = items[(i + 2) % len(items)]  # items[0] is already shown: clicking it changes nothing
+        button = page.get_by_role("button", name=item.description)
+        times["input"].append(timed_click(page, "overview-strip", button.click))
+        layer = layers[(i + 1) % len(layers)]
+        x = (names.index(layer) + 1.5) * CELL
+        times["layer"].append(timed_click(page, "overview-grid", lambda: click_point(page, f"{model}:", x, 60)))
+        page.wait_for_timeout(350)  # past Bokeh's double-tap window, so that each click is a plain tap
+        channel = 1 + i % 3
+        times["channel"].append(timed_click(page, "overview-channel", lambda: click_point(
+            page, f"{layer}:", channel * GRID_W + GRID_W / 2, GRID_H / 2)))
+        page.wait_for_timeout(350)
+        if i < 0:
+            times = {control: [] for control in times}
+    page.close()
+    return times
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def summary(values: list[float]) -> str:
+    return f"median {statistics.median(values):6.1f} ms, p95 {statistics.quantiles(values, n=20)[-1]:6.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--models", nargs="+", default=[n for n in ("mnist-cnn", "mnist-vit", "mobilenet_v2")
+                                                          if zoo.is_available(n)])
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/app"
+    start = time.perf_counter()
+    server = launch(port)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            wait_for_http(url)
+            first = open_page(browser, url)
+            print(f"cold start: panel serve app.py -> prediction shown: {time.perf_counter() - start:.2f} s", flush=True)
+            for model in args.models:
+                for control, values in measure_model(browser, url, model, args.repeats).items():
+                    print(f"{model:13s} {control:8s} change: {summary(values)}  (n={len(values)})", flush=True)
+            baseline = rss_mb(server.pid)
+            pages = [first] + [open_page(browser, url) for _ in range(args.sessions - 1)]
+            grown = rss_mb(server.pid) - baseline
+            print(f"memory: {baseline:.0f} MB with 1 session (after the benchmark), +{grown:.0f} MB for "
+                  f"{len(pages) - 1} more, {grown / (len(pages) - 1):.1f} MB per session")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
