@@ -2,7 +2,9 @@
 
 import panel as pn
 
+from explorer.ui.server import tune_server
 from explorer.ui.shell import TITLE, build_app
 
+tune_server()  # TCP_NODELAY and no 50 ms debounce: see docs/performance.md
 pn.extension(inline=True, notifications=True)
 build_app().servable(title=TITLE)

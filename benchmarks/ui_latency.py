@@ -1,17 +1,19 @@
 """The app in Chromium: latency of an input, layer and channel change; cold start; memory per session.
 
-    python benchmarks/ui_latency.py [--repeats 30] [--models mnist-cnn mnist-vit]
+    python benchmarks/ui_latency.py [--repeats 30] [--sessions 20] [--models mnist-cnn mnist-vit]
 
-Latency (after one uncounted warm-up round): from the pointer release of a click (a gallery thumbnail; a layer in the overview strip; a
-channel in the layer's grid) to one animation frame after the page holds the new data (the Bokeh
-source that the change refreshes: the strip, the channel grid, the channel picture). Cold start:
-from launching `panel serve app.py` to the prediction shown in a new page. Memory: the server's
+Latency, after one uncounted warm-up round: from the pointer release of a click (a gallery
+thumbnail; a layer in the overview strip; a channel in the layer's grid) or the choice of a model, to
+one animation frame after the page holds the new data (the Bokeh source that the change refreshes:
+the strip, the channel grid, the channel picture). Cold start: from launching `panel serve app.py`
+to the prediction shown in a new page. Memory: the server's
 resident memory after 1 and after 20 open sessions. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import subprocess
 import sys
@@ -30,13 +32,15 @@ from explorer.ui.overview import CELL, GRID_H, GRID_W  # noqa: E402
 from explorer.ui.state import ExplorerState  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
 
-# Arm a timer: it starts at the next pointerup anywhere in the page and stops one frame after the named
-# Bokeh source changes. `window.__latency` resolves to the milliseconds.
-ARM = """(sourceName) => {
+# Arm a timer: it starts at the next `startEvent` anywhere in the page (pointerup, for a click), or now when
+# `startEvent` is null (a select: its events stay inside the widget's shadow DOM), and stops one frame after
+# the named Bokeh source changes. `window.__latency` resolves to the milliseconds.
+ARM = """([sourceName, startEvent]) => {
   const source = Bokeh.documents[0].get_model_by_name(sourceName);
   window.__latency = new Promise((resolve) => {
     let start = null;
-    window.addEventListener("pointerup", () => { start = performance.now(); }, {capture: true, once: true});
+    if (startEvent === null) start = performance.now();
+    else window.addEventListener(startEvent, () => { start = performance.now(); }, {capture: true, once: true});
     const connection = () => {
       if (start === null) return;
       source.change.disconnect(connection);
@@ -73,10 +77,11 @@ def open_page(browser, url: str) -> Page:
     return page
 
 
-def timed_click(page: Page, source: str, click) -> float:
-    page.evaluate(ARM, source)
+def timed_click(page: Page, source: str, click, start_event: str | None = "pointerup") -> float:
+    page.evaluate(ARM, [source, start_event])
     click()
-    latency = page.evaluate("() => Promise.race([window.__latency, new Promise(r => setTimeout(() => r(null), 10000))])")
+    timeout = "new Promise(r => setTimeout(() => r(null), 10000))"
+    latency = page.evaluate(f"() => Promise.race([window.__latency, {timeout}])")
     if latency is None:
         raise RuntimeError(f"the click did not change {source} within 10 s")
     return latency
@@ -101,14 +106,30 @@ def measure_model(browser, url: str, model: str, repeats: int) -> dict[str, list
         times["input"].append(timed_click(page, "overview-strip", button.click))
         layer = layers[(i + 1) % len(layers)]
         x = (names.index(layer) + 1.5) * CELL
-        times["layer"].append(timed_click(page, "overview-grid", lambda: click_point(page, f"{model}:", x, 60)))
+        strip_click = functools.partial(click_point, page, f"{model}:", x, 60)
+        times["layer"].append(timed_click(page, "overview-grid", strip_click))
         page.wait_for_timeout(350)  # past Bokeh's double-tap window, so that each click is a plain tap
         channel = 1 + i % 3
-        times["channel"].append(timed_click(page, "overview-channel", lambda: click_point(
-            page, f"{layer}:", channel * GRID_W + GRID_W / 2, GRID_H / 2)))
+        times["channel"].append(timed_click(page, "overview-channel", functools.partial(
+            click_point, page, f"{layer}:", channel * GRID_W + GRID_W / 2, GRID_H / 2)))
         page.wait_for_timeout(350)
         if i < 0:
             times = {control: [] for control in times}
+    page.close()
+    return times
+
+
+def measure_model_switch(browser, url: str, repeats: int) -> list[float]:
+    """The model picker: mnist-cnn and mnist-vit in turn (the whole page is redrawn)."""
+    page = open_page(browser, url)
+    select = page.get_by_role("combobox", name="Model")
+    times = []
+    for i in range(-1, repeats):
+        model = ("mnist-vit", "mnist-cnn")[(i + 1) % 2]  # the page opens on mnist-cnn
+        latency = timed_click(page, "overview-strip", functools.partial(select.select_option, model),
+                              start_event=None)
+        if i >= 0:
+            times.append(latency)
     page.close()
     return times
 
@@ -140,7 +161,11 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             wait_for_http(url)
             first = open_page(browser, url)
-            print(f"cold start: panel serve app.py -> prediction shown: {time.perf_counter() - start:.2f} s", flush=True)
+            cold = time.perf_counter() - start
+            print(f"cold start: panel serve app.py -> prediction shown: {cold:.2f} s", flush=True)
+            if {"mnist-cnn", "mnist-vit"} <= set(args.models):
+                switches = measure_model_switch(browser, url, args.repeats)
+                print(f"{'mnist-cnn/vit':13s} model    change: {summary(switches)}  (n={len(switches)})", flush=True)
             for model in args.models:
                 for control, values in measure_model(browser, url, model, args.repeats).items():
                     print(f"{model:13s} {control:8s} change: {summary(values)}  (n={len(values)})", flush=True)

@@ -124,14 +124,14 @@ def apply_link(state: ExplorerState, values: dict[str, object]) -> None:
                        f"showing {state.model} instead.")
 
 
-def build_app() -> pn.template.BootstrapTemplate:
-    """One session's page. Imports of the heavier views stay here, so `explorer.ui` imports fast."""
+def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTemplate:
+    """One session's page around `state` (a new one by default). Heavier views are imported here."""
     from explorer.ui.inputs import InputPicker
     from explorer.ui.models import ModelPicker
     from explorer.ui.overview import Overview
     from explorer.ui.predictions import Predictions
 
-    state = ExplorerState()
+    state = state or ExplorerState()
     if pn.state.location is not None:
         pn.state.location.sync(state, URL_PARAMS, on_error=lambda values: apply_link(state, values))
     state.ensure()

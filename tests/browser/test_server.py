@@ -1,0 +1,28 @@
+"""tune_server() in a served session: TCP_NODELAY on the session's own websocket, and no 50 ms debounce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from .conftest import serve
+
+APP = Path(__file__).resolve().parent / "apps" / "nodelay_app.py"
+
+
+def test_a_served_sessions_websocket_has_tcp_nodelay(page: Page):
+    with serve(APP) as url:
+        page.goto(url)
+        expect(page.locator(".report")).to_have_text("sockets=1 nodelay=[1] debounce=0", timeout=30_000)
+
+
+def test_tune_server_is_idempotent():
+    from bokeh.server.views.ws import WSHandler
+
+    from explorer.ui.server import tune_server
+
+    tune_server()
+    patched = WSHandler.open
+    tune_server()
+    assert WSHandler.open is patched and patched.explorer_nodelay
