@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import panel as pn
 import param
@@ -12,7 +11,6 @@ from explorer.core import byo, device, fetch, pretrained, zoo
 from explorer.errors import InputError
 from explorer.ui.state import ExplorerState
 
-log = logging.getLogger(__name__)
 WEIGHT_TYPES = ".safetensors,.pt,.pth,.onnx"
 
 

@@ -8,7 +8,6 @@ nothing in it pretends to work.
 from __future__ import annotations
 
 import importlib
-import logging
 from dataclasses import dataclass
 
 import panel as pn
@@ -18,7 +17,6 @@ from explorer.core import trace
 from explorer.ui.narrative import Narrative, Step
 from explorer.ui.state import LESSON_NAMES, ExplorerState, first_layer
 
-log = logging.getLogger(__name__)
 TITLE = "Neural network explorer"
 URL_PARAMS = {"model": "model", "lesson": "lesson", "layer": "layer"}
 

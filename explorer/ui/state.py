@@ -1,13 +1,12 @@
 """The one state object of a session: the chosen model, input, lesson, layer and channel.
 
 Every view reads `state.inference` (computed once per change of model or input) and writes only
-the parameters it owns: the input picker sets `image`, the overview `layer`/`channel`/`lesson`,
-the model picker `model`. The shell syncs `model`, `lesson` and `layer` with the URL.
+the parameters it owns: the input picker calls `set_input`, the overview sets `layer`/`channel`/
+`lesson`, the model picker `model`. The shell syncs `model`, `lesson` and `layer` with the URL.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,10 +14,7 @@ import param
 import torch
 
 from explorer.core import images, trace, zoo
-from explorer.core.images import model_view
 from explorer.errors import InputError
-
-log = logging.getLogger(__name__)
 
 LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization")
 
@@ -42,7 +38,7 @@ class Inference:
 
 def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
     """Preprocess, trace and classify one input; InputError if the input cannot be used."""
-    view = model_view(source, model.card)
+    view = images.model_view(source, model.card)
     x = images.to_input(source, model.card)
     t = model.trace(x)
     return Inference(model, source, description, view, x, t, t.logits[0].softmax(-1))

@@ -23,7 +23,6 @@ from scipy import ndimage
 
 from explorer.core import data, images, zoo
 from explorer.core.images import MAX_BYTES, Strokes, model_view, open_image, to_input
-from explorer.core.paths import MODELS
 from explorer.core.zoo import ModelCard
 from explorer.errors import InputError
 
@@ -531,8 +530,6 @@ def test_bad_strokes_give_their_message(case):
 
 
 def test_drawn_digits_are_classified_by_the_trained_cnn():
-    if not (MODELS / "mnist-cnn.safetensors").exists() or not (MODELS / "mnist-cnn.json").exists():
-        pytest.skip("models/mnist-cnn.safetensors is not trained yet: run `python -m explorer.train mnist-cnn`")
     model = zoo.load("mnist-cnn")
     for digit in DIGIT_STROKES:
         # large and centred, then small in a corner: the MNIST preprocessing makes them the same
