@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import panel as pn
 import param
 import torch
 
@@ -89,11 +90,9 @@ class ExplorerState(param.Parameterized):
             self.set_input(source, description)
 
     def _set_inference(self, result: Inference) -> None:
-        names = result.trace.names
-        with param.parameterized.batch_call_watchers(self):
-            if self.layer not in names:
-                self.layer = first_layer(result.trace)
-            self.inference = result
+        layer = self.layer if self.layer in result.trace.names else first_layer(result.trace)
+        with pn.io.hold():  # every view's changes for this input go to the page as one message
+            self.param.update(layer=layer, inference=result)
 
     def ensure(self) -> Inference:
         """The current inference, computing the model's default input on first use."""
