@@ -1,7 +1,7 @@
 """The overview in a real browser: clicks on the canvas select layers and channels; pictures keep their orientation.
 
 Serves tests/browser/apps/overview_app.py (the overview alone, plus a line of text with the state it
-writes) and leaves screenshots in test-results/overview-*.png.
+writes) and leaves screenshots in screenshots/overview-*.png.
 """
 
 from __future__ import annotations
