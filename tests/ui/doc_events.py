@@ -1,0 +1,44 @@
+"""Record what a view sends to the page: attach it to a Bokeh document as a served session would.
+
+Used by every update-path test (ISSUE 10): an interaction must patch data and properties of
+existing Bokeh models, never create new ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import panel as pn
+from bokeh.document import Document
+from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent, ModelChangedEvent
+
+PATCHES = (ModelChangedEvent, ColumnDataChangedEvent, ColumnsStreamedEvent, ColumnsPatchedEvent)
+
+
+class Page:
+    """A document holding one viewable, and the change events it receives."""
+
+    def __init__(self, viewable: pn.viewable.Viewable):
+        self.doc = Document()
+        pn.panel(viewable).server_doc(self.doc)
+        self.events: list = []
+        self.doc.on_change(self.events.append)
+
+    def model_named(self, name: str):
+        return next(m for m in self.doc.models if getattr(m, "name", None) == name)
+
+    def data(self, source_name: str) -> str:
+        """A named Bokeh source's arrays, as text, to compare before and after."""
+        return repr(self.model_named(source_name).data)
+
+    def act(self, action: Callable[[], object], allow_new: tuple[str, ...] = ()) -> list[str]:
+        """Run `action`; return the kinds of Bokeh models it created (minus `allow_new`), after checking
+        that every event it sent is a patch."""
+        before = {m.id for m in self.doc.models}
+        self.events.clear()
+        action()
+        # Changes that Panel dispatches itself (inside `unlocked`) bypass these callbacks; the others must
+        # all be patches of existing models.
+        others = [type(e).__name__ for e in self.events if not isinstance(e, PATCHES)]
+        assert others == [], f"sent {others}"
+        return [type(m).__name__ for m in self.doc.models if m.id not in before and type(m).__name__ not in allow_new]
