@@ -14,7 +14,9 @@ import explorer.core
 ROOT = Path(__file__).resolve().parents[1]
 COMPUTE_MODULES = sorted(
     [f"explorer.core.{m.name}" for m in pkgutil.iter_modules(explorer.core.__path__)]
-    + [f"explorer.lessons.{p.parent.name}.math" for p in (ROOT / "explorer" / "lessons").glob("*/math.py")]
+    # Every lesson module except its views (view.py, view_*.py) is compute: math.py and its siblings.
+    + [f"explorer.lessons.{p.parent.name}.{p.stem}" for p in (ROOT / "explorer" / "lessons").glob("*/*.py")
+       if not p.stem.startswith(("view", "__"))]
     + ["explorer", "explorer.errors", "explorer.train"])
 
 
