@@ -26,7 +26,7 @@ from explorer.core import images
 from explorer.errors import InputError
 from explorer.ui.canvas import DrawingCanvas
 from explorer.ui.gallery import GalleryItem, find, gallery_for
-from explorer.ui.state import ExplorerState, Inference
+from explorer.ui.state import Inference, SessionView
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,9 @@ class ImageUpload(JSComponent):
     """]
 
 
-class InputPicker(pn.viewable.Viewer):
+class InputPicker(SessionView):
     """Choose the input (gallery, upload or drawing) and see what the model sees."""
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session's state.")
 
     def __init__(self, **params):
         self._drawings = itertools.count(1)

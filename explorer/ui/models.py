@@ -9,15 +9,14 @@ import param
 
 from explorer.core import byo, device, fetch, pretrained, zoo
 from explorer.errors import InputError
-from explorer.ui.state import ExplorerState
+from explorer.ui.state import SessionView
 
 WEIGHT_TYPES = ".safetensors,.pt,.pth,.onnx"
 
 
-class ModelPicker(pn.viewable.Viewer):
+class ModelPicker(SessionView):
     """Select a model; fetch MobileNetV2 when it is missing; upload weights or an ONNX file."""
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True)
 
     def __init__(self, **params):
         super().__init__(**params)

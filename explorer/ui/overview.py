@@ -29,7 +29,7 @@ from bokeh.plotting import figure
 from explorer.core import complexity
 from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
-from explorer.ui.state import ExplorerState, Inference
+from explorer.ui.state import ExplorerState, Inference, SessionView
 
 LESSON_FOR_KIND = {"conv": "convolution", "norm": "normalization", "attention": "attention"}
 CHANNEL_KEEPING = ("norm", "activation", "pool")  # kinds whose output channel c comes from input channel c
@@ -187,10 +187,9 @@ def _fit(h: int, w: int, side: float, least: float = 10.0) -> tuple[float, float
 # --- The view ----------------------------------------------------------------------------------------------
 
 
-class Overview(pn.viewable.Viewer):
+class Overview(SessionView):
     """The whole network in one strip; click a layer to see its channels, click a channel to enlarge it."""
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session's shared state.")
     scope = param.Selector(default=plots.SCOPES[0], objects=list(plots.SCOPES),
                            doc="The colour limit is the largest |value| of this layer or of this channel.")
 

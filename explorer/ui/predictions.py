@@ -7,17 +7,16 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, LabelSet, Range1d
 from bokeh.plotting import figure
 
-from explorer.ui.state import ExplorerState
+from explorer.ui.state import SessionView
 
 TOP_K = 5
 BAR_COLOR = "#0072B2"  # Okabe-Ito blue: colour-blind safe
 TOP_COLOR = "#D55E00"  # Okabe-Ito vermillion for the winner
 
 
-class Predictions(pn.viewable.Viewer):
+class Predictions(SessionView):
     """Top-k classes for the current input, with probabilities as bars and as text."""
 
-    state = param.ClassSelector(class_=ExplorerState, constant=True)
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -103,6 +103,20 @@ class ExplorerState(param.Parameterized):
         return self.inference
 
 
+class SessionView(pn.viewable.Viewer):
+    """A view of one session's state. Alone (in a notebook) it makes its own: `View(model="mnist-vit")`;
+    several views given one `state` stay in step and share one loaded model."""
+
+    state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session's shared state.")
+
+    def __init__(self, model: str | None = None, **params):
+        state = params.get("state") or ExplorerState()
+        params["state"] = state
+        if model is not None:
+            state.model = model
+        super().__init__(**params)
+
+
 def first_layer(t: trace.Trace) -> str:
     """The layer a lesson opens on: the first convolution, else the first record."""
     conv = t.of_kind("conv")
