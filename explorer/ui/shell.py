@@ -78,11 +78,16 @@ class LessonFrame(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._bodies = {name: pn.Column(sizing_mode="stretch_width") for name in LESSONS}
+        self._bodies = {name: pn.Column(pn.pane.Markdown("Loading the lesson…"), sizing_mode="stretch_width")
+                        for name in LESSONS}
+        self._built: set[str] = set()
         self._tabs = pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
                              sizing_mode="stretch_width", dynamic=False)
         self._tabs.param.watch(self._tab_clicked, "active")
-        self._show_lesson()
+        self._tabs.active = LESSON_NAMES.index(self.state.lesson)
+        # The open lesson is built once the page has been sent, so the first paint does not wait for it
+        # (outside a server, at once).
+        pn.state.onload(self._show_lesson)
 
     def _tab_clicked(self, event) -> None:
         self.state.lesson = LESSON_NAMES[event.new]
@@ -91,9 +96,9 @@ class LessonFrame(pn.viewable.Viewer):
     def _show_lesson(self) -> None:
         name = self.state.lesson
         self._tabs.active = LESSON_NAMES.index(name)
-        body = self._bodies[name]
-        if not body.objects:
-            body.objects = [build_lesson(name, self.state)]
+        if name not in self._built:
+            self._built.add(name)
+            self._bodies[name].objects = [build_lesson(name, self.state)]
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._tabs
