@@ -27,7 +27,7 @@ from explorer.errors import InputError
 from explorer.ui.canvas import DrawingCanvas
 from explorer.ui.gallery import GalleryItem, find, gallery_for
 from explorer.ui.live import LiveInference
-from explorer.ui.state import Inference, SessionView
+from explorer.ui.state import Inference, SessionView, one_update
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class InputPicker(SessionView):
         _, height, width = card.input_shape
         zoom = display_scale(height, width)
         caption = PREPROCESS_CAPTIONS[card.preprocess].format(h=height, w=width)
-        with pn.io.hold():
+        with one_update():
             if items is not self._items:
                 self._items = items
                 self.gallery.param.update(items=[list(row) for row in thumbnails(items)], pixelated=kind == "mnist",
@@ -342,13 +342,13 @@ class InputPicker(SessionView):
                                         "normalized, (x − mean) / std.")
 
     def _show_error(self, *_) -> None:
-        with pn.io.hold():
+        with one_update():
             # role=alert: screen readers announce it; escaped: a file name is text, not Markdown or HTML
             self.error_alert.object = f'<div role="alert">{html.escape(self.state.error)}</div>'
             self.error_alert.visible = bool(self.state.error)
 
     def _show_mode(self, *_) -> None:
-        with pn.io.hold():
+        with one_update():
             for name, panel in self._modes.items():
                 panel.visible = name == self.mode.value
             if self.mode.value == DRAW:

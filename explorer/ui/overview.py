@@ -11,7 +11,7 @@ with a colour bar and axes.
 Performance (PANEL-PERFORMANCE.md): the three Bokeh figures and their ColumnDataSources are built
 once; a change of input or model replaces the sources' data, a layer change only the detail grid,
 the big view and the highlights, a channel change only the big view and the channel highlight,
-each inside `pn.io.hold()`. No Bokeh model is created after __init__.
+each inside `one_update()`. No Bokeh model is created after __init__.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bokeh.plotting import figure
 from explorer.core import complexity
 from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
-from explorer.ui.state import ExplorerState, Inference, SessionView
+from explorer.ui.state import ExplorerState, Inference, SessionView, one_update
 
 LESSON_FOR_KIND = {"conv": "convolution", "norm": "normalization", "attention": "attention"}
 CHANNEL_KEEPING = ("norm", "activation", "pool")  # kinds whose output channel c comes from input channel c
@@ -262,20 +262,20 @@ class Overview(SessionView):
 
     @param.depends("state.inference", "scope", watch=True)
     def _update_all(self) -> None:
-        with pn.io.hold():
+        with one_update():
             self._show_strip()
             self._show_layer()
             self._show_channel()
 
     @param.depends("state.layer", watch=True)
     def _update_layer(self) -> None:
-        with pn.io.hold():
+        with one_update():
             self._show_layer()
             self._show_channel()
 
     @param.depends("state.channel", watch=True)
     def _update_channel(self) -> None:
-        with pn.io.hold():
+        with one_update():
             self._show_layer()  # only redraws when the channel moved to another page of the grid
             self._show_channel()
 

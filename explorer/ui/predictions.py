@@ -7,7 +7,7 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, LabelSet, Range1d
 from bokeh.plotting import figure
 
-from explorer.ui.state import SessionView
+from explorer.ui.state import SessionView, one_update
 
 TOP_K = 5
 BAR_COLOR = "#0072B2"  # Okabe-Ito blue: colour-blind safe
@@ -41,7 +41,7 @@ class Predictions(SessionView):
             return
         top = inference.top(TOP_K)
         label, prob = top[0]
-        with pn.io.hold():
+        with one_update():
             self._figure.y_range.factors = [name for name, _ in reversed(top)]
             self._source.data = _bars(top)
             self._summary.object = f"The model says **{label}** ({prob:.1%}) for {inference.description}."
