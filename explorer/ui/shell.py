@@ -33,7 +33,7 @@ LESSONS: dict[str, Lesson] = {
         "The kernel window sliding over **your** image with the arithmetic at every position (patch × weights, "
         "sum, plus bias, then BatchNorm and ReLU), a kernel playground with presets, receptive fields drawn on "
         "the input, and an atlas of every filter.")),
-    "normalization": Lesson("Normalization", None, (
+    "normalization": Lesson("Normalization", "explorer.lessons.normalization.view:NormalizationLesson", (
         "Which numbers share one mean and variance in BatchNorm, LayerNorm, GroupNorm and InstanceNorm; live "
         "statistics of the model's norm layers on your input; batch size and train vs eval; folding BatchNorm "
         "into the convolution before it.")),

@@ -48,7 +48,7 @@ def serve(app: Path) -> Iterator[str]:
     deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(url, timeout=5)
+            urllib.request.urlopen(url, timeout=30)
             break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:

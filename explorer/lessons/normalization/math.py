@@ -1,0 +1,256 @@
+"""Normalization: y = γ · (x − μ) / √(σ² + ε) + β, where the kinds differ only in which values share μ and σ².
+
+For a channels-first activation x of shape (N, C, *S) (S: the spatial positions):
+
+    BatchNorm     one μ, σ² per channel,             over (N, S)    Ioffe & Szegedy (2015)
+    LayerNorm     one per sample,                    over (C, S)    Ba, Kiros & Hinton (2016)
+    InstanceNorm  one per sample and channel,        over S         Ulyanov et al. (2016)
+    GroupNorm     one per sample and group of C/G channels, over (C/G, S)   Wu & He (2018)
+    RMSNorm       like LayerNorm without centring:   μ = 0, σ² = mean(x²)   Zhang & Sennrich (2019)
+
+For transformer tokens x of shape (N, T, D) ("tokens" layout) the features D play the channels and the
+tokens T the positions, except that LayerNorm, RMSNorm and GroupNorm work per token (as nn.LayerNorm(D)
+does in a ViT): LayerNorm over D, GroupNorm over D/G features of one token, BatchNorm over (N, T) per
+feature, InstanceNorm over T per sample and feature.
+
+σ² is the biased variance (divided by the count, not count − 1): what the layers divide by.
+
+Folding (inference only): BN(conv(x)) = conv'(x) with W' = W · γ/σ per output channel and
+b' = β + (b − μ) · γ/σ, σ = √(running_var + ε) ("Efficient ConvBN Blocks for Transfer Learning and
+Beyond"; Jacob et al., "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
+Inference", 2018).
+
+BatchNorm in train mode is shown on a private copy whose BatchNorm layers have no running statistics
+(batch_statistics_copy), so no forward can change the shared model's.
+
+Tests (tests/lessons/test_normalization_math.py) compare every function with torch.nn.functional
+(batch_norm, layer_norm, group_norm, instance_norm, rms_norm, conv2d) and with a NumPy reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from explorer.errors import InputError, choice
+
+KINDS: dict[str, str] = {"batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
+                         "instance": "InstanceNorm", "rms": "RMSNorm"}
+LAYOUTS = ("channels", "tokens")  # (N, C, *S) or (N, T, D)
+EPS = 1e-5
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+NEAR_ZERO = 0.05  # a channel is "switched off" when |γ| < NEAR_ZERO · the layer's largest |γ|
+
+
+@dataclass(frozen=True)
+class NormStats:
+    mean: Tensor        # broadcastable against x: one value per statistic (zeros for RMSNorm)
+    var: Tensor         # same shape; for RMSNorm the mean square
+    axes: tuple[int, ...]  # the dims of x one statistic is taken over (GroupNorm: within one group of channels)
+    normalized: Tensor  # (x − mean) / √(var + ε), the shape of x
+
+
+def _channel_dim(layout: str, ndim: int) -> int:
+    return 1 if choice(layout, LAYOUTS, "layout") == "channels" else ndim - 1
+
+
+def reduce_dims(kind: str, ndim: int, layout: str = "channels") -> tuple[int, ...]:
+    """The dims of an ndim-dimensional x that one mean and variance are taken over."""
+    choice(kind, KINDS, "normalization")
+    if layout == "channels":
+        spatial = tuple(range(2, ndim))
+        return {"batch": (0, *spatial), "instance": spatial}.get(kind, (1, *spatial))
+    choice(layout, LAYOUTS, "layout")
+    middle = tuple(range(1, ndim - 1))  # the token dims
+    return {"batch": (0, *middle), "instance": middle}.get(kind, (ndim - 1,))
+
+
+def check_groups(channels: int, groups: int | None) -> int:
+    """The number of groups, validated: it must divide the channels."""
+    if groups is None or not 1 <= groups <= channels or channels % groups:
+        divisors = ", ".join(str(g) for g in divisors_of(channels))
+        raise InputError(f"GroupNorm needs a number of groups that divides the {channels} channels, got {groups}; "
+                         f"choose one of: {divisors}.")
+    return groups
+
+
+def divisors_of(n: int) -> list[int]:
+    return [g for g in range(1, n + 1) if n % g == 0]
+
+
+def normalize(kind: str, x: Tensor, groups: int | None = None, eps: float = EPS, layout: str = "channels") -> NormStats:
+    """The statistics `kind` computes on x, and x normalized by them (no affine γ, β)."""
+    dims = reduce_dims(kind, x.dim(), layout)
+    if x.dim() < 2 or any(x.shape[d] == 0 for d in range(x.dim())):
+        raise InputError(f"normalization needs an (N, C, ...) or (N, T, D) tensor with no empty axis, got "
+                         f"{tuple(x.shape)}.")
+    c = _channel_dim(layout, x.dim())
+    if kind == "group":
+        g = check_groups(x.shape[c], groups)
+        split = x.unflatten(c, (g, x.shape[c] // g))  # (..., G, C/G, ...): the channels of a group side by side
+        # the other reduced dims, shifted past the new group axis, plus the C/G axis
+        inner = tuple(d + (d > c) for d in dims if d != c) + (c + 1,)
+        mean = split.mean(inner, keepdim=True)
+        var = split.var(inner, correction=0, keepdim=True)
+        # back to x's dims: one value per channel, repeated over the channels of its group
+        mean = mean.expand(*mean.shape[:c + 1], x.shape[c] // g, *mean.shape[c + 2:]).flatten(c, c + 1)
+        var = var.expand(*var.shape[:c + 1], x.shape[c] // g, *var.shape[c + 2:]).flatten(c, c + 1)
+        axes = tuple(sorted({*dims, c}))
+    elif kind == "rms":
+        var = x.square().mean(dims, keepdim=True)
+        mean = torch.zeros_like(var)  # RMSNorm does not centre
+        axes = dims
+    else:
+        mean = x.mean(dims, keepdim=True)
+        var = x.var(dims, correction=0, keepdim=True)
+        axes = dims
+    return NormStats(mean, var, axes, (x - mean) / torch.sqrt(var + eps))
+
+
+def shared_with(kind: str, shape: tuple[int, ...], index: tuple[int, ...], groups: int | None = None,
+                layout: str = "channels") -> tuple[range, ...]:
+    """Per axis, the indices of the elements that share one mean and variance with x[index].
+
+    The set is always a product of these ranges (a box in the tensor); its size is the number of values
+    one statistic is taken over.
+    """
+    if len(index) != len(shape) or not all(0 <= i < n for i, n in zip(index, shape, strict=True)):
+        raise InputError(f"index {index} is outside a tensor of shape {tuple(shape)}.")
+    dims = set(reduce_dims(kind, len(shape), layout))
+    c = _channel_dim(layout, len(shape))
+    ranges = [range(n) if d in dims else range(i, i + 1) for d, (i, n) in enumerate(zip(index, shape, strict=True))]
+    if kind == "group":
+        size = shape[c] // check_groups(shape[c], groups)
+        first = index[c] // size * size
+        ranges[c] = range(first, first + size)
+    return tuple(ranges)
+
+
+def count_statistics(kind: str, shape: tuple[int, ...], groups: int | None = None, layout: str = "channels") -> int:
+    """How many separate (mean, variance) pairs `kind` computes for a tensor of this shape."""
+    shared = math.prod(len(r) for r in shared_with(kind, shape, (0,) * len(shape), groups, layout))
+    return math.prod(shape) // shared
+
+
+def affine(normalized: Tensor, gamma: Tensor | None, beta: Tensor | None, layout: str = "channels") -> Tensor:
+    """γ · x̂ + β with one γ and β per channel (per feature for tokens); None leaves that step out."""
+    c = _channel_dim(layout, normalized.dim())
+    shape = [1] * normalized.dim()
+    shape[c] = -1  # (1, C, 1, 1) or (1, 1, D)
+    out = normalized if gamma is None else normalized * gamma.reshape(shape)
+    return out if beta is None else out + beta.reshape(shape)
+
+
+def with_running_stats(x: Tensor, running_mean: Tensor, running_var: Tensor, eps: float = EPS) -> Tensor:
+    """BatchNorm in eval mode: x normalized by the stored per-channel statistics (no affine)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)  # (1, C, 1, 1)
+    return (x - running_mean.reshape(shape)) / torch.sqrt(running_var.reshape(shape) + eps)
+
+
+def histogram(values: Tensor, edges: Tensor) -> Tensor:
+    """Counts of values in the bins [e0, e1), ..., [e_{n-1}, e_n] (the last bin holds its right edge)."""
+    values, edges = values.detach().flatten().cpu().double(), edges.cpu().double()
+    inside = values[(values >= edges[0]) & (values <= edges[-1])]
+    bins = (torch.bucketize(inside, edges, right=True) - 1).clamp(max=len(edges) - 2)  # e_n goes in the last bin
+    return torch.bincount(bins, minlength=len(edges) - 1)
+
+
+def common_edges(*tensors: Tensor, bins: int = 40) -> Tensor:
+    """bins + 1 equal-width edges spanning every value of all the tensors (one scale for before and after)."""
+    lo = min(float(t.min()) for t in tensors)
+    hi = max(float(t.max()) for t in tensors)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new convolution equal to bn(conv(x)) with bn in eval mode; neither input module is changed."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise InputError(f"folding needs a Conv2d followed by a BatchNorm, got {type(conv).__name__} and "
+                         f"{type(bn).__name__}.")
+    if bn.running_mean is None or bn.num_features != conv.out_channels:
+        raise InputError(f"{type(bn).__name__}({bn.num_features}) cannot fold into a convolution with "
+                         f"{conv.out_channels} output channels, or it keeps no running statistics.")
+    scale = torch.rsqrt(bn.running_var + bn.eps)  # 1/σ per output channel
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                       conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+                       device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        folded.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))  # (C_out, C_in/groups, kh, kw)
+        folded.bias.copy_(shift + (bias - bn.running_mean) * scale)
+    return folded.eval().requires_grad_(False)
+
+
+def batch_statistics_copy(model: nn.Module) -> nn.Module:
+    """A private copy whose BatchNorm layers normalize with the statistics of the batch they are given.
+
+    Their running statistics are removed (PyTorch then uses batch statistics even in eval mode), so no
+    forward can update them, and the shared model is never touched. Dropout stays off.
+    """
+    private = copy.deepcopy(model).eval()
+    for module in private.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+            module.track_running_stats = False
+    return private
+
+
+def make_batch(x: Tensor, pool: Tensor, size: int) -> Tensor:
+    """The student's input first, then the first size − 1 images of the pool: (size, C, H, W)."""
+    if not 1 <= size <= len(pool) + 1:
+        raise InputError(f"a batch holds 1 to {len(pool) + 1} images here, got {size}.")
+    return torch.cat([x[:1], pool[:size - 1].to(x.dtype)])
+
+
+def mean_abs_difference(a: Tensor, b: Tensor) -> float:
+    """mean |a − b| over all elements (in the tensors' dtype: torch sums float32 pairwise, ~1e-6 relative)."""
+    return float((a - b).abs().mean())
+
+
+def max_abs_difference(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max())
+
+
+@dataclass(frozen=True)
+class GammaSummary:
+    name: str          # norm layer name
+    magnitude: Tensor  # (C,) |γ|
+    near_zero: Tensor  # (C,) bool: |γ| < NEAR_ZERO · max |γ|
+
+
+def gamma_summaries(model: nn.Module) -> list[GammaSummary]:
+    """|γ| of every norm layer (BatchNorm, LayerNorm, GroupNorm) with an affine scale, in module order."""
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, NORM_LAYERS) and getattr(module, "weight", None) is not None:
+            magnitude = module.weight.detach().abs().float().cpu()
+            out.append(GammaSummary(name, magnitude, magnitude < NEAR_ZERO * magnitude.max()))
+    return out
+
+
+def first_output(kind: str, batch: Tensor, gamma: Tensor | None, beta: Tensor | None, groups: int | None = None,
+                 eps: float = EPS, layout: str = "channels") -> Tensor:
+    """The first sample's output (the student's) when `kind` normalizes the whole batch, then γ, β apply.
+
+    Only BatchNorm mixes samples: for the other kinds the first sample alone gives the same numbers
+    (tests check this against torch on whole batches), at a fraction of the cost.
+    """
+    if 0 not in reduce_dims(kind, batch.dim(), layout):
+        batch = batch[:1]
+    return affine(normalize(kind, batch, groups, eps, layout).normalized, gamma, beta, layout)[0]
+
+
+@torch.no_grad()
+def first_probabilities(model: nn.Module, batch: Tensor) -> Tensor:
+    """Class probabilities of the first sample of the batch, (classes,)."""
+    return model(batch).softmax(-1)[0].cpu()

@@ -1,0 +1,54 @@
+"""Every control of the normalization lesson patches data and properties of existing Bokeh models; none makes new ones.
+
+Deterministic (no timing): the lesson is attached to a Bokeh document as a served session's would be.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explorer.lessons.normalization.view import NormalizationLesson
+from explorer.ui.gallery import mnist_gallery
+from tests.ui.doc_events import Page
+
+
+def interactions(lesson: NormalizationLesson, round_: int):
+    """(name, action, the named source it must change)"""
+    digits = mnist_gallery()
+    layers = lesson.param.layer.objects
+    yield "kind", lambda: setattr(lesson, "kind", ("layer", "instance")[round_]), "normalization-axes"
+    yield "groups", lambda: lesson.param.update(kind="group", groups=(2, 8)[round_]), "normalization-whatif"
+    yield "batch", lambda: setattr(lesson, "batch", (64, 2)[round_]), "normalization-batch-now"
+    # a CNN's maps show the selected channel; a ViT's show all features, and the axes picture the selected one
+    yield "channel", lambda: setattr(lesson.state, "channel", 3 + round_), (
+        "normalization-maps" if lesson.state.model == "mnist-cnn" else "normalization-axes")
+    yield "layer", lambda: setattr(lesson, "layer", layers[1 - round_]), "normalization-stats"
+    yield "input", lambda: lesson.state.set_input(digits[4 + round_].source, digits[4 + round_].description), \
+        "normalization-hist"
+
+
+@pytest.mark.parametrize("model", ["mnist-cnn", "mnist-vit"])
+def test_lesson_controls_only_patch_existing_models(model):
+    lesson = NormalizationLesson(model=model)
+    page = Page(lesson)
+    for round_ in (0, 1):
+        for name, act, part in interactions(lesson, round_):
+            before = page.data(part)
+            created = page.act(act)
+            assert page.data(part) != before, f"{name} did not change {part}"
+            if round_ == 0:  # Panel attaches a pane's shared stylesheets the first time its content changes
+                created = [kind for kind in created if kind != "ImportedStyleSheet"]
+            assert created == [], f"round {round_}, {name}: created {created}"
+            assert not lesson._error.visible, lesson._error.object
+
+
+def test_narrative_steps_drive_the_lesson():
+    lesson = NormalizationLesson()
+    narrative = lesson._narrative
+    kinds = []
+    for index in range(len(narrative._steps)):
+        narrative.index = index
+        kinds.append((lesson.kind, lesson.batch))
+        assert not lesson._error.visible, lesson._error.object
+    assert len(narrative._steps) >= 5
+    assert ("layer", 8) in kinds and ("batch", 1) in kinds and ("batch", 256) in kinds
