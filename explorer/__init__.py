@@ -26,6 +26,7 @@ _LAZY = {
     "InputPicker": "explorer.ui.inputs:InputPicker",
     "ModelPicker": "explorer.ui.models:ModelPicker",
     "app": "explorer.ui.shell:build_app",
+    "AttentionLesson": "explorer.lessons.attention.view:AttentionLesson",
     "NormalizationLesson": "explorer.lessons.normalization.view:NormalizationLesson",
 }
 

@@ -37,7 +37,7 @@ LESSONS: dict[str, Lesson] = {
         "Which numbers share one mean and variance in BatchNorm, LayerNorm, GroupNorm and InstanceNorm; live "
         "statistics of the model's norm layers on your input; batch size and train vs eval; folding BatchNorm "
         "into the convolution before it.")),
-    "attention": Lesson("Attention", None, (
+    "attention": Lesson("Attention", "explorer.lessons.attention.view:AttentionLesson", (
         "Your input cut into patches, attention maps per layer and head, one head computed step by step "
         "(Q, K, V, softmax), attention rollout and attention distance (ViT models).")),
     "pruning": Lesson("Pruning", None, (

@@ -126,6 +126,7 @@ class SessionView(pn.viewable.Viewer):
         params["state"] = state
         if model is not None:
             state.model = model
+        state.ensure()  # before the subclass's watchers exist: its figures are built after this
         super().__init__(**params)
 
 

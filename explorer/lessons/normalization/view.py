@@ -9,7 +9,7 @@ kinds would make of the same activations; folding BatchNorm into the convolution
 norm layer with the switched-off channels.
 
 Performance (PANEL-PERFORMANCE.md): every figure and source is built once in __init__; a change updates
-source data and model properties inside one pn.io.hold(), and only the parts whose inputs changed.
+source data and model properties inside one one_update(), and only the parts whose inputs changed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.normalization import math as nm
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import ExplorerState, Inference, SessionView
+from explorer.ui.state import Inference, SessionView, one_update
 
 KIND_LABELS = {label: kind for kind, label in nm.KINDS.items()}  # "BatchNorm" -> "batch", for the buttons
 SHOW_SAMPLES, SHOW_ROWS, SHOW_COLS, CELL = 4, 16, 16, 11  # axes picture: samples, channels, positions, px
@@ -68,11 +68,7 @@ class NormalizationLesson(SessionView):
     batch = param.Selector(default=8, objects=list(nm.BATCH_SIZES), doc="Images per batch for BatchNorm's statistics.")
 
     def __init__(self, model: str | None = None, **params):
-        state = params.get("state") or ExplorerState()
-        if model is not None:
-            state.model = model
-        state.ensure()  # before the watchers exist: the figures below are not built yet
-        super().__init__(state=state, **{k: v for k, v in params.items() if k != "state"})
+        super().__init__(model=model, **params)
         self._shown: dict[str, object] = {}
         self._cache: dict[tuple, object] = {}  # derived data of the current input, see _cached
         self._cache_for: Inference | None = None
@@ -109,7 +105,7 @@ class NormalizationLesson(SessionView):
     def _model_changed(self) -> None:
         records = norm_layers(self.state.inference)
         names = [r.name for r in records]
-        with pn.io.hold():
+        with one_update():
             self.param.layer.objects = names
             if self.state.layer in names:
                 wanted = self.state.layer
@@ -129,7 +125,7 @@ class NormalizationLesson(SessionView):
     def _layer_changed(self) -> None:
         record = self._record()
         channels = 0 if record is None else record.input.shape[self._channel_dim(record)]
-        with pn.io.hold():
+        with one_update():
             divisors = nm.divisors_of(channels) if channels else [1]
             self.param.groups.objects = divisors
             if self.groups not in divisors:
@@ -144,7 +140,7 @@ class NormalizationLesson(SessionView):
     def _update(self) -> None:
         if not self.param.layer.objects and self.state.inference is not None and norm_layers(self.state.inference):
             return  # not started yet: _model_changed runs once the page has loaded
-        with pn.io.hold():
+        with one_update():
             try:
                 self._error.visible = False
                 self._show_all()
@@ -476,7 +472,7 @@ class NormalizationLesson(SessionView):
         probs = self._batch_probabilities(size)
         labels, eval_probs = self.state.inference.model.labels, self.state.inference.probs
         top = int(eval_probs.argmax())
-        with pn.io.hold():
+        with one_update():
             self._texts["prediction"].object = (
                 "No BatchNorm in this network: its prediction does not depend on the batch." if probs is None else
                 f"**Whole network, every BatchNorm in train mode, batch of {size}:** the model gives "

@@ -1,0 +1,80 @@
+"""The attention lesson in a real browser: a student clicks a patch and the attention shown follows it.
+
+Serves tests/browser/apps/attention_app.py (the lesson alone, plus a line of text with its selection) and
+leaves screenshots in screenshots/attention-*.png.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from explorer.core import zoo
+
+from .conftest import click_figure, screenshot, serve
+
+APP = "tests/browser/apps/attention_app.py"
+PATCH = 7  # px: the MNIST ViT's patch side
+
+# What the page holds for the enlarged attention map (the named Bokeh source), as a plain list.
+SHOWN_MAP = """() => Array.from(Bokeh.documents[0].get_model_by_name("attention-map").data.image[0])"""
+
+
+@pytest.fixture(scope="module")
+def attention_url() -> Iterator[str]:
+    with serve(Path(APP)) as url:
+        yield url
+
+
+def grid_point(layer: int, head: int, row: int, col: int) -> tuple[float, float]:
+    """Data coordinates of patch (row, col) in the layer × head grid's picture of (layer, head)."""
+    from explorer.lessons.attention.view import AttentionLesson
+
+    lesson = AttentionLesson(model="mnist-vit")
+    _, _, x, y, scale = lesson._cell_geometry(layer, head)
+    return x + (col + 0.5) * PATCH * scale, y + (row + 0.5) * PATCH * scale
+
+
+def open_lesson(page: Page, url: str, model: str) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_viewport_size({"width": 1300, "height": 3300})  # the whole lesson: click_figure needs it on screen
+    page.goto(f"{url}?model={model}")
+    page.get_by_text("Attention: how a vision transformer looks at your image").wait_for(timeout=30_000)
+    page.wait_for_timeout(300)  # the canvas paints after the text arrives
+    return errors
+
+
+@pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit weights are not installed")
+def test_clicking_a_patch_makes_it_the_query(page: Page, attention_url: str):
+    errors = open_lesson(page, attention_url, "mnist-vit")
+    expect(page.get_by_text("layer=blocks.0.attn head=0 query=0")).to_be_visible()
+    before = page.evaluate(SHOWN_MAP)
+    assert len(before) == 16 and abs(sum(before) - 1) > 1e-3  # 4×4 patches; the class token keeps some weight
+    click_figure(page, "your input, cut into patches", 2.5 * PATCH, 1.5 * PATCH)  # row 1, column 2: token 7
+    expect(page.get_by_text("layer=blocks.0.attn head=0 query=7")).to_be_visible()
+    page.wait_for_function(f"(before) => ({SHOWN_MAP})().some((v, i) => v !== before[i])", arg=before)
+    after = page.evaluate(SHOWN_MAP)
+    assert len(after) == 16 and max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-3
+    expect(page.get_by_text("The query is the patch at row 1, column 2")).to_be_visible()
+    page.get_by_role("button", name="Next ▶").click()  # tour step 2: the class token in the last layer
+    expect(page.get_by_text("layer=blocks.3.attn head=0 query=0")).to_be_visible()
+    page.wait_for_timeout(350)  # past Bokeh's double-tap window
+    click_figure(page, "where the class token looks", *grid_point(layer=1, head=2, row=3, col=3))
+    expect(page.get_by_text("layer=blocks.1.attn head=2 query=16")).to_be_visible()
+    page.wait_for_timeout(300)
+    screenshot(page, "attention-mnist-vit", full_page=True)
+    assert errors == []
+
+
+def test_a_cnn_gets_a_clear_message_instead_of_figures(page: Page, attention_url: str):
+    errors = open_lesson(page, attention_url, "mnist-cnn")
+    expect(page.get_by_text("This model has no attention layers")).to_be_visible()
+    expect(page.get_by_text("1. Patches, patch embedding and positions")).to_be_hidden()
+    expect(page.get_by_text("Guided tour: attention")).to_be_hidden()  # its steps would point at hidden figures
+    assert page.get_by_text("Traceback").count() == 0
+    screenshot(page, "attention-mnist-cnn")
+    assert errors == []

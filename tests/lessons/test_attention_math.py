@@ -1,0 +1,286 @@
+"""The attention lesson's numbers against independent references: nn.MultiheadAttention, NumPy and the model itself."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from explorer.core import trace, zoo
+from explorer.core.architectures import Block, MnistCNN, MnistViT
+from explorer.errors import InputError
+from explorer.lessons.attention import math as am
+
+
+def randomized(module: nn.Module, rng: torch.Generator, scale: float = 0.3) -> nn.Module:
+    """The module with every parameter drawn afresh from `rng` (N(0, scale²); norm gains around 1)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=rng) * scale + (1.0 if name.endswith("norm1.weight") else 0.0))
+    return module.eval()
+
+
+def random_vit(rng: torch.Generator, dim: int = 32, depth: int = 3, heads: int = 4, patch: int = 7) -> MnistViT:
+    return randomized(MnistViT(patch=patch, dim=dim, depth=depth, heads=heads), rng)
+
+
+class TimmStyleAttention(nn.Module):
+    """timm's Attention layout: qkv, num_heads, scale, attn_drop as the probability hook point, fused or not."""
+
+    def __init__(self, dim: int, num_heads: int, fused: bool):
+        super().__init__()
+        self.num_heads, self.scale, self.fused = num_heads, (dim // num_heads) ** -0.5, fused
+        self.qkv, self.attn_drop, self.proj = nn.Linear(dim, 3 * dim), nn.Dropout(0.0), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        if self.fused:
+            out = nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            out = self.attn_drop((q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)) @ v
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+
+def with_timm_attention(vit: MnistViT, fused: bool) -> MnistViT:
+    vit = copy.deepcopy(vit)
+    for block in vit.blocks:
+        timm_attn = TimmStyleAttention(block.attn.qkv.in_features, block.attn.heads, fused)
+        timm_attn.load_state_dict({k: v for k, v in block.attn.state_dict().items()})
+        block.attn = timm_attn
+    return vit
+
+
+def numpy_head(block: Block, x: np.ndarray, head: int, temperature: float) -> dict[str, np.ndarray]:
+    """The pre-LN block's head `head` written out in NumPy, float64, from the module's weights."""
+    w = {k: v.double().numpy() for k, v in block.state_dict().items()}
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    normed = (x - mu) / np.sqrt(var + block.norm1.eps) * w["norm1.weight"] + w["norm1.bias"]
+    qkv = normed @ w["attn.qkv.weight"].T + w["attn.qkv.bias"]
+    t, d_model = x.shape
+    d = d_model // block.attn.heads
+    q, k, v = (qkv[:, i * d_model + head * d: i * d_model + (head + 1) * d] for i in range(3))
+    scaled = q @ k.T / np.sqrt(d) / temperature
+    e = np.exp(scaled - scaled.max(-1, keepdims=True))
+    probs = e / e.sum(-1, keepdims=True)
+    return dict(normed=normed, q=q, k=k, v=v, scores=q @ k.T, probs=probs, out=probs @ v)
+
+
+@pytest.mark.parametrize(("dim", "heads", "tokens"), [(16, 1, 5), (32, 4, 17), (64, 8, 50), (24, 3, 10)])
+def test_head_probabilities_and_output_match_multihead_attention(dim, heads, tokens, rng):
+    block = randomized(Block(dim, heads), rng)
+    x = torch.randn(1, tokens, dim, generator=rng)
+    steps = [am.head_step(block, x, h) for h in range(heads)]
+    mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+    mha.load_state_dict({"in_proj_weight": block.attn.qkv.weight, "in_proj_bias": block.attn.qkv.bias,
+                         "out_proj.weight": block.attn.proj.weight, "out_proj.bias": block.attn.proj.bias})
+    normed = block.norm1(x)
+    with torch.no_grad():
+        ref_out, ref_probs = mha(normed, normed, normed, need_weights=True, average_attn_weights=False)
+    for h, step in enumerate(steps):
+        # float32 reference against float64 from the same float32 projections: ~1e-7 relative
+        torch.testing.assert_close(step.probs, ref_probs[0, h].double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(am.combine_heads(block, [s.out for s in steps]), ref_out[0].double(), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.2, 1.0, 3.5])
+@pytest.mark.parametrize(("dim", "heads"), [(16, 2), (32, 4)])
+def test_every_step_of_a_head_matches_numpy(dim, heads, temperature, rng):
+    block = randomized(Block(dim, heads), rng)
+    x = torch.randn(13, dim, generator=rng)
+    head = int(torch.randint(heads, (1,), generator=rng))
+    step = am.head_step(block, x, head, temperature)
+    ref = numpy_head(block, x.double().numpy(), head, temperature)
+    for name in ("normed", "q", "k", "v", "scores", "probs", "out"):
+        # the model's float32 LayerNorm and projection against float64: a few float32 ulps of values ~1-10
+        np.testing.assert_allclose(getattr(step, name).numpy(), ref[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(step.scaled.numpy(), step.scores.numpy() / np.sqrt(dim // heads) / temperature,
+                               rtol=1e-12)
+
+
+def shipped_or_random(name: str, rng: torch.Generator) -> nn.Module:
+    return zoo.load("mnist-vit").module if name == "mnist-vit" else random_vit(rng, dim=48, depth=2, heads=6)
+
+
+@pytest.mark.parametrize("model_name", [
+    pytest.param("mnist-vit", marks=pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="not trained here")),
+    "random ViT"])
+def test_heads_recombine_to_the_models_own_attention_output(model_name, rng):
+    model = shipped_or_random(model_name, rng)
+    t = trace.run(model, torch.randn(1, 1, 28, 28, generator=rng))
+    maps = am.attention_maps(t)
+    for layer, record in enumerate(am.attention_records(t)):
+        block, x = am.block_and_input(model, t, record)
+        steps = [am.head_step(block, x, h) for h in range(maps.shape[1])]
+        for h, step in enumerate(steps):
+            torch.testing.assert_close(step.probs.float(), maps[layer, h], rtol=1e-5, atol=1e-6)
+        attn_out = am.combine_heads(block, [s.out for s in steps])
+        torch.testing.assert_close(attn_out.float(), t[record].output[0], rtol=1e-4, atol=1e-5)
+        # the residual stream after attention is what the block's second LayerNorm reads
+        block_name = record.rpartition(".")[0]
+        torch.testing.assert_close((x[0].double() + attn_out).float(), t[f"{block_name}.norm2"].input[0],
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_timm_style_attention_is_read_and_stepped_like_ours(rng):
+    vit = random_vit(rng)
+    timm_vit = with_timm_attention(vit, fused=False)
+    x = torch.randn(1, 1, 28, 28, generator=rng)
+    ours, theirs = trace.run(vit, x), trace.run(timm_vit, x)
+    torch.testing.assert_close(am.attention_maps(theirs), am.attention_maps(ours))
+    block, inp = am.block_and_input(timm_vit, theirs, "blocks.1.attn")
+    torch.testing.assert_close(am.head_step(block, inp, 2).probs.float(), am.attention_maps(ours)[1, 2], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_probability_rows_sum_to_one(rng):
+    vit = random_vit(rng, heads=2)
+    t = trace.run(vit, torch.randn(1, 1, 28, 28, generator=rng))
+    torch.testing.assert_close(am.attention_maps(t).sum(-1), torch.ones(3, 2, 17))
+    block, x = am.block_and_input(vit, t, "blocks.0.attn")
+    for temperature in (0.05, 0.5, 1.0, 10.0):
+        probs = am.head_step(block, x, 1, temperature).probs
+        torch.testing.assert_close(probs.sum(-1), torch.ones(17, dtype=torch.float64))
+
+
+def numpy_rollout(maps: np.ndarray, fusion: str, discard_ratio: float) -> np.ndarray:
+    fuse = {"mean": np.mean, "max": np.max, "min": np.min}[fusion]
+    t = maps.shape[-1]
+    result = np.eye(t)
+    for layer in maps:
+        a = fuse(layer, axis=0)
+        drop = int(discard_ratio * a.size)
+        if drop:
+            a = np.where(a <= np.sort(a, axis=None)[drop - 1], 0.0, a)
+        a = (a + np.eye(t)) / 2
+        result = (a / a.sum(axis=1, keepdims=True)) @ result
+    return result
+
+
+def random_maps(rng: torch.Generator, layers: int, heads: int, tokens: int) -> torch.Tensor:
+    return (torch.randn(layers, heads, tokens, tokens, generator=rng) * 2).softmax(-1)
+
+
+@pytest.mark.parametrize("discard_ratio", [0.0, 0.3, 0.9])
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+@pytest.mark.parametrize(("layers", "heads", "tokens"), [(1, 1, 5), (4, 4, 17), (6, 3, 50)])
+def test_rollout_matches_numpy(layers, heads, tokens, fusion, discard_ratio, rng):
+    maps = random_maps(rng, layers, heads, tokens)
+    ours = am.rollout(maps, fusion, discard_ratio)
+    np.testing.assert_allclose(ours.numpy(), numpy_rollout(maps.double().numpy(), fusion, discard_ratio), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(ours.sum(-1).numpy(), 1.0, rtol=1e-12)
+
+
+def test_rollout_rejects_bad_settings(rng):
+    maps = random_maps(rng, 2, 2, 5)
+    with pytest.raises(InputError, match=r"^no head fusion named 'median'; choose one of: 'mean', 'max', 'min'$"):
+        am.rollout(maps, "median")
+    with pytest.raises(InputError, match=r"it must be at least 0 and below 1, got 1.0\.$"):
+        am.rollout(maps, "mean", 1.0)
+
+
+@pytest.mark.parametrize(("grid", "layers", "heads"), [
+    (am.PatchGrid(1, 4, 4, 7.0), 4, 4), (am.PatchGrid(0, 3, 5, 16.0), 2, 3), (am.PatchGrid(2, 2, 2, 14.0), 1, 1)])
+def test_attention_distance_matches_numpy(grid, layers, heads, rng):
+    maps = random_maps(rng, layers, heads, grid.first + grid.n)
+    ours = am.attention_distance(maps, grid)
+    p = maps.double().numpy()[:, :, grid.first:, grid.first:]
+    ref = np.zeros((layers, heads))
+    for l_, h, i in np.ndindex(layers, heads, grid.n):
+        (qr, qc), weights = divmod(i, grid.cols), p[l_, h, i] / p[l_, h, i].sum()
+        for j in range(grid.n):
+            kr, kc = divmod(j, grid.cols)
+            ref[l_, h] += weights[j] * grid.patch * np.hypot(qr - kr, qc - kc) / grid.n
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-10)
+
+
+def test_attention_distance_of_a_head_that_only_looks_at_itself_is_zero():
+    grid = am.PatchGrid(1, 4, 4, 7.0)
+    maps = torch.eye(17).expand(1, 1, 17, 17)
+    assert am.attention_distance(maps, grid).item() == 0.0
+
+
+def test_position_similarity_matches_numpy(rng):
+    grid = am.PatchGrid(1, 3, 4, 7.0)
+    pos = torch.randn(1, 13, 8, generator=rng)
+    p = pos[0, 1:].double().numpy()
+    ref = (p @ p.T) / np.outer(np.linalg.norm(p, axis=1), np.linalg.norm(p, axis=1))
+    np.testing.assert_allclose(am.position_similarity(pos, grid).numpy(), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("tokens", "image", "expected"), [
+    (17, (28, 28), am.PatchGrid(1, 4, 4, 7.0)), (196, (224, 224), am.PatchGrid(0, 14, 14, 16.0)),
+    (50, (224, 224), am.PatchGrid(1, 7, 7, 32.0)), (9, (28, 56), am.PatchGrid(1, 2, 4, 14.0)),
+    (7, (28, 56), am.PatchGrid(5, 1, 2, 28.0))])  # 7 = class token + 4 registers + 2 patches
+def test_patch_grid_finds_the_layout(tokens, image, expected):
+    assert am.patch_grid(tokens, image) == expected
+
+
+def test_patch_grid_says_when_tokens_are_not_patches():
+    with pytest.raises(InputError, match=r"^8 tokens do not tile a 28×28 image into square patches"):
+        am.patch_grid(8, (28, 28))
+
+
+def test_query_maps_are_the_querys_row_over_the_patches(rng):
+    grid = am.PatchGrid(1, 4, 4, 7.0)
+    maps = random_maps(rng, 2, 3, 17)
+    q = int(torch.randint(17, (1,), generator=rng))
+    torch.testing.assert_close(am.query_maps(maps, q, grid)[1, 2], maps[1, 2, q, 1:].reshape(4, 4))
+    assert grid.cell(grid.token(2, 3)) == (2, 3) and grid.cell(0) is None
+
+
+def test_a_cnn_has_no_attention_to_show(rng):
+    t = trace.run(MnistCNN().eval(), torch.randn(1, 1, 28, 28, generator=rng))
+    with pytest.raises(InputError, match=r"^This model has no attention layers.*pick mnist-vit\)\.$"):
+        am.attention_maps(t)
+
+
+def test_fused_attention_cannot_be_read(rng):
+    t = trace.run(with_timm_attention(random_vit(rng, depth=4), fused=True), torch.randn(1, 1, 28, 28, generator=rng))
+    with pytest.raises(InputError, match=r"^The attention probabilities of blocks.0.attn, blocks.1.attn, "
+                                         r"blocks.2.attn … cannot be read: .*fused kernel"):
+        am.attention_maps(t)
+
+
+def test_torch_transformer_layers_do_not_return_their_probabilities(rng):
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, norm_first=True).eval()
+    t = trace.run(layer, torch.randn(1, 5, 16, generator=rng))
+    with pytest.raises(InputError, match=r"^The attention probabilities of self_attn cannot be read"):
+        am.attention_maps(t)
+
+
+def test_head_step_rejects_bad_heads_and_temperatures(rng):
+    block = randomized(Block(16, 2), rng)
+    x = torch.randn(4, 16, generator=rng)
+    with pytest.raises(InputError, match=r"^head 2 does not exist; this layer has heads 0 to 1\.$"):
+        am.head_step(block, x, 2)
+    with pytest.raises(InputError, match=r"^the softmax temperature must be above 0, got 0\.$"):
+        am.head_step(block, x, 0, 0)
+
+
+@pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit is not trained here")
+def test_the_lessons_math_does_not_change_the_shared_model(rng):
+    model = zoo.load("mnist-vit").module
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    t = trace.run(model, torch.randn(1, 1, 28, 28, generator=rng))
+    for record in am.attention_records(t):
+        block, x = am.block_and_input(model, t, record)
+        am.combine_heads(block, [am.head_step(block, x, h, 0.3).out for h in range(4)])
+    am.position_similarity(am.position_embedding(model), am.patch_grid(17, (28, 28)))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.7, 4.0])
+def test_a_temperature_change_equals_a_fresh_head_step(temperature, rng):
+    block = randomized(Block(32, 4), rng)
+    x = torch.randn(9, 32, generator=rng)
+    changed, fresh = am.with_temperature(am.head_step(block, x, 3), temperature), am.head_step(block, x, 3, temperature)
+    for name in ("scaled", "probs", "out"):
+        torch.testing.assert_close(getattr(changed, name), getattr(fresh, name), rtol=1e-12, atol=0)

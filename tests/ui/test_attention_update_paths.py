@@ -1,0 +1,129 @@
+"""Every control of the attention lesson patches data and properties of existing Bokeh models; none makes new ones.
+
+Deterministic (no timing): the lesson is attached to a Bokeh document as a served session's would be, and the
+document's own change events are recorded (tests/ui/doc_events.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+from bokeh.events import Tap
+
+from explorer.core import zoo
+from explorer.core.architectures import MnistViT
+from explorer.lessons.attention.view import AttentionLesson
+from explorer.ui.gallery import mnist_gallery
+from explorer.ui.state import ExplorerState
+from tests.lessons.test_attention_math import random_vit, randomized, with_timm_attention
+from tests.ui.doc_events import Page
+
+needs_vit = pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit is not trained here")
+
+
+@pytest.fixture
+def session():
+    lesson = AttentionLesson(state=ExplorerState(model="mnist-vit"))
+    return lesson, Page(lesson)
+
+
+def tap(figure, x: float, y: float) -> None:
+    """What a click on the canvas sends: a Tap event in data coordinates."""
+    figure._trigger_event(Tap(figure, x=x, y=y))
+
+
+def interactions(lesson: AttentionLesson, round_: int):
+    """(name, action, the source it must change)"""
+    digit, state = mnist_gallery()[3 + round_], lesson.state
+    patch = lesson._analysis.grid.patch
+    yield "input", lambda: state.set_input(digit.source, digit.description), "attention-picture"
+    yield "layer", lambda: setattr(lesson, "layer", ("blocks.2.attn", "blocks.1.attn")[round_]), "attention-step-x"
+    yield "head", lambda: setattr(lesson, "head", 2 + round_), "attention-map"
+    yield "state channel", lambda: setattr(state, "channel", round_), "attention-step-q"
+    yield "patch click", lambda: tap(lesson._patch_fig, (1.5 + round_) * patch, 2.5 * patch), "attention-grid"
+    yield "grid click", lambda: tap(lesson._grid_fig, *grid_point(lesson, 3, 1, 0, 3 - round_)), "attention-map"
+    yield "query", lambda: setattr(lesson, "query", (0, 5)[round_]), "attention-rollout"
+    yield "temperature", lambda: setattr(lesson, "temperature", (0.4, 2.5)[round_]), "attention-step-probs"
+    yield "head fusion", lambda: setattr(lesson, "head_fusion", ("max", "min")[round_]), "attention-rollout"
+    yield "discard ratio", lambda: setattr(lesson, "discard_ratio", (0.5, 0.8)[round_]), "attention-rollout"
+
+
+def grid_point(lesson: AttentionLesson, layer: int, head: int, row: int, col: int) -> tuple[float, float]:
+    """Data coordinates of the middle of patch (row, col) in the grid picture of (layer, head)."""
+    _, _, x, y, scale = lesson._cell_geometry(layer, head)
+    side = lesson._analysis.grid.patch * scale
+    return x + (col + 0.5) * side, y + (row + 0.5) * side
+
+
+@needs_vit
+def test_every_control_only_patches_existing_models(session):
+    lesson, page = session
+    for round_ in (0, 1):
+        for name, act, part in interactions(lesson, round_):
+            before = page.data(part)
+            created = page.act(act)
+            assert page.data(part) != before, f"{name} did not change {part}"
+            if round_ == 0:  # Panel attaches a pane's shared stylesheets the first time its content changes
+                created = [kind for kind in created if kind != "ImportedStyleSheet"]
+            assert created == [], f"round {round_}, {name}: created {created}"
+
+
+@needs_vit
+def test_clicks_select_what_was_clicked(session):
+    lesson, _ = session
+    grid = lesson._analysis.grid
+    tap(lesson._patch_fig, 2.5 * grid.patch, 1.5 * grid.patch)
+    assert lesson.query == grid.token(1, 2)
+    tap(lesson._grid_fig, *grid_point(lesson, 2, 3, 3, 0))
+    assert (lesson.layer, lesson.head, lesson.query) == ("blocks.2.attn", 3, grid.token(3, 0))
+    assert (lesson.state.layer, lesson.state.channel) == ("blocks.2.attn", 3)  # the overview follows
+
+
+@needs_vit
+def test_a_model_without_readable_attention_says_so_and_keeps_the_figures(session):
+    lesson, page = session
+    figures = {m.id for m in page.doc.models if type(m).__name__ == "figure"}
+    lesson.state.model = "mnist-cnn"
+    assert not lesson._content.visible and lesson._message.visible
+    assert "has no attention layers" in lesson._message.object and "pick mnist-vit" in lesson._message.object
+    lesson.state.model = "mnist-vit"
+    assert lesson._content.visible and not lesson._message.visible
+    assert figures == {m.id for m in page.doc.models if type(m).__name__ == "figure"}
+
+
+@needs_vit
+def test_the_lesson_stands_alone_in_a_notebook():
+    lesson = AttentionLesson(model="mnist-vit")
+    assert lesson.state.model == "mnist-vit" and lesson.layer == "blocks.0.attn"
+    assert len(lesson._grid_source.data["image"]) == 4 * 5  # 4 layers × (4 heads + their mean)
+
+
+@pytest.fixture
+def own_model():
+    """Register a model of one's own for one test (bring your own model), and forget it afterwards."""
+    names = []
+
+    def register(module, name: str) -> str:
+        zoo.from_module(module, (1, 28, 28), [str(i) for i in range(10)], (0.1307,), (0.3081,), name=name, family="vit")
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        zoo.unregister(name)
+
+
+def test_a_vit_of_ones_own_with_another_grid_and_head_count(own_model, rng):
+    name = own_model(randomized(MnistViT(patch=4, dim=48, depth=2, heads=6), rng), "attention-test-vit")
+    lesson = AttentionLesson(model=name)
+    assert lesson._content.visible and lesson.param.layer.objects == ["blocks.0.attn", "blocks.1.attn"]
+    assert len(lesson._grid_source.data["image"]) == 2 * 7  # 2 layers × (6 heads + their mean)
+    assert lesson.param.query.objects["patch (row 6, column 6)"] == 49  # 7×7 patches after the class token
+    lesson.param.update(head=5, query=20, temperature=2.0)
+    assert lesson._step.head == 5 and lesson._step.probs.shape == (50, 50)
+
+
+def test_fused_attention_gets_a_message_not_a_traceback(own_model, rng):
+    name = own_model(with_timm_attention(random_vit(rng), fused=True), "attention-test-fused")
+    lesson = AttentionLesson(model=name)
+    assert not lesson._content.visible and lesson._message.visible
+    assert "cannot be read" in lesson._message.object and "fused_attn=False" in lesson._message.object
