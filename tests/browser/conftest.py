@@ -43,9 +43,10 @@ def serve(app: Path) -> Iterator[str]:
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
                "--allow-websocket-origin", f"127.0.0.1:{port}"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "BOKEH_BROWSER": "none"})
+                              # as app.py sets it for the real app (the test apps are small scripts)
+                              env={**os.environ, "BOKEH_BROWSER": "none", "OMP_WAIT_POLICY": "PASSIVE"})
     url = f"http://127.0.0.1:{port}/{app.stem}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a busy CI machine
     while True:
         try:
             urllib.request.urlopen(url, timeout=30)
