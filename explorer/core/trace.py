@@ -132,7 +132,7 @@ def run(model: nn.Module, x: Tensor, names: Sequence[str] | None = None, keep_in
     x = check_input(x)
     x = x.to(device_of(model))
     layers = _default_layers(model) if names is None else _named_layers(model, names)
-    with _lock_for(model), torch.no_grad():
+    with model_lock(model), torch.no_grad():
         logits, records, altered = _hooked_forward(model, x, layers, keep_inputs, clone=False)
         if altered:  # an in-place op (ReLU(inplace=True), `out += identity`) changed a recorded tensor
             logits, records, _ = _hooked_forward(model, x, layers, keep_inputs, clone=True)
@@ -273,7 +273,9 @@ _locks: weakref.WeakKeyDictionary[nn.Module, threading.Lock] = weakref.WeakKeyDi
 _locks_guard = threading.Lock()
 
 
-def _lock_for(model: nn.Module) -> threading.Lock:
+def model_lock(model: nn.Module) -> threading.Lock:
+    """The lock a hooked forward of `model` holds (see `run`); hold it to add hooks of your own, so that no other
+    session's forward fires them."""
     with _locks_guard:
         if model not in _locks:
             _locks[model] = threading.Lock()

@@ -1,0 +1,283 @@
+"""Filter atlas: every filter of a convolution, sortable, with spectra, activation maps and degenerate filters flagged.
+
+Top grid: one picture per filter (receptive.filter_atlas says what a picture is: an RGB composite for a
+colour first layer, the kernel for one input channel, the mean over input channels otherwise, the input
+weights of a 1×1 kernel); or, with the spectrum toggle, each picture's amplitude spectrum |FFT|.
+Degenerate filters (receptive.degenerate_filters) get a red frame. Bottom grid: each filter's output
+channel for the current input, in the same order. At most MAX_SHOWN filters are drawn, the first in
+the chosen order.
+
+Performance: both figures and their sources ("convolution-atlas-filters", "convolution-atlas-maps") are
+built once; a change replaces their data inside one `pn.io.hold()`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+from bokeh.models import ColumnDataSource, HoverTool, Range1d
+from bokeh.plotting import figure
+
+from explorer.errors import InputError
+from explorer.lessons import plots
+from explorer.lessons.convolution import receptive
+from explorer.ui.narrative import Narrative, Step
+from explorer.ui.state import ExplorerState, SessionView
+
+COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
+LABEL = 11                            # px under a picture for its number
+MAX_SHOWN = 256
+FLAG_COLOUR = "#dc2626"
+
+
+def _source(*columns: str, name: str | None = None) -> ColumnDataSource:
+    return ColumnDataSource(data={c: [] for c in columns}, name=name)
+
+
+def _grid_figure(title: str) -> figure:
+    fig = figure(width=COLS * CELL, height=CELL + LABEL + 30, x_range=Range1d(0, COLS * CELL),
+                 y_range=plots.pixel_range(CELL + LABEL), tools="", toolbar_location=None, min_border=0,
+                 outline_line_color=None, title=title)
+    fig.axis.visible = False
+    fig.grid.visible = False
+    fig.title.text_font_size = "13px"
+    return fig
+
+
+def conv_layers(inference) -> list[str]:
+    """Trace records of 2-D convolutions (a 4-D weight), in the order they ran."""
+    return [r.name for r in inference.trace.records if r.kind == "conv" and r.params.get("weight") is not None
+            and r.params["weight"].dim() == 4]
+
+
+class FilterAtlas(SessionView):
+    """All filters of one convolution layer at a glance."""
+
+    layer = param.Selector(default=None, objects=[], doc="Convolution layer (trace record name).")
+    sort = param.Selector(default="index", objects=list(receptive.SORTS), doc="Order of the filters.")
+    spectrum = param.Boolean(default=False, doc="Show each filter's amplitude spectrum instead of its weights.")
+
+    def __init__(self, model: str | None = None, **params):
+        params["state"] = params.get("state") or ExplorerState()
+        if model is not None:
+            params["state"].model = model
+        params["state"].ensure()  # before the watchers exist: the figures below are not built yet
+        super().__init__(**params)
+        self._atlas_key: object = None
+        self._model: object = None
+        self._atlas: receptive.Atlas | None = None
+        self._build_figures()
+        self._legend = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["atlas-legend"])
+        self._error = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self._narrative = Narrative(narrative_steps(), self, title="Filter atlas, step by step")
+        self._follow_state()
+        self._layout = pn.Column(
+            self._narrative,
+            pn.Row(pn.widgets.Select.from_param(self.param.layer, name="Layer", width=220),
+                   pn.Column(pn.pane.Markdown("Sort by", margin=(0, 5)),
+                             pn.widgets.RadioButtonGroup.from_param(self.param.sort)),
+                   pn.Column(pn.pane.Markdown("Show", margin=(0, 5)),
+                             pn.widgets.Toggle.from_param(self.param.spectrum, name="amplitude spectra", width=160))),
+            self._error,
+            self._legend,
+            pn.pane.Bokeh(self._filter_fig),
+            pn.pane.Bokeh(self._maps_fig),
+            sizing_mode="stretch_width",
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    @param.depends("state.inference", watch=True)
+    def _follow_state(self) -> None:
+        inference = self.state.inference
+        new_model, self._model = inference.model is not self._model, inference.model
+        names = conv_layers(inference)
+        self.param.layer.objects = names
+        if not names:
+            self._show_error(f"{inference.model.name} has no 2-D convolution.")
+            return
+        keep = self.layer in names and not new_model  # a new input keeps the layer
+        layer = self.layer if keep else self.state.layer if self.state.layer in names else names[0]
+        with pn.io.hold():
+            if layer != self.layer:
+                self.layer = layer  # its watcher redraws
+            else:
+                self._show()
+
+    @param.depends("state.layer", watch=True)
+    def _follow_layer(self) -> None:
+        if self.state.layer in self.param.layer.objects:
+            self.layer = self.state.layer
+
+    def _show_error(self, message: str) -> None:
+        self._error.param.update(object=message, visible=bool(message))
+
+    def _compute(self) -> receptive.Atlas:
+        key = (self.state.inference, self.layer)
+        if key != self._atlas_key:
+            record = self.state.inference.trace[self.layer]
+            self._atlas = receptive.filter_atlas(record.params["weight"], record.output)
+            self._atlas_key = key
+        return self._atlas
+
+    @param.depends("layer", "sort", "spectrum", watch=True)
+    def _show(self) -> None:
+        if self.layer not in self.param.layer.objects:
+            return
+        try:
+            atlas = self._compute()
+            order = receptive.filter_order(atlas, self.sort).numpy()
+        except InputError as e:
+            self._show_error(str(e))
+            return
+        spectra = self.spectrum and atlas.spectra is not None
+        self._show_error("" if not self.spectrum or spectra else
+                         "1×1 kernels have no spatial pattern, so no spectrum: the weights are shown.")
+        shown = order[:MAX_SHOWN]
+        with pn.io.hold():
+            self._show_filters(atlas, shown, spectra)
+            self._show_maps(atlas, shown)
+            rows = -(-len(shown) // COLS)
+            for fig in (self._filter_fig, self._maps_fig):
+                fig.height = rows * (CELL + LABEL) + 30
+                fig.y_range.start = rows * (CELL + LABEL)
+            self._legend.object = self._legend_text(atlas, len(order), len(shown), spectra)
+
+    def _cells(self, n: int) -> dict[str, list]:
+        cols, rows = np.arange(n) % COLS, np.arange(n) // COLS
+        left, top = cols * CELL, rows * (CELL + LABEL)
+        return dict(left=left.tolist(), right=(left + CELL).tolist(), top=top.tolist(),
+                    bottom=(top + CELL).tolist(), cx=(left + CELL / 2).tolist(), label_y=(top + CELL).tolist())
+
+    def _placed(self, pictures: list[np.ndarray], cells: dict[str, list]) -> dict[str, list]:
+        """x, y, dw, dh of each picture, centred in its cell with its longer side PICTURE px."""
+        out: dict[str, list] = {"x": [], "y": [], "dw": [], "dh": []}
+        for picture, left, top in zip(pictures, cells["left"], cells["top"], strict=True):
+            h, w = picture.shape[:2]
+            dw, dh = PICTURE * w / max(h, w), PICTURE * h / max(h, w)
+            out["x"].append(left + (CELL - dw) / 2)
+            out["y"].append(top + (CELL - dh) / 2)
+            out["dw"].append(dw)
+            out["dh"].append(dh)
+        return out
+
+    def _show_filters(self, atlas: receptive.Atlas, shown: np.ndarray, spectra: bool) -> None:
+        if spectra:
+            values = atlas.spectra.numpy()
+            limit = plots.max_abs(values)
+            images = [plots.to_rgba(values[i], signed=False, limit=limit) for i in shown]
+        elif atlas.colour:
+            limit = plots.max_abs(atlas.pictures.numpy())
+            colours = receptive.colour_composite(atlas.pictures, limit).numpy()
+            images = [plots.picture_to_rgba(colours[i]) for i in shown]
+        else:
+            values = atlas.pictures.numpy()
+            limit = plots.max_abs(values)
+            images = [plots.to_rgba(values[i], signed=True, limit=limit) for i in shown]
+        cells = self._cells(len(shown))
+        degenerate = atlas.degenerate.numpy()
+        reasons = np.where(atlas.tiny.numpy(), "near zero (tiny norm)", np.where(atlas.flat.numpy(),
+                           "near constant (tiny spread)", ""))
+        self._filter_source.data = dict(
+            image=images, **self._placed(images, cells), **cells, number=[str(i) for i in shown],
+            norm=[plots.format_value(float(atlas.norms[i])) for i in shown],
+            spread=[plots.format_value(float(atlas.spreads[i])) for i in shown],
+            strength=[plots.format_value(float(atlas.strength[i])) if atlas.strength is not None else "–"
+                      for i in shown],
+            flag=[reasons[i] or "no" for i in shown])
+        flagged = [k for k, i in enumerate(shown) if degenerate[i]]
+        self._flag_source.data = {k: [cells[k][j] for j in flagged] for k in ("left", "right", "top", "bottom")}
+        what = "amplitude spectra" if spectra else "filters"
+        self._filter_fig.title.text = f"{self.layer}: {what}, by {self.sort} (hover for numbers)"
+
+    def _show_maps(self, atlas: receptive.Atlas, shown: np.ndarray) -> None:
+        if atlas.maps is None:
+            self._maps_source.data = {k: [] for k in self._maps_source.data}
+            return
+        maps = atlas.maps.numpy()
+        limit = plots.max_abs(maps)
+        small = [plots.downsample(maps[i], PICTURE) for i in shown]
+        images = [plots.to_rgba(m, signed=True, limit=limit) for m in small]
+        cells = self._cells(len(shown))
+        self._maps_source.data = dict(image=images, **self._placed(images, cells), **cells,
+                                      number=[str(i) for i in shown])
+        h, w = maps.shape[1:]
+        self._maps_fig.title.text = (f"{self.layer}: what each filter makes of this input ({h}×{w} maps, same "
+                                     "order, one colour scale for the layer)")
+
+    def _legend_text(self, atlas: receptive.Atlas, n: int, shown: int, spectra: bool) -> str:
+        flagged = int(atlas.degenerate.sum())
+        count = f"All {n:,} filters" if shown == n else f"The first {shown:,} of {n:,} filters in this order"
+        if spectra:
+            picture = ("each filter's **amplitude spectrum** |FFT| of "
+                       f"{'the mean over its colours' if atlas.colour else atlas.shows} (zero-padded to "
+                       f"{atlas.spectra.shape[-1]}×{atlas.spectra.shape[-1]}, zero frequency in the middle, dark "
+                       "purple 0 → yellow the layer's largest): a bright centre means a smoothing filter, bright "
+                       "edges an edge or texture detector.")
+        elif atlas.colour:
+            picture = ("an **RGB composite**: each colour channel shows the weights for that input colour, grey "
+                       "is 0, brighter is positive (one scale for the whole layer).")
+        else:
+            picture = f"**{atlas.shows}**, one colour scale for the whole layer. {plots.COLOUR_LEGEND}"
+        flags = (f"A **red frame** marks a degenerate filter: its L2 norm, or the spread (standard deviation) of "
+                 f"its weights, is below {receptive.DEGENERATE_FRACTION:.0%} of the layer's largest; such filters "
+                 "pass almost nothing or only a blurred constant (CNN Filter DB, Gavrikov & Keuper 2022). "
+                 f"**{flagged:,} of {n:,}** in this layer.")
+        order = f"sorted by **{self.sort}** ({receptive.SORTS[self.sort]})"
+        return f"{count}, {order}. Each picture is {picture}\n\n{flags}"
+
+    def _build_figures(self) -> None:
+        columns = ("image", "x", "y", "dw", "dh", "left", "right", "top", "bottom", "cx", "label_y", "number")
+        self._filter_source = _source(*columns, "norm", "spread", "strength", "flag", name="convolution-atlas-filters")
+        self._flag_source = _source("left", "right", "top", "bottom", name="convolution-atlas-flags")
+        self._maps_source = _source(*columns, name="convolution-atlas-maps")
+        self._filter_fig = _grid_figure("filters")
+        self._maps_fig = _grid_figure("activation maps")
+        for fig, source in ((self._filter_fig, self._filter_source), (self._maps_fig, self._maps_source)):
+            fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=source)
+            fig.text(x="cx", y="label_y", text="number", text_align="center", text_baseline="top",
+                     text_font_size="9px", text_color="#475569", source=source)
+        self._filter_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
+                              line_color=FLAG_COLOUR, line_width=3, source=self._flag_source)
+        hit = self._filter_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
+                                    line_alpha=0, source=self._filter_source)
+        self._filter_fig.add_tools(HoverTool(renderers=[hit], tooltips=[
+            ("filter", "@number"), ("L2 norm", "@norm"), ("spread (std)", "@spread"),
+            ("mean |activation|", "@strength"), ("degenerate", "@flag")]))
+
+
+def _first(atlas: FilterAtlas) -> str:
+    return atlas.param.layer.objects[0]
+
+
+def _depthwise_or_last(atlas: FilterAtlas) -> str:
+    trace = atlas.state.inference.trace
+    grouped = [n for n in atlas.param.layer.objects if trace[n].params["weight"].shape[1] == 1 and n != _first(atlas)]
+    return grouped[0] if grouped else atlas.param.layer.objects[-1]
+
+
+def narrative_steps() -> tuple[Step, ...]:
+    return (
+        Step("What the first layer learned",
+             "Each picture is one filter of the first convolution: many look like edge detectors at different "
+             "angles, some like blobs or colour opponents.",
+             {"layer": _first, "sort": "index", "spectrum": False}),
+        Step("Strong and weak filters",
+             "Sorted by L2 norm: the filters with the largest weights come first. The last ones are faint; "
+             "a red frame marks those that are practically zero.",
+             {"layer": _first, "sort": "L2 norm", "spectrum": False}),
+        Step("What fires on your image",
+             "Sorted by mean |activation| on your input: the first maps below are where this image excites the "
+             "layer most. Change the input and watch the order change.",
+             {"layer": _first, "sort": "activation", "spectrum": False}),
+        Step("Frequencies",
+             "The amplitude spectrum shows which spatial frequencies a filter passes: a bright centre is a "
+             "blur (low-pass), a bright ring or pair of dots an edge or stripe detector at that angle.",
+             {"layer": _first, "sort": "L2 norm", "spectrum": True}),
+        Step("Deeper, and depthwise",
+             "A deeper (in MobileNetV2 a depthwise) layer: one kernel per channel. Its filters are less "
+             "picture-like and more of them are flagged as degenerate.",
+             {"layer": _depthwise_or_last, "sort": "L2 norm", "spectrum": False}),
+    )

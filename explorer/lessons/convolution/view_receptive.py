@@ -1,0 +1,363 @@
+"""Receptive field: click a unit of a layer's output; see which input pixels it can see and which it uses.
+
+Left, the chosen channel of the layer's output for the current input (click a unit). Middle, the input
+with the unit's theoretical receptive field as a rectangle (receptive.theoretical_field, the part on
+the image). Right, the effective receptive field Σ_c |∂ unit / ∂ x_c|
+(receptive.effective_receptive_field) with the same rectangle. Below, the receptive-field size of every
+conv and pooling layer against depth, the current layer marked (click a point to pick that layer).
+
+Performance (PANEL-PERFORMANCE.md): the four Bokeh figures are built once; every change replaces the
+data of named ColumnDataSources ("convolution-rf-*") inside one `pn.io.hold()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import panel as pn
+import param
+from bokeh.events import DoubleTap, Tap
+from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, Range1d, Span
+from bokeh.plotting import figure
+
+from explorer.errors import InputError
+from explorer.lessons import plots
+from explorer.lessons.convolution import receptive
+from explorer.ui.narrative import Narrative, Step
+from explorer.ui.state import ExplorerState, SessionView
+
+FRAME = 260          # side of the three pictures (px)
+BOX_COLOUR = "#d97706"
+MARK_COLOUR = "#dc2626"
+
+
+def _source(*columns: str, name: str | None = None) -> ColumnDataSource:
+    return ColumnDataSource(data={c: [] for c in columns}, name=name)
+
+
+def _picture_figure(title: str, x_label: str, y_label: str) -> figure:
+    fig = figure(frame_width=FRAME, frame_height=FRAME, x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
+                 tools="", toolbar_location=None, title=title, x_axis_location="above")
+    fig.title.text_font_size = "13px"
+    fig.grid.visible = False
+    fig.xaxis.axis_label, fig.yaxis.axis_label = x_label, y_label
+    return fig
+
+
+class ReceptiveFieldPanel(SessionView):
+    """Which input pixels one unit of a conv or pooling layer depends on, in theory and in fact."""
+
+    layer = param.Selector(default=None, objects=[], doc="Conv or pooling layer (trace record name).")
+    channel = param.Integer(default=0, bounds=(0, None), doc="Output channel of the layer.")
+    row = param.Integer(default=0, bounds=(0, None), doc="Row of the unit on the layer's output map.")
+    column = param.Integer(default=0, bounds=(0, None), doc="Column of the unit on the layer's output map.")
+
+    def __init__(self, model: str | None = None, **params):
+        params["state"] = params.get("state") or ExplorerState()
+        if model is not None:
+            params["state"].model = model
+        params["state"].ensure()  # before the watchers exist: the figures below are not built yet
+        super().__init__(**params)
+        self._shown: dict[str, object] = {}  # part -> the key it was last drawn for
+        self._model: object = None
+        self._fields: tuple[receptive.LayerField, ...] = ()
+        self._build_figures()
+        self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["rf-summary"])
+        self._error = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self._layer_select = pn.widgets.Select.from_param(self.param.layer, name="Layer", width=220)
+        self._channel_input = pn.widgets.IntInput.from_param(self.param.channel, name="Channel", width=100)
+        self._row_input = pn.widgets.IntInput.from_param(self.param.row, name="Unit row", width=100)
+        self._column_input = pn.widgets.IntInput.from_param(self.param.column, name="Unit column", width=100)
+        self._follow_state()
+        self._narrative = Narrative(narrative_steps(), self, title="Receptive fields, step by step")
+        self._layout = pn.Column(
+            self._narrative,
+            pn.Row(self._layer_select, self._channel_input, self._row_input, self._column_input),
+            self._error,
+            pn.Row(pn.pane.Bokeh(self._map_fig), pn.pane.Bokeh(self._input_fig), pn.pane.Bokeh(self._erf_fig)),
+            self._summary,
+            pn.pane.Bokeh(self._depth_fig),
+            sizing_mode="stretch_width",
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    # --- following the session ---
+
+    @param.depends("state.inference", watch=True)
+    def _follow_state(self) -> None:
+        inference = self.state.inference
+        new_model, self._model = inference.model is not self._model, inference.model
+        try:
+            self._fields = receptive.receptive_fields(inference.model, tuple(inference.x.shape[1:]))
+        except InputError as e:
+            self._fields = ()
+            self._show_error(str(e))
+        names = [f.name for f in self._fields]
+        self.param.layer.objects = names
+        if not names:
+            self._show_nothing()
+            return
+        keep = self.layer in names and not new_model  # a new input keeps the layer and unit
+        layer = self.layer if keep else self.state.layer if self.state.layer in names else names[0]
+        with pn.io.hold():
+            self._show_input()
+            self._show_depth()
+            if layer != self.layer:
+                self.layer = layer  # its watcher redraws the rest
+            elif keep:
+                self._show_map()
+                self._show_unit()
+            else:
+                self._layer_changed()
+
+    @param.depends("state.layer", watch=True)
+    def _follow_layer(self) -> None:
+        if self.state.layer in self.param.layer.objects:
+            self.layer = self.state.layer
+
+    def select_unit(self, row: int, column: int) -> None:
+        self.param.update(row=row, column=column)
+
+    def _map_tapped(self, event: Tap | DoubleTap) -> None:
+        f = self._field()
+        if f is None or event.x is None or event.y is None:
+            return
+        row, column = math.floor(event.y), math.floor(event.x)
+        if 0 <= row < f.output_hw[0] and 0 <= column < f.output_hw[1]:
+            self.select_unit(row, column)
+
+    def _depth_tapped(self, event: Tap | DoubleTap) -> None:
+        if event.x is None or not self._fields:
+            return
+        depth = min(max(round(event.x), 1), len(self._fields))
+        self.layer = self._fields[depth - 1].name
+
+    # --- updates: data only, inside hold() ---
+
+    @param.depends("layer", watch=True)
+    def _layer_changed(self) -> None:
+        f = self._field()
+        if f is None:
+            return
+        record = self.state.inference.trace[f.name]
+        channels = record.output.shape[1]
+        # The centre unit of a new layer: the one whose field is most inside the image.
+        with pn.io.hold():
+            # Row and column get no upper bound: the browser would clamp the old unit to a smaller map's end
+            # and send that back after the centre set here. A unit off the map gets the InputError's message.
+            self.param.channel.bounds = (0, None)
+            self.param.update(channel=min(self.channel, channels - 1), row=f.output_hw[0] // 2,
+                              column=f.output_hw[1] // 2)
+            self.param.channel.bounds = (0, channels - 1)  # a clamp in the browser lands on this same value
+            self._show_map()  # when the update above changed nothing, its watcher did not draw
+            self._show_unit()
+
+    @param.depends("channel", "row", "column", watch=True)
+    def _unit_changed(self) -> None:
+        with pn.io.hold():
+            self._show_map()
+            self._show_unit()
+
+    def _field(self) -> receptive.LayerField | None:
+        return next((f for f in self._fields if f.name == self.layer), None)
+
+    def _show_error(self, message: str) -> None:
+        self._error.param.update(object=message, visible=bool(message))
+
+    def _show_nothing(self) -> None:
+        model = self.state.inference.model.name
+        with pn.io.hold():
+            self._show_input()
+            for source in (self._map_source, self._mark_source, self._box_source, self._erf_source,
+                           self._depth_source, self._current_source):
+                source.data = {k: [] for k in source.data}
+            self._summary.object = (f"**{model}** has no convolution or pooling layer whose units see a "
+                                    "bounded patch of the input.")
+
+    def _show_input(self) -> None:
+        view = self.state.inference.view
+        h, w = view.shape[:2]
+        self._input_source.data = dict(image=[plots.picture_to_rgba(view)], dw=[w], dh=[h])
+        self._input_fig.x_range.end, self._input_fig.y_range.start = w, h
+
+    def _show_depth(self) -> None:
+        side = self.state.inference.x.shape[-1]
+        self._depth_source.data = dict(
+            depth=[f.depth for f in self._fields], size=[f.size[0] for f in self._fields],
+            name=[f.name for f in self._fields], kind=[f.kind for f in self._fields],
+            jump=[f.jump[0] for f in self._fields])
+        self._image_span.location = side
+        self._depth_fig.x_range.end = len(self._fields) + 0.5
+        self._depth_fig.y_range.end = max([side] + [f.size[0] for f in self._fields]) * 1.08
+
+    def _changed(self, part: str, key: tuple) -> bool:
+        if self._shown.get(part) == key:
+            return False
+        self._shown[part] = key
+        return True
+
+    def _show_map(self) -> None:
+        f = self._field()
+        if f is None or not self._changed("map", (self.state.inference, f, self.channel, self.row, self.column)):
+            return
+        values = self.state.inference.trace[f.name].output[0, self.channel].float().numpy()
+        h, w = values.shape
+        signed = bool(values.min() < 0)
+        self._map_source.data = dict(image=[plots.to_rgba(values, signed)], dw=[w], dh=[h])
+        self._map_fig.x_range.end, self._map_fig.y_range.start = w, h
+        self._map_fig.title.text = f"{f.name}, channel {self.channel}: click a unit"
+        self._mark_source.data = dict(left=[self.column], right=[self.column + 1], top=[self.row],
+                                      bottom=[self.row + 1])
+        current = [f.depth - 1]
+        self._current_source.data = {k: [v[i] for i in current] for k, v in self._depth_source.data.items()}
+
+    def _show_unit(self) -> None:
+        f = self._field()
+        if f is None or not self._changed("unit", (self.state.inference, f, self.channel, self.row, self.column)):
+            return
+        inference = self.state.inference
+        height, width = inference.view.shape[:2]
+        try:
+            box = receptive.theoretical_field(self._fields, f.name, self.row, self.column)
+            heat = receptive.effective_receptive_field(inference.model, inference.x, f.name, self.channel,
+                                                       self.row, self.column)
+        except InputError as e:
+            self._show_error(str(e))
+            return
+        self._show_error("")
+        on_image = box.clipped(height, width)
+        self._box_source.data = dict(left=[on_image.left], right=[on_image.right], top=[on_image.top],
+                                     bottom=[on_image.bottom])
+        limit = plots.max_abs(heat.numpy())
+        self._erf_source.data = dict(image=[plots.to_rgba(heat.numpy(), signed=False, limit=limit)], dw=[width],
+                                     dh=[height])
+        self._erf_mapper.high = limit
+        left, top, side = zoom(on_image, height, width)
+        self._erf_fig.x_range.update(start=left, end=left + side)
+        self._erf_fig.y_range.update(start=top + side, end=top)  # pointing down, as image rows do
+        half = receptive.effective_side(heat, box)
+        self._summary.object = (
+            f"Unit (row {self.row}, column {self.column}) of **{f.name}** ({f.module_type}, depth {f.depth}, "
+            f"output map {f.output_hw[0]}×{f.output_hw[1]}) can see input rows {box.top}…{box.bottom - 1} and "
+            f"columns {box.left}…{box.right - 1}: a **{box.height}×{box.width} px** theoretical receptive field"
+            + ("" if on_image == box else f", of which {on_image.height}×{on_image.width} px lie on the image (the "
+               "rest is padding)")
+            + f". Neighbouring units are **{f.jump[0]} px** apart on the input (the product of the strides so far). "
+            + (f"Effective field: half of the gradient comes from the central **{half}×{half} px**."
+               if half else "Effective field: the gradient is zero everywhere (a ReLU on the way is off for this "
+               "input; try another unit).")
+            + self._note())
+
+    def _note(self) -> str:
+        if self.state.inference.trace.of_kind("attention"):
+            return (" In a ViT only the patch embedding has a receptive field: the attention layers after it let "
+                    "every token look at every patch, so their units see the whole image.")
+        return ""
+
+    # --- figures, built once ---
+
+    def _build_figures(self) -> None:
+        self._map_source = _source("image", "dw", "dh", name="convolution-rf-map")
+        self._mark_source = _source("left", "right", "top", "bottom", name="convolution-rf-unit")
+        self._map_fig = _picture_figure("layer output: click a unit", "column (unit)", "row (unit)")
+        self._map_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._map_source)
+        self._map_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
+                           line_color=MARK_COLOUR, line_width=2.5, source=self._mark_source)
+        self._map_fig.on_event(Tap, self._map_tapped)
+        self._map_fig.on_event(DoubleTap, self._map_tapped)  # two quick clicks are two units, not a zoom
+
+        self._input_source = _source("image", "dw", "dh", name="convolution-rf-input")
+        self._box_source = _source("left", "right", "top", "bottom", name="convolution-rf-box")
+        self._input_fig = _picture_figure("theoretical field on the input", "x (px)", "y (px)")
+        self._input_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._input_source)
+
+        self._erf_source = _source("image", "dw", "dh", name="convolution-rf-erf")
+        self._erf_mapper = LinearColorMapper(palette=list(plots.SEQUENTIAL), low=0, high=1)
+        self._erf_fig = _picture_figure("effective field Σ|∂unit/∂pixel|, zoomed to the rectangle", "x (px)",
+                                        "y (px)")
+        self._erf_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._erf_source)
+        self._erf_fig.add_layout(ColorBar(color_mapper=self._erf_mapper, title="|gradient|", width=10), "right")
+        for fig in (self._input_fig, self._erf_fig):
+            fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_color=BOX_COLOUR,
+                     line_width=2.5, source=self._box_source)
+
+        self._depth_source = _source("depth", "size", "name", "kind", "jump", name="convolution-rf-depth")
+        self._current_source = _source("depth", "size", "name", "kind", "jump", name="convolution-rf-current")
+        fig = figure(height=230, sizing_mode="stretch_width", x_range=Range1d(0.5, 1.5), y_range=Range1d(0, 1),
+                     tools="", toolbar_location=None,
+                     title="receptive-field size against depth (dashed: the input's side; click a point to pick "
+                           "that layer)")
+        fig.title.text_font_size = "13px"
+        fig.xaxis.axis_label = "depth (conv and pooling layers run so far)"
+        fig.yaxis.axis_label = "receptive field side (px)"
+        fig.line(x="depth", y="size", source=self._depth_source, line_color="#64748b")
+        points = fig.scatter(x="depth", y="size", source=self._depth_source, size=6, color="#334155",
+                             legend_label="conv or pooling layer")
+        fig.scatter(x="depth", y="size", source=self._current_source, size=13, fill_color=MARK_COLOUR,
+                    line_color="white", legend_label="this layer")
+        self._image_span = Span(location=0, dimension="width", line_color=BOX_COLOUR, line_dash="dashed",
+                                line_width=1.5)
+        fig.add_layout(self._image_span)
+        fig.legend.location = "top_left"
+        fig.add_tools(HoverTool(renderers=[points], tooltips=[("layer", "@name"), ("kind", "@kind"),
+                                                              ("field", "@size px"), ("jump", "@jump px")]))
+        fig.on_event(Tap, self._depth_tapped)
+        fig.on_event(DoubleTap, self._depth_tapped)
+        self._depth_fig = fig
+
+
+def zoom(box: receptive.Box, height: int, width: int) -> tuple[int, int, int]:
+    """(left, top, side) of a square view around the box with a margin, kept on the image where it fits."""
+    side = min(max(box.height, box.width) * 3 // 2 + 8, max(height, width))
+    left = min(max((box.left + box.right - side) // 2, 0), max(width - side, 0))
+    top = min(max((box.top + box.bottom - side) // 2, 0), max(height - side, 0))
+    return left, top, side
+
+
+def _deepest(panel: ReceptiveFieldPanel) -> str:
+    convs = [n for n in panel.param.layer.objects if panel.state.inference.trace[n].kind == "conv"]
+    return (convs or panel.param.layer.objects)[-1]
+
+
+def _first_covering(panel: ReceptiveFieldPanel) -> str:
+    """The first layer whose units' fields are as large as the input."""
+    x = panel.state.inference.x
+    fields = receptive.receptive_fields(panel.state.inference.model, tuple(x.shape[1:]))
+    return next((f.name for f in fields if f.size[0] >= x.shape[-1]), fields[-1].name)
+
+
+def _first_pool_or_second(panel: ReceptiveFieldPanel) -> str:
+    names = panel.param.layer.objects
+    pools = [n for n in names if panel.state.inference.trace[n].kind == "pool"]
+    return pools[0] if pools else names[min(1, len(names) - 1)]
+
+
+def narrative_steps() -> tuple[Step, ...]:
+    """Settings are functions of the panel, so that they name layers of whichever model is loaded."""
+    return (
+        Step("One unit, one small patch",
+             "A unit of the first convolution sees only its kernel's window: 3×3 pixels. The rectangle on the "
+             "input shows them; the heat map shows how strongly each pixel moves the unit (the kernel's weights, "
+             "in absolute value).",
+             {"layer": lambda p: p.param.layer.objects[0]}),
+        Step("Pooling and stride double the step",
+             "After a 2×2 pooling (or a stride-2 convolution), neighbouring units are two input pixels apart: "
+             "the *jump* doubles, and every later kernel tap reaches twice as far.",
+             {"layer": _first_pool_or_second}),
+        Step("Deeper units see more",
+             "Each layer adds (kernel − 1) × jump pixels. Look at the curve below: the field grows slowly at "
+             "first, then fast once the strides have multiplied.",
+             {"layer": _deepest}),
+        Step("Effective is smaller than theoretical",
+             "The heat map is concentrated in the middle of the rectangle: the centre pixels reach the unit "
+             "through many paths, the border pixels through few (Luo et al. 2016). Compare the percentage "
+             "below with the rectangle's size.",
+             {"layer": _deepest}),
+        Step("When does one unit see the whole image?",
+             "This is the first layer whose theoretical field is as wide as the input (the dashed line in the "
+             "plot). Click units near the border: part of their field is padding.",
+             {"layer": _first_covering}),
+    )
+

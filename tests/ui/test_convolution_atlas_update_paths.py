@@ -1,0 +1,82 @@
+"""The receptive-field panel and the filter atlas patch data of existing Bokeh models; none makes new ones.
+
+Deterministic (no timing): each panel is attached to a Bokeh document as a served session's would be
+(tests/ui/doc_events.py), every main control is used twice, and the second round must create nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explorer.core import zoo
+from explorer.lessons.convolution.view_atlas import FilterAtlas
+from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
+from explorer.ui.gallery import mnist_gallery
+from tests.ui.doc_events import Page
+
+
+def shown(page: Page, part: str) -> list[bytes]:
+    """A named source's columns in full (Page.data's repr shortens long arrays)."""
+    return [np.asarray(v).tobytes() for column in page.model_named(part).data.values() for v in column]
+
+
+def check_rounds(page: Page, interactions) -> None:
+    for round_ in (0, 1):
+        for name, act, part in interactions(round_):
+            before = shown(page, part)
+            created = page.act(act)
+            assert shown(page, part) != before, f"{name} did not change {part}"
+            if round_ == 0:  # Panel attaches a pane's shared stylesheets the first time its content changes
+                created = [kind for kind in created if kind != "ImportedStyleSheet"]
+            assert created == [], f"round {round_}, {name}: created {created}"
+
+
+def test_receptive_field_controls_only_patch_existing_models():
+    panel = ReceptiveFieldPanel(model="mnist-cnn")
+    page, state, digits = Page(panel), panel.state, mnist_gallery()
+
+    def interactions(round_: int):
+        yield "unit", lambda: panel.select_unit(1 + round_, 6), "convolution-rf-box"  # on every map (7×7 or more)
+        yield "unit again", lambda: panel.select_unit(5, 3 + round_), "convolution-rf-box"
+        yield "channel", lambda: setattr(panel, "channel", 2 + round_), "convolution-rf-map"
+        yield "layer", lambda: setattr(panel, "layer", ("features.8", "features.4")[round_]), "convolution-rf-current"
+        yield "input", lambda: state.set_input(digits[3 + round_].source, digits[3 + round_].description), \
+            "convolution-rf-input"
+        yield "narrative", lambda: setattr(panel._narrative, "index", (1, 2)[round_]), "convolution-rf-box"
+
+    check_rounds(page, interactions)
+
+
+def test_filter_atlas_controls_only_patch_existing_models():
+    atlas = FilterAtlas(model="mnist-cnn")
+    page, state, digits = Page(atlas), atlas.state, mnist_gallery()
+
+    def interactions(round_: int):
+        yield "sort", lambda: setattr(atlas, "sort", ("L2 norm", "index")[round_]), "convolution-atlas-filters"
+        yield "spectrum", lambda: setattr(atlas, "spectrum", not atlas.spectrum), "convolution-atlas-filters"
+        yield "layer", lambda: setattr(atlas, "layer", ("features.4", "features.0")[round_]), "convolution-atlas-maps"
+        yield "input", lambda: state.set_input(digits[5 + round_].source, digits[5 + round_].description), \
+            "convolution-atlas-maps"
+        yield "state layer", lambda: setattr(state, "layer", ("features.8", "features.4")[round_]), \
+            "convolution-atlas-filters"
+
+    check_rounds(page, interactions)
+
+
+@pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 is not fetched here")
+def test_both_panels_switch_to_mobilenet_and_the_vit_without_new_figures():
+    receptive = ReceptiveFieldPanel(model="mnist-cnn")
+    atlas = FilterAtlas(state=receptive.state)
+    for viewer in (receptive, atlas):
+        page = Page(viewer)
+        figures = {m.id for m in page.doc.models if type(m).__name__ == "figure"}
+        for model in ("mobilenet_v2", "mnist-vit", "mnist-cnn"):
+            created = page.act(lambda model=model, viewer=viewer: setattr(viewer.state, "model", model))
+            assert [kind for kind in created if kind != "ImportedStyleSheet"] == [], (model, created)
+        assert figures == {m.id for m in page.doc.models if type(m).__name__ == "figure"}
+    receptive.state.model = "mobilenet_v2"
+    assert atlas.layer == "features.0.0" and receptive.layer == "features.0.0"
+    assert int(atlas._compute().tiny.sum()) == 5  # MobileNetV2's first layer holds five near-zero filters
+    receptive.layer = "features.2.conv.1.0"  # depthwise, stride 2: 3 + 2·2 + 2·2 (two 3×3 at jump 2) = 11 px
+    assert "a **11×11 px** theoretical receptive field" in receptive._summary.object
