@@ -27,6 +27,7 @@ _LAZY = {
     "ModelPicker": "explorer.ui.models:ModelPicker",
     "app": "explorer.ui.shell:build_app",
     "AttentionLesson": "explorer.lessons.attention.view:AttentionLesson",
+    "ConvolutionLesson": "explorer.lessons.convolution.view:ConvolutionLesson",
     "NormalizationLesson": "explorer.lessons.normalization.view:NormalizationLesson",
 }
 

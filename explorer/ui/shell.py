@@ -29,7 +29,7 @@ class Lesson:
 
 
 LESSONS: dict[str, Lesson] = {
-    "convolution": Lesson("Convolution", None, (
+    "convolution": Lesson("Convolution", "explorer.lessons.convolution.view:ConvolutionLesson", (
         "The kernel window sliding over **your** image with the arithmetic at every position (patch × weights, "
         "sum, plus bias, then BatchNorm and ReLU), a kernel playground with presets, receptive fields drawn on "
         "the input, and an atlas of every filter.")),

@@ -8,7 +8,7 @@ channel for the current input, in the same order. At most MAX_SHOWN filters are 
 the chosen order.
 
 Performance: both figures and their sources ("convolution-atlas-filters", "convolution-atlas-maps") are
-built once; a change replaces their data inside one `pn.io.hold()`.
+built once; a change replaces their data inside one `one_update()`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import ExplorerState, SessionView
+from explorer.ui.state import SessionView, one_update
 
 COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
 LABEL = 11                            # px under a picture for its number
@@ -59,11 +59,7 @@ class FilterAtlas(SessionView):
     spectrum = param.Boolean(default=False, doc="Show each filter's amplitude spectrum instead of its weights.")
 
     def __init__(self, model: str | None = None, **params):
-        params["state"] = params.get("state") or ExplorerState()
-        if model is not None:
-            params["state"].model = model
-        params["state"].ensure()  # before the watchers exist: the figures below are not built yet
-        super().__init__(**params)
+        super().__init__(model=model, **params)
         self._atlas_key: object = None
         self._model: object = None
         self._atlas: receptive.Atlas | None = None
@@ -100,7 +96,7 @@ class FilterAtlas(SessionView):
             return
         keep = self.layer in names and not new_model  # a new input keeps the layer
         layer = self.layer if keep else self.state.layer if self.state.layer in names else names[0]
-        with pn.io.hold():
+        with one_update():
             if layer != self.layer:
                 self.layer = layer  # its watcher redraws
             else:
@@ -136,7 +132,7 @@ class FilterAtlas(SessionView):
         self._show_error("" if not self.spectrum or spectra else
                          "1×1 kernels have no spatial pattern, so no spectrum: the weights are shown.")
         shown = order[:MAX_SHOWN]
-        with pn.io.hold():
+        with one_update():
             self._show_filters(atlas, shown, spectra)
             self._show_maps(atlas, shown)
             rows = -(-len(shown) // COLS)

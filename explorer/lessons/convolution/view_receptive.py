@@ -7,7 +7,7 @@ the image). Right, the effective receptive field Σ_c |∂ unit / ∂ x_c|
 conv and pooling layer against depth, the current layer marked (click a point to pick that layer).
 
 Performance (PANEL-PERFORMANCE.md): the four Bokeh figures are built once; every change replaces the
-data of named ColumnDataSources ("convolution-rf-*") inside one `pn.io.hold()`.
+data of named ColumnDataSources ("convolution-rf-*") inside one `one_update()`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import ExplorerState, SessionView
+from explorer.ui.state import SessionView, one_update
 
 FRAME = 260          # side of the three pictures (px)
 BOX_COLOUR = "#d97706"
@@ -53,11 +53,7 @@ class ReceptiveFieldPanel(SessionView):
     column = param.Integer(default=0, bounds=(0, None), doc="Column of the unit on the layer's output map.")
 
     def __init__(self, model: str | None = None, **params):
-        params["state"] = params.get("state") or ExplorerState()
-        if model is not None:
-            params["state"].model = model
-        params["state"].ensure()  # before the watchers exist: the figures below are not built yet
-        super().__init__(**params)
+        super().__init__(model=model, **params)
         self._shown: dict[str, object] = {}  # part -> the key it was last drawn for
         self._model: object = None
         self._fields: tuple[receptive.LayerField, ...] = ()
@@ -101,7 +97,7 @@ class ReceptiveFieldPanel(SessionView):
             return
         keep = self.layer in names and not new_model  # a new input keeps the layer and unit
         layer = self.layer if keep else self.state.layer if self.state.layer in names else names[0]
-        with pn.io.hold():
+        with one_update():
             self._show_input()
             self._show_depth()
             if layer != self.layer:
@@ -144,7 +140,7 @@ class ReceptiveFieldPanel(SessionView):
         record = self.state.inference.trace[f.name]
         channels = record.output.shape[1]
         # The centre unit of a new layer: the one whose field is most inside the image.
-        with pn.io.hold():
+        with one_update():
             # Row and column get no upper bound: the browser would clamp the old unit to a smaller map's end
             # and send that back after the centre set here. A unit off the map gets the InputError's message.
             self.param.channel.bounds = (0, None)
@@ -156,7 +152,7 @@ class ReceptiveFieldPanel(SessionView):
 
     @param.depends("channel", "row", "column", watch=True)
     def _unit_changed(self) -> None:
-        with pn.io.hold():
+        with one_update():
             self._show_map()
             self._show_unit()
 
@@ -168,7 +164,7 @@ class ReceptiveFieldPanel(SessionView):
 
     def _show_nothing(self) -> None:
         model = self.state.inference.model.name
-        with pn.io.hold():
+        with one_update():
             self._show_input()
             for source in (self._map_source, self._mark_source, self._box_source, self._erf_source,
                            self._depth_source, self._current_source):

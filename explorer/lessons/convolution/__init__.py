@@ -1,0 +1,1 @@
+"""The convolution lesson: the sliding window, playground, receptive field and filter atlas."""
