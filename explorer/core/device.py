@@ -30,8 +30,14 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 @functools.cache
 def device() -> torch.device:
-    """The process-wide device, chosen once."""
-    return pick_device()
+    """The process-wide device, chosen once. On CUDA, TensorFloat-32 is switched off: it rounds convolution and
+    matrix inputs to 10 mantissa bits (about 1e-3 relative), and every number the explorer shows must be the
+    float32 model's own, equal to the CPU's and to the references the tests use."""
+    dev = pick_device()
+    if dev.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return dev
 
 
 def describe(dev: torch.device | None = None) -> str:
