@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
-from benchmarks.ui_latency import click_point, summary, timed_click, wait_for_http  # noqa: E402
+from benchmarks.ui_latency import click_point, launch, summary, timed_click, wait_for_http  # noqa: E402
 from explorer.core import zoo  # noqa: E402
 from explorer.lessons.convolution import receptive  # noqa: E402
 from explorer.ui.gallery import gallery_for  # noqa: E402
@@ -56,12 +55,6 @@ def measure_erf(repeats: int) -> None:
                 times.append((time.perf_counter() - start) * 1000)
         print(f"ERF mobilenet_v2 {layer:22s} (field {f.size[0]} px): {summary(times)}  (n={len(times)}, "
               f"{os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()})", flush=True)
-
-
-def launch(port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "panel", "serve", APP, "--port", str(port), "--address",
-                             "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def open_parts(browser, url: str, model: str) -> Page:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import subprocess
 import sys
@@ -51,10 +52,12 @@ ARM = """([sourceName, startEvent]) => {
 }"""
 
 
-def launch(port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address",
+def launch(port: int, app: str = "app.py") -> subprocess.Popen:
+    """`panel serve APP` (relative to the repository), quietly, as app.py's own settings would run it."""
+    return subprocess.Popen([sys.executable, "-m", "panel", "serve", app, "--port", str(port), "--address",
                              "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
 
 def wait_for_http(url: str, timeout: float = 60) -> None:
