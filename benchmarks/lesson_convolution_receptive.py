@@ -96,7 +96,7 @@ def measure_sort(page: Page, repeats: int) -> list[float]:
 def measure_browser(repeats: int) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/{Path(APP).stem}"
-    server = launch(port)
+    server = launch(port, APP)
     try:
         wait_for_http(url, timeout=120)
         with sync_playwright() as p:
