@@ -29,6 +29,7 @@ _LAZY = {
     "AttentionLesson": "explorer.lessons.attention.view:AttentionLesson",
     "ConvolutionLesson": "explorer.lessons.convolution.view:ConvolutionLesson",
     "NormalizationLesson": "explorer.lessons.normalization.view:NormalizationLesson",
+    "QuantizationLesson": "explorer.lessons.quantization.view:QuantizationLesson",
 }
 
 __all__ = sorted(_LAZY)

@@ -43,7 +43,7 @@ LESSONS: dict[str, Lesson] = {
     "pruning": Lesson("Pruning", None, (
         "A sparsity slider with the measured accuracy: magnitude, random and structured pruning, layer by "
         "layer or global, per-layer sensitivity, and what really gets faster.")),
-    "quantization": Lesson("Quantization", None, (
+    "quantization": Lesson("Quantization", "explorer.lessons.quantization.view:QuantizationLesson", (
         "Scale and zero-point spelled out for one layer, a bits slider, per-tensor vs per-channel, binary and "
         "ternary weights, and real int8 with onnxruntime.")),
 }
