@@ -29,6 +29,7 @@ _LAZY = {
     "AttentionLesson": "explorer.lessons.attention.view:AttentionLesson",
     "ConvolutionLesson": "explorer.lessons.convolution.view:ConvolutionLesson",
     "NormalizationLesson": "explorer.lessons.normalization.view:NormalizationLesson",
+    "PruningLesson": "explorer.lessons.pruning.view:PruningLesson",
     "QuantizationLesson": "explorer.lessons.quantization.view:QuantizationLesson",
 }
 

@@ -40,7 +40,7 @@ LESSONS: dict[str, Lesson] = {
     "attention": Lesson("Attention", "explorer.lessons.attention.view:AttentionLesson", (
         "Your input cut into patches, attention maps per layer and head, one head computed step by step "
         "(Q, K, V, softmax), attention rollout and attention distance (ViT models).")),
-    "pruning": Lesson("Pruning", None, (
+    "pruning": Lesson("Pruning", "explorer.lessons.pruning.view:PruningLesson", (
         "A sparsity slider with the measured accuracy: magnitude, random and structured pruning, layer by "
         "layer or global, per-layer sensitivity, and what really gets faster.")),
     "quantization": Lesson("Quantization", "explorer.lessons.quantization.view:QuantizationLesson", (
@@ -82,7 +82,7 @@ class LessonFrame(pn.viewable.Viewer):
                         for name in LESSONS}
         self._built: set[str] = set()
         self._tabs = pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
-                             sizing_mode="stretch_width", dynamic=False)
+                             sizing_mode="stretch_width", dynamic=False, css_classes=["lesson-tabs"])
         self._tabs.param.watch(self._tab_clicked, "active")
         self._tabs.active = LESSON_NAMES.index(self.state.lesson)
         # The open lesson is built once the page has been sent, so the first paint does not wait for it

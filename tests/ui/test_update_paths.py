@@ -24,7 +24,7 @@ def session():
 def shown(page: Page, what: str) -> object:
     """What the page holds for one part of the view (from the document's Bokeh models)."""
     if what == "tabs":
-        return next(m for m in page.doc.models if type(m).__name__ == "Tabs").active
+        return next(m for m in page.doc.models if type(m).__name__ == "Tabs" and "lesson-tabs" in m.css_classes).active
     return page.data(what)
 
 

@@ -1,0 +1,77 @@
+"""The pruning lesson in a real browser: a student drags the sparsity slider and the prediction and accuracy follow.
+
+Serves tests/browser/apps/pruning_app.py and leaves screenshots in screenshots/pruning-*.png.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from .conftest import screenshot, serve
+
+APP = "tests/browser/apps/pruning_app.py"
+SHOWN_PROBS = """() => Array.from(Bokeh.documents[0].get_model_by_name("pruning-pruned").data.prob)"""
+MEASURED = 120_000  # ms: one accuracy pass over 10,000 test digits on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def pruning_url() -> Iterator[str]:
+    with serve(Path(APP)) as url:
+        yield url
+
+
+def open_lesson(page: Page, url: str, model: str) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_viewport_size({"width": 1300, "height": 2000})
+    page.goto(f"{url}?model={model}")
+    page.get_by_text("Guided tour: pruning").wait_for(timeout=30_000)
+    page.wait_for_timeout(300)  # the canvas paints after the text arrives
+    return errors
+
+
+def drag_slider_to(page: Page, fraction: float) -> None:
+    """Press the slider's handle and drag it to `fraction` of the track, as a student would."""
+    handle = page.locator(".noUi-handle").first
+    track = page.locator(".noUi-base").first.bounding_box()
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(track["x"] + fraction * track["width"], box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+
+
+def test_dragging_the_slider_changes_prediction_and_measured_accuracy(page: Page, pruning_url: str):
+    errors = open_lesson(page, pruning_url, "mnist-cnn")
+    expect(page.get_by_text("method=magnitude scope=layer sparsity=50")).to_be_visible()
+    accuracy, prediction = page.locator(".pruning-accuracy"), page.locator(".pruning-prediction")
+    expect(accuracy).to_contain_text("Accuracy at 50 %:", timeout=MEASURED)
+    expect(prediction).to_contain_text("pruned at 50 %")
+    before = page.evaluate(SHOWN_PROBS)
+    drag_slider_to(page, 0.97)
+    expect(page.get_by_text(re.compile(r"method=magnitude scope=layer sparsity=9\d"))).to_be_visible()
+    expect(prediction).to_contain_text(re.compile(r"pruned at 9\d %"))
+    assert page.evaluate(SHOWN_PROBS) != before  # the pruned model's bars changed
+    expect(accuracy).to_contain_text(re.compile(r"Accuracy at 9\d %: \*?\*?\d+\.\d\d%"), timeout=MEASURED)
+    expect(accuracy).to_contain_text("measured now on MNIST test set, 10,000 images")
+    expect(accuracy).to_contain_text("dense model: 99.60%")
+    page.wait_for_timeout(300)
+    screenshot(page, "pruning-mnist-cnn", full_page=True)
+    assert errors == []
+
+
+def test_structured_step_of_the_tour_shows_real_speed(page: Page, pruning_url: str):
+    errors = open_lesson(page, pruning_url, "mnist-cnn")
+    for _ in range(4):
+        page.get_by_role("button", name="Next ▶").click()
+    expect(page.get_by_text("method=filters-l1 scope=layer sparsity=40")).to_be_visible()
+    page.get_by_role("button", name="Measure latency").click()
+    expect(page.locator(".pruning-speed")).to_contain_text("physically smaller model", timeout=60_000)
+    page.wait_for_timeout(300)
+    screenshot(page, "pruning-structured", full_page=True)
+    assert errors == []

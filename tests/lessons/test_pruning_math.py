@@ -1,0 +1,240 @@
+"""Pruning math against independent references: NumPy selections, hand counts, torch's BatchNorm statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from explorer.core import zoo
+from explorer.core.architectures import MnistCNN, MnistViT
+from explorer.core.data import EvalSet
+from explorer.errors import InputError
+from explorer.lessons.pruning import math as pm
+
+AMOUNTS = [0.0, 0.13, 0.5, 0.77, 0.99]
+
+
+def random_cnn(rng: torch.Generator) -> nn.Module:
+    model = MnistCNN(widths=(6, 10, 12))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=rng))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=rng))
+                m.running_var.copy_(torch.rand(m.num_features, generator=rng) + 0.5)
+    return model.eval().requires_grad_(False)
+
+
+def random_vit(rng: torch.Generator) -> nn.Module:
+    model = MnistViT(dim=16, depth=2, heads=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=rng) * 0.3)
+    return model.eval().requires_grad_(False)
+
+
+def smallest_mask(w: np.ndarray, k: int) -> np.ndarray:
+    """NumPy: 0 at the k smallest |w|, 1 elsewhere (random weights: no ties)."""
+    mask = np.ones(w.size)
+    mask[np.argsort(np.abs(w).ravel(), kind="stable")[:k]] = 0
+    return mask.reshape(w.shape)
+
+
+@pytest.mark.parametrize("amount", AMOUNTS)
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_layer_sparsity_equals_the_requested_amount_in_every_layer(amount, method, rng):
+    model = random_cnn(rng)
+    pruned = pm.prune(model, method, amount, "layer")
+    for name, achieved in pm.sparsity(pruned).items():
+        n = model.get_submodule(name).weight.numel()
+        assert achieved == round(amount * n) / n, name  # torch prunes round(amount · n) weights
+
+
+@pytest.mark.parametrize("amount", AMOUNTS)
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_global_sparsity_equals_the_requested_amount(amount, method, rng):
+    model = random_vit(rng)
+    pruned = pm.prune(model, method, amount, "global")
+    total = sum(model.get_submodule(n).weight.numel() for n in pm.prunable_layers(model))
+    assert pm.global_sparsity(pruned) == round(amount * total) / total
+
+
+@pytest.mark.parametrize("amount", AMOUNTS[1:])
+def test_layer_magnitude_masks_match_numpy_smallest_weights(amount, rng):
+    model = random_vit(rng)
+    got = pm.masks(pm.prune(model, "magnitude", amount, "layer"))
+    for name in pm.prunable_layers(model):
+        w = model.get_submodule(name).weight.numpy()
+        expected = smallest_mask(w, round(amount * w.size))
+        np.testing.assert_array_equal(got[f"{name}.weight"].numpy(), expected, err_msg=name)
+
+
+@pytest.mark.parametrize("amount", AMOUNTS[1:])
+def test_global_magnitude_masks_match_numpy_smallest_weights(amount, rng):
+    model = random_cnn(rng)
+    names = pm.prunable_layers(model)
+    weights = [model.get_submodule(n).weight.numpy() for n in names]
+    flat = np.concatenate([w.ravel() for w in weights])
+    expected = np.split(smallest_mask(flat, round(amount * flat.size)), np.cumsum([w.size for w in weights])[:-1])
+    got = pm.masks(pm.prune(model, "magnitude", amount, "global"))
+    for name, w, mask in zip(names, weights, expected, strict=True):
+        np.testing.assert_array_equal(got[f"{name}.weight"].numpy(), mask.reshape(w.shape), err_msg=name)
+
+
+@pytest.mark.parametrize("amount", AMOUNTS)
+@pytest.mark.parametrize("p", [1, 2])
+def test_structured_layer_masks_remove_the_filters_with_smallest_norms(amount, p, rng):
+    model = random_cnn(rng)
+    pruned = pm.prune(model, f"filters-l{p}", amount, "layer")
+    fractions = pm.unit_fractions(pruned)
+    for group in pm.unit_groups(model):
+        w = model.get_submodule(group.name).weight.numpy()
+        norms = np.linalg.norm(w.reshape(len(w), -1), ord=p, axis=1)
+        removed = min(round(amount * len(w)), len(w) - 1)  # a layer keeps one filter
+        expected = np.ones(len(w))
+        expected[np.argsort(norms, kind="stable")[:removed]] = 0
+        mask = pm.masks(pruned)[f"{group.name}.weight"].numpy()
+        np.testing.assert_array_equal(mask.reshape(len(w), -1).max(axis=1), expected, err_msg=group.name)
+        assert fractions[group.name] == removed / len(w)
+        bn = pm.masks(pruned)  # the BatchNorm channel after the filter goes with it
+        bn_name = next(m.module for m in group.members if m.module != group.name and m.dim == 0)
+        np.testing.assert_array_equal(bn[f"{bn_name}.weight"].numpy(), expected)
+
+
+def test_structured_layer_masks_match_torch_ln_structured(rng):
+    model = random_cnn(rng)
+    pruned = pm.prune(model, "filters-l2", 0.5, "layer")
+    for group in pm.unit_groups(model):
+        conv = nn.Conv2d(1, 1, 1)
+        conv.weight = nn.Parameter(model.get_submodule(group.name).weight.clone())
+        torch.nn.utils.prune.ln_structured(conv, "weight", amount=0.5, n=2, dim=0)
+        # compare whole filters: our mask also zeroes input channels that an earlier group removed
+        kept = pm.masks(pruned)[f"{group.name}.weight"].amax(dim=(1, 2, 3))
+        assert torch.equal(kept, conv.weight_mask.amax(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("amount", [0.3, 0.6, 0.9])
+def test_global_structured_removes_the_smallest_norms_over_all_layers(amount, rng):
+    model = random_cnn(rng)
+    groups = pm.unit_groups(model)
+    norms = [np.abs(model.get_submodule(g.name).weight.numpy()).reshape(g.size, -1).sum(1) for g in groups]
+    protected = [n.copy() for n in norms]
+    for n in protected:
+        n[n.argmax()] = np.inf  # each layer's largest filter stays
+    flat = np.concatenate(protected)
+    removed = min(round(amount * flat.size), flat.size - len(groups))
+    keep = np.ones(flat.size, bool)
+    keep[np.argsort(flat, kind="stable")[:removed]] = False
+    expected = np.split(keep, np.cumsum([g.size for g in groups])[:-1])
+    pruned = pm.prune(model, "filters-l1", amount, "global")
+    for group, want in zip(groups, expected, strict=True):
+        assert pm.unit_fractions(pruned)[group.name] == pytest.approx(1 - want.mean())
+
+
+@pytest.mark.parametrize("amount", [0.25, 0.5, 0.75, 0.99])
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("build", [random_cnn, random_vit])
+def test_shrunk_model_outputs_equal_the_masked_models(build, scope, amount, rng):
+    model = build(rng)
+    pruned = pm.prune(model, "filters-l1", amount, scope)
+    small = pm.shrink(pruned)
+    x = torch.randn(5, 1, 28, 28, generator=rng)
+    assert sum(p.numel() for p in small.parameters()) == pm.counts(pruned, x[:1]).nonzeros or scope == "global"
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    # float sums over fewer terms (the zeros are gone) may round differently: a few ulps of the logits
+    torch.testing.assert_close(small(x), pruned(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 is not fetched here")
+def test_shrunk_mobilenet_equals_masked_and_is_smaller(rng):
+    model = zoo.load("mobilenet_v2").module
+    pruned = pm.prune(model, "filters-l2", 0.5, "layer")
+    small = pm.shrink(pruned)
+    x = torch.randn(2, 3, 224, 224, generator=rng)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), pruned(x), rtol=1e-4, atol=1e-4)
+    assert pm.counts(small, x[:1]).macs < 0.6 * pm.counts(model, x[:1]).macs
+
+
+def test_macs_match_a_count_by_hand(rng):
+    model = random_cnn(rng)  # widths 6, 10, 12 on 28, 14, 7 px; linear 12·3·3 -> 10
+    dense = 6 * 9 * 28 * 28 + 10 * 6 * 9 * 14 * 14 + 12 * 10 * 9 * 7 * 7 + 10 * 12 * 9
+    x = torch.randn(1, 1, 28, 28, generator=rng)
+    assert pm.counts(model, x).macs == dense
+    pruned = pm.prune(model, "magnitude", 0.5, "layer")
+    layers = [(6 * 9, 28 * 28), (10 * 6 * 9, 14 * 14), (12 * 10 * 9, 7 * 7), (10 * 12 * 9, 1)]
+    expected = sum(round(0.5 * n) * pos for n, pos in layers)  # zeroed weights times their output positions
+    c = pm.counts(pruned, x)
+    assert (c.macs, c.macs - c.macs_nonzero) == (dense, expected)
+    assert c.params - c.nonzeros == sum(round(0.5 * n) for n, _ in layers)
+
+
+def test_batchnorm_recalibration_matches_torch_cumulative_statistics(rng):
+    model = random_cnn(rng)
+    batches = [torch.randn(8, 1, 28, 28, generator=rng) for _ in range(3)]
+    fixed = pm.recalibrate_batchnorm(model, batches)
+    x = torch.cat(batches)
+    first_bn_input = model.features[0](x)  # (24, 6, 28, 28)
+    # Equal-weight average of per-batch means (torch's momentum=None); batches have equal size here
+    mean = torch.stack([model.features[0](b).mean((0, 2, 3)) for b in batches]).mean(0)
+    var = torch.stack([model.features[0](b).var((0, 2, 3), correction=1) for b in batches]).mean(0)
+    torch.testing.assert_close(fixed.features[1].running_mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fixed.features[1].running_var, var, rtol=1e-4, atol=1e-5)
+    assert first_bn_input.shape == (24, 6, 28, 28) and not fixed.training
+    assert torch.equal(model.features[0].weight, fixed.features[0].weight)
+
+
+def test_agreement_set_labels_are_the_dense_models_predictions(rng):
+    model = random_cnn(rng)
+    x = torch.randn(7, 1, 28, 28, generator=rng)
+    ref = pm.agreement_set(model, x, "seven images")
+    assert torch.equal(ref.labels, model(x).argmax(-1))
+    assert pm.measure(model, "magnitude", 0.0, ref).top1 == 1.0
+
+
+def test_sweep_accuracy_matches_a_direct_count(rng):
+    model = random_cnn(rng)
+    x = torch.randn(40, 1, 28, 28, generator=rng)
+    labels = torch.randint(0, 10, (40,), generator=rng)
+    dataset = EvalSet(f"random {rng.initial_seed()}", x, labels)
+    curve = pm.sweep(model, "magnitude", (0.0, 0.5, 0.9), dataset)
+    for amount, top1 in zip(curve.amounts, curve.top1, strict=True):
+        pruned = pm.prune(model, "magnitude", amount)
+        # measured on the BatchNorm-folded copy: a logit tie broken by float rounding may flip one image
+        assert abs(top1 - int((pruned(x).argmax(-1) == labels).sum()) / len(labels)) <= 1 / len(labels)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "filters-l1"])
+def test_inference_copy_computes_the_pruned_models_outputs(method, rng):
+    model = random_cnn(rng)
+    pruned = pm.prune(model, method, 0.5)
+    copy = pm.prune(model, method, 0.5)  # baked() and for_inference() change the copy they are given
+    fast = pm.for_inference(pm.shrink(copy) if pm.METHODS[method].structured else pm.baked(copy))
+    x = torch.randn(16, 1, 28, 28, generator=rng)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())  # folded into the convs
+    torch.testing.assert_close(fast(x), pruned(x), rtol=1e-4, atol=1e-4)  # folding rounds differently
+
+
+def test_the_shared_model_is_unchanged_by_pruning(rng):
+    model = zoo.load("mnist-cnn").module
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for method in pm.METHODS:
+        pm.shrink(pm.prune(model, method, 0.7, "global"))
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("args, message", [
+    (("magnitude", 1.0, "layer"), "sparsity 100% is outside 0 % to 99%; pick a value in that range."),
+    (("l3", 0.5, "layer"), "no pruning method named 'l3'; choose one of: 'magnitude', 'random', 'filters-l1', "
+                           "'filters-l2'"),
+    (("magnitude", 0.5, "model"), "no pruning scope named 'model'; choose one of: 'layer', 'global'"),
+])
+def test_bad_settings_are_input_errors(args, message, rng):
+    with pytest.raises(InputError) as e:
+        pm.prune(random_cnn(rng), *args)
+    assert str(e.value) == message
