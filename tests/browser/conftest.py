@@ -63,6 +63,19 @@ def serve(app: Path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
+def open_page(page: Page, url: str, ready_text: str, width: int = 1300, height: int = 1000,
+              timeout: int = 60_000) -> list[str]:
+    """Open `url` in a `width` x `height` viewport and wait until `ready_text` is shown and painted. Returns the
+    page's script errors: a list that keeps filling while the test acts."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(url)
+    page.get_by_text(ready_text).first.wait_for(timeout=timeout)
+    page.wait_for_timeout(300)  # the canvases paint after the text arrives
+    return errors
+
+
 def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
     """Save a screenshot to look at; not in test-results/, which pytest-playwright empties on every run."""
     SCREENSHOTS.mkdir(exist_ok=True)

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from explorer.core import zoo
 
-from .conftest import click_figure, screenshot, serve
+from .conftest import click_figure, open_page, screenshot, serve
 
 APP = "tests/browser/apps/attention_app.py"
 PATCH = 7  # px: the MNIST ViT's patch side
@@ -39,13 +39,9 @@ def grid_point(layer: int, head: int, row: int, col: int) -> tuple[float, float]
 
 
 def open_lesson(page: Page, url: str, model: str) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.set_viewport_size({"width": 1300, "height": 3300})  # the whole lesson: click_figure needs it on screen
-    page.goto(f"{url}?model={model}")
-    page.get_by_text("Attention: how a vision transformer looks at your image").wait_for(timeout=30_000)
-    page.wait_for_timeout(300)  # the canvas paints after the text arrives
-    return errors
+    # The whole lesson on screen: click_figure needs it.
+    return open_page(page, f"{url}?model={model}", "Attention: how a vision transformer looks at your image",
+                     height=3300)
 
 
 @pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit weights are not installed")

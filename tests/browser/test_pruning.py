@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import screenshot, serve
+from .conftest import open_page, screenshot, serve
 
 APP = "tests/browser/apps/pruning_app.py"
 SHOWN_PROBS = """() => Array.from(Bokeh.documents[0].get_model_by_name("pruning-pruned").data.prob)"""
@@ -26,13 +26,7 @@ def pruning_url() -> Iterator[str]:
 
 
 def open_lesson(page: Page, url: str, model: str) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.set_viewport_size({"width": 1300, "height": 2000})
-    page.goto(f"{url}?model={model}")
-    page.get_by_text("Guided tour: pruning").wait_for(timeout=30_000)
-    page.wait_for_timeout(300)  # the canvas paints after the text arrives
-    return errors
+    return open_page(page, f"{url}?model={model}", "Guided tour: pruning", height=2000)
 
 
 def drag_slider_to(page: Page, fraction: float) -> None:

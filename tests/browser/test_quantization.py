@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import screenshot, serve
+from .conftest import open_page, screenshot, serve
 
 APP = "tests/browser/apps/quantization_app.py"
 MEASURED = 120_000  # ms: an accuracy pass over 10,000 test digits on a busy 2-core machine
@@ -24,13 +24,7 @@ def quantization_url() -> Iterator[str]:
 
 
 def open_lesson(page: Page, url: str, model: str) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.set_viewport_size({"width": 1400, "height": 1800})
-    page.goto(f"{url}?model={model}")
-    page.get_by_text("Quantization, step by step").wait_for(timeout=60_000)
-    page.wait_for_timeout(300)  # the canvas paints after the text arrives
-    return errors
+    return open_page(page, f"{url}?model={model}", "Quantization, step by step", width=1400, height=1800)
 
 
 def text_of(page: Page, css_class: str) -> str:
