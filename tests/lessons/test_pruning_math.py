@@ -215,7 +215,8 @@ def test_inference_copy_computes_the_pruned_models_outputs(method, rng):
     fast = pm.for_inference(pm.shrink(copy) if pm.METHODS[method].structured else pm.baked(copy))
     x = torch.randn(16, 1, 28, 28, generator=rng)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())  # folded into the convs
-    torch.testing.assert_close(fast(x), pruned(x), rtol=1e-4, atol=1e-4)  # folding rounds differently
+    # Folding BatchNorm rounds differently; random BatchNorm statistics can amplify that to ~4e-4 of logits ~2.
+    torch.testing.assert_close(fast(x), pruned(x), rtol=1e-3, atol=1e-3)
 
 
 def test_the_shared_model_is_unchanged_by_pruning(rng):
