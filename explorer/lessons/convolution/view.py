@@ -11,13 +11,12 @@ Playground: one 2-D kernel (presets or typed numbers) on the student's image wit
 padding mode, dilation and groups, the output-size formula with its numbers, and impossible settings
 explained as text.
 
-The receptive-field and filter-atlas tabs (receptive.py, view_receptive.py, view_atlas.py) are added
-when those modules are present.
+The receptive-field and filter-atlas tabs (receptive.py, view_receptive.py, view_atlas.py) are built when
+first opened; `parts=()` leaves them out.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import numpy as np
@@ -30,6 +29,8 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import math
+from explorer.lessons.convolution.view_atlas import FilterAtlas
+from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
 from explorer.ui.gallery import photo_gallery
 from explorer.ui.narrative import Narrative, Step
 from explorer.ui.state import SessionView, one_update
@@ -37,9 +38,8 @@ from explorer.ui.state import SessionView, one_update
 log = logging.getLogger(__name__)
 
 STEP_TABS = ("Step through", "Playground")
-# Part of the lesson built beside this file; each is added as a tab when its module is present.
-OPTIONAL_TABS = (("Receptive field", "explorer.lessons.convolution.view_receptive", "ReceptiveFieldPanel"),
-                 ("Filter atlas", "explorer.lessons.convolution.view_atlas", "FilterAtlas"))
+# The lesson's other parts, each in its own tab, built when the tab first opens.
+OPTIONAL_TABS = {"Receptive field": ReceptiveFieldPanel, "Filter atlas": FilterAtlas}
 FRAME = 280                 # input and output pictures (px)
 CELLS_FRAME = 230           # patch, kernel and product grids (px)
 MAX_LABELLED_BLOCKS = 16    # name the input channel above each block of the patch up to this many
@@ -182,7 +182,7 @@ class ConvolutionLesson(SessionView):
     groups = param.Integer(default=1, bounds=(1, 3))
 
     def __init__(self, model: str | None = None, parts: tuple[str, ...] | None = None, **params):
-        """`parts`: the optional tabs to include (see OPTIONAL_TABS); all that are present by default."""
+        """`parts`: the optional tabs to include (see OPTIONAL_TABS); all by default."""
         super().__init__(model=model, **params)
         self._shown_key: object = None
         self._steps: math.ChannelSteps | None = None
@@ -209,18 +209,10 @@ class ConvolutionLesson(SessionView):
             body.objects = [self._pending.pop(self.tab)(state=self.state)]
 
     def _optional_tabs(self, parts: tuple[str, ...] | None) -> list[tuple[str, pn.Column]]:
-        """(title, empty body) of each optional part that is present; its Viewer is built when the tab first opens."""
-        tabs = []
-        self._pending: dict[str, type] = {}
-        for title, module, cls in OPTIONAL_TABS:
-            if parts is not None and title not in parts:
-                continue
-            try:
-                self._pending[title] = getattr(importlib.import_module(module), cls)
-            except (ImportError, AttributeError):
-                continue  # that part of the lesson has not landed
-            tabs.append((title, pn.Column(sizing_mode="stretch_width")))
-        return tabs
+        """(title, empty body) of each optional part asked for; its Viewer is built when the tab first opens."""
+        self._pending: dict[str, type] = {title: cls for title, cls in OPTIONAL_TABS.items()
+                                          if parts is None or title in parts}
+        return [(title, pn.Column(sizing_mode="stretch_width")) for title in self._pending]
 
     # --- following the session's state ---
 
