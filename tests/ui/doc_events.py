@@ -6,6 +6,7 @@ existing Bokeh models, never create new ones.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import panel as pn
@@ -42,3 +43,15 @@ class Page:
         others = [type(e).__name__ for e in self.events if not isinstance(e, PATCHES)]
         assert others == [], f"sent {others}"
         return [type(m).__name__ for m in self.doc.models if m.id not in before and type(m).__name__ not in allow_new]
+
+    def check(self, name: str, action: Callable[[], object], shown: Callable[[], object], round_: int,
+              differs: Callable[[object, object], bool] = operator.ne) -> None:
+        """Run one interaction of round `round_` (0 or 1): it must change what `shown()` reads, send only
+        patches, and create no Bokeh model; in round 0 Panel may attach a pane's shared stylesheets, the first
+        time that pane's content changes."""
+        before = shown()
+        created = self.act(action)
+        assert differs(shown(), before), f"{name} did not change what it shows"
+        if round_ == 0:
+            created = [kind for kind in created if kind != "ImportedStyleSheet"]
+        assert created == [], f"round {round_}, {name}: created {created}"
