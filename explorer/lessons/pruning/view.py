@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import panel as pn
@@ -393,12 +394,8 @@ class PruningLesson(SessionView):
             self._sensitivity_fig.xaxis.axis_label = f"{what} (%)"
 
     async def _recalibrate(self, _event=None) -> None:
-        self._bn_button.disabled = True
-        self._bn_text.object = "Re-estimating the BatchNorm statistics …"
-        try:
-            self._bn_text.object = await asyncio.to_thread(self.recalibration_report)
-        finally:
-            self._bn_button.disabled = False
+        await _report_off_the_loop(self._bn_button, self._bn_text, "Re-estimating the BatchNorm statistics …",
+                                   self.recalibration_report)
 
     def recalibration_report(self) -> str:
         model = self.state.inference.model
@@ -419,12 +416,8 @@ class PruningLesson(SessionView):
                 f"ones describe the dense model.")
 
     async def _measure_speed(self, _event=None) -> None:
-        self._speed_button.disabled = True
-        self._speed_text.object = "Timing the dense and the pruned model …"
-        try:
-            self._speed_text.object = await asyncio.to_thread(self.speed_report)
-        finally:
-            self._speed_button.disabled = False
+        await _report_off_the_loop(self._speed_button, self._speed_text, "Timing the dense and the pruned model …",
+                                   self.speed_report)
 
     def speed_report(self) -> str:
         inference = self.state.inference
@@ -580,3 +573,15 @@ STEPS = (
          "often wins back much of the lost accuracy.",
          {"method": "filters-l2", "scope": "layer", "sparsity": 50}),
 )
+
+
+async def _report_off_the_loop(button: pn.widgets.Button, text: pn.pane.Markdown, waiting: str,
+                               report: Callable[[], str]) -> None:
+    """Show `waiting`, compute `report()` on a worker thread (other sessions keep being served), show its text;
+    `button` is disabled meanwhile so that a second click does not start the same work again."""
+    button.disabled = True
+    text.object = waiting
+    try:
+        text.object = await asyncio.to_thread(report)
+    finally:
+        button.disabled = False
