@@ -28,9 +28,9 @@ def test_export_command_writes_the_model_and_its_metadata(tmp_path):
                            "--layers", "features.0,features.3"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     metadata = json.loads((tmp_path / export.METADATA_FILE).read_text())
-    assert [o["name"] for o in metadata["outputs"]] == ["logits", "features/0", "features/3"]
+    assert [o["name"] for o in metadata["outputs"]] == ["logits", "features.0", "features.3"]
     session = ort.InferenceSession(str(tmp_path / export.MODEL_FILE), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == ["logits", "features/0", "features/3"]
+    assert [o.name for o in session.get_outputs()] == ["logits", "features.0", "features.3"]
 
 
 def test_export_of_an_unknown_layer_fails_cleanly(tmp_path, capsys):

@@ -67,11 +67,6 @@ class _WithIntermediates(nn.Module):
         return hook
 
 
-def output_name(layer: str) -> str:
-    """The ONNX output name of a layer's activation (ONNX names may not contain '.')."""
-    return layer.replace(".", "/")
-
-
 def to_onnx(module: nn.Module, path: str | Path, example: torch.Tensor, layers: Sequence[str] = (),
             dynamic_batch: bool = True) -> Path:
     """Write `module` as ONNX to `path`: input "input", outputs "logits" and one per layer in `layers`.
@@ -81,7 +76,7 @@ def to_onnx(module: nn.Module, path: str | Path, example: torch.Tensor, layers: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = _WithIntermediates(copy.deepcopy(module), layers).cpu().float().eval()
-    outputs = [LOGITS_NAME, *(output_name(layer) for layer in layers)]
+    outputs = [LOGITS_NAME, *layers]  # each activation is named like its Trace record
     axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter: see the module docstring
@@ -124,7 +119,7 @@ def export_model(model: ZooModel, out: str | Path, layers: Sequence[str] | None 
     with torch.no_grad():
         values = _WithIntermediates(copy.deepcopy(model.module), layers).cpu().float().eval()(example)
     outputs = [{"name": LOGITS_NAME, "layer": None, "kind": "logits", "shape": list(values[0].shape)}]
-    outputs += [{"name": output_name(layer), "layer": layer, "shape": list(value.shape),
+    outputs += [{"name": layer, "layer": layer, "shape": list(value.shape),
                  "kind": "attention_probs" if layer in probes else kinds.get(layer, "other")}
                 for layer, value in zip(layers, values[1:], strict=True)]
     metadata = {"name": card.name, "family": card.family, "task": card.task, "labels": list(card.labels),

@@ -111,7 +111,7 @@ def check_against_torch(name: str, got: dict) -> torch.Tensor:
     np.testing.assert_allclose(got["logits"], t.logits[0].numpy(), atol=1e-4, rtol=0)
     metadata = site.export.default_layers(model.module)
     for layer in metadata:
-        np.testing.assert_allclose(got["outputs"][site.export.output_name(layer)], torch_value(t, layer).ravel(),
+        np.testing.assert_allclose(got["outputs"][layer], torch_value(t, layer).ravel(),
                                    atol=1e-4, rtol=0, err_msg=layer)
     return t.logits[0]
 
