@@ -237,7 +237,8 @@ class Overview(SessionView):
     def select_layer(self, name: str) -> None:
         """Select a layer by record name and open the lesson that explains its kind."""
         record = self.state.inference.trace[name]
-        self.state.param.update(layer=name, lesson=lesson_for(record, self.state.lesson))
+        # lesson first: the lesson tabs hide the old lesson before the lessons' watchers see the new layer
+        self.state.param.update(lesson=lesson_for(record, self.state.lesson), layer=name)
 
     def select_channel(self, channel: int) -> None:
         self.state.channel = channel

@@ -1,4 +1,4 @@
-"""Two server settings that lower the floor under every interaction of the served app (docs/performance.md).
+"""Three server settings that lower the floor under every interaction of the served app (docs/performance.md).
 
 1. TCP_NODELAY on Bokeh's websocket. Bokeh never sets it, so Nagle's algorithm holds back the last
    frame of a multi-frame message until the browser's delayed ACK (about 40 ms) arrives.
@@ -6,6 +6,14 @@
    (`Syncable._debounce`) to coalesce bursts; the explorer's views coalesce instead (a drawing
    sends at most every 100 ms and only the newest is classified; a slider whose work is slow uses
    `value_throttled` or computes on the latest value only).
+3. Each Bokeh message written in one go. Bokeh's `Message.send` awaits every frame (header,
+   metadata, content, then two frames per binary buffer), and tornado turns each write into a task:
+   one event-loop turn per frame, with the socket's write lock held throughout. An interaction's own
+   reply (its "OK") is sent that way while the interaction's callback blocks the loop, so the lock is
+   still held when the callback's patch is ready; Panel then sees the lock, and retries its write
+   every 10 ms (`panel.io.document._dispatch_msgs`). Writing all frames synchronously (tornado's writes
+   are synchronous; awaiting them is only flow control) keeps frames of two messages from interleaving,
+   as the lock did, and frees the lock at once.
 
 `tune_server()` is called by app.py. It is idempotent, and harmless outside a server: in a notebook
 there is no Bokeh websocket to patch, and the debounce only affects served sessions.
@@ -14,17 +22,23 @@ there is no Bokeh websocket to patch, and the debounce only affects served sessi
 from __future__ import annotations
 
 import functools
+import json
 
+from bokeh.protocol.message import Message
 from bokeh.server.views.ws import WSHandler
 from panel.reactive import Syncable
+from tornado.websocket import WebSocketHandler
 
 DEBOUNCE_MS = 0
 
 
 def tune_server() -> None:
-    """Set TCP_NODELAY on every new websocket and stop Panel's 50 ms hold on browser changes."""
+    """Set TCP_NODELAY on every new websocket, stop Panel's 50 ms hold on browser changes, and write each
+    Bokeh message in one go."""
     if not getattr(WSHandler.open, "explorer_nodelay", False):
         WSHandler.open = _with_nodelay(WSHandler.open)
+    if not getattr(Message.send, "explorer_at_once", False):
+        Message.send = _sent_at_once(Message.send)
     Syncable._debounce = DEBOUNCE_MS
 
 
@@ -36,3 +50,21 @@ def _with_nodelay(open_websocket):
 
     open.explorer_nodelay = True
     return open
+
+
+def _sent_at_once(send_by_frame):
+    @functools.wraps(send_by_frame)
+    async def send(self: Message, conn) -> int:
+        if not isinstance(conn, WebSocketHandler):  # bokeh.client's connection: its own writer
+            return await send_by_frame(self, conn)
+        frames = [(self.header_json, False), (self.metadata_json, False), (self.content_json, False)]
+        for buffer in self._buffers:
+            frames += [(json.dumps(buffer.ref), False), (buffer.to_bytes(), True)]
+        with await conn.write_lock.acquire():
+            written = [WebSocketHandler.write_message(conn, frame, binary=binary) for frame, binary in frames]
+        for future in written:  # flow control and errors, after the lock is free
+            await future
+        return sum(len(frame) for frame, _ in frames)
+
+    send.explorer_at_once = True
+    return send

@@ -14,8 +14,9 @@ import panel as pn
 import param
 
 from explorer.core import trace
+from explorer.ui.bokehjs import fix_bokehjs
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import LESSON_NAMES, ExplorerState, first_layer
+from explorer.ui.state import LESSON_NAMES, ExplorerState, SessionView, first_layer, one_update
 
 TITLE = "Neural network explorer"
 URL_PARAMS = {"model": "model", "lesson": "lesson", "layer": "layer"}
@@ -80,7 +81,7 @@ class LessonFrame(pn.viewable.Viewer):
         super().__init__(**params)
         self._bodies = {name: pn.Column(pn.pane.Markdown("Loading the lesson…"), sizing_mode="stretch_width")
                         for name in LESSONS}
-        self._built: set[str] = set()
+        self._built: dict[str, pn.viewable.Viewable] = {}
         self._tabs = pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
                              sizing_mode="stretch_width", dynamic=False, css_classes=["lesson-tabs"])
         self._tabs.param.watch(self._tab_clicked, "active")
@@ -95,10 +96,14 @@ class LessonFrame(pn.viewable.Viewer):
     @param.depends("state.lesson", watch=True)
     def _show_lesson(self) -> None:
         name = self.state.lesson
-        self._tabs.active = LESSON_NAMES.index(name)
-        if name not in self._built:
-            self._built.add(name)
-            self._bodies[name].objects = [build_lesson(name, self.state)]
+        if name not in self._built:  # outside one_update(): Bokeh's validation converts values while models are made
+            self._built[name] = build_lesson(name, self.state)
+            self._bodies[name].objects = [self._built[name]]
+        with one_update():
+            self._tabs.active = LESSON_NAMES.index(name)
+            for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state
+                if isinstance(lesson, SessionView):
+                    lesson.shown = built_name == name
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._tabs
@@ -135,6 +140,7 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
     from explorer.ui.predictions import Predictions
 
     state = state or ExplorerState()
+    fix_bokehjs(pn.state.curdoc)
     if pn.state.location is not None:
         pn.state.location.sync(state, URL_PARAMS, on_error=lambda values: apply_link(state, values))
     state.ensure()

@@ -8,6 +8,7 @@ the parameters it owns: the input picker calls `set_input`, the overview sets `l
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -117,9 +118,14 @@ class ExplorerState(param.Parameterized):
 
 class SessionView(pn.viewable.Viewer):
     """A view of one session's state. Alone (in a notebook) it makes its own: `View(model="mnist-vit")`;
-    several views given one `state` stay in step and share one loaded model."""
+    several views given one `state` stay in step and share one loaded model.
+
+    A view that is not on screen (a lesson in a closed tab) does not follow the state: its `follows`
+    methods are put off, and run once, together, when it is shown again. Every input change would
+    otherwise recompute and repaint every lesson the student ever opened."""
 
     state = param.ClassSelector(class_=ExplorerState, constant=True, doc="The session's shared state.")
+    shown = param.Boolean(default=True, doc="On screen; set by the container (the lesson tabs).")
 
     def __init__(self, model: str | None = None, **params):
         state = params.get("state") or ExplorerState()
@@ -127,7 +133,32 @@ class SessionView(pn.viewable.Viewer):
         if model is not None:
             state.model = model
         state.ensure()  # before the subclass's watchers exist: its figures are built after this
+        self._put_off: dict[str, None] = {}  # names of the `follows` methods to run when shown (in order)
         super().__init__(**params)
+
+    @param.depends("shown", watch=True)
+    def _catch_up(self) -> None:
+        if self.shown and self._put_off:
+            names, self._put_off = list(self._put_off), {}
+            with one_update():
+                for name in names:
+                    getattr(self, name)()
+
+
+def follows(*dependencies: str):
+    """`param.depends(*dependencies, watch=True)` for a SessionView method that follows the session's state:
+    while the view is hidden the call is put off (once, however many changes come) until it is shown."""
+    def decorate(method):
+        @functools.wraps(method)
+        def call(self: SessionView) -> None:
+            if self.shown:
+                method(self)
+            else:
+                self._put_off[method.__name__] = None
+
+        return param.depends(*dependencies, watch=True)(call)
+
+    return decorate
 
 
 def first_layer(t: trace.Trace) -> str:

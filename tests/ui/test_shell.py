@@ -44,8 +44,41 @@ def test_lesson_tabs_and_state_follow_each_other(state):
     assert frame._tabs.active == LESSON_NAMES.index("pruning")
     frame._tabs.active = LESSON_NAMES.index("attention")
     assert state.lesson == "attention"
-    assert frame._built == {"convolution", "pruning", "attention"}  # built when first opened
+    assert set(frame._built) == {"convolution", "pruning", "attention"}  # built when first opened
     assert "Loading" in frame._bodies["quantization"].objects[0].object  # never opened, never built
+
+
+def test_a_lesson_in_a_closed_tab_follows_the_state_only_when_opened_again(state):
+    frame = shell.LessonFrame(state=state)  # outside a server the open lesson (convolution) is built at once
+    convolution = frame._built["convolution"]
+    state.lesson = "normalization"
+    normalization = frame._built["normalization"]
+    assert not convolution.shown and normalization.shown
+    shown_before = convolution._shown_key
+    item = mnist_gallery()[3]
+    state.set_input(item.source, item.description)
+    state.param.update(layer="features.4", channel=5)
+    assert convolution._shown_key == shown_before  # hidden: nothing computed, nothing sent
+    state.lesson = "convolution"
+    assert convolution.shown and not normalization.shown
+    inference, layer, channel, _ = convolution._shown_key  # caught up with everything missed, at once
+    assert (inference, layer, channel) == (state.inference, "features.4", 5)
+
+
+def test_a_part_in_a_closed_tab_of_a_lesson_is_hidden_with_it(state):
+    frame = shell.LessonFrame(state=state)
+    convolution = frame._built["convolution"]
+    convolution.tab = "Filter atlas"
+    atlas = convolution._parts["Filter atlas"]
+    assert atlas.shown
+    convolution.tab = "Step through"
+    assert not atlas.shown
+    state.layer = "features.8"
+    assert atlas.layer != "features.8"
+    convolution.tab = "Filter atlas"
+    assert atlas.layer == "features.8"
+    state.lesson = "pruning"
+    assert not atlas.shown
 
 
 @pytest.mark.parametrize("model", MODELS)

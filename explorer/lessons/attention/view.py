@@ -25,7 +25,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.attention import math as am
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, one_update
+from explorer.ui.state import Inference, SessionView, follows, one_update
 
 PICTURE = 240        # side of the input picture with its patch grid (px)
 CELL_MAX = 86        # side of one cell of the layer × head grid (px), smaller for models with many heads
@@ -206,7 +206,7 @@ class AttentionLesson(SessionView):
         grey = picture if picture.ndim == 2 else picture.mean(axis=2)
         return a.grid.token(*am.brightest_cell(grey, a.grid))
 
-    @param.depends("state.layer", "state.channel", watch=True)
+    @follows("state.layer", "state.channel")
     def _follow_state(self) -> None:
         a = self._analysis
         if a is None:
@@ -231,8 +231,7 @@ class AttentionLesson(SessionView):
 
     # --- updates: data only, inside hold() ---
 
-    @param.depends("state.inference", "layer", "head", "query", "temperature", "head_fusion", "discard_ratio",
-                   watch=True)
+    @follows("state.inference", "layer", "head", "query", "temperature", "head_fusion", "discard_ratio")
     def _update(self) -> None:
         with one_update():
             if self.state.inference is not self._analysed and not self._analyse():

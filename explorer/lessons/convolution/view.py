@@ -33,7 +33,7 @@ from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
 from explorer.ui.gallery import photo_gallery
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, one_update
+from explorer.ui.state import SessionView, follows, one_update
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +201,26 @@ class ConvolutionLesson(SessionView):
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self._narrative, self._tabs, sizing_mode="stretch_width")
 
-    @param.depends("tab", watch=True)
+    @param.depends("tab", "shown", watch=True)
     def _show_tab(self) -> None:
         self._tabs.active = self.param.tab.objects.index(self.tab)
         if self.tab in self._pending:
             body = dict(self._extra_tabs)[self.tab]
-            body.objects = [self._pending.pop(self.tab)(state=self.state)]
+            self._parts[self.tab] = self._pending.pop(self.tab)(state=self.state)
+            body.objects = [self._parts[self.tab]]
+        for title, part in self._parts.items():  # a part in a closed tab does not follow the state
+            part.shown = self.shown and title == self.tab
 
     def _optional_tabs(self, parts: tuple[str, ...] | None) -> list[tuple[str, pn.Column]]:
         """(title, empty body) of each optional part asked for; its Viewer is built when the tab first opens."""
         self._pending: dict[str, type] = {title: cls for title, cls in OPTIONAL_TABS.items()
                                           if parts is None or title in parts}
+        self._parts: dict[str, SessionView] = {}
         return [(title, pn.Column(sizing_mode="stretch_width")) for title in self._pending]
 
     # --- following the session's state ---
 
-    @param.depends("state.inference", "state.layer", "state.channel", watch=True)
+    @follows("state.inference", "state.layer", "state.channel")
     def _follow_state(self) -> None:
         inference = self.state.inference
         model = inference.model.module
@@ -546,8 +550,7 @@ class ConvolutionLesson(SessionView):
         photo = next(item.source for item in photo_gallery() if item.key == self.picture)
         return np.rint(plots.downsample(photo.astype(np.float64), PLAYGROUND_SIDE)).astype(np.uint8)
 
-    @param.depends("kernel_text", "stride", "padding", "padding_mode", "dilation", "groups", "picture",
-                   "state.inference", watch=True)
+    @follows("kernel_text", "stride", "padding", "padding_mode", "dilation", "groups", "picture", "state.inference")
     def _update_playground(self) -> None:
         import torch
 

@@ -23,7 +23,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, one_update
+from explorer.ui.state import SessionView, follows, one_update
 
 COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
 LABEL = 11                            # px under a picture for its number
@@ -85,7 +85,7 @@ class FilterAtlas(SessionView):
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
 
-    @param.depends("state.inference", watch=True)
+    @follows("state.inference")
     def _follow_state(self) -> None:
         inference = self.state.inference
         new_model, self._model = inference.model is not self._model, inference.model
@@ -102,7 +102,7 @@ class FilterAtlas(SessionView):
             else:
                 self._show()
 
-    @param.depends("state.layer", watch=True)
+    @follows("state.layer")
     def _follow_layer(self) -> None:
         if self.state.layer in self.param.layer.objects:
             self.layer = self.state.layer

@@ -24,7 +24,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, one_update
+from explorer.ui.state import SessionView, follows, one_update
 
 FRAME = 260          # side of the three pictures (px)
 BOX_COLOUR = "#d97706"
@@ -81,7 +81,7 @@ class ReceptiveFieldPanel(SessionView):
 
     # --- following the session ---
 
-    @param.depends("state.inference", watch=True)
+    @follows("state.inference")
     def _follow_state(self) -> None:
         inference = self.state.inference
         new_model, self._model = inference.model is not self._model, inference.model
@@ -108,7 +108,7 @@ class ReceptiveFieldPanel(SessionView):
             else:
                 self._layer_changed()
 
-    @param.depends("state.layer", watch=True)
+    @follows("state.layer")
     def _follow_layer(self) -> None:
         if self.state.layer in self.param.layer.objects:
             self.layer = self.state.layer

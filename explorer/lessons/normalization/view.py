@@ -27,7 +27,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.normalization import math as nm
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, one_update
+from explorer.ui.state import Inference, SessionView, follows, one_update
 
 KIND_LABELS = {label: kind for kind, label in nm.KINDS.items()}  # "BatchNorm" -> "batch", for the buttons
 SHOW_SAMPLES, SHOW_ROWS, SHOW_COLS, CELL = 4, 16, 16, 11  # axes picture: samples, channels, positions, px
@@ -101,7 +101,7 @@ class NormalizationLesson(SessionView):
 
     # --- what the controls drive ---
 
-    @param.depends("state.inference", watch=True)
+    @follows("state.inference")
     def _model_changed(self) -> None:
         records = norm_layers(self.state.inference)
         names = [r.name for r in records]
@@ -116,7 +116,7 @@ class NormalizationLesson(SessionView):
             else:
                 self._layer_changed()
 
-    @param.depends("state.layer", watch=True)
+    @follows("state.layer")
     def _follow_state_layer(self) -> None:
         if self.state.layer in self.param.layer.objects:
             self.layer = self.state.layer
@@ -136,7 +136,7 @@ class NormalizationLesson(SessionView):
             self._channel_input.param.update(end=max(channels - 1, 0), name="Feature" if tokens else "Channel")
             self._update()
 
-    @param.depends("kind", "groups", "batch", "state.channel", watch=True)
+    @follows("kind", "groups", "batch", "state.channel")
     def _update(self) -> None:
         if not self.param.layer.objects and self.state.inference is not None and norm_layers(self.state.inference):
             return  # not started yet: _model_changed runs once the page has loaded

@@ -45,7 +45,7 @@ from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
 from explorer.ui.gallery import photo_gallery
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, one_update
+from explorer.ui.state import SessionView, follows, one_update
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class PruningLesson(SessionView):
 
     # --- model or input change ---
 
-    @param.depends("state.inference", watch=True)
+    @follows("state.inference")
     def _new_model(self) -> None:
         inference = self.state.inference
         model = inference.model

@@ -34,7 +34,7 @@ from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
 from explorer.ui.gallery import gallery_for
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, one_update
+from explorer.ui.state import SessionView, follows, one_update
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class QuantizationLesson(SessionView):
                           clip=self.clip, act_bits=self.act_bits or None,
                           format="binary" if self.bits == 1 else "integer")
 
-    @param.depends("state.inference", watch=True)
+    @follows("state.inference")
     def _model_changed(self) -> None:
         module = self.state.inference.model.module
         names = qm.quantizable_layers(module)
@@ -205,7 +205,7 @@ class QuantizationLesson(SessionView):
                 self.layer = wanted
         self._update()
 
-    @param.depends("state.layer", watch=True)
+    @follows("state.layer")
     def _follow_state_layer(self) -> None:
         if self.state.layer in self.param.layer.objects:
             self.layer = self.state.layer
