@@ -15,6 +15,8 @@ from explorer.errors import InputError
 from explorer.lessons.normalization.math import (
     KINDS,
     affine,
+    batch_first_output,
+    batch_statistics,
     batch_statistics_copy,
     check_groups,
     common_edges,
@@ -28,6 +30,7 @@ from explorer.lessons.normalization.math import (
     max_abs_difference,
     mean_abs_difference,
     normalize,
+    pool_sums,
     shared_with,
     with_running_stats,
 )
@@ -259,6 +262,33 @@ def test_first_output_matches_torch_on_the_whole_batch(kind, shape, layout, rng)
     reference = affine(torch_reference(kind, x, groups, 1e-5, layout), gamma, beta, layout)[0]
     torch.testing.assert_close(first_output(kind, x, gamma, beta, groups, 1e-5, layout), reference, atol=1e-9,
                                rtol=1e-9)
+
+
+@pytest.mark.parametrize(("shape", "layout"), [((9, 3, 5, 4), "channels"), ((12, 16, 7, 7), "channels"),
+                                               ((6, 4, 11), "channels"), ((10, 17, 8), "tokens")])
+def test_batch_statistics_from_running_sums_match_batch_norm_on_every_batch_size(shape, layout, rng):
+    first = torch.randn((1, *shape[1:]), generator=rng) * 3 + 1
+    pool = torch.randn(shape, generator=rng) * 2 - 0.5
+    sums = pool_sums(pool, layout)
+    channels = shape[-1] if layout == "tokens" else shape[1]
+    gamma, beta = torch.randn(channels, generator=rng), torch.randn(channels, generator=rng)
+    for size in range(1, shape[0] + 2):
+        batch = make_batch(first, pool, size)
+        as_channels = batch.movedim(-1, 1) if layout == "tokens" else batch  # F.batch_norm wants (N, C, ...)
+        reference = F.batch_norm(as_channels, None, None, gamma, beta, training=True, eps=1e-5)[0]
+        reference = reference.movedim(0, -1) if layout == "tokens" else reference
+        mean, var = batch_statistics(first, sums, size)
+        c = -1 if layout == "tokens" else 1
+        dims = tuple(d for d in range(batch.dim()) if d != batch.dim() + c and d != c)
+        torch.testing.assert_close(mean.flatten(), batch.double().mean(dims).float(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(var.flatten(), batch.double().var(dims, correction=0).float(), atol=1e-5,
+                                   rtol=1e-5)
+        out = batch_first_output(first, sums, size, gamma, beta, 1e-5)
+        torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out, first_output("batch", batch, gamma, beta, None, 1e-5, layout), atol=1e-4,
+                                   rtol=1e-4)
+    with pytest.raises(InputError, match="a batch holds 1 to"):
+        batch_statistics(first, sums, shape[0] + 2)
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5, 4), (2, 96, 56, 56)])

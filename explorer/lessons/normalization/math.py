@@ -250,6 +250,55 @@ def first_output(kind: str, batch: Tensor, gamma: Tensor | None, beta: Tensor | 
     return affine(normalize(kind, batch, groups, eps, layout).normalized, gamma, beta, layout)[0]
 
 
+@dataclass(frozen=True)
+class PoolSums:
+    """Σx and Σx² per channel (per feature for tokens) over the first n samples of a pool, for n = 0..N, in
+    float64: BatchNorm's statistics of a batch (the student's sample + the pool's first size − 1) are then
+    read in O(C) for every batch size, instead of one pass over the whole batch each."""
+
+    s1: Tensor            # (N + 1, C): row n sums the pool's first n samples
+    s2: Tensor            # (N + 1, C)
+    per_sample: int       # values per channel in one sample (H·W, or the tokens)
+    layout: str
+
+
+def _sample_sums(x: Tensor, layout: str) -> tuple[Tensor, Tensor]:
+    """Per sample and channel: Σx and Σx² over the positions, float64, (N, C) each."""
+    c = _channel_dim(layout, x.dim())
+    v = x.movedim(c, -1).reshape(x.shape[0], -1, x.shape[c]).double()
+    return v.sum(1), v.square().sum(1)
+
+
+def pool_sums(pool: Tensor, layout: str = "channels") -> PoolSums:
+    """The running sums of `pool` (N, C, *S) or (N, T, D), samples in order."""
+    s1, s2 = _sample_sums(pool, layout)
+    zero = torch.zeros(1, s1.shape[1], dtype=torch.float64)
+    per_sample = math.prod(pool.shape[1:]) // pool.shape[_channel_dim(layout, pool.dim())]
+    return PoolSums(torch.cat([zero, s1.cumsum(0)]), torch.cat([zero, s2.cumsum(0)]), per_sample, layout)
+
+
+def batch_statistics(first: Tensor, pool: PoolSums, size: int) -> tuple[Tensor, Tensor]:
+    """BatchNorm's mean and biased variance for the batch (first[:1], then the pool's first size − 1 samples),
+    shaped to broadcast against `first` (as `normalize("batch", make_batch(...))` gives them)."""
+    if not 1 <= size <= len(pool.s1):
+        raise InputError(f"a batch holds 1 to {len(pool.s1)} images here, got {size}.")
+    own1, own2 = _sample_sums(first[:1], pool.layout)
+    count = size * pool.per_sample
+    mean = (own1[0] + pool.s1[size - 1]) / count
+    var = ((own2[0] + pool.s2[size - 1]) / count - mean.square()).clamp(min=0)
+    c = _channel_dim(pool.layout, first.dim())
+    shape = [1] * first.dim()
+    shape[c] = -1
+    return mean.reshape(shape).to(first.dtype), var.reshape(shape).to(first.dtype)
+
+
+def batch_first_output(first: Tensor, pool: PoolSums, size: int, gamma: Tensor | None, beta: Tensor | None,
+                       eps: float = EPS) -> Tensor:
+    """`first_output("batch", make_batch(first, pool samples, size), ...)` from the running sums."""
+    mean, var = batch_statistics(first, pool, size)
+    return affine((first[:1] - mean) / torch.sqrt(var + eps), gamma, beta, pool.layout)[0]
+
+
 @torch.no_grad()
 def first_probabilities(model: nn.Module, batch: Tensor) -> Tensor:
     """Class probabilities of the first sample of the batch, (classes,)."""

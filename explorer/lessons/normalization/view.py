@@ -73,6 +73,7 @@ class NormalizationLesson(SessionView):
         self._cache: dict[tuple, object] = {}  # derived data of the current input, see _cached
         self._cache_for: Inference | None = None
         self._private: tuple[object, torch.nn.Module] | None = None  # (zoo model, its batch-statistics copy)
+        self._pool: tuple[object, dict[str, nm.PoolSums]] | None = None  # (zoo model, running sums per layer)
         self._build_axes()
         self._build_stats()
         self._build_maps()
@@ -182,31 +183,38 @@ class NormalizationLesson(SessionView):
             self._cache[key] = compute()
         return self._cache[key]
 
-    def _activations(self) -> torch.Tensor:
-        """The layer's input for the largest batch (the student's image first), from the eval-mode network."""
-        def compute() -> dict[str, torch.Tensor]:  # every norm layer in one forward: later layer changes are free
-            inference = self.state.inference
+    def _pool_sums(self) -> nm.PoolSums:
+        """The running sums of the MNIST sample's activations at this layer's input (the batch after the student's
+        image). They do not depend on the input: computed once per model and session, every norm layer in one
+        forward, so a new input or batch size costs no pass over the batch."""
+        inference = self.state.inference
+        if self._pool is None or self._pool[0] is not inference.model:
             names = self.param.layer.objects
-            if not self._batchable():
-                return {name: inference.trace[name].input for name in names}
-            card = inference.model.card
-            pool = data.eval_set("sample", card.mean, card.std).inputs
-            batch = nm.make_batch(inference.x, pool, max(nm.BATCH_SIZES))
-            t = inference.model.trace(batch, names=names)
-            return {name: t[name].input for name in names}
-        return self._cached(("activations",), compute, per_layer=False)[self.layer]
+            if self._batchable():
+                card = inference.model.card
+                pool = data.eval_set("sample", card.mean, card.std).inputs[:max(nm.BATCH_SIZES) - 1]
+                t = inference.model.trace(pool, names=names)
+                sums = {name: nm.pool_sums(t[name].input, self._layout_of(t[name])) for name in names}
+            else:  # batches of one: the student's image alone
+                sums = {name: nm.pool_sums(inference.trace[name].input[:0], self._layout_of(inference.trace[name]))
+                        for name in names}
+            self._pool = (inference.model, sums)
+        return self._pool[1][self.layer]
 
-    def _batch_stats(self, size: int) -> nm.NormStats:
-        return self._cached(("batch stats", size), lambda: nm.normalize("batch", self._activations()[:size],
-                                                                       eps=self._module().eps))
+    def _batch_stats(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """BatchNorm's (mean, variance) for a batch of `size`: the student's image first."""
+        return self._cached(("batch stats", size), lambda: nm.batch_statistics(self._record().input,
+                                                                               self._pool_sums(), size))
 
     def _first_output(self, kind: str, size: int) -> torch.Tensor:
         record = self._record()
         gamma, beta = record.params.get("weight"), record.params.get("bias")
         groups = self.groups if kind == "group" else None
-        # only BatchNorm's output depends on the other samples (math.first_output reads just the first for the rest)
-        return self._cached(("output", kind, groups, size if kind == "batch" else None), lambda: nm.first_output(
-            kind, self._activations()[:size], gamma, beta, groups, self._module().eps, self._layout_of(record)))
+        if kind == "batch":  # the only kind whose output depends on the other samples
+            return self._cached(("output", kind, size), lambda: nm.batch_first_output(
+                record.input, self._pool_sums(), size, gamma, beta, self._module().eps))
+        return self._cached(("output", kind, groups), lambda: nm.first_output(
+            kind, record.input[:1], gamma, beta, groups, self._module().eps, self._layout_of(record)))
 
     def _difference(self, kind: str, size: int) -> float:
         """Mean |difference| between the student's output under `kind` and the model's own (eval mode)."""
@@ -356,9 +364,9 @@ class NormalizationLesson(SessionView):
                     f"mean {plots.format_value(image_mean[0])}, variance {plots.format_value(image_var[0])}.")
         else:
             own = self._cached(("image stats",), lambda: nm.normalize("instance", x, eps=eps))  # per channel, H×W
-            batch = self._batch_stats(size)
+            batch_mean, batch_var = self._batch_stats(size)
             columns = dict(x=xs, image_mean=_numpy(own.mean.flatten()), image_var=_numpy(own.var.flatten()),
-                           batch_mean=_numpy(batch.mean.flatten()), batch_var=_numpy(batch.var.flatten()))
+                           batch_mean=_numpy(batch_mean.flatten()), batch_var=_numpy(batch_var.flatten()))
             running = "running_mean" in record.buffers
             columns["running_mean"] = _numpy(record.buffers["running_mean"]) if running else nan
             columns["running_var"] = _numpy(record.buffers["running_var"]) if running else nan
