@@ -265,7 +265,8 @@ def test_first_output_matches_torch_on_the_whole_batch(kind, shape, layout, rng)
 
 
 @pytest.mark.parametrize(("shape", "layout"), [((9, 3, 5, 4), "channels"), ((12, 16, 7, 7), "channels"),
-                                               ((6, 4, 11), "channels"), ((10, 17, 8), "tokens")])
+                                               ((6, 4, 11), "channels"), ((10, 17, 8), "tokens"),
+                                               ((0, 32, 7, 7), "channels")])  # no pool: batches of one
 def test_batch_statistics_from_running_sums_match_batch_norm_on_every_batch_size(shape, layout, rng):
     first = torch.randn((1, *shape[1:]), generator=rng) * 3 + 1
     pool = torch.randn(shape, generator=rng) * 2 - 0.5

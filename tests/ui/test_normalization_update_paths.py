@@ -6,7 +6,9 @@ Deterministic (no timing): the lesson is attached to a Bokeh document as a serve
 from __future__ import annotations
 
 import pytest
+import torch
 
+from explorer.core import zoo
 from explorer.lessons.normalization.view import NormalizationLesson
 from explorer.ui.gallery import mnist_gallery
 from tests.ui.doc_events import Page
@@ -47,3 +49,14 @@ def test_narrative_steps_drive_the_lesson():
         assert not lesson._error.visible, lesson._error.object
     assert len(narrative._steps) >= 5
     assert ("layer", 8) in kinds and ("batch", 1) in kinds and ("batch", 256) in kinds
+
+
+@pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="`make test` fetches it")
+def test_a_model_without_mnist_batches_takes_batches_of_one():
+    lesson = NormalizationLesson(model="mobilenet_v2")
+    assert not lesson._error.visible, lesson._error.object
+    assert lesson.param.layer.objects and lesson._size() == 1
+    mean, var = lesson._batch_stats(1)
+    x = lesson._record().input[0].double()  # (C, H, W): a batch of one is the image itself
+    torch.testing.assert_close(mean.flatten().double(), x.mean((1, 2)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(var.flatten().double(), x.var((1, 2), correction=0), atol=1e-5, rtol=1e-4)

@@ -265,7 +265,8 @@ class PoolSums:
 def _sample_sums(x: Tensor, layout: str) -> tuple[Tensor, Tensor]:
     """Per sample and channel: Σx and Σx² over the positions, float64, (N, C) each."""
     c = _channel_dim(layout, x.dim())
-    v = x.movedim(c, -1).reshape(x.shape[0], -1, x.shape[c]).double()
+    positions = math.prod(x.shape[1:]) // x.shape[c]
+    v = x.movedim(c, -1).reshape(x.shape[0], positions, x.shape[c]).double()
     return v.sum(1), v.square().sum(1)
 
 

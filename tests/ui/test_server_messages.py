@@ -1,0 +1,106 @@
+"""tune_server()'s Message.send: every frame of one Bokeh message is written before the event loop turns, the same
+frames in the same order as Bokeh's own send, and the socket's write lock is free when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+from bokeh.document.events import DocumentPatchedEvent
+from bokeh.models import ColumnDataSource, Div
+from bokeh.protocol import Protocol
+from bokeh.protocol.message import Message
+from bokeh.server.views.ws import WSHandler
+from tornado.locks import Lock
+from tornado.websocket import WebSocketClosedError
+
+from explorer.ui.server import tune_server
+
+
+class RecordingStream:
+    """Stands for tornado's websocket protocol object: records each frame when it is written."""
+
+    def __init__(self, log: list, closing: bool = False):
+        self.log, self.closing = log, closing
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write_message(self, message, binary: bool = False):
+        self.log.append(("frame", message, binary))
+
+        async def flushed() -> None:
+            return None
+
+        return asyncio.ensure_future(flushed())  # as tornado 6 does: a task, done one loop turn later
+
+
+class RecordingHandler(WSHandler):
+    def __init__(self, log: list, closing: bool = False):  # no tornado application: only the writing half
+        self.ws_connection = RecordingStream(log, closing)
+        self.write_lock = Lock()
+
+
+def patch_message(buffers: int) -> Message:
+    doc = Document()
+    text = Div(text="before")
+    sources = [ColumnDataSource(data={"x": np.zeros(3)}) for _ in range(buffers)]
+    for model in (text, *sources):
+        doc.add_root(model)
+    events: list = []
+    doc.on_change(lambda event: events.append(event))
+    text.text = "after"  # a change without a buffer
+    for i, source in enumerate(sources):
+        source.data = {"x": np.arange(5, dtype=np.float32) + i}
+    message = Protocol().create("PATCH-DOC", [e for e in events if isinstance(e, DocumentPatchedEvent)])
+    assert len(message.buffers) == buffers
+    return message
+
+
+def send(send_function, message: Message, closing: bool = False) -> tuple[list, int, RecordingHandler]:
+    async def run():
+        log: list = []
+        handler = RecordingHandler(log, closing)
+        asyncio.get_running_loop().call_soon(lambda: log.append(("loop turned",)))
+        sent = await send_function(message, handler)
+        return log, sent, handler
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("buffers", [0, 1, 7])
+def test_every_frame_of_a_message_is_written_before_the_loop_turns(buffers):
+    tune_server()
+    message = patch_message(buffers)
+    log, sent, handler = send(Message.send, message)
+    frames = [entry for entry in log if entry[0] == "frame"]
+    assert len(frames) == 3 + 2 * buffers  # header, metadata, content, then a header and a payload per buffer
+    assert log[:len(frames)] == frames and log[len(frames):] == [("loop turned",)]
+    assert handler.write_lock._block._value == 1  # free: what panel.io.document checks before writing itself
+    assert sent == sum(len(frame) for _, frame, _ in frames)
+
+
+def test_the_frames_are_bokehs_own():
+    tune_server()
+    message = patch_message(3)
+    ours, ours_sent, _ = send(Message.send, message)
+    theirs, theirs_sent, _ = send(Message.send.__wrapped__, message)  # Bokeh's send, one frame per loop turn
+    frames = [entry for entry in ours if entry[0] == "frame"]
+    assert frames == [entry for entry in theirs if entry[0] == "frame"]
+    assert [binary for _, _, binary in frames] == [False] * 3 + [False, True] * 3
+    assert ours_sent == theirs_sent
+    assert theirs.index(("loop turned",)) < len(frames)  # why: Bokeh's own send yields between frames
+
+
+def test_a_closed_socket_raises_as_bokeh_expects():
+    tune_server()
+    with pytest.raises(WebSocketClosedError):  # WSHandler.send_message catches this one and logs a warning
+        send(Message.send, patch_message(1), closing=True)
+
+
+def test_tune_server_patches_once():
+    tune_server()
+    patched = Message.send
+    tune_server()
+    assert Message.send is patched and patched.explorer_at_once
