@@ -14,6 +14,7 @@ import panel as pn
 import param
 
 from explorer.core import trace
+from explorer.ui.after_paint import AfterPaint
 from explorer.ui.bokehjs import fix_bokehjs
 from explorer.ui.narrative import Narrative, Step
 from explorer.ui.state import LESSON_NAMES, ExplorerState, SessionView, first_layer, one_update
@@ -94,6 +95,12 @@ class LessonFrame(pn.viewable.Viewer):
         self.state.lesson = LESSON_NAMES[event.new]
 
     @param.depends("state.lesson", watch=True)
+    def _lesson_chosen(self) -> None:
+        if self.state.after_paint is None:
+            self._show_lesson()
+        else:  # the control's own answer (the overview, the tab header) is painted first
+            self.state.after_paint.run((id(self), "lesson"), self._show_lesson)
+
     def _show_lesson(self) -> None:
         name = self.state.lesson
         if name not in self._built:  # outside one_update(): Bokeh's validation converts values while models are made
@@ -141,6 +148,7 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
 
     state = state or ExplorerState()
     fix_bokehjs(pn.state.curdoc)
+    after_paint = state.after_paint = AfterPaint()
     if pn.state.location is not None:
         pn.state.location.sync(state, URL_PARAMS, on_error=lambda values: apply_link(state, values))
     state.ensure()
@@ -152,5 +160,5 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
         sidebar=[pn.Column(pn.pane.Markdown("### Model"), ModelPicker(state=state), pn.pane.Markdown("### Input"),
                            InputPicker(state=state), sizing_mode="stretch_width")],
         main=[pn.Column(pn.Row(Predictions(state=state), tour, sizing_mode="stretch_width"),
-                        Overview(state=state), LessonFrame(state=state), sizing_mode="stretch_width")])
+                        Overview(state=state), LessonFrame(state=state), after_paint, sizing_mode="stretch_width")])
     return template

@@ -11,6 +11,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import panel as pn
@@ -20,6 +21,9 @@ from bokeh.core.property.validation import validate
 
 from explorer.core import images, trace, zoo
 from explorer.errors import InputError
+
+if TYPE_CHECKING:
+    from explorer.ui.after_paint import AfterPaint
 
 LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization")
 
@@ -71,6 +75,9 @@ class ExplorerState(param.Parameterized):
     def __init__(self, **params):
         model = params.pop("model", None)
         super().__init__(**params)
+        # The page's AfterPaint when served in the shell: the views that follow the state update after the page
+        # has painted what the control changed (explorer/ui/after_paint.py). None: at once.
+        self.after_paint: AfterPaint | None = None
         names = zoo.list(available_only=True)
         self.param.model.objects = names
         if model is not None:
@@ -146,19 +153,29 @@ class SessionView(pn.viewable.Viewer):
 
 
 def follows(*dependencies: str):
-    """`param.depends(*dependencies, watch=True)` for a SessionView method that follows the session's state:
-    while the view is hidden the call is put off (once, however many changes come) until it is shown."""
+    """`param.depends(*dependencies, watch=True)` for a SessionView method that follows the session's state. While
+    the view is hidden the call is put off (once, however many changes come) until it is shown; in the served
+    shell it runs after the page has painted the interaction's own changes (state.after_paint)."""
     def decorate(method):
         @functools.wraps(method)
         def call(self: SessionView) -> None:
-            if self.shown:
-                method(self)
-            else:
+            if not self.shown:
                 self._put_off[method.__name__] = None
+            elif self.state.after_paint is None:
+                method(self)
+            else:  # shown may change before then (a lesson switch): check again when it runs
+                self.state.after_paint.run((id(self), method.__name__), lambda: _follow_now(self, method))
 
         return param.depends(*dependencies, watch=True)(call)
 
     return decorate
+
+
+def _follow_now(view: SessionView, method) -> None:
+    if view.shown:
+        method(view)
+    else:
+        view._put_off[method.__name__] = None
 
 
 def first_layer(t: trace.Trace) -> str:

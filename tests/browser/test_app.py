@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import torch
 from playwright.sync_api import Page, expect
 
 from explorer.core import device, images, trace, zoo
@@ -71,6 +73,52 @@ def test_the_bokehjs_fixes_skip_identical_stylesheet_writes_and_css_variable_rea
     page.wait_for_timeout(500)  # the repaint after the new data
     reads = page.evaluate("window.__style_reads")
     assert reads < 1500, reads  # about 870 with the fixes: layout measurements of Bokeh and Panel
+    assert problems == []
+
+
+RECORD_MESSAGES = """
+(() => {
+  const Native = window.WebSocket;
+  window.__messages = [];
+  window.WebSocket = function (...args) {
+    const socket = new Native(...args);
+    socket.addEventListener("message", (e) => {
+      if (typeof e.data === "string" && e.data.includes('"events"')) window.__messages.push(e.data);
+    });
+    return socket;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  Object.assign(window.WebSocket, Native);
+})();
+"""
+
+
+def test_the_overview_is_sent_first_and_the_open_lesson_after_the_page_painted_it(page: Page, app_url: str):
+    page.add_init_script(RECORD_MESSAGES)
+    problems = open_app(page, app_url)
+    page.wait_for_function("""() => {  // the lesson is built after the first paint, then filled
+      const patches = Bokeh.documents[0].get_model_by_name("convolution-patches");
+      return patches !== null && patches.data.patch.length > 0;
+    }""", timeout=30_000)
+    page.wait_for_timeout(500)
+    ids = page.evaluate("""() => Object.fromEntries(["overview-strip", "convolution-patches", "explorer-painted"]
+        .map((name) => [name, Bokeh.documents[0].get_model_by_name(name).id]))""")
+    page.evaluate("window.__messages = []")
+    item = mnist_gallery()[9]
+    page.get_by_role("button", name=item.description).click()
+    expect(page.locator(".prediction-summary")).to_have_text(summary("mnist-cnn", item.source, item.description))
+    ref = {name: f'"id":"{model_id}"' for name, model_id in ids.items()}  # as a patch names a model
+    page.wait_for_function("(ref) => window.__messages.some((m) => m.includes(ref))", arg=ref["convolution-patches"])
+    messages = page.evaluate("window.__messages")
+    first = next(i for i, m in enumerate(messages) if ref["overview-strip"] in m)
+    lesson = next(i for i, m in enumerate(messages) if ref["convolution-patches"] in m)
+    assert first < lesson and ref["convolution-patches"] not in messages[first]
+    # the lesson shows the new input: its window's products are the new image's (checked against conv2d elsewhere)
+    patches = page.evaluate("Array.from(Bokeh.documents[0].get_model_by_name('convolution-patches').data.patch)")
+    x = images.to_input(item.source, zoo.card("mnist-cnn"))[0, 0]  # (28, 28), the first conv's input
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    expected = padded.unfold(0, 3, 1).unfold(1, 3, 1).reshape(-1)  # every 3×3 window, row by row
+    assert np.allclose(patches, expected.numpy(), atol=1e-5)
     assert problems == []
 
 

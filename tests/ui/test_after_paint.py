@@ -1,0 +1,81 @@
+"""AfterPaint: waiting work runs once the page answers the newest ticket; the lessons' `follows` methods use it."""
+
+from __future__ import annotations
+
+import pytest
+
+from explorer.lessons.convolution.view import ConvolutionLesson
+from explorer.ui.after_paint import AfterPaint
+from explorer.ui.gallery import mnist_gallery
+from explorer.ui.state import ExplorerState
+
+
+def answer(after_paint: AfterPaint, ticket: int | None = None) -> None:
+    """What the page does one frame after a ticket arrived: send it back."""
+    sent = after_paint._ticket.data["ticket"][0]
+    after_paint._painted.data = {"ticket": [sent if ticket is None else ticket]}
+
+
+@pytest.fixture
+def live() -> AfterPaint:
+    after_paint = AfterPaint()
+    after_paint.live = True  # as a served page that has loaded
+    return after_paint
+
+
+def test_outside_a_served_page_work_runs_at_once():
+    after_paint = AfterPaint()  # outside a server onload runs at once, and there is no session: not live
+    done = []
+    after_paint.run("a", lambda: done.append("a"))
+    assert done == ["a"] and not after_paint.live
+
+
+def test_work_waits_for_the_answer_to_the_newest_ticket_and_runs_once_per_key(live):
+    done = []
+    live.run("lesson", lambda: done.append("lesson 1"))
+    first = live._ticket.data["ticket"][0]
+    live.run("frame", lambda: done.append("frame"))
+    assert live._ticket.data["ticket"][0] == first  # one ticket per interaction, however much work waits
+    assert done == []
+    answer(live)  # the page painted it
+    assert done == ["lesson 1", "frame"]
+    live.run("lesson", lambda: done.append("lesson 2"))
+    live.run("lesson", lambda: done.append("lesson 3"))  # a newer interaction before the page answered
+    answer(live, first)  # an answer to an old ticket runs nothing
+    assert done == ["lesson 1", "frame"]
+    answer(live)
+    assert done == ["lesson 1", "frame", "lesson 3"]  # only the newest work for a key
+
+
+def test_work_asked_for_by_waiting_work_runs_in_the_same_round(live):
+    done = []
+    live.run("outer", lambda: (done.append("outer"), live.run("inner", lambda: done.append("inner"))))
+    answer(live)
+    assert done == ["outer", "inner"] and not live._waiting
+
+
+def test_a_lesson_follows_the_state_after_the_page_has_painted(live):
+    state = ExplorerState()
+    lesson = ConvolutionLesson(state=state, parts=())
+    state.after_paint = live
+    shown_before = lesson._shown_key
+    item = mnist_gallery()[6]
+    state.set_input(item.source, item.description)
+    assert lesson._shown_key == shown_before  # the interaction's own message goes first
+    answer(live)
+    assert lesson._shown_key[0] is state.inference
+
+
+def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live):
+    state = ExplorerState()
+    lesson = ConvolutionLesson(state=state, parts=())
+    state.after_paint = live
+    shown_before = lesson._shown_key
+    item = mnist_gallery()[8]
+    state.set_input(item.source, item.description)
+    lesson.shown = False  # e.g. the student opened another lesson meanwhile
+    answer(live)
+    assert lesson._shown_key == shown_before
+    lesson.shown = True  # shown again: it catches up, after this interaction's own message too
+    answer(live)
+    assert lesson._shown_key[0] is state.inference
