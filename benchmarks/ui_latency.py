@@ -5,9 +5,12 @@
 Latency, after one uncounted warm-up round: from the pointer release of a click (a gallery
 thumbnail; a layer in the overview strip; a channel in the layer's grid) or the choice of a model, to
 one animation frame after the page holds the new data (the Bokeh source that the change refreshes:
-the strip, the channel grid, the channel picture). Cold start: from launching `panel serve app.py`
-to the prediction shown in a new page. Memory: the server's
-resident memory after 1 and after 20 open sessions. Prints figures; asserts nothing.
+the strip, the channel grid, the channel picture). The open lesson follows in a second message once
+the page has painted that (explorer/ui/after_paint.py); two more rows time it: an input change until
+the convolution lesson shows the new input, and a layer click that opens another lesson until that
+lesson shows the layer. Between clicks the benchmark waits 350 ms, as a student looks at the answer.
+Cold start: from launching `panel serve app.py` to the prediction shown in a new page. Memory: the
+server's resident memory after 1 and after 20 open sessions. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def measure_model(browser, url: str, model: str, repeats: int) -> dict[str, list
         item = items[(i + 2) % len(items)]  # items[0] is already shown: clicking it changes nothing
         button = page.get_by_role("button", name=item.description)
         times["input"].append(timed_click(page, "overview-strip", button.click))
+        page.wait_for_timeout(350)  # as a student looks before the next click: the open lesson has followed
         layer = layers[(i + 1) % len(layers)]
         x = (names.index(layer) + 1.5) * CELL
         strip_click = functools.partial(click_point, page, f"{model}:", x, 60)
@@ -118,6 +122,56 @@ def measure_model(browser, url: str, model: str, repeats: int) -> dict[str, list
         page.wait_for_timeout(350)
         if i < 0:
             times = {control: [] for control in times}
+    page.close()
+    return times
+
+
+def lesson_filled(page: Page, source: str) -> None:
+    page.wait_for_function("""(name) => {
+      const source = Bokeh.documents[0].get_model_by_name(name);
+      return source !== null && Object.values(source.data).some((column) => column.length > 0);
+    }""", arg=source, timeout=60_000)
+    page.wait_for_timeout(300)
+
+
+def measure_lesson_follows_input(browser, url: str, model: str, repeats: int) -> list[float]:
+    """An input change with the convolution lesson open, until the lesson shows the new input: the overview's
+    message is painted first, the lesson's data comes in a second message (explorer/ui/after_paint.py)."""
+    page = open_page(browser, f"{url}?model={model}&lesson=convolution")
+    lesson_filled(page, "convolution-patches")
+    items = gallery_for(zoo.card(model))
+    times = []
+    for i in range(-1, repeats):
+        button = page.get_by_role("button", name=items[(i + 2) % len(items)].description)
+        latency = timed_click(page, "convolution-patches", button.click)
+        page.wait_for_timeout(350)
+        if i >= 0:
+            times.append(latency)
+    page.close()
+    return times
+
+
+# mnist-cnn layers whose click opens another lesson, and a source that lesson refreshes for the new layer
+LESSON_SWITCHES = (("features.1", "normalization-stats"), ("features.0", "convolution-patches"),
+                   ("features.5", "normalization-stats"), ("features.4", "convolution-patches"))
+
+
+def measure_lesson_switch(browser, url: str, repeats: int) -> list[float]:
+    """mnist-cnn: a click on a layer of another kind (a BatchNorm, then a convolution, ...) opens the lesson that
+    explains it; until that lesson shows the new layer (the overview's own answer is painted before)."""
+    page = open_page(browser, f"{url}?model=mnist-cnn&lesson=convolution")
+    lesson_filled(page, "convolution-patches")
+    names = ExplorerState(model="mnist-cnn").ensure().trace.names
+    times = []
+    for i in range(-len(LESSON_SWITCHES), repeats):  # the first round builds each lesson once: not counted
+        layer, source = LESSON_SWITCHES[i % len(LESSON_SWITCHES)]
+        click = functools.partial(click_point, page, "mnist-cnn:", (names.index(layer) + 1.5) * CELL, 60)
+        if i < 0:  # the lesson and its sources do not exist before it is first opened
+            click()
+            lesson_filled(page, source)
+            continue
+        times.append(timed_click(page, source, click))
+        page.wait_for_timeout(350)
     page.close()
     return times
 
@@ -172,6 +226,13 @@ def main() -> None:
             for model in args.models:
                 for control, values in measure_model(browser, url, model, args.repeats).items():
                     print(f"{model:13s} {control:8s} change: {summary(values)}  (n={len(values)})", flush=True)
+                follows = measure_lesson_follows_input(browser, url, model, args.repeats)
+                print(f"{model:13s} input -> convolution lesson shown: {summary(follows)}  (n={len(follows)})",
+                      flush=True)
+            if "mnist-cnn" in args.models:
+                switches = measure_lesson_switch(browser, url, args.repeats)
+                print(f"{'mnist-cnn':13s} layer -> another lesson shown: {summary(switches)}  (n={len(switches)})",
+                      flush=True)
             baseline = rss_mb(server.pid)
             pages = [first] + [open_page(browser, url) for _ in range(args.sessions - 1)]
             grown = rss_mb(server.pid) - baseline

@@ -19,8 +19,6 @@ from collections.abc import Callable, Hashable
 import panel as pn
 from bokeh.models import ColumnDataSource, CustomJS, Spacer
 
-from explorer.ui.state import one_update
-
 # In the page, when a new ticket arrives: one frame later (the message has been applied and painted), send it back.
 ANSWER = "requestAnimationFrame(() => setTimeout(() => { painted.data = {ticket: ticket.data.ticket.slice()}; }, 0));"
 
@@ -67,7 +65,7 @@ class AfterPaint(pn.viewable.Viewer):
         work, self._waiting = list(self._waiting.values()), {}
         self._running = True
         try:
-            with one_update():
+            with pn.io.hold():  # one message; not one_update(): waiting work may build a lesson (new models)
                 for item in work:
                     item()
         finally:

@@ -57,7 +57,8 @@ def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
 def one_update() -> Iterator[None]:
     """Wrap all the changes of one interaction: they reach the page as one message, and Bokeh does not
     re-validate every value set (they come from our own code; validation took 15-25 % of an input change's
-    server time, docs/performance.md)."""
+    server time, docs/performance.md). Make no Bokeh model inside: without validation Bokeh also skips the
+    conversions it does on assignment (`figure(title="...")` would keep a str where a Title belongs)."""
     with pn.io.hold(), validate(False):
         yield
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from explorer.lessons.convolution.view import ConvolutionLesson
+from explorer.ui import shell
 from explorer.ui.after_paint import AfterPaint
 from explorer.ui.gallery import mnist_gallery
+from explorer.ui.overview import Overview
 from explorer.ui.state import ExplorerState
 
 
@@ -79,3 +81,19 @@ def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live):
     lesson.shown = True  # shown again: it catches up, after this interaction's own message too
     answer(live)
     assert lesson._shown_key[0] is state.inference
+
+
+def test_a_layer_click_opens_its_lesson_after_the_page_painted_the_overview(live):
+    state = ExplorerState()
+    state.ensure()
+    state.after_paint = live
+    frame = shell.LessonFrame(state=state)
+    overview = Overview(state=state)
+    overview.select_layer("features.1")  # a BatchNorm: the normalization lesson explains it
+    assert state.layer == "features.1" and state.lesson == "normalization"
+    assert "normalization" not in frame._built  # the overview's answer goes to the page first
+    answer(live)
+    normalization = frame._built["normalization"]  # built (new Bokeh models) while the page waited
+    assert normalization.shown and not frame._built["convolution"].shown
+    assert normalization.layer == "features.1"
+    assert len(normalization._stats_source.data["x"]) == 16  # filled: one mean and variance per channel
