@@ -62,8 +62,11 @@ def colour_range(signed: bool, limit: float) -> tuple[float, float]:
 
 def max_abs(values: np.ndarray) -> float:
     """The largest finite |value|, or 1.0 where there is none above zero (an all-zero map stays at the low colour)."""
-    finite = np.abs(values[np.isfinite(values)])
-    top = float(finite.max()) if finite.size else 0.0
+    values = np.asarray(values)
+    top = float(np.abs(values).max()) if values.size else 0.0  # one pass: every value finite, the usual case
+    if not math.isfinite(top):  # NaN padding or an overflow somewhere: look at the finite values only
+        finite = np.abs(values[np.isfinite(values)])
+        top = float(finite.max()) if finite.size else 0.0
     return top if top > 0 else 1.0
 
 

@@ -108,6 +108,18 @@ def test_scale_limit_scopes():
     assert plots.max_abs(np.zeros(3)) == 1.0  # an all-zero map still gets a usable limit
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_max_abs_is_the_largest_finite_magnitude(seed):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(3, 7, 9)).astype(np.float32) * rng.uniform(0.1, 100)
+    assert plots.max_abs(values) == pytest.approx(float(np.max(np.abs(values))))
+    holes = values.copy()
+    holes.flat[rng.choice(holes.size, 20, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 20)
+    finite = holes[np.isfinite(holes)]
+    assert plots.max_abs(holes) == pytest.approx(float(np.max(np.abs(finite))))
+    assert plots.max_abs(np.full(4, np.nan)) == 1.0 and plots.max_abs(np.zeros((0, 3))) == 1.0
+
+
 def test_picture_to_rgba_packs_grey_and_colour_pictures():
     grey = np.array([[0, 128], [255, 7]], dtype=np.uint8)
     out = rgba(plots.picture_to_rgba(grey))

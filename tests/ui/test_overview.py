@@ -261,3 +261,13 @@ def test_an_unknown_layer_name_is_said_in_words(view):
     view.state.layer = "features.99"
     assert view._summary.object == "No layer named 'features.99' in this model; click one in the strip."
     assert view._grid_source.data["channel"] == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_varies_most_is_the_map_with_the_largest_standard_deviation(seed):
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(size=(12, 5, 6)).astype(np.float32) * rng.uniform(0.1, 3, size=(12, 1, 1)).astype(np.float32)
+    assert ov.varies_most(maps) == int(np.std(maps.reshape(12, -1), axis=1).argmax())
+    padded = maps.copy()
+    padded[:, 4, 3:] = np.nan  # a wrapped vector's transparent padding
+    assert ov.varies_most(padded) == int(np.nanstd(padded.reshape(12, -1), axis=1).argmax())
