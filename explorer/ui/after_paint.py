@@ -14,10 +14,13 @@ runs nothing. Outside a served page (a notebook, a test) nothing waits.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 
 import panel as pn
 from bokeh.models import ColumnDataSource, CustomJS, Spacer
+
+log = logging.getLogger(__name__)
 
 # In the page, when a new ticket arrives: one frame later (the message has been applied and painted), send it back.
 ANSWER = "requestAnimationFrame(() => setTimeout(() => { painted.data = {ticket: ticket.data.ticket.slice()}; }, 0));"
@@ -67,6 +70,9 @@ class AfterPaint(pn.viewable.Viewer):
         try:
             with pn.io.hold():  # one message; not one_update(): waiting work may build a lesson (new models)
                 for item in work:
-                    item()
+                    try:
+                        item()
+                    except Exception:  # one view's failure must not keep the others from following
+                        log.exception("a view failed to follow the state")
         finally:
             self._running = False

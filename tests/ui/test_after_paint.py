@@ -49,6 +49,14 @@ def test_work_waits_for_the_answer_to_the_newest_ticket_and_runs_once_per_key(li
     assert done == ["lesson 1", "frame", "lesson 3"]  # only the newest work for a key
 
 
+def test_a_failing_view_does_not_keep_the_others_from_following(live, caplog):
+    done = []
+    live.run("broken", lambda: 1 / 0)
+    live.run("fine", lambda: done.append("fine"))
+    answer(live)
+    assert done == ["fine"] and "a view failed to follow the state" in caplog.text
+
+
 def test_work_asked_for_by_waiting_work_runs_in_the_same_round(live):
     done = []
     live.run("outer", lambda: (done.append("outer"), live.run("inner", lambda: done.append("inner"))))
