@@ -64,31 +64,31 @@ def test_work_asked_for_by_waiting_work_runs_in_the_same_round(live):
     assert done == ["outer", "inner"] and not live._waiting
 
 
-def test_a_lesson_follows_the_state_after_the_page_has_painted(live):
+@pytest.fixture
+def lesson(live) -> ConvolutionLesson:
+    """A lesson in a served page that has loaded, after a new input whose message has not been painted yet."""
     state = ExplorerState()
     lesson = ConvolutionLesson(state=state, parts=())
     state.after_paint = live
-    shown_before = lesson._shown_key
+    lesson.shown_before = lesson._shown_key
     item = mnist_gallery()[6]
     state.set_input(item.source, item.description)
-    assert lesson._shown_key == shown_before  # the interaction's own message goes first
+    return lesson
+
+
+def test_a_lesson_follows_the_state_after_the_page_has_painted(live, lesson):
+    assert lesson._shown_key == lesson.shown_before  # the interaction's own message goes first
     answer(live)
-    assert lesson._shown_key[0] is state.inference
+    assert lesson._shown_key[0] is lesson.state.inference
 
 
-def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live):
-    state = ExplorerState()
-    lesson = ConvolutionLesson(state=state, parts=())
-    state.after_paint = live
-    shown_before = lesson._shown_key
-    item = mnist_gallery()[8]
-    state.set_input(item.source, item.description)
+def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live, lesson):
     lesson.shown = False  # e.g. the student opened another lesson meanwhile
     answer(live)
-    assert lesson._shown_key == shown_before
+    assert lesson._shown_key == lesson.shown_before
     lesson.shown = True  # shown again: it catches up, after this interaction's own message too
     answer(live)
-    assert lesson._shown_key[0] is state.inference
+    assert lesson._shown_key[0] is lesson.state.inference
 
 
 def test_a_layer_click_opens_its_lesson_after_the_page_painted_the_overview(live):
