@@ -4,6 +4,7 @@ frames in the same order as Bokeh's own send, and the socket's write lock is fre
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 import numpy as np
 import pytest
@@ -66,7 +67,9 @@ def send(send_function, message: Message, closing: bool = False) -> tuple[list, 
         asyncio.get_running_loop().call_soon(lambda: log.append(("loop turned",)))
         sent = await send_function(message, handler)
         return log, sent, handler
-    return asyncio.run(run())
+    # a loop of its own, in a thread of its own: the browser tests may leave a running loop in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 @pytest.mark.parametrize("buffers", [0, 1, 7])
