@@ -2,8 +2,9 @@
 
     python benchmarks/ui_latency.py [--repeats 30] [--sessions 20] [--models mnist-cnn mnist-vit]
 
-Latency, after one uncounted warm-up round: from the pointer release of a click (a gallery
-thumbnail; a layer in the overview strip; a channel in the layer's grid) or the choice of a model, to
+Latency, after uncounted warm-up rounds (one per layer of the cycle, so that every lesson it opens is
+built): from the pointer release of a click (a gallery thumbnail; a layer in the overview strip; a
+channel in the layer's grid) or the choice of a model, to
 one animation frame after the page holds the new data (the Bokeh source that the change refreshes:
 the strip, the channel grid, the channel picture). The open lesson follows in a second message once
 the page has painted that (explorer/ui/after_paint.py); two more rows time it: an input change until
@@ -106,7 +107,9 @@ def measure_model(browser, url: str, model: str, repeats: int) -> dict[str, list
     maps = [n for n, r in zip(names, state.inference.trace.records, strict=True) if r.output.dim() >= 3][:6]
     layers = maps[1:] + maps[:1]  # the page opens on the first: each click must change the layer
     times: dict[str, list[float]] = {"input": [], "layer": [], "channel": []}
-    for i in range(-1, repeats):  # round -1 warms the page up (first paints, first JIT) and is not counted
+    # the uncounted rounds (i < 0) warm the page up (first paints, first JIT) and open, once, every lesson that a
+    # layer of the cycle opens: a lesson's first opening builds it (up to 1.8 s with the attention lesson)
+    for i in range(-len(layers), repeats):
         item = items[(i + 2) % len(items)]  # items[0] is already shown: clicking it changes nothing
         button = page.get_by_role("button", name=item.description)
         times["input"].append(timed_click(page, "overview-strip", button.click))
