@@ -142,6 +142,7 @@ class SessionView(pn.viewable.Viewer):
             state.model = model
         state.ensure()  # before the subclass's watchers exist: its figures are built after this
         self._put_off: dict[str, None] = {}  # names of the `follows` methods to run when shown (in order)
+        self._followed: dict[str, tuple] = {}  # per `follows` method: the state values it last ran for
         super().__init__(**params)
 
     @param.depends("shown", watch=True)
@@ -155,28 +156,38 @@ class SessionView(pn.viewable.Viewer):
 
 def follows(*dependencies: str):
     """`param.depends(*dependencies, watch=True)` for a SessionView method that follows the session's state. While
-    the view is hidden the call is put off (once, however many changes come) until it is shown; in the served
-    shell it runs after the page has painted the interaction's own changes (state.after_paint)."""
+    the view is hidden the call is put off (once, however many changes come) until it is shown. In the served
+    shell, a call because the state changed runs after the page has painted the interaction's own changes
+    (state.after_paint); a call because one of the view's own parameters changed (its own controls) runs at once."""
+    watched = tuple(d.removeprefix("state.") for d in dependencies if d.startswith("state."))
+
     def decorate(method):
+        name = method.__name__
+
         @functools.wraps(method)
         def call(self: SessionView) -> None:
             if not self.shown:
-                self._put_off[method.__name__] = None
-            elif self.state.after_paint is None:
-                method(self)
-            else:  # shown may change before then (a lesson switch): check again when it runs
-                self.state.after_paint.run((id(self), method.__name__), lambda: _follow_now(self, method))
+                self._put_off[name] = None
+            elif self.state.after_paint is None or self._followed.get(name) == _seen(self, watched):
+                _follow_now(self, method, watched)
+            else:  # shown may change before then (a lesson switch): checked again when it runs
+                self.state.after_paint.run((id(self), name), lambda: _follow_now(self, method, watched))
 
         return param.depends(*dependencies, watch=True)(call)
 
     return decorate
 
 
-def _follow_now(view: SessionView, method) -> None:
-    if view.shown:
-        method(view)
-    else:
+def _seen(view: SessionView, watched: tuple[str, ...]) -> tuple:
+    return tuple(getattr(view.state, name) for name in watched)
+
+
+def _follow_now(view: SessionView, method, watched: tuple[str, ...]) -> None:
+    if not view.shown:
         view._put_off[method.__name__] = None
+        return
+    view._followed[method.__name__] = _seen(view, watched)
+    method(view)
 
 
 def first_layer(t: trace.Trace) -> str:

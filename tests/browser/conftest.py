@@ -114,8 +114,11 @@ FIGURE_POINT = """([title, x, y]) => {
 }"""
 
 
-def click_figure(page: Page, title: str, x: float, y: float) -> None:
-    """A real mouse click on the canvas, at data point (x, y) of the figure."""
-    point = page.evaluate(FIGURE_POINT, [title, x, y])
+def click_figure(page: Page, title: str, x: float, y: float, timeout: float = 10) -> None:
+    """A real mouse click on the canvas, at data point (x, y) of the figure (waiting up to `timeout` s for a
+    figure with that title: a new title may arrive a message after the text the test waited for)."""
+    deadline = time.monotonic() + timeout
+    while (point := page.evaluate(FIGURE_POINT, [title, x, y])) is None and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
     assert point is not None, f"no figure titled {title!r}… on the page"
     page.mouse.click(*point)

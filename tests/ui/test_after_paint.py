@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from explorer.lessons.convolution.view import ConvolutionLesson
@@ -89,6 +90,14 @@ def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live, lesson):
     lesson.shown = True  # shown again: it catches up, after this interaction's own message too
     answer(live)
     assert lesson._shown_key[0] is lesson.state.inference
+
+
+def test_a_lessons_own_control_answers_at_once(live, lesson):
+    answer(live)  # the lesson has followed the new input
+    before = lesson._play_output.data["image"][0].copy()
+    lesson.kernel_text = "0 0 0\n0 2 0\n0 0 0"  # the playground's kernel: the lesson's own control
+    assert not live._waiting
+    assert not np.array_equal(lesson._play_output.data["image"][0], before)
 
 
 def test_a_layer_click_opens_its_lesson_after_the_page_painted_the_overview(live):
