@@ -22,8 +22,9 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
+from explorer.lessons.convolution.layer_panel import LayerPanel
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update
+from explorer.ui.state import follows, one_update
 
 COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
 LABEL = 11                            # px under a picture for its number
@@ -51,7 +52,7 @@ def conv_layers(inference) -> list[str]:
             and r.params["weight"].dim() == 4]
 
 
-class FilterAtlas(SessionView):
+class FilterAtlas(LayerPanel):
     """All filters of one convolution layer at a glance."""
 
     layer = param.Selector(default=None, objects=[], doc="Convolution layer (trace record name).")
@@ -61,7 +62,6 @@ class FilterAtlas(SessionView):
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
         self._atlas_key: object = None
-        self._model: object = None
         self._atlas: receptive.Atlas | None = None
         self._build_figures()
         self._legend = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["atlas-legend"])
@@ -88,24 +88,17 @@ class FilterAtlas(SessionView):
     @follows("state.inference")
     def _follow_state(self) -> None:
         inference = self.state.inference
-        new_model, self._model = inference.model is not self._model, inference.model
         names = conv_layers(inference)
         self.param.layer.objects = names
-        if not names:
+        layer, _ = self._choose_layer(names)
+        if layer is None:
             self._show_error(f"{inference.model.name} has no 2-D convolution.")
             return
-        keep = self.layer in names and not new_model  # a new input keeps the layer
-        layer = self.layer if keep else self.state.layer if self.state.layer in names else names[0]
         with one_update():
             if layer != self.layer:
                 self.layer = layer  # its watcher redraws
             else:
                 self._show()
-
-    @follows("state.layer")
-    def _follow_layer(self) -> None:
-        if self.state.layer in self.param.layer.objects:
-            self.layer = self.state.layer
 
     def _show_error(self, message: str) -> None:
         self._error.param.update(object=message, visible=bool(message))

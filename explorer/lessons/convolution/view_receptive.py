@@ -23,8 +23,9 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
+from explorer.lessons.convolution.layer_panel import LayerPanel
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update
+from explorer.ui.state import follows, one_update
 
 FRAME = 260          # side of the three pictures (px)
 BOX_COLOUR = "#d97706"
@@ -44,7 +45,7 @@ def _picture_figure(title: str, x_label: str, y_label: str) -> figure:
     return fig
 
 
-class ReceptiveFieldPanel(SessionView):
+class ReceptiveFieldPanel(LayerPanel):
     """Which input pixels one unit of a conv or pooling layer depends on, in theory and in fact."""
 
     layer = param.Selector(default=None, objects=[], doc="Conv or pooling layer (trace record name).")
@@ -55,7 +56,6 @@ class ReceptiveFieldPanel(SessionView):
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
         self._shown: dict[str, object] = {}  # part -> the key it was last drawn for
-        self._model: object = None
         self._fields: tuple[receptive.LayerField, ...] = ()
         self._build_figures()
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["rf-summary"])
@@ -84,7 +84,6 @@ class ReceptiveFieldPanel(SessionView):
     @follows("state.inference")
     def _follow_state(self) -> None:
         inference = self.state.inference
-        new_model, self._model = inference.model is not self._model, inference.model
         try:
             self._fields = receptive.receptive_fields(inference.model, tuple(inference.x.shape[1:]))
         except InputError as e:
@@ -92,11 +91,10 @@ class ReceptiveFieldPanel(SessionView):
             self._show_error(str(e))
         names = [f.name for f in self._fields]
         self.param.layer.objects = names
-        if not names:
+        layer, keep = self._choose_layer(names)  # a new input keeps the layer and unit
+        if layer is None:
             self._show_nothing()
             return
-        keep = self.layer in names and not new_model  # a new input keeps the layer and unit
-        layer = self.layer if keep else self.state.layer if self.state.layer in names else names[0]
         with one_update():
             self._show_input()
             self._show_depth()
@@ -107,11 +105,6 @@ class ReceptiveFieldPanel(SessionView):
                 self._show_unit()
             else:
                 self._layer_changed()
-
-    @follows("state.layer")
-    def _follow_layer(self) -> None:
-        if self.state.layer in self.param.layer.objects:
-            self.layer = self.state.layer
 
     def select_unit(self, row: int, column: int) -> None:
         self.param.update(row=row, column=column)
