@@ -23,7 +23,7 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
-from explorer.lessons.convolution.layer_panel import LayerPanel
+from explorer.lessons.convolution.view_layer_panel import LayerPanel
 from explorer.ui.narrative import Narrative, Step
 from explorer.ui.state import follows, one_update
 
