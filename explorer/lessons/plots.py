@@ -26,6 +26,7 @@ import colorcet
 import numpy as np
 from bokeh.models import Range1d
 from bokeh.palettes import Viridis256
+from PIL import Image
 
 SCOPES = ("this channel", "this layer")  # the colour limit is the largest |value| of ...
 COLOUR_LEGEND = ("Values that can be negative run **blue** (negative) → **white** (exactly 0) → **red** "
@@ -68,6 +69,25 @@ def max_abs(values: np.ndarray) -> float:
         finite = np.abs(values[np.isfinite(values)])
         top = float(finite.max()) if finite.size else 0.0
     return top if top > 0 else 1.0
+
+
+def max_abs_each(maps: np.ndarray) -> np.ndarray:
+    """`max_abs` of each map of a stack (n, ...): one pass over the stack when every value is finite."""
+    flat = np.abs(np.asarray(maps).reshape(len(maps), -1))
+    top = flat.max(axis=1) if flat.shape[1] else np.zeros(len(flat))
+    if not np.isfinite(top).all():
+        top = np.array([max_abs(m) for m in flat])  # NaN padding somewhere: the finite values of each map only
+    return np.where(top > 0, top, 1.0)
+
+
+def min_max_mean_each(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smallest, largest and mean value of each map of a stack (n, ...), NaN left out (NaN where a map is all NaN)."""
+    flat = np.asarray(maps).reshape(len(maps), -1)
+    if np.isfinite(flat).all():
+        return flat.min(axis=1), flat.max(axis=1), flat.mean(axis=1, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN map has no minimum: NaN
+        return np.nanmin(flat, axis=1), np.nanmax(flat, axis=1), np.nanmean(flat, axis=1, dtype=np.float64)
 
 
 def scale_limit(channel: np.ndarray, layer: np.ndarray, scope: str) -> float:
@@ -116,6 +136,27 @@ def picture_to_rgba(picture: np.ndarray) -> np.ndarray:
         raise ValueError(f"a picture is (H, W) or (H, W, 3), got shape {picture.shape}")
     rgba = np.concatenate([picture.astype(np.uint8), np.full(picture.shape[:2] + (1,), 255, np.uint8)], axis=2)
     return np.ascontiguousarray(rgba).view(np.uint32)[:, :, 0]
+
+
+def compose(height: int, width: int, tiles) -> np.ndarray:
+    """Many image_rgba pictures as one: uint32 (height, width), transparent where no tile lies.
+
+    `tiles` holds (rgba, x, y, dw, dh): a picture from `to_rgba` and the rectangle, in pixels, that it
+    fills, edges rounded to whole pixels. Each is scaled nearest-neighbour, as Bokeh draws an image
+    (no smoothing), so drawn one pixel per unit the result looks as the separate pictures did. Why:
+    143 thumbnails as one picture are one buffer to send and one canvas to paint instead of 143
+    (docs/performance.md, "One picture per strip").
+    """
+    canvas = np.zeros((height, width), np.uint32)
+    for rgba, x, y, dw, dh in tiles:
+        left, top = math.floor(x + 0.5), math.floor(y + 0.5)
+        w, h = max(1, math.floor(x + dw + 0.5) - left), max(1, math.floor(y + dh + 0.5) - top)
+        if left < 0 or top < 0 or left + w > width or top + h > height:
+            raise ValueError(f"a tile at x={x}, y={y}, {dw}×{dh} does not fit a {width}×{height} picture")
+        rgba = np.ascontiguousarray(rgba, dtype=np.uint32)
+        scaled = Image.fromarray(rgba.view(np.uint8).reshape(*rgba.shape, 4)).resize((w, h), Image.Resampling.NEAREST)
+        canvas[top:top + h, left:left + w] = np.asarray(scaled).view(np.uint32)[..., 0]
+    return canvas
 
 
 def downsample(values: np.ndarray, max_side: int) -> np.ndarray:

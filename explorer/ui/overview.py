@@ -303,29 +303,23 @@ class Overview(SessionView):
 
     def _show_strip(self) -> None:
         inference: Inference = self.state.inference
+        records = inference.trace.records
+        if self._changed("strip layers", (inference.model, tuple(r.output_shape for r in records))):
+            self._show_strip_layers(inference)
         if not self._changed("strip", (inference, self.scope)):
             return
-        records = inference.trace.records
-        cols: dict[str, list] = {k: [] for k in self._strip_source.data}
-        for i, (record, thumb) in enumerate(zip(records, strip_thumbnails(records), strict=True), start=1):
+        tiles, shows = [], []
+        for i, thumb in enumerate(strip_thumbnails(records), start=1):
             values = plots.downsample(thumb.values, THUMB)
             limit = thumb.layer_limit if self.scope == "this layer" else plots.max_abs(thumb.values)
             dw, dh = _fit(*values.shape, THUMB)
-            left = i * CELL
-            row = dict(
-                image=plots.to_rgba(values, thumb.signed, limit), x=left + (CELL - dw) / 2,
-                y=BAND + 4 + (THUMB - dh) / 2, dw=dw, dh=dh, cx=left + CELL / 2, left=left, right=left + CELL,
-                name=record.name, kind=record.kind, module_type=record.module_type,
-                kind_label=record.kind if record.kind != "other" else record.module_type.lower(),
-                shape=plots.format_shape(record.output_shape), shape_label=plots.format_shape(record.output_shape[1:]),
-                params=record.n_params, params_text=f"{record.n_params:,}",
-                macs=complexity.layer_macs(record), macs_text=plots.format_si(complexity.layer_macs(record), "MACs"),
-                memory=complexity.activation_bytes(record),
-                memory_text=plots.format_bytes(complexity.activation_bytes(record)),
-                shows=thumb.shows)
-            for k, v in row.items():
-                cols[k].append(v)
-        self._strip_source.data = cols
+            tiles.append((plots.to_rgba(values, thumb.signed, limit), i * CELL + (CELL - dw) / 2, (THUMB - dh) / 2,
+                          dw, dh))
+            shows.append(thumb.shows)
+        width = (len(records) + 1) * CELL
+        self._strip_pictures.data = dict(image=[plots.compose(THUMB, width, tiles)], x=[0], y=[BAND + 4], dw=[width],
+                                         dh=[THUMB])
+        self._strip_source.data["shows"] = shows  # the rest of the columns only change with the model
 
         picture = plots.downsample(inference.view.astype(np.float64), THUMB)
         dw, dh = _fit(*picture.shape[:2], THUMB)
@@ -333,6 +327,25 @@ class Overview(SessionView):
             image=[plots.picture_to_rgba(np.rint(picture).astype(np.uint8))], x=[(CELL - dw) / 2],
             y=[BAND + 4 + (THUMB - dh) / 2], dw=[dw], dh=[dh], cx=[CELL / 2], kind_label=["input"],
             shape_label=[plots.format_shape(tuple(inference.x.shape[1:]))], description=[inference.description])
+
+    def _show_strip_layers(self, inference: Inference) -> None:
+        """What the strip shows of each layer that does not depend on the input: names, shapes, costs, blocks."""
+        records = inference.trace.records
+        cols: dict[str, list] = {k: [] for k in self._strip_source.data}
+        for i, record in enumerate(records, start=1):
+            left = i * CELL
+            row = dict(
+                cx=left + CELL / 2, left=left, right=left + CELL, name=record.name, kind=record.kind,
+                module_type=record.module_type,
+                kind_label=record.kind if record.kind != "other" else record.module_type.lower(),
+                shape=plots.format_shape(record.output_shape), shape_label=plots.format_shape(record.output_shape[1:]),
+                params=record.n_params, params_text=f"{record.n_params:,}",
+                macs=complexity.layer_macs(record), macs_text=plots.format_si(complexity.layer_macs(record), "MACs"),
+                memory=complexity.activation_bytes(record),
+                memory_text=plots.format_bytes(complexity.activation_bytes(record)), shows="")
+            for k, v in row.items():
+                cols[k].append(v)
+        self._strip_source.data = cols
 
         bands: dict[str, list] = {k: [] for k in self._band_source.data}
         blocks = [block_of(r.name) for r in records]
@@ -368,30 +381,35 @@ class Overview(SessionView):
         cols: dict[str, list] = {k: [] for k in self._grid_source.data}
         if lm is None:
             self._grid_source.data = cols
+            self._grid_pictures.data = dict(image=[], dw=[], dh=[])
             self._grid_note.object = ""
             return
         n = len(lm.maps)
         shown = range(page * PAGE, min(n, (page + 1) * PAGE))
-        layer_limit = plots.max_abs(lm.maps)
+        maps = lm.maps[shown.start:shown.stop]
+        small = np.moveaxis(plots.downsample(np.moveaxis(maps, 0, -1), GRID_THUMB), -1, 0)  # all at once: block means
+        limits = (np.full(len(maps), plots.max_abs(lm.maps)) if self.scope == "this layer"
+                  else plots.max_abs_each(maps))
+        low, high, mean = plots.min_max_mean_each(maps)
+        dw, dh = _fit(*small.shape[1:], GRID_THUMB, least=6)
+        needed = max(1, -(-len(shown) // GRID_COLS))
+        tiles = []
         for i, c in enumerate(shown):
-            values = lm.maps[c]
-            small = plots.downsample(values, GRID_THUMB)
-            limit = layer_limit if self.scope == "this layer" else plots.max_abs(values)
-            dw, dh = _fit(*small.shape, GRID_THUMB, least=6)
             col, row = i % GRID_COLS, i // GRID_COLS
             left, top = col * GRID_W, row * GRID_H
-            entry = dict(image=plots.to_rgba(small, lm.signed, limit), x=left + (GRID_W - dw) / 2,
-                         y=top + 2 + (GRID_THUMB - dh) / 2, dw=dw, dh=dh, channel=c, label=str(c),
-                         cx=left + GRID_W / 2, label_y=top + GRID_THUMB + 3, left=left, right=left + GRID_W, top=top,
-                         bottom=top + GRID_H, min_text=plots.format_value(np.nanmin(values)),
-                         max_text=plots.format_value(np.nanmax(values)),
-                         mean_text=plots.format_value(np.nanmean(values)))
+            tiles.append((plots.to_rgba(small[i], lm.signed, limits[i]), left + (GRID_W - dw) / 2,
+                          top + 2 + (GRID_THUMB - dh) / 2, dw, dh))
+            entry = dict(channel=c, label=str(c), cx=left + GRID_W / 2, label_y=top + GRID_THUMB + 3, left=left,
+                         right=left + GRID_W, top=top, bottom=top + GRID_H, min_text=plots.format_value(low[i]),
+                         max_text=plots.format_value(high[i]), mean_text=plots.format_value(mean[i]))
             for k, v in entry.items():
                 cols[k].append(v)
         self._grid_source.data = cols
+        self._grid_pictures.data = dict(image=[plots.compose(needed * GRID_H, GRID_COLS * GRID_W, tiles)],
+                                        dw=[GRID_COLS * GRID_W], dh=[needed * GRID_H])
         # Rows only grow while the model stays: a new figure height makes the browser lay out the whole
         # page again, which measured 100-250 ms per layer click (benchmarks/ui_latency.py).
-        model, needed = self.state.inference.model, max(1, -(-len(shown) // GRID_COLS))
+        model = self.state.inference.model
         rows = max(needed, self._grid_rows) if model is self._grid_model else needed
         if (model, rows) != (self._grid_model, self._grid_rows):
             self._grid_model, self._grid_rows = model, rows
@@ -449,7 +467,8 @@ class Overview(SessionView):
     # --- figures, built once ---
 
     def _build_strip(self) -> None:
-        self._strip_source = _source("image", "x", "y", "dw", "dh", "cx", "left", "right", "name", "kind",
+        self._strip_pictures = _source("image", "x", "y", "dw", "dh", name="overview-strip-pictures")
+        self._strip_source = _source("cx", "left", "right", "name", "kind",
                                      "module_type", "kind_label", "shape", "shape_label", "params", "params_text",
                                      "macs", "macs_text", "memory", "memory_text", "shows", name="overview-strip")
         self._input_source = _source("image", "x", "y", "dw", "dh", "cx", "kind_label", "shape_label", "description")
@@ -468,8 +487,9 @@ class Overview(SessionView):
                  text_color="#334155", source=self._band_source)
         fig.quad(left="left", right="right", top=BAND + 1, bottom=STRIP_HEIGHT - 1, fill_color="#fde68a",
                  line_color="#b45309", line_width=2, source=self._highlight_source)
+        fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._input_source)
+        fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._strip_pictures)
         for source in (self._input_source, self._strip_source):
-            fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=source)
             fig.text(x="cx", y=BAND + THUMB + 9, text="kind_label", text_align="center", text_baseline="top",
                      text_font_size="10px", text_color="#1e293b", source=source)
             fig.text(x="cx", y=BAND + THUMB + 21, text="shape_label", text_align="center", text_baseline="top",
@@ -489,8 +509,9 @@ class Overview(SessionView):
         self._strip_fig = fig
 
     def _build_grid(self) -> None:
-        self._grid_source = _source("image", "x", "y", "dw", "dh", "channel", "label", "cx", "label_y", "left",
-                                    "right", "top", "bottom", "min_text", "max_text", "mean_text", name="overview-grid")
+        self._grid_pictures = _source("image", "dw", "dh", name="overview-grid-pictures")
+        self._grid_source = _source("channel", "label", "cx", "label_y", "left", "right", "top", "bottom", "min_text",
+                                    "max_text", "mean_text", name="overview-grid")
         self._grid_highlight_source = _source("left", "right", "top", "bottom")
         fig = figure(width=GRID_COLS * GRID_W, height=GRID_H + 30, x_range=Range1d(0, GRID_COLS * GRID_W),
                      y_range=plots.pixel_range(GRID_H), tools="", toolbar_location=None, min_border=0,
@@ -500,7 +521,7 @@ class Overview(SessionView):
         fig.title.text_font_size = "13px"
         fig.quad(left="left", right="right", top="top", bottom="bottom", fill_color="#fde68a", line_color="#b45309",
                  line_width=2, source=self._grid_highlight_source)
-        fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._grid_source)
+        fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._grid_pictures)
         fig.text(x="cx", y="label_y", text="label", text_align="center", text_baseline="top", text_font_size="9px",
                  text_color="#475569", source=self._grid_source)
         hit = fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_alpha=0,

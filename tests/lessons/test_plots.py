@@ -137,6 +137,50 @@ def test_downsample_matches_block_means(rng):
     assert odd.shape == (2, 2) and odd[1, 1] == np.mean([18, 19, 23, 24])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_per_map_max_abs_min_max_and_mean_match_numpy(seed):
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(size=(9, 5, 7)).astype(np.float32) * rng.uniform(0.1, 10, size=(9, 1, 1)).astype(np.float32)
+    maps[2] = 0.0  # an all-zero map still gets a usable limit
+    np.testing.assert_array_equal(plots.max_abs_each(maps), [plots.max_abs(m) for m in maps])
+    low, high, mean = plots.min_max_mean_each(maps)
+    np.testing.assert_array_equal(low, maps.min(axis=(1, 2)))
+    np.testing.assert_array_equal(high, maps.max(axis=(1, 2)))
+    np.testing.assert_allclose(mean, maps.astype(np.float64).mean(axis=(1, 2)), rtol=1e-12)
+    holes = maps.copy()
+    holes[:, 4, 3:] = np.nan  # a wrapped vector's transparent padding
+    holes[7] = np.nan  # a map with no value at all
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = (np.nanmin(holes, axis=(1, 2)), np.nanmax(holes, axis=(1, 2)), np.nanmean(holes, axis=(1, 2)))
+    for got, want in zip(plots.min_max_mean_each(holes), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_array_equal(plots.max_abs_each(holes), [plots.max_abs(m) for m in holes])
+
+
+def test_compose_draws_each_tile_nearest_neighbour_into_its_rectangle(rng):
+    height, width = 40, 300
+    tiles = []
+    for k in range(5):  # side by side, at fractional positions and sizes, shrunk and enlarged
+        h, w = rng.integers(1, 30, size=2)
+        tile = rng.integers(1, 2**32, size=(h, w), dtype=np.uint32)
+        tiles.append((tile, k * 60 + rng.uniform(0, 5), rng.uniform(0, 5), rng.uniform(1, 50), rng.uniform(1, 34)))
+    canvas = plots.compose(height, width, tiles)
+    covered = np.zeros(canvas.shape, bool)
+    for tile, x, y, dw, dh in tiles:
+        h, w = tile.shape
+        left, top = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        right, bottom = max(left + 1, int(np.floor(x + dw + 0.5))), max(top + 1, int(np.floor(y + dh + 0.5)))
+        covered[top:bottom, left:right] = True
+        for r in range(top, bottom):  # each pixel takes the cell under its centre (either one on an exact edge)
+            rows = {int((r - top + 0.5) * h / (bottom - top) - e) for e in (0, 1e-9)}
+            for c in range(left, right):
+                cols = {int((c - left + 0.5) * w / (right - left) - e) for e in (0, 1e-9)}
+                assert canvas[r, c] in {tile[i, j] for i in rows for j in cols}, (r, c)
+    assert (canvas[~covered] == 0).all()  # transparent between the tiles
+    with pytest.raises(ValueError, match="does not fit"):
+        plots.compose(10, 10, [(np.ones((2, 2), np.uint32), 5, 0, 8, 4)])
+
+
 @pytest.mark.parametrize(("n", "text"), [(0, "0 MACs"), (640, "640 MACs"), (112_896, "113 K MACs"),
                                          (1_920_000, "1.92 M MACs"), (10_838_016, "10.8 M MACs"),
                                          (3_000_000_000, "3.00 G MACs")])

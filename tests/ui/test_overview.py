@@ -30,6 +30,34 @@ def strip(view: Overview) -> dict:
     return view._strip_source.data
 
 
+def sampled(canvas: np.ndarray, shape: tuple[int, int], x: float, y: float, dw: float, dh: float) -> np.ndarray:
+    """The picture of `shape` drawn into the rectangle of `canvas`, read back: the pixel at each cell's centre."""
+    h, w = shape
+    rows = np.floor(y + (np.arange(h) + 0.5) * dh / h).astype(int)
+    cols = np.floor(x + (np.arange(w) + 0.5) * dw / w).astype(int)
+    return canvas[np.ix_(rows, cols)]
+
+
+def strip_picture(view: Overview, name: str) -> np.ndarray:
+    """The layer's thumbnail, read back from the strip's one picture at its own resolution."""
+    i = strip(view)["name"].index(name) + 1
+    canvas = view._strip_pictures.data["image"][0]
+    assert view._strip_pictures.data["dw"] == [canvas.shape[1]] and view._strip_pictures.data["dh"] == [ov.THUMB]
+    thumb = ov.strip_thumbnails(view.state.inference.trace.records)[i - 1]
+    shape = plots.downsample(thumb.values, ov.THUMB).shape
+    dw, dh = ov._fit(*shape, ov.THUMB)
+    return sampled(canvas, shape, i * CELL + (CELL - dw) / 2, (ov.THUMB - dh) / 2, dw, dh)
+
+
+def grid_picture(view: Overview, index: int) -> np.ndarray:
+    """Thumbnail `index` of the channel grid, read back from its one picture at its own resolution."""
+    canvas = view._grid_pictures.data["image"][0]
+    shape = plots.downsample(ov.layer_maps(view.state.inference.trace[view.state.layer]).maps[0], ov.GRID_THUMB).shape
+    dw, dh = ov._fit(*shape, ov.GRID_THUMB, least=6)
+    left, top = index % ov.GRID_COLS * GRID_W, index // ov.GRID_COLS * GRID_H
+    return sampled(canvas, shape, left + (GRID_W - dw) / 2, top + 2 + (ov.GRID_THUMB - dh) / 2, dw, dh)
+
+
 def tap(figure, x: float, y: float) -> None:
     """What a click on the canvas sends: a Tap event in data coordinates."""
     figure._trigger_event(Tap(figure, x=x, y=y))
@@ -95,7 +123,7 @@ def test_conv_thumbnail_is_the_channel_that_varies_most_coloured_by_to_rgba(view
     c = int(out.reshape(len(out), -1).std(axis=1).argmax())
     i = strip(view)["name"].index("features.0")
     expected = plots.to_rgba(out[c], signed=bool((out < 0).any()), limit=np.abs(out[c]).max())
-    np.testing.assert_array_equal(strip(view)["image"][i], expected)
+    np.testing.assert_array_equal(strip_picture(view, "features.0"), expected)
     assert strip(view)["shows"][i] == f"channel {c} of 16, the one that varies most"
 
 
@@ -105,7 +133,7 @@ def test_norm_activation_and_pool_show_the_channel_of_the_layer_before(view):
         values = output(view, name)[0, c]
         i = strip(view)["name"].index(name)
         signed = bool((output(view, name) < 0).any())
-        np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(values, signed, np.abs(values).max()))
+        np.testing.assert_array_equal(strip_picture(view, name), plots.to_rgba(values, signed, np.abs(values).max()))
         assert strip(view)["shows"][i] == f"channel {c} of 32, the same as in the layer before"
 
 
@@ -113,15 +141,14 @@ def test_this_layer_scope_colours_thumbnails_by_the_layers_largest_value(view):
     view.scope = "this layer"
     out = output(view, "features.0")[0]
     c = int(out.reshape(len(out), -1).std(axis=1).argmax())
-    i = strip(view)["name"].index("features.0")
-    np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(out[c], True, np.abs(out).max()))
+    np.testing.assert_array_equal(strip_picture(view, "features.0"), plots.to_rgba(out[c], True, np.abs(out).max()))
 
 
 def test_vectors_are_drawn_whole_in_rows_of_32(view):
     logits = output(view, "classifier")[0]
-    i = strip(view)["name"].index("classifier")
     signed = bool((logits < 0).any())
-    np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(logits[None, :], signed, np.abs(logits).max()))
+    expected = plots.to_rgba(logits[None, :], signed, np.abs(logits).max())
+    np.testing.assert_array_equal(strip_picture(view, "classifier"), expected)
     flat = ov.layer_maps(view.state.inference.trace["flatten"])
     assert flat.maps.shape == (1, 18, 32)  # 576 values
     np.testing.assert_array_equal(flat.maps[0].ravel(), output(view, "flatten")[0])
@@ -134,8 +161,7 @@ def test_vit_attention_thumbnail_is_the_class_tokens_attention_mean_over_heads()
     probs = record.extras["probs"].numpy()[0]  # (heads, 17, 17)
     side = int(np.sqrt(probs.shape[-1] - 1))
     expected = probs[:, 0, 1:].mean(axis=0).reshape(side, side)  # class-token row, patch columns
-    i = strip(view)["name"].index("blocks.0.attn")
-    np.testing.assert_array_equal(strip(view)["image"][i], plots.to_rgba(expected, False, expected.max()))
+    np.testing.assert_array_equal(strip_picture(view, "blocks.0.attn"), plots.to_rgba(expected, False, expected.max()))
     view.state.layer = "blocks.0.attn"
     assert len(view._grid_source.data["channel"]) == probs.shape[0]  # one map per head
     big = view._big_source.data["image"][0]
@@ -165,7 +191,7 @@ def test_setting_the_layer_redraws_the_detail_grid_with_its_channels(view):
     values = output(view, "features.8")[0, c]
     signed = bool((output(view, "features.8") < 0).any())
     expected = plots.to_rgba(values, signed, np.abs(values).max())
-    np.testing.assert_array_equal(view._grid_source.data["image"][c], expected)
+    np.testing.assert_array_equal(grid_picture(view, c), expected)
 
 
 def test_setting_the_channel_redraws_the_big_view_and_its_colour_bar(view):
@@ -254,7 +280,9 @@ def test_a_wide_layer_shows_its_channels_a_page_at_a_time():
     np.testing.assert_array_equal(view._big_source.data["image"][0], output(view, "features.18.0")[0, 100])
     view.state.layer = "features.0.0"  # a 112×112 map: thumbnails are block means, the big view keeps 112
     assert view._big_source.data["image"][0].shape == (112, 112)
-    assert max(view._grid_source.data["image"][0].shape) <= ov.GRID_THUMB
+    maps = output(view, "features.0.0")[0]  # 112 / 34: blocks of 4×4, 28×28 means
+    expected = maps[5].reshape(28, 4, 28, 4).mean(axis=(1, 3))
+    np.testing.assert_array_equal(grid_picture(view, 5), plots.to_rgba(expected, True, np.abs(maps[5]).max()))
 
 
 def test_an_unknown_layer_name_is_said_in_words(view):
