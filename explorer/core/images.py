@@ -96,12 +96,17 @@ class Strokes:
 
 def to_input(obj: object, card: ModelCard) -> Tensor:
     """The model input for `obj`: (1, C, H, W) float32, scaled to [0, 1] then (x - mean) / std."""
+    return view_to_input(model_view(obj, card), card)
+
+
+def view_to_input(view: np.ndarray, card: ModelCard) -> Tensor:
+    """`to_input` from what `model_view` gave: for a caller that shows the view too and prepares it once."""
     channels = card.input_shape[0]
     if len(card.mean) != channels or len(card.std) != channels:
         raise InputError(f"{card.name} has {channels} input channels but mean {card.mean} and std {card.std}; "
                          "give one mean and one std per channel.")
-    view = torch.from_numpy(model_view(obj, card)).float().div_(255)  # (H, W) or (H, W, C)
-    x = view.reshape(*view.shape[:2], channels).permute(2, 0, 1)      # (C, H, W)
+    scaled = torch.from_numpy(view).float().div_(255)                    # (H, W) or (H, W, C)
+    x = scaled.reshape(*scaled.shape[:2], channels).permute(2, 0, 1)    # (C, H, W)
     mean = torch.tensor(card.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(card.std, dtype=torch.float32).view(-1, 1, 1)
     return ((x - mean) / std).unsqueeze(0).contiguous()                # (1, C, H, W)

@@ -26,7 +26,6 @@ import colorcet
 import numpy as np
 from bokeh.models import Range1d
 from bokeh.palettes import Viridis256
-from PIL import Image
 
 SCOPES = ("this channel", "this layer")  # the colour limit is the largest |value| of ...
 COLOUR_LEGEND = ("Values that can be negative run **blue** (negative) → **white** (exactly 0) → **red** "
@@ -71,23 +70,44 @@ def max_abs(values: np.ndarray) -> float:
     return top if top > 0 else 1.0
 
 
-def max_abs_each(maps: np.ndarray) -> np.ndarray:
-    """`max_abs` of each map of a stack (n, ...): one pass over the stack when every value is finite."""
-    flat = np.abs(np.asarray(maps).reshape(len(maps), -1))
-    top = flat.max(axis=1) if flat.shape[1] else np.zeros(len(flat))
-    if not np.isfinite(top).all():
-        top = np.array([max_abs(m) for m in flat])  # NaN padding somewhere: the finite values of each map only
+def min_max_each(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest finite value of each map of a stack (n, ...); NaN where a map has none.
+
+    One pass each over the stack when every value is finite, the usual case: a NaN or an infinity
+    shows in the per-map results, and only then are the maps looked at again value by value. The
+    maps are reduced in place, whatever their strides: a model run channels-last gives (C, H, W)
+    maps with C innermost, and flattening them would copy every value first.
+    """
+    maps = np.asarray(maps)
+    if maps.size == 0:
+        return np.full(len(maps), np.nan), np.full(len(maps), np.nan)
+    axes = tuple(range(1, maps.ndim))
+    low, high = maps.min(axis=axes), maps.max(axis=axes)
+    if np.isfinite(low).all() and np.isfinite(high).all():
+        return low, high
+    finite = np.where(np.isfinite(maps), maps, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a map with no finite value: NaN
+        return np.nanmin(finite, axis=axes), np.nanmax(finite, axis=axes)
+
+
+def max_abs_each(maps: np.ndarray, extremes: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """`max_abs` of each map of a stack (n, ...); `extremes`: its `min_max_each`, when already known."""
+    low, high = min_max_each(maps) if extremes is None else extremes
+    top = np.nan_to_num(np.maximum(np.abs(low), np.abs(high)), nan=0.0)
     return np.where(top > 0, top, 1.0)
 
 
-def min_max_mean_each(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Smallest, largest and mean value of each map of a stack (n, ...), NaN left out (NaN where a map is all NaN)."""
-    flat = np.asarray(maps).reshape(len(maps), -1)
-    if np.isfinite(flat).all():
-        return flat.min(axis=1), flat.max(axis=1), flat.mean(axis=1, dtype=np.float64)
+def mean_each(maps: np.ndarray) -> np.ndarray:
+    """Mean finite value of each map of a stack (n, ...), in float64; NaN where a map has none."""
+    maps = np.asarray(maps)
+    axes = tuple(range(1, maps.ndim))
+    mean = maps.mean(axis=axes, dtype=np.float64)
+    if np.isfinite(mean).all():
+        return mean
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN map has no minimum: NaN
-        return np.nanmin(flat, axis=1), np.nanmax(flat, axis=1), np.nanmean(flat, axis=1, dtype=np.float64)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.where(np.isfinite(maps), maps, np.nan), axis=axes, dtype=np.float64)
 
 
 def scale_limit(channel: np.ndarray, layer: np.ndarray, scope: str) -> float:
@@ -153,9 +173,9 @@ def compose(height: int, width: int, tiles) -> np.ndarray:
         w, h = max(1, math.floor(x + dw + 0.5) - left), max(1, math.floor(y + dh + 0.5) - top)
         if left < 0 or top < 0 or left + w > width or top + h > height:
             raise ValueError(f"a tile at x={x}, y={y}, {dw}×{dh} does not fit a {width}×{height} picture")
-        rgba = np.ascontiguousarray(rgba, dtype=np.uint32)
-        scaled = Image.fromarray(rgba.view(np.uint8).reshape(*rgba.shape, 4)).resize((w, h), Image.Resampling.NEAREST)
-        canvas[top:top + h, left:left + w] = np.asarray(scaled).view(np.uint32)[..., 0]
+        rows = ((np.arange(h) + 0.5) * (rgba.shape[0] / h)).astype(np.intp)  # the cell under each pixel's centre
+        cols = ((np.arange(w) + 0.5) * (rgba.shape[1] / w)).astype(np.intp)
+        canvas[top:top + h, left:left + w] = rgba[np.ix_(rows, cols)]
     return canvas
 
 
@@ -169,6 +189,10 @@ def downsample(values: np.ndarray, max_side: int) -> np.ndarray:
     if factor <= 1:
         return values
     h, w = values.shape[:2]
+    if h % factor == 0 and w % factor == 0:  # whole blocks: plain means, unless a NaN shows in them
+        means = values.reshape(h // factor, factor, w // factor, factor, *values.shape[2:]).mean(axis=(1, 3))
+        if not np.isnan(means).any():
+            return means
     hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
     padded = np.full((hp, wp) + values.shape[2:], np.nan)
     padded[:h, :w] = values

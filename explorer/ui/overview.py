@@ -16,6 +16,7 @@ each inside `one_update()`. No Bokeh model is created after __init__.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -52,9 +53,34 @@ class LayerMaps:
     maps: np.ndarray         # (n, h, w) float32: one map per channel, attention head or token feature
     noun: str                # what one map is: "channel", "head", "feature" or "vector"
     axes: tuple[str, str]    # x and y label of a map, with units
-    signed: bool             # holds values below zero: diverging colours
     quantity: str            # what a value is, for the colour bar
     about: str               # what one map shows, in words
+
+    @functools.cached_property
+    def extent(self) -> tuple[float, float]:
+        """Smallest and largest finite value of the whole layer (NaN: padding, left out)."""
+        low, high = plots.min_max_each(self.maps[None])  # two passes over the layer, not 2n short ones
+        return float(low[0]), float(high[0])
+
+    @property
+    def signed(self) -> bool:
+        """Holds values below zero: diverging colours."""
+        return self.extent[0] < 0
+
+    @property
+    def limit(self) -> float:
+        """The layer's colour limit under the "this layer" scope: its largest finite |value|."""
+        return plots.max_abs(np.array(self.extent))
+
+    @functools.cached_property
+    def extremes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Smallest and largest finite value of each map."""
+        return plots.min_max_each(self.maps)
+
+    @functools.cached_property
+    def limits(self) -> np.ndarray:
+        """Each map's colour limit under the "this channel" scope: its largest finite |value|."""
+        return plots.max_abs_each(self.maps, self.extremes)
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,7 @@ class Thumbnail:
 
     values: np.ndarray       # (h, w)
     signed: bool
+    limit: float             # its largest |value|: the colour limit of the "this channel" scope
     layer_limit: float       # largest |value| the "this layer" scope covers
     shows: str               # what the picture is, in words
     channel: int | None      # which map of the layer it is, if it is one
@@ -92,10 +119,10 @@ def layer_maps(record: LayerRecord) -> LayerMaps:
         if grid is not None:
             first, side = grid
             maps = p[:, 0, first:].reshape(-1, side, side)  # row 0: what the class (first) token attends to
-            return LayerMaps(maps.numpy(), "head", ("patch column", "patch row"), False, "attention weight",
+            return LayerMaps(maps.numpy(), "head", ("patch column", "patch row"), "attention weight",
                              "how much the class token attends to each patch (its row of the attention "
                              "matrix; what it keeps for itself is not drawn)")
-        return LayerMaps(p.numpy(), "head", ("key token", "query token"), False, "attention weight",
+        return LayerMaps(p.numpy(), "head", ("key token", "query token"), "attention weight",
                          "the attention matrix: each query token's row sums to 1")
     if out.dim() == 3 and out.shape[1] * out.shape[2] > 1:  # (C, H, W)
         return _maps(out.numpy(), "channel", ("x (feature-map pixel)", "y (feature-map pixel)"), "activation",
@@ -118,14 +145,15 @@ def layer_maps(record: LayerRecord) -> LayerMaps:
 
 
 def _maps(maps: np.ndarray, noun: str, axes: tuple[str, str], quantity: str, about: str) -> LayerMaps:
-    return LayerMaps(maps, noun, axes, bool(np.nanmin(maps) < 0), quantity, about)
+    return LayerMaps(maps, noun, axes, quantity, about)
 
 
 def varies_most(maps: np.ndarray) -> int:
     """The map whose values vary most (largest standard deviation): the most structured picture."""
-    flat = maps.reshape(len(maps), -1)
-    spread = flat.std(axis=1)  # NaN only where a map holds NaN (padding): then the NaN-aware, slower way
-    return int((np.nanstd(flat, axis=1) if np.isnan(spread).any() else spread).argmax())
+    axes = tuple(range(1, maps.ndim))  # not flattened: channels-last maps would be copied first (min_max_each)
+    centred = maps - maps.mean(axis=axes, keepdims=True)
+    spread = np.square(centred, out=centred).sum(axis=axes)  # n·variance: the same order as std, fewer passes
+    return int((np.nanstd(maps, axis=axes) if np.isnan(spread).any() else spread).argmax())
 
 
 def thumbnail(lm: LayerMaps, channel: int | None = None) -> Thumbnail:
@@ -140,12 +168,14 @@ def thumbnail(lm: LayerMaps, channel: int | None = None) -> Thumbnail:
         followed = channel is not None and 0 <= channel < n
         c = channel if followed else varies_most(lm.maps)
         why = "the same as in the layer before" if followed else "the one that varies most"
-        return Thumbnail(lm.maps[c], lm.signed, plots.max_abs(lm.maps), f"{lm.noun} {c} of {n}, {why}", c)
+        values = lm.maps[c]
+        return Thumbnail(values, lm.signed, plots.max_abs(values), lm.limit, f"{lm.noun} {c} of {n}, {why}", c)
     if lm.noun == "head":
         mean = lm.maps.mean(axis=0)
-        return Thumbnail(mean, False, plots.max_abs(mean), f"where the class token looks, mean of {n} heads", None)
+        limit = plots.max_abs(mean)
+        return Thumbnail(mean, False, limit, limit, f"where the class token looks, mean of {n} heads", None)
     values = lm.maps[0]
-    return Thumbnail(values, lm.signed, plots.max_abs(values), f"all {np.isfinite(values).sum():,} values, "
+    return Thumbnail(values, lm.signed, lm.limit, lm.limit, f"all {np.isfinite(values).sum():,} values, "
                      "row by row", None)
 
 
@@ -311,7 +341,7 @@ class Overview(SessionView):
         tiles, shows = [], []
         for i, thumb in enumerate(strip_thumbnails(records), start=1):
             values = plots.downsample(thumb.values, THUMB)
-            limit = thumb.layer_limit if self.scope == "this layer" else plots.max_abs(thumb.values)
+            limit = thumb.layer_limit if self.scope == "this layer" else thumb.limit
             dw, dh = _fit(*values.shape, THUMB)
             tiles.append((plots.to_rgba(values, thumb.signed, limit), i * CELL + (CELL - dw) / 2, (THUMB - dh) / 2,
                           dw, dh))
@@ -388,9 +418,9 @@ class Overview(SessionView):
         shown = range(page * PAGE, min(n, (page + 1) * PAGE))
         maps = lm.maps[shown.start:shown.stop]
         small = np.moveaxis(plots.downsample(np.moveaxis(maps, 0, -1), GRID_THUMB), -1, 0)  # all at once: block means
-        limits = (np.full(len(maps), plots.max_abs(lm.maps)) if self.scope == "this layer"
-                  else plots.max_abs_each(maps))
-        low, high, mean = plots.min_max_mean_each(maps)
+        limits = np.full(len(maps), lm.limit) if self.scope == "this layer" else lm.limits[shown.start:shown.stop]
+        low, high = (extreme[shown.start:shown.stop] for extreme in lm.extremes)
+        mean = plots.mean_each(maps)
         dw, dh = _fit(*small.shape[1:], GRID_THUMB, least=6)
         needed = max(1, -(-len(shown) // GRID_COLS))
         tiles = []
@@ -440,7 +470,7 @@ class Overview(SessionView):
             self._channel_text.object = ""
             return
         values = lm.maps[channel]
-        limit = plots.scale_limit(values, lm.maps, self.scope)
+        limit = lm.limit if self.scope == "this layer" else float(lm.limits[channel])
         big = plots.downsample(values, BIG_MAX_SIDE)
         h, w = big.shape
         self._big_source.data = dict(image=[big.astype(np.float32)], dw=[w], dh=[h])

@@ -48,7 +48,7 @@ class Inference:
 def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
     """Preprocess, trace and classify one input; InputError if the input cannot be used."""
     view = images.model_view(source, model.card)
-    x = images.to_input(source, model.card)
+    x = images.view_to_input(view, model.card)
     t = model.trace(x)
     return Inference(model, source, description, view, x, t, t.logits[0].softmax(-1))
 

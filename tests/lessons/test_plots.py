@@ -143,16 +143,18 @@ def test_per_map_max_abs_min_max_and_mean_match_numpy(seed):
     maps = rng.normal(size=(9, 5, 7)).astype(np.float32) * rng.uniform(0.1, 10, size=(9, 1, 1)).astype(np.float32)
     maps[2] = 0.0  # an all-zero map still gets a usable limit
     np.testing.assert_array_equal(plots.max_abs_each(maps), [plots.max_abs(m) for m in maps])
-    low, high, mean = plots.min_max_mean_each(maps)
+    low, high = plots.min_max_each(maps)
     np.testing.assert_array_equal(low, maps.min(axis=(1, 2)))
     np.testing.assert_array_equal(high, maps.max(axis=(1, 2)))
-    np.testing.assert_allclose(mean, maps.astype(np.float64).mean(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(plots.mean_each(maps), maps.astype(np.float64).mean(axis=(1, 2)), rtol=1e-12)
     holes = maps.copy()
     holes[:, 4, 3:] = np.nan  # a wrapped vector's transparent padding
     holes[7] = np.nan  # a map with no value at all
+    holes[3, 0, 0], holes[5, 1, 1] = np.inf, -np.inf  # an overflow: left out, as NaN is
+    finite = np.where(np.isfinite(holes), holes, np.nan)
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
-        expected = (np.nanmin(holes, axis=(1, 2)), np.nanmax(holes, axis=(1, 2)), np.nanmean(holes, axis=(1, 2)))
-    for got, want in zip(plots.min_max_mean_each(holes), expected, strict=True):
+        expected = (np.nanmin(finite, axis=(1, 2)), np.nanmax(finite, axis=(1, 2)), np.nanmean(finite, axis=(1, 2)))
+    for got, want in zip((*plots.min_max_each(holes), plots.mean_each(holes)), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_array_equal(plots.max_abs_each(holes), [plots.max_abs(m) for m in holes])
 
