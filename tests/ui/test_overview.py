@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from bokeh.events import Tap
 
 from explorer.core import complexity, zoo
@@ -299,3 +300,19 @@ def test_varies_most_is_the_map_with_the_largest_standard_deviation(seed):
     padded = maps.copy()
     padded[:, 4, 3:] = np.nan  # a wrapped vector's transparent padding
     assert ov.varies_most(padded) == int(np.nanstd(padded.reshape(12, -1), axis=1).argmax())
+    channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(maps, 0, -1)), -1, 0)  # C innermost, as models run
+    assert not channels_last.flags.c_contiguous
+    assert ov.varies_most(channels_last) == int(np.std(maps.reshape(12, -1), axis=1).argmax())
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_layers_colour_limits_and_sign_match_numpy_on_a_random_input(model):
+    card = zoo.card(model)
+    records = zoo.load(model).trace(torch.randn(1, *card.input_shape)).records
+    for record in records:
+        lm = ov.layer_maps(record)
+        finite = np.where(np.isfinite(lm.maps), lm.maps, np.nan)  # vectors are padded with NaN
+        assert lm.signed == bool(np.nanmin(finite) < 0), record.name
+        top = np.nanmax(np.abs(finite).reshape(len(finite), -1), axis=1)
+        assert lm.limit == (top.max() or 1.0), record.name  # an all-zero layer or map still gets a usable limit
+        np.testing.assert_array_equal(lm.limits, np.where(top > 0, top, 1.0))

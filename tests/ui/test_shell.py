@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import threading
 
 import numpy as np
@@ -17,7 +19,7 @@ from explorer.ui import shell
 from explorer.ui.gallery import mnist_gallery
 from explorer.ui.models import ModelPicker
 from explorer.ui.narrative import Narrative
-from explorer.ui.predictions import Predictions, _distinct
+from explorer.ui.predictions import Predictions, bars_html
 from explorer.ui.state import LESSON_NAMES, ExplorerState
 
 MODELS = [name for name in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(name)]
@@ -107,15 +109,20 @@ def test_predictions_match_torch_topk_of_the_traced_logits(state, model):
     x = images.to_input(item.source, item.model.card)
     probs = trace.run(item.model.module, x).logits[0].softmax(-1)
     values, indices = probs.topk(5)
-    data = view._source.data
-    shown = list(reversed(data["prob"]))  # bars are listed bottom-up
-    np.testing.assert_allclose(shown, values.numpy(), rtol=1e-5)
-    assert list(reversed(data["label"]))[0] == item.model.labels[int(indices[0])]
+    shown = view._bars.object
+    names = re.findall(r'<span class="name" title="[^"]*">([^<]*)</span>', shown)
+    assert names == [html.escape(item.model.labels[int(i)]) for i in indices]  # most likely first
+    percentages = [float(p) for p in re.findall(r'<span class="value">([0-9.]+)%</span>', shown)]
+    np.testing.assert_allclose(percentages, (values * 100).numpy(), atol=0.05)  # shown to one decimal
+    widths = [float(w) for w in re.findall(r'class="bar" style="width: ([0-9.]+)%"', shown)]
+    np.testing.assert_allclose(widths, (values * 88).numpy(), atol=0.005)  # bar length ∝ probability
+    assert shown.count('class="top"') == 1 and shown.index('class="top"') < shown.index('class="other"')
     assert f"**{item.model.labels[int(indices[0])]}**" in view._summary.object
 
 
-def test_duplicate_class_names_get_distinct_bars():
-    assert _distinct(["crane", "kite", "crane"]) == ["crane", "kite", "crane (2)"]
+def test_prediction_bars_escape_names_and_keep_repeated_ones():
+    shown = bars_html([("crane", 0.5), ("<b>crane</b>", 0.3), ("crane", 0.2)])  # ImageNet has two "crane"s
+    assert shown.count(">crane</span>") == 2 and "&lt;b&gt;crane&lt;/b&gt;" in shown and "<b>" not in shown
 
 
 def test_a_bad_input_keeps_the_previous_one(state):
