@@ -1,4 +1,4 @@
-"""Three server settings that lower the floor under every interaction of the served app (docs/performance.md).
+"""Four server settings that lower the floor under every interaction of the served app (docs/performance.md).
 
 1. TCP_NODELAY on Bokeh's websocket. Bokeh never sets it, so Nagle's algorithm holds back the last
    frame of a multi-frame message until the browser's delayed ACK (about 40 ms) arrives.
@@ -14,9 +14,12 @@
    every 10 ms (`panel.io.document._dispatch_msgs`). Writing all frames synchronously (tornado's writes
    are synchronous; awaiting them is only flow control) keeps frames of two messages from interleaving,
    as the lock did, and frees the lock at once.
+4. Full garbage collections while the server is idle (explorer/ui/idle_gc.py), not at a moment set
+   by allocation counts, inside some student's interaction: each walks every object of every session.
 
 `tune_server()` is called by app.py. It is idempotent, and harmless outside a server: in a notebook
-there is no Bokeh websocket to patch, and the debounce only affects served sessions.
+there is no Bokeh websocket to patch, the debounce only affects served sessions, and the garbage
+collector is left alone unless a served session calls it.
 """
 
 from __future__ import annotations
@@ -24,22 +27,32 @@ from __future__ import annotations
 import functools
 import json
 
+import panel as pn
 from bokeh.protocol.message import Message
 from bokeh.server.views.ws import WSHandler
 from panel.reactive import Syncable
+from tornado.ioloop import PeriodicCallback
 from tornado.websocket import WebSocketHandler
+
+from explorer.ui import idle_gc
 
 DEBOUNCE_MS = 0
 
 
 def tune_server() -> None:
-    """Set TCP_NODELAY on every new websocket, stop Panel's 50 ms hold on browser changes, and write each
-    Bokeh message in one go."""
+    """Set TCP_NODELAY on every new websocket, stop Panel's 50 ms hold on browser changes, write each
+    Bokeh message in one go, and, in a served session, collect garbage fully only while idle."""
     if not getattr(WSHandler.open, "explorer_nodelay", False):
         WSHandler.open = _with_nodelay(WSHandler.open)
     if not getattr(Message.send, "explorer_at_once", False):
         Message.send = _sent_at_once(Message.send)
     Syncable._debounce = DEBOUNCE_MS
+    serving = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    if serving and not getattr(WSHandler.on_message, "explorer_idle", False):
+        collector = idle_gc.IdleCollector()
+        WSHandler.on_message = _noting_messages(WSHandler.on_message, collector)
+        idle_gc.take_over_full_collections()
+        PeriodicCallback(collector.tick, idle_gc.CHECK_S * 1000).start()  # on the server's loop: app.py runs there
 
 
 def _with_nodelay(open_websocket):
@@ -50,6 +63,16 @@ def _with_nodelay(open_websocket):
 
     open.explorer_nodelay = True
     return open
+
+
+def _noting_messages(on_message, collector: idle_gc.IdleCollector):
+    @functools.wraps(on_message)
+    async def on_message_noted(self, fragment):
+        collector.message_arrived()
+        return await on_message(self, fragment)
+
+    on_message_noted.explorer_idle = True
+    return on_message_noted
 
 
 def _sent_at_once(send_by_frame):

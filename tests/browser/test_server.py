@@ -1,7 +1,9 @@
-"""tune_server() in a served session: TCP_NODELAY on the session's own websocket, and no 50 ms debounce."""
+"""tune_server() in a served session: TCP_NODELAY on the session's own websocket, no 50 ms debounce, and full
+garbage collections only when the server is idle."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -15,6 +17,9 @@ def test_a_served_sessions_websocket_has_tcp_nodelay(page: Page):
     with serve(APP) as url:
         page.goto(url)
         expect(page.locator(".report")).to_have_text("sockets=1 nodelay=[1] debounce=0", timeout=30_000)
+        # the page sends nothing more: after idle_gc.IDLE_S the idle collector runs a full collection
+        expect(page.locator(".gc-report")).to_have_text(
+            re.compile(r"automatic full collections off: True; frozen: True; full collections: [1-9]"), timeout=10_000)
 
 
 def test_tune_server_is_idempotent():

@@ -1,19 +1,32 @@
 """`panel serve tests/browser/apps/nodelay_app.py`: reports its own websocket's TCP_NODELAY, after tune_server().
 
 Served by tests/browser/test_server.py. Once the page has connected, the text shows the option as the
-kernel reports it for this session's socket, and Panel's debounce.
+kernel reports it for this session's socket, and Panel's debounce. A second line reports the garbage
+collector: automatic full collections off, objects frozen, and how many full collections ran since
+(only the idle collector runs them).
 """
 
+import gc
 import socket
 
 import panel as pn
 from panel.reactive import Syncable
 
+from explorer.ui import idle_gc
 from explorer.ui.server import tune_server
 
 tune_server()
 pn.extension(inline=True)
 report = pn.pane.Str("connecting", css_classes=["report"])
+gc_report = pn.pane.Str("", css_classes=["gc-report"])
+full_collections = []
+gc.callbacks.append(lambda phase, info: full_collections.append(info["generation"])
+                    if phase == "stop" and info["generation"] == 2 else None)
+
+
+def report_gc() -> None:
+    gc_report.object = (f"automatic full collections off: {gc.get_threshold()[2] == idle_gc.NEVER}; "
+                        f"frozen: {gc.get_freeze_count() > 0}; full collections: {len(full_collections)}")
 
 
 def inspect_socket() -> None:
@@ -24,4 +37,5 @@ def inspect_socket() -> None:
 
 
 pn.state.onload(inspect_socket)
-report.servable(title="nodelay")
+pn.state.add_periodic_callback(report_gc, period=200)  # sends to the page only: the server stays idle
+pn.Column(report, gc_report).servable(title="nodelay")
