@@ -15,12 +15,22 @@ WEIGHT_TYPES = ".safetensors,.pt,.pth,.onnx"
 
 
 class ModelPicker(SessionView):
-    """Select a model; fetch MobileNetV2 when it is missing; upload weights or an ONNX file."""
+    """Select a model; fetch MobileNetV2 when it is missing; upload weights or an ONNX file.
 
+    The page's only busy sign is the spinner beside the model menu, turning while a model switch
+    runs (hundreds of ms; seconds for a first MobileNetV2 load). Panel's template-wide busy
+    indicator is off: it sent a message before every click's work, 4 ms on each (docs/performance.md).
+    """
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._select = pn.widgets.Select.from_param(self.state.param.model, label="Model", sizing_mode="stretch_width")
+        model = self.state.param.model
+        self._select = pn.widgets.Select(label="Model", options=list(model.objects), value=self.state.model,
+                                         description=model.doc, sizing_mode="stretch_width")
+        self._switching = pn.indicators.LoadingSpinner(value=False, size=22, margin=(32, 5, 5, 5),
+                                                       css_classes=["model-switching"])
+        self._select.param.watch(self._choose, "value")
+        self.state.param.watch(self._follow_choices, "model", what="objects")
         self._card = pn.pane.Markdown("", css_classes=["model-summary"], sizing_mode="stretch_width")
         self._full_card = pn.pane.Markdown("", css_classes=["model-card"], sizing_mode="stretch_width")
         self._fetch = pn.widgets.Button(label="Get ImageNet MobileNetV2 (14 MB)", color="primary",
@@ -38,11 +48,24 @@ class ModelPicker(SessionView):
         self._show_card()
         self._fetch.visible = not zoo.is_available("mobilenet_v2")
 
+    def _choose(self, event) -> None:
+        if event.new == self.state.model:
+            return
+        self._switching.value = True  # not held: it reaches the page before the switch's work starts
+        try:
+            self.state.model = event.new
+        finally:
+            self._switching.value = False
+
+    def _follow_choices(self, event) -> None:
+        self._select.options = list(event.new)
+
     @param.depends("state.model", watch=True)
     def _show_card(self) -> None:
         card = zoo.card(self.state.model)
         accuracy = "accuracy not measured" if card.top1 is None else f"{card.top1:.2%} test accuracy"
         with pn.io.hold():
+            self._select.value = self.state.model  # a link, an upload or a fetch chose it
             self._card.object = (f"{card.task}. {card.n_params:,} parameters, {card.macs / 1e6:,.1f} M "
                                  f"multiply-adds per image, {accuracy}.")
             self._full_card.object = card_markdown(card)
@@ -90,7 +113,8 @@ class ModelPicker(SessionView):
                          self._architecture, self._upload, self._upload_status, title="Your own model",
                          collapsed=True, sizing_mode="stretch_width")
         full_card = pn.Card(self._full_card, title="Model card", collapsed=True, sizing_mode="stretch_width")
-        return pn.Column(self._select, self._card, full_card, self._fetch, self._progress, self._fetch_status, upload,
+        choice = pn.Row(self._select, self._switching, sizing_mode="stretch_width")
+        return pn.Column(choice, self._card, full_card, self._fetch, self._progress, self._fetch_status, upload,
                          self._device, sizing_mode="stretch_width")
 
 

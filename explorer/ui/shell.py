@@ -154,8 +154,10 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
     state.ensure()
     tour = Narrative(TOUR, state, title="Guided tour")
     # Bootstrap rather than Fast: the Fast design loads its font from Google's CDN, and the app must work offline.
+    # busy_indicator=None: Panel's spinner cost every click a message before its work (docs/performance.md);
+    # the model picker has its own, the one slow choice.
     template = pn.template.BootstrapTemplate(
-        title=TITLE, sidebar_width=360, header_background="#0072B2",
+        title=TITLE, sidebar_width=360, header_background="#0072B2", busy_indicator=None,
         # One root each for sidebar and main: Bokeh recomputes the whole document once per root added.
         sidebar=[pn.Column(pn.pane.Markdown("### Model"), ModelPicker(state=state), pn.pane.Markdown("### Input"),
                            InputPicker(state=state), sizing_mode="stretch_width")],

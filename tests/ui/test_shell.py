@@ -141,6 +141,20 @@ def test_switching_between_mnist_models_keeps_the_input(state):
     assert state.layer == "patch_embed"  # the CNN's layer does not exist here: the first conv is chosen
 
 
+@pytest.mark.skipif("mnist-vit" not in MODELS, reason="mnist-vit weights are not installed")
+def test_the_model_menu_switches_the_model_with_its_spinner_turning_meanwhile(state):
+    picker = ModelPicker(state=state)
+    seen = []
+    state.param.watch(lambda event: seen.append((event.new, picker._switching.value)), "model")
+    picker._select.value = "mnist-vit"
+    assert state.model == "mnist-vit" and state.inference.model.name == "mnist-vit"
+    assert seen == [("mnist-vit", True)] and picker._switching.value is False  # on while the switch ran, then off
+    state.model = "mnist-cnn"  # chosen elsewhere (a link, an upload): the menu follows, without a switch of its own
+    assert picker._select.value == "mnist-cnn" and seen[-1] == ("mnist-cnn", False)
+    state.param.model.objects = ["mnist-cnn", "mnist-vit", "extra"]
+    assert picker._select.options == ["mnist-cnn", "mnist-vit", "extra"]
+
+
 def test_model_picker_registers_an_uploaded_state_dict(state):
     picker = ModelPicker(state=state)
     net = MnistCNN()
