@@ -240,7 +240,11 @@ class Overview(SessionView):
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10), css_classes=["layer-summary"])
         self._grid_note = pn.pane.Markdown("", margin=(0, 10))
         self._channel_text = pn.pane.Markdown("", width=BIG + 120, margin=(0, 10))
-        self._channel_input = pn.widgets.IntInput.from_param(self.state.param.channel, name="Channel", width=110)
+        # One label for channels, heads and features: a new label made the page lay out again on each such
+        # layer click; the grid's and the big view's titles say which of them the number is.
+        self._channel_input = pn.widgets.IntInput.from_param(
+            self.state.param.channel, label="Number", width=110,
+            description="Which map of the layer to show large: a channel, an attention head or a token feature")
         self._scope_input = pn.widgets.RadioButtonGroup.from_param(self.param.scope)
         # A sideways-scrolling box as wide as its parent. Panel would give a stretching Row the fixed
         # width of its content as min_width (the whole strip, up to ~10,000 px, which widens the page),
@@ -450,8 +454,8 @@ class Overview(SessionView):
         self._grid_note.object = (f"**{record.name}** makes one {lm.noun}." if n == 1 else
                                   f"All {n:,} {noun} of **{record.name}**." if n <= PAGE else
                                   f"{noun.capitalize()} {shown.start}–{shown.stop - 1} of {n:,}; type a number "
-                                  f"in *{lm.noun.capitalize()}* to see the others.")
-        self._channel_input.param.update(end=n - 1, name=lm.noun.capitalize())
+                                  f"in *Number* to see the others.")
+        self._channel_input.end = n - 1
 
     def _show_strip_highlight(self, record: LayerRecord | None) -> None:
         if record is None:
