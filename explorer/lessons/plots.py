@@ -165,7 +165,7 @@ def compose(height: int, width: int, tiles) -> np.ndarray:
     fills, edges rounded to whole pixels. Each is scaled nearest-neighbour, as Bokeh draws an image
     (no smoothing), so drawn one pixel per unit the result looks as the separate pictures did. Why:
     143 thumbnails as one picture are one buffer to send and one canvas to paint instead of 143
-    (docs/performance.md, "One picture per strip").
+    (docs/performance.md, "Pictures in one piece").
     """
     canvas = np.zeros((height, width), np.uint32)
     for rgba, x, y, dw, dh in tiles:

@@ -19,7 +19,8 @@ class ModelPicker(SessionView):
 
     The page's only busy sign is the spinner beside the model menu, turning while a model switch
     runs (hundreds of ms; seconds for a first MobileNetV2 load). Panel's template-wide busy
-    indicator is off: it sent a message before every click's work, 4 ms on each (docs/performance.md).
+    indicator is off: it sent a message before and after every click's work, 7-14 ms per click
+    (docs/performance.md).
     """
 
     def __init__(self, **params):

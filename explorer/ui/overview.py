@@ -9,9 +9,11 @@ it. Below, the layer detail shows all its channels (64 per page) and the selecte
 with a colour bar and axes.
 
 Performance (PANEL-PERFORMANCE.md): the three Bokeh figures and their ColumnDataSources are built
-once; a change of input or model replaces the sources' data, a layer change only the detail grid,
-the big view and the highlights, a channel change only the big view and the channel highlight,
-each inside `one_update()`. No Bokeh model is created after __init__.
+once; the strip's thumbnails and the grid's are one picture each (`plots.compose`: one buffer to send
+and one canvas to paint, not 143). A change of input or model replaces the sources' data (of the
+strip's per-layer columns, only on a model change), a layer change only the detail grid, the big view
+and the highlights, a channel change only the big view and the channel highlight, each inside
+`one_update()`. No Bokeh model is created after __init__.
 """
 
 from __future__ import annotations
@@ -125,27 +127,23 @@ def layer_maps(record: LayerRecord) -> LayerMaps:
         return LayerMaps(p.numpy(), "head", ("key token", "query token"), "attention weight",
                          "the attention matrix: each query token's row sums to 1")
     if out.dim() == 3 and out.shape[1] * out.shape[2] > 1:  # (C, H, W)
-        return _maps(out.numpy(), "channel", ("x (feature-map pixel)", "y (feature-map pixel)"), "activation",
+        return LayerMaps(out.numpy(), "channel", ("x (feature-map pixel)", "y (feature-map pixel)"), "activation",
                      "one value per position of the feature map")
     if out.dim() == 2 and record.kind == "conv":  # (C, L) of a 1-D convolution
-        return _maps(out[:, None, :].numpy(), "channel", ("position", ""), "activation", "one value per position")
+        return LayerMaps(out[:, None, :].numpy(), "channel", ("position", ""), "activation", "one value per position")
     if out.dim() == 2 and (grid := patch_grid(out.shape[0])) is not None:  # (T, D) tokens
         first, side = grid
         maps = out[first:].T.reshape(-1, side, side)  # (D, side, side): feature d of every patch token
-        return _maps(maps.numpy(), "feature", ("patch column", "patch row"), "feature value",
+        return LayerMaps(maps.numpy(), "feature", ("patch column", "patch row"), "feature value",
                      "this feature in every patch token, on the patch grid (the class token is not drawn)")
     flat = out.flatten().numpy()
     if flat.size <= WRAP:
-        return _maps(flat[None, None, :], "vector", ("index", ""), "value", "all values, left to right")
+        return LayerMaps(flat[None, None, :], "vector", ("index", ""), "value", "all values, left to right")
     rows = -(-flat.size // WRAP)
     wrapped = np.full(rows * WRAP, np.nan, dtype=np.float32)  # NaN: transparent padding after the last value
     wrapped[:flat.size] = flat
-    return _maps(wrapped.reshape(1, rows, WRAP), "vector", (f"index mod {WRAP}", f"index ÷ {WRAP}"), "value",
+    return LayerMaps(wrapped.reshape(1, rows, WRAP), "vector", (f"index mod {WRAP}", f"index ÷ {WRAP}"), "value",
                  f"all values, read left to right and top to bottom, {WRAP} to a row")
-
-
-def _maps(maps: np.ndarray, noun: str, axes: tuple[str, str], quantity: str, about: str) -> LayerMaps:
-    return LayerMaps(maps, noun, axes, quantity, about)
 
 
 def varies_most(maps: np.ndarray) -> int:

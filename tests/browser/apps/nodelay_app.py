@@ -29,11 +29,20 @@ def report_gc() -> None:
                         f"frozen: {gc.get_freeze_count() > 0}; full collections: {len(full_collections)}")
 
 
+def allocate() -> None:
+    """What a session's work leaves: enough young collections that objects reach the oldest generation."""
+    kept = [[] for _ in range(100_000)]
+    for a, b in zip(kept, kept[1:] + kept[:1], strict=True):
+        a.append(b)  # one ring: only the collector frees it
+    kept.clear()
+
+
 def inspect_socket() -> None:
     session = pn.state.curdoc.session_context._session  # bokeh.server.session.ServerSession
     handlers = [connection._socket for connection in session._subscribed_connections]
     options = [h.ws_connection.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for h in handlers]
     report.object = f"sockets={len(options)} nodelay={options} debounce={Syncable._debounce}"
+    allocate()
 
 
 pn.state.onload(inspect_socket)
