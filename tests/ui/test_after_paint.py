@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import panel as pn
 import pytest
+from bokeh.document import Document
 
+from explorer.core import zoo
+from explorer.lessons.attention.view import AttentionLesson
 from explorer.lessons.convolution.view import ConvolutionLesson
 from explorer.ui import shell
 from explorer.ui.after_paint import AfterPaint
@@ -114,3 +118,27 @@ def test_a_layer_click_opens_its_lesson_after_the_page_painted_the_overview(live
     assert normalization.shown and not frame._built["convolution"].shown
     assert normalization.layer == "features.1"
     assert len(normalization._stats_source.data["x"]) == 16  # filled: one mean and variance per channel
+
+
+def test_a_layer_clicked_while_the_lesson_waits_for_its_first_paint_stays_selected(live):
+    state = ExplorerState()
+    state.ensure()
+    state.after_paint = live
+    lesson = ConvolutionLesson(state=state, parts=())  # built in a served page: it follows the state after the paint
+    pn.panel(lesson).get_root(Document())  # on the page: its widgets have models
+    Overview(state=state).select_layer("features.4")  # the student clicks before that
+    answer(live)
+    # the lesson's layer menu got its entries only now; taking its first one was not the student's choice
+    assert state.layer == "features.4" and lesson.layer == "features.4"
+
+
+@pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit weights are not installed")
+def test_an_attention_layer_clicked_while_the_attention_lesson_waits_stays_selected(live):
+    state = ExplorerState(model="mnist-vit")
+    state.ensure()
+    state.after_paint = live
+    lesson = AttentionLesson(state=state)
+    pn.panel(lesson).get_root(Document())
+    Overview(state=state).select_layer("blocks.2.attn")
+    answer(live)
+    assert state.layer == "blocks.2.attn" and lesson.layer == "blocks.2.attn"

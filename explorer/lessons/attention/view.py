@@ -262,14 +262,16 @@ class AttentionLesson(SessionView):
         heads, grid = analysis.maps.shape[1], analysis.grid
         queries = ({"class token": 0} if grid.first else {}) | {
             f"patch (row {r}, column {c})": grid.token(r, c) for r in range(grid.rows) for c in range(grid.cols)}
-        self.param.query.objects = queries
-        self.param.layer.objects = list(analysis.records)
-        self.param.head.bounds = (0, heads - 1)
-        self._widgets["head"].end = heads - 1
-        self._resize(analysis)
         layer = _attention_record_for(self.state.layer, analysis.records) or analysis.records[0]
+        # following, from the new choices on: a menu whose value is not among them takes its first entry,
+        # which is not the student's choice to publish (it undid a click on a layer made during the first load)
         self._following = True
         try:  # the watchers of these params call _update again: it finds nothing changed beyond what follows
+            self.param.query.objects = queries
+            self.param.layer.objects = list(analysis.records)
+            self.param.head.bounds = (0, heads - 1)
+            self._widgets["head"].end = heads - 1
+            self._resize(analysis)
             self.param.update(layer=layer, head=min(self.state.channel, heads - 1),
                               query=self.query if self.query in queries.values() else next(iter(queries.values())))
         finally:

@@ -225,15 +225,18 @@ class ConvolutionLesson(SessionView):
         inference = self.state.inference
         model = inference.model.module
         names = list(math.conv_layers(model, inference.trace))
-        self.param.layer.objects = names
-        if not names:
-            self._layer_text.object = f"{inference.model.name} has no 2-D convolution; the playground still works."
-            return
-        layer = self.state.layer if self.state.layer in names else self.layer if self.layer in names else names[0]
-        out_channels = math.conv_module(model, layer).out_channels
-        channel = self.state.channel if self.state.channel < out_channels else min(self.channel, out_channels - 1)
-        self._adopting = True  # adopting the state's choice is not a choice to tell the state about
+        # adopting the state's choice is not a choice to tell the state about; new choices count as adopting
+        # too: the layer menu then takes its first entry when its value is not among them
+        self._adopting = True
         try:
+            self.param.layer.objects = names
+            if not names:
+                self._layer_text.object = (f"{inference.model.name} has no 2-D convolution; the playground still "
+                                           "works.")
+                return
+            layer = self.state.layer if self.state.layer in names else self.layer if self.layer in names else names[0]
+            out_channels = math.conv_module(model, layer).out_channels
+            channel = self.state.channel if self.state.channel < out_channels else min(self.channel, out_channels - 1)
             with one_update():
                 self.param.update(layer=layer, channel=channel)
                 self._show_steps()
