@@ -58,8 +58,8 @@ if (!window.__explorer_bokehjs_fixed && window.Bokeh && Bokeh.require) {
   const reposition = TooltipView.prototype._reposition;
   TooltipView.prototype._reposition = function () {
     const el = this.el, host = el.parentNode;
-    if (host == null || !el.matches(":popover-open"))
-      return reposition.call(this);
+    if (host !== (document.body.shadowRoot ?? document.body) || !el.matches(":popover-open"))
+      return reposition.call(this);  // not open where _reposition puts it: its own way
     const own = Object.getOwnPropertyDescriptor(host, "append"), append = host.append;
     host.append = function (...nodes) {  // el is already in place: moving it would close the popover
       const others = nodes.filter((node) => node !== el);
