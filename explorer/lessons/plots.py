@@ -110,13 +110,6 @@ def mean_each(maps: np.ndarray) -> np.ndarray:
         return np.nanmean(np.where(np.isfinite(maps), maps, np.nan), axis=axes, dtype=np.float64)
 
 
-def scale_limit(channel: np.ndarray, layer: np.ndarray, scope: str) -> float:
-    """The colour limit for one channel's picture under the chosen scope (see SCOPES)."""
-    if scope not in SCOPES:
-        raise ValueError(f"no colour scale scope named {scope!r}; choose one of: {', '.join(SCOPES)}")
-    return max_abs(channel if scope == "this channel" else layer)
-
-
 def _packed(colours: tuple[str, ...]) -> np.ndarray:
     rgb = _hex_to_rgb(list(colours)).astype(np.uint32)
     return rgb[:, 0] | rgb[:, 1] << 8 | rgb[:, 2] << 16 | np.uint32(255) << 24  # RGBA bytes, little-endian
