@@ -10,9 +10,11 @@ whole input change it lands in (docs/performance.md).
 `IdleCollector` turns the automatic full collections off (the young generations still collect as
 usual, and free the cycles an interaction leaves behind) and runs the full one itself: once no
 websocket message has arrived for `IDLE_S`, or at the latest `MAX_WAIT_S` after the last one, so
-that a classroom that never pauses still frees closed sessions. Objects alive when it starts
-(modules, classes) are frozen first (`gc.freeze`): they live as long as the server and are never
-walked again.
+that a classroom that never pauses still frees closed sessions; and never sooner than `MIN_GAP_S`
+after the last one: a session's worker thread (the pruning lesson's timings) allocates while no
+message arrives, and a full collection every tick would hold the interpreter lock most of the time.
+Objects alive when it starts (modules, classes) are frozen first (`gc.freeze`): they live as long
+as the server and are never walked again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable
 
 IDLE_S = 1.0          # no message for this long: the server is idle
+MIN_GAP_S = 10.0      # the shortest time between two full collections
 MAX_WAIT_S = 60.0     # the longest a full collection waits for an idle moment
 CHECK_S = 0.5         # how often the server asks (a tornado PeriodicCallback)
 NEVER = 1_000_000_000  # a generation-2 threshold that the count of young collections never reaches
@@ -39,10 +42,13 @@ class IdleCollector:
         self.last_message = self._clock()
 
     def tick(self) -> bool:
-        """Collect when young collections have promoted objects since the last full one, and either the
-        server is idle or the last full collection is MAX_WAIT_S old. Whether it collected."""
+        """Collect when young collections have promoted objects since the last full one, the last full one
+        is MIN_GAP_S old, and either the server is idle or the last full one is MAX_WAIT_S old. Whether it
+        collected."""
         now = self._clock()
-        if not self._pending() or (now - self.last_message < IDLE_S and now - self.last_full < MAX_WAIT_S):
+        since_full = now - self.last_full
+        if not self._pending() or since_full < MIN_GAP_S or (now - self.last_message < IDLE_S
+                                                             and since_full < MAX_WAIT_S):
             return False
         self._collect()
         self.last_full = self._clock()

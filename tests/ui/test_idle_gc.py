@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from explorer.ui import idle_gc
-from explorer.ui.idle_gc import IDLE_S, MAX_WAIT_S, IdleCollector
+from explorer.ui.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, IdleCollector
 
 
 class Clock:
@@ -24,6 +24,7 @@ def make(pending: bool = True) -> tuple[IdleCollector, Clock, list[float]]:
 
 def test_no_full_collection_while_messages_keep_arriving_then_one_once_idle():
     collector, clock, runs = make()
+    clock.now += MIN_GAP_S  # the server has run a while
     for _ in range(10):  # a student clicking every 0.3 s
         clock.now += 0.3
         collector.message_arrived()
@@ -43,6 +44,15 @@ def test_a_server_that_never_pauses_still_collects_every_max_wait():
         collector.message_arrived()
         collector.tick()
     assert len(runs) == 3 and all(b - a >= MAX_WAIT_S for a, b in zip([start, *runs], runs, strict=False))
+
+
+def test_an_idle_server_busy_in_a_thread_is_collected_at_most_every_min_gap():
+    collector, clock, runs = make()  # no message arrives, but a worker thread keeps promoting objects
+    start = clock.now
+    while clock.now - start < 5 * MIN_GAP_S:
+        clock.now += 0.5
+        collector.tick()
+    assert len(runs) == 5 and all(b - a >= MIN_GAP_S for a, b in zip([start, *runs], runs, strict=False))
 
 
 def test_nothing_to_collect_nothing_run():
