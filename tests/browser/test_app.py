@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from explorer.core import device, images, trace, zoo
 from explorer.ui.gallery import mnist_gallery
+from explorer.ui.overview import CELL
 
 from .conftest import FIGURE_POINT, screenshot
 
@@ -114,7 +115,7 @@ def test_an_open_tooltip_stays_open_in_place_when_the_hovered_plot_changes(page:
     page.wait_for_function("window.__explorer_bokehjs_fixed === true")
     page.wait_for_timeout(1000)  # the open lesson is built after the first paint; a click would wait behind it
     names = zoo.load("mnist-cnn").trace(torch.zeros(1, 1, 28, 28)).names
-    point = page.evaluate(FIGURE_POINT, ["mnist-cnn:", (names.index("features.4") + 1.5) * 68, 60])
+    point = page.evaluate(FIGURE_POINT, ["mnist-cnn:", (names.index("features.4") + 1.5) * CELL, 60])
     page.mouse.move(*point)
     tooltip = page.locator(".bk-Tooltip:popover-open")
     expect(tooltip).to_contain_text("features.4")
@@ -128,7 +129,7 @@ def test_an_open_tooltip_stays_open_in_place_when_the_hovered_plot_changes(page:
     }""")
     page.mouse.click(*point)  # selects the layer: its grid and highlight change under the resting pointer
     expect(page.locator(".layer-summary")).to_contain_text("features.4")
-    page.mouse.move(point[0] + 68, point[1])  # the next layer: the same tooltip shows its text
+    page.mouse.move(point[0] + CELL, point[1])  # the next layer: the same tooltip shows its text
     expect(tooltip).to_contain_text("features.5")
     assert page.evaluate("window.__tooltip_moves") == 0  # never taken out of the page and put back
     assert problems == []
