@@ -9,11 +9,11 @@ it. Below, the layer detail shows all its channels (64 per page) and the selecte
 with a colour bar and axes.
 
 Performance (PANEL-PERFORMANCE.md): the three Bokeh figures and their ColumnDataSources are built
-once; the strip's thumbnails and the grid's are one picture each (`plots.compose`: one buffer to send
-and one canvas to paint, not 143). A change of input or model replaces the sources' data (of the
-strip's per-layer columns, only on a model change), a layer change only the detail grid, the big view
-and the highlights, a channel change only the big view and the channel highlight, each inside
-`one_update()`. No Bokeh model is created after __init__.
+once; the strip's thumbnails and the grid's are a few pictures, one per thumbnail size, each at the
+thumbnails' own resolution (`plots.pictures`: a few buffers to send and canvases to paint, not 143).
+A change of input or model replaces the sources' data (of the strip's per-layer columns, only on a
+model change), a layer change only the detail grid, the big view and the highlights, a channel change
+only the big view and the channel highlight, each inside `one_update()`. No Bokeh model is created after __init__.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ WRAP = 32                           # a long vector is drawn in rows of this man
 CELL, THUMB, BAND = 68, 56, 16      # strip: column width, thumbnail side, block band height (px)
 STRIP_HEIGHT = BAND + 4 + THUMB + 4 + 26
 PAGE, GRID_COLS = 64, 16            # detail: channels per page, per row
-GRID_W, GRID_H, GRID_THUMB = 40, 48, 34
+# Thumbnails 28 units: MNIST's maps and MobileNetV2's block means are drawn one unit a pixel, 14×14 maps 2,
+# 7×7 maps 4, the ViT's 4×4 patch grids 7, and the cells (42 = 6×7, 56 = 8×7) are whole numbers of those
+# pixels or their halves: the grid's picture is sent at about the maps' resolution (plots.pictures).
+GRID_W, GRID_H, GRID_THUMB = 42, 56, 28
 BIG, BIG_MAX_SIDE = 280, 128        # big view: frame width (px), largest map side sent
 
 
@@ -345,12 +348,10 @@ class Overview(SessionView):
             values = plots.downsample(thumb.values, THUMB)
             limit = thumb.layer_limit if self.scope == "this layer" else thumb.limit
             dw, dh = _fit(*values.shape, THUMB)
-            tiles.append((plots.to_rgba(values, thumb.signed, limit), i * CELL + (CELL - dw) / 2, (THUMB - dh) / 2,
-                          dw, dh))
+            tiles.append((plots.to_rgba(values, thumb.signed, limit), i * CELL + (CELL - dw) / 2,
+                          BAND + 4 + (THUMB - dh) / 2, dw, dh))
             shows.append(thumb.shows)
-        width = (len(records) + 1) * CELL
-        self._strip_pictures.data = dict(image=[plots.compose(THUMB, width, tiles)], x=[0], y=[BAND + 4], dw=[width],
-                                         dh=[THUMB])
+        self._strip_pictures.data = plots.pictures(tiles)
         self._strip_source.data["shows"] = shows  # the rest of the columns only change with the model
 
         picture = plots.downsample(inference.view.astype(np.float64), THUMB)
@@ -413,7 +414,7 @@ class Overview(SessionView):
         cols: dict[str, list] = {k: [] for k in self._grid_source.data}
         if lm is None:
             self._grid_source.data = cols
-            self._grid_pictures.data = dict(image=[], dw=[], dh=[])
+            self._grid_pictures.data = dict(image=[], x=[], y=[], dw=[], dh=[])
             self._grid_note.object = ""
             return
         n = len(lm.maps)
@@ -437,8 +438,7 @@ class Overview(SessionView):
             for k, v in entry.items():
                 cols[k].append(v)
         self._grid_source.data = cols
-        self._grid_pictures.data = dict(image=[plots.compose(needed * GRID_H, GRID_COLS * GRID_W, tiles)],
-                                        dw=[GRID_COLS * GRID_W], dh=[needed * GRID_H])
+        self._grid_pictures.data = plots.pictures(tiles)
         # Rows only grow while the model stays: a new figure height makes the browser lay out the whole
         # page again, which measured 100-250 ms per layer click (benchmarks/ui_latency.py).
         model = self.state.inference.model
@@ -540,7 +540,7 @@ class Overview(SessionView):
         self._strip_fig = fig
 
     def _build_grid(self) -> None:
-        self._grid_pictures = _source("image", "dw", "dh", name="overview-grid-pictures")
+        self._grid_pictures = _source("image", "x", "y", "dw", "dh", name="overview-grid-pictures")
         self._grid_source = _source("channel", "label", "cx", "label_y", "left", "right", "top", "bottom", "min_text",
                                     "max_text", "mean_text", name="overview-grid")
         self._grid_highlight_source = _source("left", "right", "top", "bottom")
@@ -551,7 +551,7 @@ class Overview(SessionView):
         fig.grid.visible = False
         fig.title.text_font_size = "13px"
         _selection_frame(fig, self._grid_highlight_source, top="top", bottom="bottom")
-        fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._grid_pictures)
+        fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._grid_pictures)
         fig.text(x="cx", y="label_y", text="label", text_align="center", text_baseline="top", text_font_size="9px",
                  text_color="#475569", source=self._grid_source)
         hit = fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_alpha=0,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from explorer.lessons import plots
+from tests.bokeh_images import read_back
 
 
 @pytest.fixture
@@ -176,6 +177,55 @@ def test_compose_draws_each_tile_nearest_neighbour_into_its_rectangle(rng):
     assert (canvas[~covered] == 0).all()  # transparent between the tiles
     with pytest.raises(ValueError, match="does not fit"):
         plots.compose(10, 10, [(np.ones((2, 2), np.uint32), 5, 0, 8, 4)])
+
+
+def _tile(rng, h: int, w: int) -> np.ndarray:
+    return rng.integers(1, 2**32, size=(h, w), dtype=np.uint32)  # never 0: 0 is transparent
+
+
+def _read_back(data: dict, tiles) -> None:
+    for tile, x, y, dw, dh in tiles:
+        np.testing.assert_array_equal(read_back(data, tile.shape, x, y, dw, dh), tile)
+
+
+def test_pictures_of_mixed_strip_thumbnails_read_back_exactly(rng):
+    shapes = [(7, 7), (14, 14), (28, 28), (56, 56), (40, 32), (1, 20)]
+    tiles = []
+    for k in range(24):  # a strip: one tile per 68-unit column, the longer side drawn 56 units, sizes mixed
+        h, w = shapes[rng.integers(len(shapes))]
+        scale = 56 / max(h, w)
+        dw, dh = w * scale, max(h * scale, 10)
+        tiles.append((_tile(rng, h, w), k * 68 + (68 - dw) / 2, 20 + (56 - dh) / 2, dw, dh))
+    _read_back(plots.pictures(tiles), tiles)
+
+
+def test_pictures_cut_tiles_of_one_size_far_apart(rng):
+    near = [(_tile(rng, 4, 4), x, 0, 32, 32) for x in (0, 40, 80)]
+    far = (_tile(rng, 4, 4), 80 + 32 + 2 * plots.GAP_PIXELS + 8, 0, 32, 32)  # 4 rows: GAP_PIXELS + 4 apart
+    data = plots.pictures([*near, far])
+    _read_back(data, [*near, far])
+    assert [image.shape for image in data["image"]] == [(4, 14), (4, 4)]  # 40 units = 5 pixels apart
+
+
+def test_pictures_of_evenly_spaced_tiles_have_the_tiles_pixels(rng):
+    tiles = [(_tile(rng, 7, 7), 3 + k * 64, 5, 56, 56) for k in range(10)]  # 64 units = 8 tile pixels apart
+    data = plots.pictures(tiles)
+    _read_back(data, tiles)
+    assert [image.shape for image in data["image"]] == [(7, 8 * 9 + 7)]
+    assert (data["x"], data["y"], data["dw"], data["dh"]) == ([3], [5], [(8 * 9 + 7) * 8], [56])
+
+
+def test_pictures_of_unevenly_placed_tiles_sit_within_half_a_unit(rng):
+    tiles = []
+    for k in range(12):  # tile pixels 2-8 units, at fractional positions that share no pixel grid
+        h, w = rng.integers(2, 9, size=2)
+        px = rng.uniform(2, 8)
+        tiles.append((_tile(rng, h, w), k * 150 + rng.uniform(0, 20), rng.uniform(0, 20), w * px, h * px))
+    tiles.append((_tile(rng, *tiles[0][0].shape), 1900, 3.3, *tiles[0][3:]))  # the same size as the first
+    data = plots.pictures(tiles)
+    _read_back(data, tiles)
+    for image, dw in zip(data["image"], data["dw"], strict=True):
+        assert dw / image.shape[1] >= 1 - 1e-9  # never finer than a unit
 
 
 @pytest.mark.parametrize(("n", "text"), [(0, "0 MACs"), (640, "640 MACs"), (112_896, "113 K MACs"),

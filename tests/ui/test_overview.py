@@ -12,6 +12,7 @@ from explorer.lessons import plots
 from explorer.ui import overview as ov
 from explorer.ui.overview import CELL, GRID_H, GRID_W, PAGE, Overview
 from explorer.ui.state import ExplorerState
+from tests.bokeh_images import read_back
 
 MODELS = [m for m in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(m)]
 
@@ -31,32 +32,23 @@ def strip(view: Overview) -> dict:
     return view._strip_source.data
 
 
-def sampled(canvas: np.ndarray, shape: tuple[int, int], x: float, y: float, dw: float, dh: float) -> np.ndarray:
-    """The picture of `shape` drawn into the rectangle of `canvas`, read back: the pixel at each cell's centre."""
-    h, w = shape
-    rows = np.floor(y + (np.arange(h) + 0.5) * dh / h).astype(int)
-    cols = np.floor(x + (np.arange(w) + 0.5) * dw / w).astype(int)
-    return canvas[np.ix_(rows, cols)]
-
-
 def strip_picture(view: Overview, name: str) -> np.ndarray:
-    """The layer's thumbnail, read back from the strip's one picture at its own resolution."""
+    """The layer's thumbnail, read back from the strip's pictures at its own resolution."""
     i = strip(view)["name"].index(name) + 1
-    canvas = view._strip_pictures.data["image"][0]
-    assert view._strip_pictures.data["dw"] == [canvas.shape[1]] and view._strip_pictures.data["dh"] == [ov.THUMB]
     thumb = ov.strip_thumbnails(view.state.inference.trace.records)[i - 1]
     shape = plots.downsample(thumb.values, ov.THUMB).shape
     dw, dh = ov._fit(*shape, ov.THUMB)
-    return sampled(canvas, shape, i * CELL + (CELL - dw) / 2, (ov.THUMB - dh) / 2, dw, dh)
+    return read_back(view._strip_pictures.data, shape, i * CELL + (CELL - dw) / 2, ov.BAND + 4 + (ov.THUMB - dh) / 2,
+                     dw, dh)
 
 
 def grid_picture(view: Overview, index: int) -> np.ndarray:
-    """Thumbnail `index` of the channel grid, read back from its one picture at its own resolution."""
-    canvas = view._grid_pictures.data["image"][0]
+    """Thumbnail `index` of the channel grid, read back from its pictures at its own resolution."""
     shape = plots.downsample(ov.layer_maps(view.state.inference.trace[view.state.layer]).maps[0], ov.GRID_THUMB).shape
     dw, dh = ov._fit(*shape, ov.GRID_THUMB, least=6)
     left, top = index % ov.GRID_COLS * GRID_W, index // ov.GRID_COLS * GRID_H
-    return sampled(canvas, shape, left + (GRID_W - dw) / 2, top + 2 + (ov.GRID_THUMB - dh) / 2, dw, dh)
+    return read_back(view._grid_pictures.data, shape, left + (GRID_W - dw) / 2, top + 2 + (ov.GRID_THUMB - dh) / 2,
+                     dw, dh)
 
 
 def tap(figure, x: float, y: float) -> None:
@@ -95,6 +87,18 @@ def test_strip_follows_a_model_change_in_the_same_figure(view):
         assert view._strip_fig.x_range.end == (len(view.state.inference.trace) + 1) * CELL
         assert view.state.layer in view.state.inference.trace.names
     assert model_ids(view) == ids
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_strip_thumbnail_reads_back_from_pictures_at_its_own_resolution(model):
+    view = make_view(model)
+    records = view.state.inference.trace.records
+    for record, thumb in zip(records, ov.strip_thumbnails(records), strict=True):
+        values = plots.downsample(thumb.values, ov.THUMB)
+        expected = plots.to_rgba(values, thumb.signed, thumb.limit)
+        np.testing.assert_array_equal(strip_picture(view, record.name), expected, err_msg=record.name)
+    sent = sum(image.size for image in view._strip_pictures.data["image"])
+    assert sent < 0.3 * len(records) * CELL * ov.THUMB  # the thumbnails drawn one unit a pixel
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -281,7 +285,7 @@ def test_a_wide_layer_shows_its_channels_a_page_at_a_time():
     np.testing.assert_array_equal(view._big_source.data["image"][0], output(view, "features.18.0")[0, 100])
     view.state.layer = "features.0.0"  # a 112×112 map: thumbnails are block means, the big view keeps 112
     assert view._big_source.data["image"][0].shape == (112, 112)
-    maps = output(view, "features.0.0")[0]  # 112 / 34: blocks of 4×4, 28×28 means
+    maps = output(view, "features.0.0")[0]  # 112 / 28: blocks of 4×4, 28×28 means
     expected = maps[5].reshape(28, 4, 28, 4).mean(axis=(1, 3))
     np.testing.assert_array_equal(grid_picture(view, 5), plots.to_rgba(expected, True, np.abs(maps[5]).max()))
 

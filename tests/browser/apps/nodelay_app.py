@@ -1,9 +1,9 @@
 """`panel serve tests/browser/apps/nodelay_app.py`: reports its own websocket's TCP_NODELAY, after tune_server().
 
 Served by tests/browser/test_server.py. Once the page has connected, the text shows the option as the
-kernel reports it for this session's socket, and Panel's debounce. A second line reports the garbage
-collector: automatic full collections off, objects frozen, and how many full collections ran since
-(only the idle collector runs them).
+kernel reports it for this session's socket, Panel's debounce, and whether freed memory is kept (the
+allocator setting was made). A second line reports the garbage collector: automatic full collections
+off, objects frozen, and how many full collections ran since (only the idle collector runs them).
 """
 
 import gc
@@ -12,6 +12,7 @@ import socket
 import panel as pn
 from panel.reactive import Syncable
 
+from explorer.core import allocator
 from explorer.ui import idle_gc
 from explorer.ui.server import tune_server
 
@@ -41,7 +42,8 @@ def inspect_socket() -> None:
     session = pn.state.curdoc.session_context._session  # bokeh.server.session.ServerSession
     handlers = [connection._socket for connection in session._subscribed_connections]
     options = [h.ws_connection.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for h in handlers]
-    report.object = f"sockets={len(options)} nodelay={options} debounce={Syncable._debounce}"
+    kept = allocator.keep_freed_memory.cache_info().currsize == 1 and allocator.keep_freed_memory()
+    report.object = f"sockets={len(options)} nodelay={options} debounce={Syncable._debounce} memory kept={kept}"
     allocate()
 
 
