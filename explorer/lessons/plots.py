@@ -70,6 +70,18 @@ def max_abs(values: np.ndarray) -> float:
     return top if top > 0 else 1.0
 
 
+CHUNK_VALUES = 2**16  # values per step of a chunked pass: 256 kB of float32, its temporaries stay in cache
+
+
+def any_below_zero(values: np.ndarray) -> bool:
+    """Whether any value is below zero (NaN is not), reading the values in memory order, a chunk at a time,
+    and stopping at the first chunk that has one: a convolution's output answers in its first chunk; only
+    a layer that never goes below zero (ReLU) is read to the end."""
+    flat = np.ravel(values, order="K")  # memory order: a view, also of a channels-last stack
+    # fmin: the smallest value, leaving NaN out (a chunk of NaN only: NaN, not below zero)
+    return any(np.fmin.reduce(flat[start:start + CHUNK_VALUES]) < 0 for start in range(0, flat.size, CHUNK_VALUES))
+
+
 def min_max_each(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smallest and largest finite value of each map of a stack (n, ...); NaN where a map has none.
 

@@ -67,10 +67,10 @@ class LayerMaps:
         low, high = plots.min_max_each(self.maps[None])  # two passes over the layer, not 2n short ones
         return float(low[0]), float(high[0])
 
-    @property
+    @functools.cached_property
     def signed(self) -> bool:
         """Holds values below zero: diverging colours."""
-        return self.extent[0] < 0
+        return plots.any_below_zero(self.maps)
 
     @property
     def limit(self) -> float:
@@ -95,9 +95,14 @@ class Thumbnail:
     values: np.ndarray       # (h, w)
     signed: bool
     limit: float             # its largest |value|: the colour limit of the "this channel" scope
-    layer_limit: float       # largest |value| the "this layer" scope covers
     shows: str               # what the picture is, in words
     channel: int | None      # which map of the layer it is, if it is one
+    layer: LayerMaps | None = None  # the layer it is one map of; None: the picture is all the scope covers
+
+    @property
+    def layer_limit(self) -> float:
+        """The largest |value| the "this layer" scope covers: looked at only in that scope (a pass over the layer)."""
+        return self.limit if self.layer is None else self.layer.limit
 
 
 def patch_grid(tokens: int) -> tuple[int, int] | None:
@@ -150,11 +155,25 @@ def layer_maps(record: LayerRecord) -> LayerMaps:
 
 
 def varies_most(maps: np.ndarray) -> int:
-    """The map whose values vary most (largest standard deviation): the most structured picture."""
-    axes = tuple(range(1, maps.ndim))  # not flattened: channels-last maps would be copied first (min_max_each)
-    centred = maps - maps.mean(axis=axes, keepdims=True)
-    spread = np.square(centred, out=centred).sum(axis=axes)  # n·variance: the same order as std, fewer passes
-    return int((np.nanstd(maps, axis=axes) if np.isnan(spread).any() else spread).argmax())
+    """The map whose values vary most (largest standard deviation): the most structured picture.
+
+    One pass over the maps, a chunk of positions at a time (its temporaries stay in the CPU's cache):
+    per map, the sum of its values and of their squares, after subtracting its first value, so that a
+    map whose values sit far from zero keeps its small variance, and a constant map has none.
+    """
+    n = len(maps)
+    by_position = maps.reshape(n, -1).T  # (positions, maps): no copy when the maps are channels-last, as models run
+    first = by_position[0]
+    sums, squares = np.zeros(n), np.zeros(n)
+    step = max(1, plots.CHUNK_VALUES // n)
+    for start in range(0, len(by_position), step):
+        chunk = by_position[start:start + step] - first
+        sums += chunk.sum(axis=0)
+        squares += np.einsum("ij,ij->j", chunk, chunk)
+    spread = squares - sums * sums / len(by_position)  # positions × variance: the same order as std
+    if np.isnan(spread).any():  # NaN padding of a wrapped vector: the finite values only
+        return int(np.nanstd(maps.reshape(n, -1), axis=1).argmax())
+    return int(spread.argmax())
 
 
 def thumbnail(lm: LayerMaps, channel: int | None = None) -> Thumbnail:
@@ -170,13 +189,13 @@ def thumbnail(lm: LayerMaps, channel: int | None = None) -> Thumbnail:
         c = channel if followed else varies_most(lm.maps)
         why = "the same as in the layer before" if followed else "the one that varies most"
         values = lm.maps[c]
-        return Thumbnail(values, lm.signed, plots.max_abs(values), lm.limit, f"{lm.noun} {c} of {n}, {why}", c)
+        return Thumbnail(values, lm.signed, plots.max_abs(values), f"{lm.noun} {c} of {n}, {why}", c, lm)
     if lm.noun == "head":
         mean = lm.maps.mean(axis=0)
         limit = plots.max_abs(mean)
-        return Thumbnail(mean, False, limit, limit, f"where the class token looks, mean of {n} heads", None)
+        return Thumbnail(mean, False, limit, f"where the class token looks, mean of {n} heads", None)
     values = lm.maps[0]
-    return Thumbnail(values, lm.signed, lm.limit, lm.limit, f"all {np.isfinite(values).sum():,} values, "
+    return Thumbnail(values, lm.signed, lm.limit, f"all {np.isfinite(values).sum():,} values, "
                      "row by row", None)
 
 

@@ -116,6 +116,22 @@ def test_max_abs_is_the_largest_finite_magnitude(seed):
     assert plots.max_abs(np.full(4, np.nan)) == 1.0 and plots.max_abs(np.zeros((0, 3))) == 1.0
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_any_below_zero_matches_numpy_wherever_the_first_negative_is(seed):
+    rng = np.random.default_rng(seed)
+    relu = np.maximum(rng.normal(size=(3 * plots.CHUNK_VALUES + 17,)), 0).astype(np.float32)
+    assert not plots.any_below_zero(relu) and not plots.any_below_zero(np.zeros(0, np.float32))
+    for where in (0, plots.CHUNK_VALUES - 1, plots.CHUNK_VALUES, relu.size - 1, int(rng.integers(relu.size))):
+        one = relu.copy()
+        one[where] = -rng.uniform(1e-6, 1)
+        assert plots.any_below_zero(one) == bool((one < 0).any()) is True
+    channels_last = np.moveaxis(one.reshape(-1, 1, 1)[: 40 * 30 * 50].reshape(30, 50, 40), -1, 0)  # (C, H, W)
+    assert plots.any_below_zero(channels_last) == bool((channels_last < 0).any())
+    holes = relu.copy()
+    holes[rng.choice(holes.size, 100, replace=False)] = np.nan
+    assert not plots.any_below_zero(holes) and not plots.any_below_zero(np.full(5, np.nan, np.float32))
+
+
 def test_picture_to_rgba_packs_grey_and_colour_pictures():
     grey = np.array([[0, 128], [255, 7]], dtype=np.uint8)
     out = rgba(plots.picture_to_rgba(grey))

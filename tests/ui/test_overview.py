@@ -307,6 +307,12 @@ def test_varies_most_is_the_map_with_the_largest_standard_deviation(seed):
     channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(maps, 0, -1)), -1, 0)  # C innermost, as models run
     assert not channels_last.flags.c_contiguous
     assert ov.varies_most(channels_last) == int(np.std(maps.reshape(12, -1), axis=1).argmax())
+    far = 1e4 + maps  # values far from zero, as after a large bias: float32 sums of squares would lose them
+    assert ov.varies_most(far) == int(np.std(far.astype(np.float64).reshape(12, -1), axis=1).argmax())
+    constant = np.concatenate([np.full((3, 5, 6), 7e3, np.float32), maps[:1] * 1e-3])  # a faint map beats flat ones
+    assert ov.varies_most(constant) == 3
+    big = rng.normal(size=(8, 120, 130)).astype(np.float32) * np.arange(1, 9, dtype=np.float32)[::-1, None, None]
+    assert ov.varies_most(big) == 0  # more positions than one chunk holds
 
 
 @pytest.mark.parametrize("model", MODELS)
