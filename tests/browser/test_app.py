@@ -93,6 +93,37 @@ def test_the_bokehjs_fixes_skip_identical_stylesheet_writes_css_variable_and_fon
     assert problems == []
 
 
+def test_a_fixed_size_div_gets_new_text_in_place_without_a_page_layout(page: Page, app_url: str):
+    problems = open_app(page, app_url)
+    page.wait_for_function("window.__explorer_bokehjs_fixed === true")
+    expect(page.locator(".conv-arithmetic")).to_contain_text("Window position 0")
+    page.evaluate("""() => {
+      const views = [];
+      const walk = (view) => { views.push(view); for (const child of view.children_views()) walk(child); };
+      for (const root of Bokeh.index) walk(root);
+      const div = views.find((v) => v.model.name === "convolution-arithmetic");
+      window.__div = {view: div, markup: div.markup_el, layouts: 0};
+      for (const view of views) {
+        const compute = view.compute_layout;
+        view.compute_layout = function (...args) { window.__div.layouts++; return compute.apply(this, args); };
+      }
+    }""")
+    kept = """() => {
+      const {view, markup, layouts} = window.__div;
+      return [view.markup_el === markup, view.markup_el.innerHTML === view.model.text, layouts];
+    }"""
+    for k in (1, 2):  # the page writes the Div's text at each step (the lesson's animation)
+        page.get_by_role("button", name="Step ▶").click()
+        expect(page.locator(".conv-arithmetic")).to_contain_text(f"Window position {k}")
+    assert page.evaluate(kept) == [True, True, 0]  # the same element holds the new text; no layout of the page
+    item = mnist_gallery()[7]  # the server writes it for a new input
+    page.get_by_role("button", name=item.description).click()
+    expect(page.locator(".prediction-summary")).to_have_text(summary("mnist-cnn", item.source, item.description))
+    expect(page.locator(".conv-arithmetic")).to_contain_text("Window position 0")
+    assert page.evaluate(kept)[:2] == [True, True]
+    assert problems == []
+
+
 RECORD_MESSAGES = """
 (() => {
   const Native = window.WebSocket;
