@@ -168,9 +168,9 @@ def compose(height: int, width: int, tiles) -> np.ndarray:
 
     `tiles` holds (rgba, x, y, dw, dh): a picture from `to_rgba` and the rectangle, in pixels, that it
     fills, edges rounded to whole pixels. Each is scaled nearest-neighbour, as Bokeh draws an image
-    (no smoothing), so drawn one pixel per unit the result looks as the separate pictures did. Why:
-    143 thumbnails as one picture are one buffer to send and one canvas to paint instead of 143
-    (docs/performance.md, "Pictures in one piece").
+    (no smoothing), so the result looks as the separate pictures did. Why: 143 thumbnails as a few
+    pictures are a few buffers to send and canvases to paint instead of 143 (`pictures`;
+    docs/performance.md, "Pictures in one piece").
     """
     canvas = np.zeros((height, width), np.uint32)
     for rgba, x, y, dw, dh in tiles:
