@@ -4,8 +4,8 @@ A trace keeps every layer's output alive (MobileNetV2: 27 MB in 143 tensors). gl
 blocks of that size with fresh `mmap`s and gives them back on free, or trims its heap when the top
 is free: each trace then touches brand-new pages, and the kernel zero-fills every one of them on its
 first write (a page fault per 4 kB). Measured here (benchmarks/trace.py), a MobileNetV2 trace took
-38 ms, 19 ms of them in page faults; with freed memory kept, 19 ms. The price: the server keeps its
-peak memory mapped between interactions, where it is reused by the next.
+37 ms; with freed memory kept, 19 ms. The price: the server keeps its peak memory mapped between
+interactions, where the next one reuses it.
 """
 
 from __future__ import annotations

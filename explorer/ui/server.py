@@ -17,7 +17,7 @@
 4. Full garbage collections while the server is idle (explorer/ui/idle_gc.py), not at a moment set
    by allocation counts, inside some student's interaction: each walks every object of every session.
 5. Freed memory kept for reuse (explorer/core/allocator.py): a trace's layer outputs then land on pages
-   the process already has, not on new ones the kernel must zero first (MobileNetV2: 38 -> 19 ms).
+   the process already has, not on new ones the kernel must zero first (MobileNetV2: 37 -> 19 ms).
 
 `tune_server()` is called by app.py. It is idempotent, and harmless outside a server: in a notebook
 there is no Bokeh websocket to patch, the debounce only affects served sessions, and the garbage
