@@ -13,7 +13,8 @@ once; the strip's thumbnails and the grid's are a few pictures, one per thumbnai
 thumbnails' own resolution (`plots.pictures`: a few buffers to send and canvases to paint, not 143).
 A change of input or model replaces the sources' data (of the strip's per-layer columns, only on a
 model change), a layer change only the detail grid, the big view and the highlights, a channel change
-only the big view and the channel highlight, each inside `one_update()`. No Bokeh model is created after __init__.
+only the big view and the channel highlight, each inside `one_update()`. No Bokeh model is created
+after __init__.
 """
 
 from __future__ import annotations
