@@ -336,13 +336,23 @@ class InputPicker(SessionView):
                     pane.object = text
             self.gallery.value = next((item.key for item in items if item.source is inference.source), "")
             self.input_label.object = f"**Input:** {markdown_text(inference.description)}"
-            self.view_image.param.update(
-                object=png_bytes(inference.view), width=round(width * zoom), height=round(height * zoom),
-                alt_text=html.escape(f"What {card.name} sees: {inference.description}, {width}×{height} px"))
+            if self.state.after_paint is None:
+                self._show_view(inference)
+            else:  # after the prediction and the overview have painted: 10 ms sooner for them with MobileNetV2
+                self.state.after_paint.run((id(self), "view"), lambda: self._show_view(self.state.inference))
             self.view_heading.object = (f"**What the model sees**: {width}×{height} px"
                                         f"{f', shown ×{zoom:g}' if zoom > 1 else ''}")
             self.view_caption.object = (f"{caption[0].upper()}{caption[1:]}. Then each pixel is scaled to 0…1 and "
                                         "normalized, (x − mean) / std.")
+
+    def _show_view(self, inference: Inference) -> None:
+        """The picture of what the model sees: the input after preprocessing, before normalization."""
+        card = inference.model.card
+        _, height, width = card.input_shape
+        zoom = display_scale(height, width)
+        self.view_image.param.update(
+            object=png_bytes(inference.view), width=round(width * zoom), height=round(height * zoom),
+            alt_text=html.escape(f"What {card.name} sees: {inference.description}, {width}×{height} px"))
 
     def _show_error(self, *_) -> None:
         with one_update():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import panel as pn
 import pytest
 from bokeh.document import Document
+from PIL import Image
 
 from explorer.core import zoo
 from explorer.lessons.attention.view import AttentionLesson
@@ -13,6 +16,7 @@ from explorer.lessons.convolution.view import ConvolutionLesson
 from explorer.ui import shell
 from explorer.ui.after_paint import AfterPaint
 from explorer.ui.gallery import mnist_gallery
+from explorer.ui.inputs import InputPicker, markdown_text
 from explorer.ui.overview import Overview
 from explorer.ui.state import ExplorerState
 
@@ -142,3 +146,18 @@ def test_an_attention_layer_clicked_while_the_attention_lesson_waits_stays_selec
     Overview(state=state).select_layer("blocks.2.attn")
     answer(live)
     assert state.layer == "blocks.2.attn" and lesson.layer == "blocks.2.attn"
+
+
+def test_the_picture_of_what_the_model_sees_follows_after_the_page_painted_the_prediction(live):
+    state = ExplorerState()
+    picker = InputPicker(state=state)
+    state.after_paint = live
+    before = picker.view_image.object
+    item = mnist_gallery()[3]
+    assert picker.pick(item.key)
+    assert picker.input_label.object.endswith(markdown_text(item.description))  # the click's own answer: at once
+    assert picker.view_image.object is before and live._waiting
+    answer(live)
+    shown = np.asarray(Image.open(io.BytesIO(picker.view_image.object)))
+    np.testing.assert_array_equal(shown, state.inference.view)
+    assert item.description in picker.view_image.alt_text
