@@ -5,8 +5,10 @@ open lesson, which follows along. Sent together, the page painted nothing until 
 were laid out too (about 30 ms more on the CNN, 60 ms with the normalization lesson; docs/performance.md).
 Now each interaction's own message carries a ticket; the page answers with it one animation frame
 after it has applied that message, and only then does the server run the waiting work (the open
-lesson's `follows` methods, a lesson switch) and send it as a second message. A lesson's own
-controls are its own answer: they do not wait (see `follows` in explorer/ui/state.py).
+lesson's `follows` methods, a lesson switch, the sidebar's picture of what the model sees: its PNG
+and its decoding in the page cost MobileNetV2's input change about 10 ms) and send it as a second
+message. A lesson's own controls are its own answer: they do not wait (see `follows` in
+explorer/ui/state.py).
 
 Waiting work is keyed, so a burst of interactions (a student clicking through the gallery) computes
 the lesson once, for the newest state, when the page has caught up: an answer to an older ticket
