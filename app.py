@@ -1,11 +1,14 @@
 """`panel serve app.py`: the explorer. Builds the shell, nothing else (see explorer/ui/shell.py)."""
 
-import panel as pn
+import os
 
-from explorer.ui.server import openmp_wait_briefly, tune_server
+# Before torch loads: idle OpenMP threads sleep instead of spinning. On a busy server, spinning threads made
+# tiny ops (a 17x17 softmax) cost milliseconds each (docs/performance.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-openmp_wait_briefly()  # before torch loads: idle OpenMP threads spin briefly, then sleep (docs/performance.md)
+import panel as pn  # noqa: E402
 
+from explorer.ui.server import tune_server  # noqa: E402
 from explorer.ui.shell import TITLE, build_app  # noqa: E402
 
 tune_server()  # TCP_NODELAY and no 50 ms debounce: see docs/performance.md

@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 from explorer.core import zoo  # noqa: E402
 from explorer.ui.gallery import gallery_for  # noqa: E402
 from explorer.ui.overview import CELL, GRID_H, GRID_W  # noqa: E402
-from explorer.ui.server import OPENMP_ENV  # noqa: E402
 from explorer.ui.state import ExplorerState  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
 
@@ -62,7 +61,7 @@ def launch(port: int, app: str = "app.py") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "panel", "serve", app, "--port", str(port), "--address",
                              "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **OPENMP_ENV})
+                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
 
 def wait_for_http(url: str, timeout: float = 60) -> None:

@@ -1,4 +1,4 @@
-"""Six server settings that lower the floor under every interaction of the served app (docs/performance.md).
+"""Five server settings that lower the floor under every interaction of the served app (docs/performance.md).
 
 1. TCP_NODELAY on Bokeh's websocket. Bokeh never sets it, so Nagle's algorithm holds back the last
    frame of a multi-frame message until the browser's delayed ACK (about 40 ms) arrives.
@@ -18,25 +18,16 @@
    by allocation counts, inside some student's interaction: each walks every object of every session.
 5. Freed memory kept for reuse (explorer/core/allocator.py): a trace's layer outputs then land on pages
    the process already has, not on new ones the kernel must zero first (MobileNetV2: 37 -> 19 ms).
-6. torch's OpenMP threads wait for the next op a short while, then sleep (`GOMP_SPINCOUNT`, before torch
-   loads: `openmp_wait_briefly()`). libgomp's default spins 300,000 times after each parallel op: on a
-   busy server every tiny op (a 17×17 softmax) burned milliseconds of the other core. Sleeping at once
-   (`OMP_WAIT_POLICY=PASSIVE`, used before) wakes a thread for each op: MobileNetV2's trace took 37 ms
-   instead of 18. 10,000 spins (about 0.2 ms) keep a forward's ops back to back, and the tiny ops' CPU
-   time as low as sleeping at once.
 
-`openmp_wait_briefly()` and `tune_server()` are called by app.py. `tune_server()` is idempotent, and harmless
-outside a server: in a notebook there is no Bokeh websocket to patch, the debounce only affects served
-sessions, and the garbage collector and the allocator are left alone unless a served session calls it.
+`tune_server()` is called by app.py. It is idempotent, and harmless outside a server: in a notebook
+there is no Bokeh websocket to patch, the debounce only affects served sessions, and the garbage
+collector and the allocator are left alone unless a served session calls it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
-import warnings
 
 import panel as pn
 from bokeh.protocol.message import Message
@@ -49,18 +40,6 @@ from explorer.core import allocator
 from explorer.ui import idle_gc
 
 DEBOUNCE_MS = 0
-# libgomp's spins before a waiting thread sleeps (its default: 300,000); see 6. above
-OPENMP_ENV = {"GOMP_SPINCOUNT": "10000"}
-
-
-def openmp_wait_briefly() -> None:
-    """Set OPENMP_ENV unless the environment already says how OpenMP threads wait (GOMP_SPINCOUNT would
-    override an OMP_WAIT_POLICY given there); libgomp reads it once, as torch loads."""
-    if "torch" in sys.modules:
-        warnings.warn("openmp_wait_briefly() after torch loaded: its OpenMP threads keep their settings",
-                      RuntimeWarning, stacklevel=2)
-    if not {"OMP_WAIT_POLICY", *OPENMP_ENV} & set(os.environ):
-        os.environ.update(OPENMP_ENV)
 
 
 def tune_server() -> None:

@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from explorer.ui.server import OPENMP_ENV
-
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,7 +44,7 @@ def serve(app: Path) -> Iterator[str]:
                "--allow-websocket-origin", f"127.0.0.1:{port}"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               # as app.py sets it for the real app (the test apps are small scripts)
-                              env={**os.environ, "BOKEH_BROWSER": "none", **OPENMP_ENV})
+                              env={**os.environ, "BOKEH_BROWSER": "none", "OMP_WAIT_POLICY": "PASSIVE"})
     url = f"http://127.0.0.1:{port}/{app.stem}"
     deadline = time.monotonic() + 120  # a busy CI machine
     while True:
