@@ -3,7 +3,9 @@
 import os
 
 # Before torch loads: idle OpenMP threads sleep instead of spinning. On a busy server, spinning threads made
-# tiny ops (a 17x17 softmax) cost milliseconds each (docs/performance.md).
+# tiny ops (a 17x17 softmax) cost milliseconds each, and with the browser on the same two cores they slowed
+# the lessons (docs/performance.md). A server that runs no browser may add GOMP_SPINCOUNT=10000 (libgomp then
+# spins briefly before it sleeps): MobileNetV2's trace 37 -> 18 ms.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import panel as pn  # noqa: E402
