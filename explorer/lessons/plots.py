@@ -237,7 +237,9 @@ def _picture(run: list) -> tuple[np.ndarray, float, float, float, float]:
 def _pixel_size(tile_pixel: float, starts: list[float]) -> float:
     """The largest pixel, in plot units, that splits a tile pixel into whole parts (1, 2, 3, ...) and puts
     every tile start within half a unit of a pixel edge, counted from the first start: exactly on one where
-    the tiles' spacing is a whole number of such pixels, as the overview lays its thumbnails out."""
+    the tiles' spacing is a whole number of such pixels, as the overview lays its thumbnails out. Tiles at
+    uneven positions may need a pixel below one unit, never below half one (the first split that is at
+    most one unit is good enough)."""
     offsets = np.asarray(starts, dtype=np.float64) - min(starts)
     parts = 1
     while True:  # ends: a pixel of at most one unit is never more than half a unit off

@@ -241,7 +241,8 @@ def test_pictures_of_unevenly_placed_tiles_sit_within_half_a_unit(rng):
     data = plots.pictures(tiles)
     _read_back(data, tiles)
     for image, dw in zip(data["image"], data["dw"], strict=True):
-        assert dw / image.shape[1] >= 1 - 1e-9  # never finer than a unit
+        # never finer than needed: the first split of a tile pixel that is at most one unit is more than half one
+        assert dw / image.shape[1] > 0.5
 
 
 @pytest.mark.parametrize(("n", "text"), [(0, "0 MACs"), (640, "640 MACs"), (112_896, "113 K MACs"),
