@@ -240,9 +240,12 @@ def test_pictures_of_unevenly_placed_tiles_sit_within_half_a_unit(rng):
     tiles.append((_tile(rng, *tiles[0][0].shape), 1900, 3.3, *tiles[0][3:]))  # the same size as the first
     data = plots.pictures(tiles)
     _read_back(data, tiles)
+    tile_pixels = [dw / rgba.shape[1] for rgba, _, _, dw, _ in tiles]
     for image, dw in zip(data["image"], data["dw"], strict=True):
+        pixel = dw / image.shape[1]
         # never finer than needed: the first split of a tile pixel that is at most one unit is more than half one
-        assert dw / image.shape[1] > 0.5
+        assert pixel > 0.5
+        assert any(abs(t / pixel - round(t / pixel)) < 1e-6 for t in tile_pixels)  # a whole split of a tile pixel
 
 
 @pytest.mark.parametrize(("n", "text"), [(0, "0 MACs"), (640, "640 MACs"), (112_896, "113 K MACs"),
