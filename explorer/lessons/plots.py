@@ -306,3 +306,12 @@ def format_shape(shape: tuple[int, ...]) -> str:
 def format_value(x: float) -> str:
     """A value for a label: 3 significant digits, with a real minus sign."""
     return f"{x:.3g}".replace("-", "−")
+
+
+MODEL_TAG = "explorer-model="  # tags=[MODEL_TAG + name] on whatever shows a result computed for one model
+
+
+def model_tag(model_name: str) -> list[str]:
+    """The tags of a figure, data source or pane that shows a result of `model_name`: set them together with the
+    result, so that a page (and the classroom test) can check that nothing on screen describes another model."""
+    return [MODEL_TAG + model_name]
