@@ -15,7 +15,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from explorer.core import measurements, zoo
-from explorer.core.paths import MODELS
 
 
 def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
@@ -25,7 +24,7 @@ def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
     return [*pruning.plan(model), *quantization.plan(model)]
 
 
-def measure(name: str, folder: Path = MODELS) -> Path:
+def measure(name: str, folder: Path | None = None) -> Path:
     model = zoo.load(name)
     measurer = measurements.Measurer.of(name, model.module)
     todo = plan(model)

@@ -78,8 +78,9 @@ _hash_lock = threading.Lock()
 # --- the stored file beside the card ------------------------------------------------------------------------
 
 
-def stored_path(model_name: str, folder: Path = MODELS) -> Path:
-    return folder / f"{model_name}{_SUFFIX}"
+def stored_path(model_name: str, folder: Path | None = None) -> Path:
+    """`models/NAME.measurements.json` (or in `folder`)."""
+    return (MODELS if folder is None else folder) / f"{model_name}{_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class Measurer:
             disk_cache().set(_cache_key(self.sha, Key.of(what, setting, dataset)), value)
         return value
 
-    def store(self, entries: Iterable[tuple[str, Setting, str]], command: str, folder: Path = MODELS) -> Path:
+    def store(self, entries: Iterable[tuple[str, Setting, str]], command: str, folder: Path | None = None) -> Path:
         """Write the stored file beside the card with the kept values of `entries` (measure them first)."""
         values = {}
         for what, setting, dataset in entries:
