@@ -12,21 +12,26 @@ in between), so the unit's output is exactly zero and `shrink` can cut it out, g
 smaller model that computes the same function. Each layer keeps at least one unit.
 
 Masks are applied with torch.nn.utils.prune to a private deep copy; the shared model is never changed.
+Accuracy is measured on that masked copy, the very model whose predictions the lesson shows.
+
+Safe beside other sessions' threads: the graph is traced with torch.fx once per model (fx patches
+nn.Module process-wide while it traces; see _Tracer), and the random baseline draws from its own generator.
 
 Tests (tests/lessons/test_pruning_math.py) check: the achieved sparsity against the requested one, per
 layer and globally; the masks against an independent NumPy selection of the smallest |w| (and norms);
-the shrunk model's outputs against the masked model's; MACs against a count by hand; the BatchNorm
-re-estimate against torch's cumulative running statistics; and that the shared model is unchanged.
+the shrunk model's outputs against the masked model's; measured accuracy against the shown model's own
+count; MACs against a count by hand; the BatchNorm re-estimate against torch's cumulative running
+statistics; that the shared model is unchanged; and traces and sweeps in several threads at once.
 """
 
 from __future__ import annotations
 
 import copy
 import statistics
+import threading
 import time
-import warnings
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -92,28 +97,51 @@ class UnitGroup:
 
 
 class _Tracer(fx.Tracer):
+    """torch.fx's tracer, made safe beside other threads. While fx traces, it replaces nn.Module.__call__ and
+    __getattr__ for the whole process: another thread's forward pass (another session's) would go to this
+    tracer and fail with "module is not installed as a submodule". Calls from other threads pass through
+    here unchanged; fx's patching of functions in modules' globals (math) is off, so no other thread's
+    globals are touched. Traces run one at a time (_trace_lock): fx's patches do not nest across threads."""
+
+    def __init__(self):
+        super().__init__(autowrap_modules=(), autowrap_functions=())
+        self._thread = threading.get_ident()
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, Attention) or super().is_leaf_module(m, qualname)  # heads are handled as a unit
 
+    def call_module(self, m, forward, args, kwargs):
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
 
 _groups: weakref.WeakKeyDictionary[nn.Module, tuple[UnitGroup, ...]] = weakref.WeakKeyDictionary()
+_trace_lock = threading.Lock()
 
 
 def unit_groups(model: nn.Module) -> tuple[UnitGroup, ...]:
     """The model's removable units, found on its graph (torch.fx): a conv or linear layer whose output
     reaches exactly one next conv or linear layer through channel-keeping steps only (BatchNorm, ReLU-like
     activations, pooling, flatten, a depthwise conv), and attention heads. Outputs that feed a residual sum,
-    a concatenation or the logits are not removable this way. Cached per model."""
-    if model not in _groups:
-        modules = dict(model.named_modules())
-        try:
-            graph = _Tracer().trace(model)
-        except Exception:  # noqa: BLE001 (fx cannot trace every model; heads can still be found)
-            graph = None
-        groups = [] if graph is None else [g for node in graph.nodes if (g := _chain(node, modules)) is not None]
-        groups += [_heads(name, m) for name, m in modules.items() if isinstance(m, Attention) and m.heads > 1]
-        _groups[model] = tuple(groups)
-    return _groups[model]
+    a concatenation or the logits are not removable this way. Cached per model, and passed on to its copies
+    (private_copy), which have the same structure: a model is traced once."""
+    with _trace_lock:
+        if model not in _groups:
+            modules = dict(model.named_modules())
+            try:
+                graph = _Tracer().trace(model)
+            except Exception:  # noqa: BLE001 (fx cannot trace every model; heads can still be found)
+                graph = None
+            groups = [] if graph is None else [g for node in graph.nodes if (g := _chain(node, modules)) is not None]
+            groups += [_heads(name, m) for name, m in modules.items() if isinstance(m, Attention) and m.heads > 1]
+            _groups[model] = tuple(groups)
+        return _groups[model]
 
 
 def _rows(n: int, k: int = 1) -> Tensor:
@@ -183,9 +211,14 @@ def _check(method: str, amount: float, scope: str) -> None:
 
 
 def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy, taken under the model's trace lock: never with another session's hooks attached."""
+    """A deep copy, taken under the model's trace lock: never with another session's hooks attached. It keeps
+    the model's unit groups (same structure, same names) without tracing again."""
     with trace.model_lock(model):
-        return copy.deepcopy(model)
+        duplicate = copy.deepcopy(model)
+    with _trace_lock:
+        if model in _groups:
+            _groups[duplicate] = _groups[model]
+    return duplicate
 
 
 def unit_norms(group: UnitGroup, model: nn.Module, p: int) -> Tensor:
@@ -244,16 +277,34 @@ def prune(model: nn.Module, method: str, amount: float, scope: str = "layer", on
     if only is not None and not names:
         raise InputError(f"no conv or linear layer named {only!r}; choose one of: {', '.join(prunable_layers(model))}")
     params = [(pruned.get_submodule(n), "weight") for n in names]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        if scope == "global" and len(params) > 1:
-            rule = torch_prune.L1Unstructured if spec.norm else torch_prune.RandomUnstructured
-            torch_prune.global_unstructured(params, pruning_method=rule, amount=amount)
-        else:
-            for module, name in params:
-                rule = torch_prune.l1_unstructured if spec.norm else torch_prune.random_unstructured
-                rule(module, name, amount=amount)
+    if spec.norm is None:
+        for (module, name), mask in zip(params, random_masks([m.weight for m, _ in params], amount, scope),
+                                        strict=True):
+            torch_prune.custom_from_mask(module, name, mask.to(module.weight.device))
+    elif scope == "global" and len(params) > 1:
+        torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=amount)
+    else:
+        for module, name in params:
+            torch_prune.l1_unstructured(module, name, amount=amount)
     return pruned.to(memory_format=layout)
+
+
+def random_masks(weights: list[Tensor], amount: float, scope: str) -> list[Tensor]:
+    """The random baseline: round(amount · n) weights chosen uniformly at random, per layer or over all of them
+    (n counted the same way), as torch's RandomUnstructured does, but drawn from a private generator seeded
+    with RANDOM_SEED: the same draw in every thread and process, whatever else uses torch's global one."""
+    generator = torch.Generator().manual_seed(RANDOM_SEED)
+    scores = [torch.rand(w.shape, generator=generator) for w in weights]
+    if scope == "global":
+        scores = [torch.cat([s.flatten() for s in scores])]  # (all weights,)
+    masks = []
+    for score in scores:
+        mask = torch.ones(score.numel())
+        mask[score.flatten().topk(round(amount * score.numel())).indices] = 0
+        masks.append(mask.view(score.shape))
+    if scope == "global":
+        masks = [m.view(w.shape) for m, w in zip(masks[0].split([w.numel() for w in weights]), weights, strict=True)]
+    return masks
 
 
 def _layout(model: nn.Module) -> torch.memory_format:
@@ -391,49 +442,18 @@ def weight_map(weight: Tensor) -> Tensor:
 
 def measure(model: nn.Module, method: str, amount: float, dataset: EvalSet, scope: str = "layer",
             only: str | None = None) -> evaluate.Accuracy:
-    """Accuracy of the pruned copy on `dataset` (cached by model, method, amount, scope and layer)."""
+    """Accuracy on `dataset` of the pruned model the lesson shows (`prune`: masks on a private copy), measured
+    now; at amount 0, of `model` itself (cached by core/evaluate). Kept measurements: measured.py."""
     _check(method, amount, scope)
     if amount == 0:
         return evaluate.accuracy(model, dataset)
-    key = ("pruning", model, method, round(amount, 6), scope, only)
-    return evaluate.accuracy(evaluation_copy(model, method, amount, scope, only), dataset, key=key)
+    return evaluate.uncached_accuracy(prune(model, method, amount, scope, only), dataset)
 
 
-def evaluation_copy(model: nn.Module, method: str, amount: float, scope: str = "layer",
-                    only: str | None = None) -> nn.Module:
-    """The pruned model in the form that evaluates fastest: masks baked in, structured units cut out
-    (the physically smaller model has the same outputs with fewer MACs), see for_inference."""
-    pruned = prune(model, method, amount, scope, only)
-    return for_inference(shrink(pruned) if METHODS[method].structured else baked(pruned))
-
-
-def for_inference(model: nn.Module) -> nn.Module:
-    """The same function, computed faster on a private copy (about 30 % less time for the MNIST CNN):
-    BatchNorm folded into the conv before it (equal up to float rounding), and max-pooling moved before
-    ReLU, max(relu(a), relu(b)) = relu(max(a, b)) exactly, so the ReLU runs on a quarter of the values.
-    Models that torch.fx cannot trace are returned as they are."""
-    with warnings.catch_warnings():  # the module's own imports use deprecated torch.jit APIs (torch 2.13)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torch.fx.experimental.optimization import fuse
-    try:
-        graph_module = fuse(model, inplace=True)
-    except Exception:  # noqa: BLE001 (fx cannot trace every model: then it runs unchanged)
-        return model
-    modules = dict(graph_module.named_modules())
-    graph = graph_module.graph
-    for pool in list(graph.nodes):
-        act = pool.args[0] if pool.op == "call_module" and isinstance(modules[pool.target], nn.MaxPool2d) else None
-        if not (isinstance(act, fx.Node) and act.op == "call_module" and len(act.users) == 1
-                and isinstance(modules[act.target], (nn.ReLU, nn.ReLU6))):
-            continue
-        with graph.inserting_after(pool):
-            moved = graph.call_module(act.target, (pool,))
-        pool.replace_all_uses_with(moved, delete_user_cb=lambda user, moved=moved: user is not moved)
-        pool.args = (act.args[0], *pool.args[1:])
-        graph.erase_node(act)
-    graph.lint()
-    graph_module.recompile()
-    return graph_module
+def sensitivity_layers(model: nn.Module, method: str) -> tuple[str, ...]:
+    """What the per-layer sensitivity prunes one at a time: unit groups (structured) or conv/linear layers."""
+    return structured_layers(model) if METHODS[choice(method, METHODS, "pruning method")].structured \
+        else prunable_layers(model)
 
 
 def baked(pruned: nn.Module) -> nn.Module:
@@ -443,36 +463,6 @@ def baked(pruned: nn.Module) -> nn.Module:
         for tensor in [b[:-5] for b, _ in module.named_buffers(recurse=False) if b.endswith("_mask")]:
             torch_prune.remove(module, tensor)
     return pruned.to(memory_format=layout)
-
-
-@dataclass(frozen=True)
-class Curve:
-    method: str
-    scope: str
-    amounts: tuple[float, ...]
-    top1: tuple[float, ...]
-    dataset: str
-
-
-def sweep_points(model: nn.Module, method: str, amounts: Iterable[float], dataset: EvalSet,
-                 scope: str = "layer") -> Iterator[tuple[float, evaluate.Accuracy]]:
-    """(amount, accuracy) one sparsity at a time, so that a caller can show progress."""
-    for amount in amounts:
-        yield amount, measure(model, method, amount, dataset, scope)
-
-
-def sweep(model: nn.Module, method: str, amounts: Iterable[float], dataset: EvalSet, scope: str = "layer") -> Curve:
-    """Accuracy against sparsity for one method."""
-    points = list(sweep_points(model, method, amounts, dataset, scope))
-    return Curve(method, scope, tuple(a for a, _ in points), tuple(acc.top1 for _, acc in points), dataset.name)
-
-
-def sensitivity(model: nn.Module, method: str, amount: float, dataset: EvalSet) -> Iterator[tuple[str, float]]:
-    """(layer, accuracy when only that layer is pruned by `amount`), layer by layer."""
-    layers = structured_layers(model) if METHODS[choice(method, METHODS, "pruning method")].structured \
-        else prunable_layers(model)
-    for name in layers:
-        yield name, measure(model, method, amount, dataset, "layer", only=name).top1
 
 
 def structured_layers(model: nn.Module) -> tuple[str, ...]:
@@ -517,6 +507,8 @@ def shrink(pruned: nn.Module) -> nn.Module:
             attn.heads, attn.head_dim = int(keep.sum()), head_dim
     for module in small.modules():
         _fix_sizes(module)
+    with _trace_lock:
+        _groups.pop(small, None)  # its structure changed: the groups it kept from `pruned` no longer fit
     return small.to(memory_format=layout)
 
 

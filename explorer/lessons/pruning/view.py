@@ -2,24 +2,35 @@
 
 Live, on every slider position (a private pruned copy, math.prune): both models' top classes for the
 student's input, the chosen layer's weights before and after (pruned weights drawn dark), every layer's
-share of zero weights, parameter, non-zero and MAC counts. The accuracy on the held-out set is read off
-the cached accuracy-vs-sparsity curve at once (interpolated between its measured points, and labelled
-so), then measured for exactly this setting in a worker thread; only the newest request is painted.
+share of zero weights, parameter, non-zero and MAC counts.
+
+Accuracies on the held-out set are kept measurements (measured.py): the accuracy-vs-sparsity curves, the
+per-layer sensitivity and the slider's accuracy are shown at once where kept (stored beside the card, or in
+the on-disk cache), and whatever is missing is measured on worker threads, never on a session's event loop,
+with progress shown, and kept for every session and process. The slider's accuracy is read off the curve
+(interpolated, and labelled so) until its exact setting has been measured. Every result is painted only if
+the student is still on the model (and setting) it was measured for, and carries that model's tag
+(plots.model_tag); until a result for the current model is ready, a placeholder says so.
 MobileNetV2 has no test set here: its "accuracy" is top-1 agreement with the dense model over the gallery
 photos and their mirror images, and is labelled as agreement.
 
-Slow work (curves, per-layer sensitivity, BatchNorm re-estimation, latency) runs in worker threads with a
-progress bar; accuracies are cached process-wide by (model, method, sparsity, scope, layer) in core/evaluate
-and measured on math.evaluation_copy (the same function, computed faster). Figures are built once; updates
-replace source data and properties inside one_update().
+Figures are built once; updates replace source data and properties inside one_update().
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import logging
-from collections.abc import Callable
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 
 import numpy as np
 import panel as pn
@@ -38,18 +49,17 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from explorer.core import data, evaluate, images, zoo
-from explorer.core.data import EvalSet
+from explorer.core import data, evaluate, zoo
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
-from explorer.ui.gallery import photo_gallery
+from explorer.lessons.pruning import measured
+from explorer.lessons.pruning.measured import Point
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update
+from explorer.ui.state import Inference, SessionView, follows, one_update
 
 log = logging.getLogger(__name__)
 
-CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 SETTLE_S = 0.25           # the slider must rest this long before the accuracy of its position is measured
 LIVE_PARAMS = 1_000_000   # models up to this size re-prune while the slider is dragged; larger ones on release
 TOP_K = 5
@@ -59,18 +69,9 @@ LATENCY_BATCH = 256        # MNIST images per timed forward pass
 CALIBRATION_IMAGES = 1000  # MNIST training digits used to re-estimate BatchNorm statistics
 METHOD_COLOURS = {"magnitude": "#0072B2", "random": "#999999", "filters-l1": "#D55E00", "filters-l2": "#009E73"}
 DENSE_COLOUR, PRUNED_BAR = "#0072B2", "#D55E00"
-
-
-@functools.lru_cache(maxsize=4)
-def held_out(model_name: str) -> EvalSet:
-    """MNIST test set for MNIST models; otherwise gallery photos (and mirrors) labelled by the dense model."""
-    model = zoo.load(model_name)
-    if model.card.preprocess == "mnist":
-        return data.eval_set("test", model.card.mean, model.card.std)
-    photos = [item.source for item in photo_gallery()]
-    pictures = photos + [np.ascontiguousarray(p[:, ::-1]) for p in photos]
-    inputs = torch.cat([images.to_input(p, model.card) for p in pictures])
-    return pm.agreement_set(model.module, inputs, f"{len(photos)} gallery photos and their mirror images")
+EVALUATIONS_AT_ONCE = 2   # pruning evaluations running at once in this process, over all sessions
+BACKGROUND_NICE = 10      # scheduling priority of the measuring threads (Linux; 0 is normal, 19 the lowest)
+WORKER_EXIT_WAIT_S = 30   # at exit, how long each running evaluation may take to finish
 
 
 def quantity(model: zoo.ZooModel) -> str:
@@ -83,7 +84,75 @@ def calibration_batches(model: zoo.ZooModel) -> list[torch.Tensor]:
         digits = data.mnist("train")
         x = data.normalize_digits(digits.images[:CALIBRATION_IMAGES], model.card.mean, model.card.std)
         return list(x.split(250))
-    return list(held_out(model.name).inputs.split(8))
+    return list(measured.held_out(model.name).inputs.split(8))
+
+
+# --- measuring off the event loop, shared by every session of this process -----------------------------------
+
+
+class _Slots:
+    """Evaluations running at once: at most `n`, and a student's slider request goes before any waiting sweep
+    step (a sweep takes one slot per evaluation, so that requests get in between)."""
+
+    def __init__(self, n: int):
+        self._free, self._urgent = n, 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def take(self, urgent: bool) -> Iterator[None]:
+        with self._changed:
+            self._urgent += urgent
+            while self._free == 0 or (not urgent and self._urgent):
+                self._changed.wait()
+            self._free -= 1
+            self._urgent -= urgent
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += 1
+                self._changed.notify_all()
+
+
+_SLOTS = _Slots(EVALUATIONS_AT_ONCE)
+_workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_exiting = threading.Event()  # set at interpreter exit: measuring threads stop after their current evaluation
+
+
+@atexit.register
+def _finish_workers() -> None:
+    """Let running evaluations end before the interpreter does: a thread still inside torch while the process
+    exits aborts it."""
+    _exiting.set()
+    for worker in list(_workers):
+        worker.join(timeout=WORKER_EXIT_WAIT_S)
+
+
+def _submit(work: Callable[[], None]) -> Future:
+    """Run `work` on a daemon thread at background priority; its Future says when it ended."""
+    future: Future = Future()
+
+    def run() -> None:
+        if sys.platform == "linux":  # a Linux thread's nice value is its own, and torch's threads inherit it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        try:
+            future.set_result(work())
+        except Exception as e:  # a worker thread has no one to raise to: log it, and keep it for .result()
+            log.exception("pruning worker failed")
+            future.set_exception(e)
+
+    worker = threading.Thread(target=run, daemon=True, name="pruning")
+    _workers.add(worker)
+    worker.start()
+    return future
+
+
+def _sweep_turn():
+    return _SLOTS.take(urgent=False)
+
+
+def _request_turn():
+    return _SLOTS.take(urgent=True)
 
 
 class PruningLesson(SessionView):
@@ -99,10 +168,16 @@ class PruningLesson(SessionView):
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
         self._pruned: torch.nn.Module | None = None
-        self._request: tuple = ()   # the setting whose accuracy should be measured next
-        self._measured: tuple = ()  # the setting whose measured accuracy is shown
+        self._model_name = ""
+        self._known: dict[str, float] = {}  # Point.key -> kept accuracy of the current model, looked up or measured
+        self._request: tuple = ()          # (model, point) whose accuracy the text shows or waits for
+        self._curve_job_key: tuple = ()    # (model, scope) whose missing curve points a worker measures
+        self._sensitivity_job_key: tuple = ()  # (model, method, amount) whose sensitivity a worker measures
+        self._curves_shown: tuple = ()       # (model, scope) of the curves on screen
+        self._sensitivity_shown: tuple = ()  # (model, method, amount) of the sensitivity on screen
         self._layout: tuple[object, pm.MacLayout | None] = (None, None)  # (inference, its MAC layout)
-        self._curves: dict[tuple, tuple[list[float], list[float]]] = {}
+        self._jobs: list[Future] = []
+        self._paint_lock = threading.RLock()  # not served: workers paint in turn
         self._build_figures()
         self._controls()
         self._texts()
@@ -120,15 +195,14 @@ class PruningLesson(SessionView):
                                             end=99, value=self.sparsity, width=360)
         self._slider.param.watch(self._slider_moved, ["value", "value_throttled"])
         self._layer_input = pn.widgets.Select.from_param(self.param.layer, name="Weights of layer", width=260)
-        self._curve_button = pn.widgets.Button(label="Measure accuracy curves", color="primary")
         self._sensitivity_button = pn.widgets.Button(label="Measure per-layer sensitivity")
         self._bn_button = pn.widgets.Button(label="Re-estimate BatchNorm statistics")
         self._speed_button = pn.widgets.Button(label="Measure latency")
-        self._curve_button.on_click(self._measure_curves)
         self._sensitivity_button.on_click(self._measure_sensitivity)
         self._bn_button.on_click(self._recalibrate)
         self._speed_button.on_click(self._measure_speed)
-        self._progress = pn.indicators.Progress(value=0, max=1, visible=False, width=360)
+        self._curve_progress = pn.indicators.Progress(value=0, max=1, visible=False, width=360)
+        self._sensitivity_progress = pn.indicators.Progress(value=0, max=1, visible=False, width=360)
 
     def _texts(self) -> None:
         md = functools.partial(pn.pane.Markdown, sizing_mode="stretch_width", margin=(0, 10))
@@ -136,7 +210,8 @@ class PruningLesson(SessionView):
         self._prediction_text = md("", css_classes=["pruning-prediction"])
         self._accuracy_text = md("", css_classes=["pruning-accuracy"])
         self._counts_text = md("", css_classes=["pruning-counts"])
-        self._progress_text = md("")
+        self._curve_text = md("", css_classes=["pruning-curve-progress"])
+        self._sensitivity_text = md("", css_classes=["pruning-sensitivity-progress"])
         self._bn_text = md("", css_classes=["pruning-bn"])
         self._speed_text = md("", css_classes=["pruning-speed"])
         self._weights_text = md("")
@@ -150,28 +225,38 @@ class PruningLesson(SessionView):
     def _sync_slider(self) -> None:
         self._slider.value = self.sparsity
 
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the measurements this lesson has started are done (a notebook, a test); raises what one raised."""
+        while self._jobs:
+            self._jobs.pop(0).result(timeout)
+
     # --- model or input change ---
 
     @follows("state.inference")
     def _new_model(self) -> None:
         inference = self.state.inference
         model = inference.model
-        if getattr(self, "_model_name", None) == model.name:
+        if self._model_name == model.name:
             self._update()
             return
         self._model_name = model.name
+        self._known = {}
+        self._request = self._curve_job_key = self._sensitivity_job_key = ()
+        self._curves_shown = self._sensitivity_shown = ()
+        tag = plots.model_tag(model.name)
         layers = list(pm.prunable_layers(model.module))
         # the first layer after the input's: a full matrix of weights (a depthwise conv is one kernel per channel)
         default = next((n for n in layers[1:] if getattr(model.module.get_submodule(n), "groups", 1) == 1), layers[0])
         with one_update():
-            self.param.layer.objects = layers
+            # first: the new layer list may change `layer` (through its widget), which updates at once
+            for pane in (self._bn_text, self._speed_text, self._curve_text, self._sensitivity_text):
+                pane.param.update(object="", tags=tag)
+            self._curve_progress.visible = self._sensitivity_progress.visible = False
+            self._sensitivity_button.disabled = False
+            self._curve_fig.yaxis.axis_label = f"{quantity(model)} (%)"
             self._sparsity_fig.y_range.factors = list(reversed(layers))
             self._sparsity_fig.height = 60 + 16 * len(layers)
-            self._curve_fig.yaxis.axis_label = f"{quantity(model)} (%)"
-            self._sensitivity_source.data = dict(layer=[], top1=[], text=[])
-            self._sensitivity_fig.y_range.factors = []
-            self._bn_text.object = self._speed_text.object = ""
-            self._show_curves()
+            self.param.layer.objects = layers
             if self.layer != default:
                 self.layer = default  # its watcher updates
             else:
@@ -196,25 +281,28 @@ class PruningLesson(SessionView):
         counts = pm.counts(self._pruned, self._layout[1])
         dense_macs = counts.macs  # the pruned copy keeps every weight's storage: its dense count is the model's
         layer_sparsity = pm.sparsity(self._pruned)
+        tag = plots.model_tag(model.name)
         with one_update():
             self._show_prediction(inference, probs)
             self._show_weights(model)
             self._sparsity_source.data = dict(
                 layer=list(layer_sparsity), zero=[100 * s for s in layer_sparsity.values()],
                 text=[f"{100 * s:.1f} %" for s in layer_sparsity.values()])
-            self._counts_text.object = (
+            self._sparsity_source.tags = self._sparsity_fig.tags = tag
+            self._counts_text.param.update(tags=tag, object=(
                 f"**Parameters** {counts.params:,} stored, **{counts.nonzeros:,} not zero** "
                 f"({counts.nonzeros / counts.params:.1%}). **MACs per image**: dense kernels still do "
                 f"{plots.format_si(counts.macs, 'MACs')}; only {plots.format_si(counts.macs_nonzero, 'MACs')} "
-                f"multiply a non-zero weight (theoretical, {counts.macs_nonzero / dense_macs:.1%} of dense).")
+                f"multiply a non-zero weight (theoretical, {counts.macs_nonzero / dense_macs:.1%} of dense)."))
             self._curve_marker.location = self.sparsity
-            self._show_accuracy_estimate()
-        self._request = self._setting()
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:  # served: measure in the back
-            pn.state.execute(self._measure_accuracy)
+            if self._curves_shown != (model.name, self.scope):
+                self._show_curves()
+            self._show_accuracy()
+            self._show_sensitivity()
 
-    def _show_prediction(self, inference, probs: torch.Tensor) -> None:
+    def _show_prediction(self, inference: Inference, probs: torch.Tensor) -> None:
         labels = inference.model.labels
+        tag = plots.model_tag(inference.model.name)
         for source, fig, p, colour in ((self._dense_source, self._dense_fig, inference.probs, DENSE_COLOUR),
                                        (self._pruned_source, self._pruned_fig, probs, PRUNED_BAR)):
             values, indices = p.topk(min(TOP_K, len(p)))
@@ -222,11 +310,12 @@ class PruningLesson(SessionView):
             fig.y_range.factors = list(reversed(names))
             source.data = dict(label=names, prob=values.tolist(), text=[f"{v:.1%}" for v in values.tolist()],
                                colour=[colour] * len(names))
+            source.tags = fig.tags = tag
         dense_top, pruned_top = int(inference.probs.argmax()), int(probs.argmax())
         same = "the same answer" if dense_top == pruned_top else "**a different answer**"
-        self._prediction_text.object = (
+        self._prediction_text.param.update(tags=tag, object=(
             f"Dense model: **{_label(labels, dense_top)}** ({float(inference.probs[dense_top]):.1%}) · pruned at "
-            f"{self.sparsity} %: **{_label(labels, pruned_top)}** ({float(probs[pruned_top]):.1%}), {same}.")
+            f"{self.sparsity} %: **{_label(labels, pruned_top)}** ({float(probs[pruned_top]):.1%}), {same}."))
 
     def _show_weights(self, model: zoo.ZooModel) -> None:
         dense = model.module.get_submodule(self.layer).weight
@@ -235,117 +324,147 @@ class PruningLesson(SessionView):
         limit = plots.max_abs(before)
         small_before, small_after = plots.downsample(before, MAP_SIDE), plots.downsample(after, MAP_SIDE)
         h, w = small_before.shape
+        tag = plots.model_tag(model.name)
         for source, values in ((self._before_source, small_before), (self._after_source, small_after)):
             source.data = dict(image=[plots.to_rgba(values, signed=True, limit=limit)], dw=[w], dh=[h])
+            source.tags = tag
         for fig in (self._before_fig, self._after_fig):
             fig.x_range.end, fig.y_range.start = w, h
             fig.frame_height = int(np.clip(240 * h / w, 40, 320))
+            fig.tags = tag
         self._colour_mapper.low, self._colour_mapper.high = -limit, limit
         zeros = int((pruned == 0).sum())
         shape = plots.format_shape(tuple(dense.shape))
         layout = ("rows: output filter × kernel row; columns: input channel × kernel column"
                   if dense.dim() == 4 else "rows: outputs; columns: inputs")
         shrunk = "" if (h, w) == before.shape else f" Drawn at {w}×{h} (block means of the non-zero weights)."
-        self._weights_text.object = (f"**{self.layer}**: weight {shape}, {zeros:,} of {dense.numel():,} are zero "
-                                     f"({zeros / dense.numel():.1%}), drawn dark. {layout}.{shrunk}")
+        self._weights_text.param.update(tags=tag, object=(
+            f"**{self.layer}**: weight {shape}, {zeros:,} of {dense.numel():,} are zero "
+            f"({zeros / dense.numel():.1%}), drawn dark. {layout}.{shrunk}"))
 
-    def _show_accuracy_estimate(self) -> None:
-        """The accuracy read off this method's cached curve (interpolated), until the measurement arrives."""
+    # --- kept measurements: looked up at once, the missing ones measured by workers ---
+
+    def _kept(self, model: zoo.ZooModel, point: Point) -> float | None:
+        if point.key not in self._known:
+            value = measured.kept(model, point)
+            if value is None:
+                return None
+            self._known[point.key] = value
+        return self._known[point.key]
+
+    def _painter(self) -> Callable[[Callable[[], None]], bool]:
+        """How a worker shows a result: on the session's event loop when served (Bokeh documents may only be
+        changed there), else at once, one worker at a time. False: the session has ended, stop measuring."""
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            def at_once(paint: Callable[[], None]) -> bool:
+                with self._paint_lock:
+                    paint()
+                return True
+
+            return at_once
+
+        def on_the_loop(paint: Callable[[], None]) -> bool:
+            try:
+                doc.add_next_tick_callback(paint)
+            except AttributeError:  # Bokeh has destroyed the document: the session ended, nobody is looking
+                return False
+            return True
+
+        return on_the_loop
+
+    def _start(self, work: Callable[[], None]) -> None:
+        self._jobs = [job for job in self._jobs if not job.done()]
+        self._jobs.append(_submit(work))
+
+    # --- the slider's accuracy ---
+
+    def _show_accuracy(self) -> None:
+        """The kept accuracy of this exact setting at once; else the value read off the curve, and a worker
+        measures it once the slider has rested."""
         model = self.state.inference.model
-        if self._measured == self._setting():
-            return  # the measured value for exactly this setting is already shown
-        curve = self._curves.get((model.name, self.method, self.scope))
-        what = quantity(model)
-        if curve is None or len(curve[0]) < 2:
-            self._accuracy_text.object = f"Measuring the {what} at {self.sparsity} % …"
+        point, dense = Point(self.method, self.sparsity / 100, self.scope), Point(self.method, 0.0, self.scope)
+        request = (model.name, point)
+        top1, dense_top1 = self._kept(model, point), self._kept(model, dense)
+        if top1 is not None and dense_top1 is not None:
+            self._request = request
+            self._show_measured(model, point, top1, dense_top1)
             return
-        order = np.argsort(curve[0])
-        estimate = float(np.interp(self.sparsity, np.asarray(curve[0])[order], np.asarray(curve[1])[order]))
-        self._accuracy_text.object = (f"{what.capitalize()} ≈ **{estimate:.1f} %** (read off the curve; "
-                                      f"measuring this exact setting …)")
-
-    async def _measure_accuracy(self) -> None:
-        request = self._request
-        await asyncio.sleep(SETTLE_S)  # a dragged slider: only a position the student stays on is measured
+        self._show_estimate(model)
         if request != self._request:
-            return
-        model = self.state.inference.model
-        dataset = held_out(model.name)
-        dense = evaluate.accuracy(model.module, dataset)
-        acc = await asyncio.to_thread(pm.measure, model.module, self.method, self.sparsity / 100, dataset,
-                                      self.scope)
-        if request != self._request:
-            return  # a newer setting will paint
-        self._show_measured(model, dataset, dense, acc)
+            self._request = request
+            self._measure_accuracy(model, request)
 
-    def _setting(self) -> tuple:
-        return (self.state.inference.model.name, self.method, self.scope, self.sparsity)
-
-    def _show_measured(self, model, dataset: EvalSet, dense: evaluate.Accuracy, acc: evaluate.Accuracy) -> None:
-        self._measured = self._setting()
+    def _show_estimate(self, model: zoo.ZooModel) -> None:
         what = quantity(model)
-        self._accuracy_text.object = (
-            f"{what.capitalize()} at {self.sparsity} %: **{acc.top1:.2%}** ({acc.correct:,} of {acc.n:,}, measured "
-            f"now on {dataset.name}); dense model: {dense.top1:.2%}."
+        xs, ys = self._curve(self.method, self.scope)
+        if len(xs) < 2 or not xs[0] <= self.sparsity <= xs[-1]:  # read off between measured points only
+            text = f"Measuring the {what} at {self.sparsity} % …"
+        else:
+            estimate = float(np.interp(self.sparsity, xs, ys))
+            text = (f"{what.capitalize()} ≈ **{estimate:.1f} %** (read off the curve; measuring this exact "
+                    f"setting …)")
+        self._accuracy_text.param.update(object=text, tags=plots.model_tag(model.name))
+
+    def _measure_accuracy(self, model: zoo.ZooModel, request: tuple) -> None:
+        point = request[1]
+        paint = self._painter()
+
+        def show(top1: float, dense_top1: float) -> None:
+            if request != self._request:
+                return  # a newer setting, or another model, is shown
+            self._known[point.key] = top1
+            self._known[Point(point.method, 0.0, point.scope).key] = dense_top1
+            with one_update():
+                self._show_measured(model, point, top1, dense_top1)
+
+        def work() -> None:
+            time.sleep(SETTLE_S)  # a dragged slider: only a position the student stays on is measured
+            if request != self._request or _exiting.is_set():
+                return
+            dense_top1 = measured.accuracy(model, Point(point.method, 0.0, point.scope), _request_turn)
+            top1 = measured.accuracy(model, point, _request_turn)
+            paint(functools.partial(show, top1, dense_top1))
+
+        self._start(work)
+
+    def _show_measured(self, model: zoo.ZooModel, point: Point, top1: float, dense_top1: float) -> None:
+        what = quantity(model)
+        self._accuracy_text.param.update(tags=plots.model_tag(model.name), object=(
+            f"{what.capitalize()} at {round(100 * point.amount)} %: **{top1:.2%}** (measured on "
+            f"{measured.dataset_name(model)}); dense model: {dense_top1:.2%}."
             + ("" if what == "accuracy" else " Agreement = the pruned model's top class equals the dense model's; "
-               "there is no ImageNet test set here, so this is not accuracy."))
-
-    def measure_now(self) -> evaluate.Accuracy:
-        """Measure and show the current setting's accuracy synchronously (notebooks and tests)."""
-        model = self.state.inference.model
-        dataset = held_out(model.name)
-        acc = pm.measure(model.module, self.method, self.sparsity / 100, dataset, self.scope)
-        self._show_measured(model, dataset, evaluate.accuracy(model.module, dataset), acc)
-        return acc
+               "there is no ImageNet test set here, so this is not accuracy.")))
 
     # --- curves ---
 
-    async def _measure_curves(self, _event=None) -> None:
-        model, scope = self.state.inference.model, self.scope
-        dataset = held_out(model.name)
-        todo = [(m, a) for m in pm.METHODS for a in CURVE_AMOUNTS]
-        self._curve_button.disabled = True
-        self._progress.param.update(max=len(todo), value=0, visible=True)
-        try:
-            for i, (method, amount) in enumerate(todo):
-                self._progress_text.object = (f"Measuring {pm.METHODS[method].label} at {amount:.0%} "
-                                              f"({i + 1} of {len(todo)}) on {dataset.name} …")
-                acc = await asyncio.to_thread(pm.measure, model.module, method, amount, dataset, scope)
-                self._add_point(model.name, method, scope, amount, acc.top1)
-                self._progress.value = i + 1
-        finally:
-            self._curve_button.disabled = False
-            self._progress.visible = False
-        self._progress_text.object = f"Curves measured on {dataset.name} (cached for this model)."
+    def _curve(self, method: str, scope: str) -> tuple[list[float], list[float]]:
+        """The known points of one curve, in % and by sparsity."""
+        xs, ys = [], []
+        for point in measured.curve_points(scope):
+            if point.method == method and point.key in self._known:
+                xs.append(100 * point.amount)
+                ys.append(100 * self._known[point.key])
+        return xs, ys
 
-    def measure_curves_now(self) -> None:
-        """The curves, synchronously (tests, notebooks)."""
-        model = self.state.inference.model
-        dataset = held_out(model.name)
-        for method in pm.METHODS:
-            for amount, acc in pm.sweep_points(model.module, method, CURVE_AMOUNTS, dataset, self.scope):
-                self._add_point(model.name, method, self.scope, amount, acc.top1)
-
-    def _add_point(self, model_name: str, method: str, scope: str, amount: float, top1: float) -> None:
-        xs, ys = self._curves.setdefault((model_name, method, scope), ([], []))
-        if 100 * amount not in xs:
-            xs.append(100 * amount)
-            ys.append(100 * top1)
-        if model_name == self.state.inference.model.name and scope == self.scope:
-            with one_update():
-                self._show_curves()
-                if method == self.method:
-                    self._show_accuracy_estimate()
-
-    @param.depends("scope", watch=True)
     def _show_curves(self) -> None:
-        model = self.state.inference.model
+        """Every kept point of this scope's curves at once; a worker measures the missing ones."""
+        model, scope = self.state.inference.model, self.scope
+        self._curves_shown = (model.name, scope)
+        missing = list({p.key: p for p in measured.curve_points(scope) if self._kept(model, p) is None}.values())
+        self._paint_curves(model)
+        if missing and self._curve_job_key != (model.name, scope):
+            self._measure_curves(model, scope, missing)
+        elif not missing:
+            self._curve_job_key = ()
+            self._curve_progress.visible = False
+            self._curve_text.param.update(object=_curves_source(model), tags=plots.model_tag(model.name))
+
+    def _paint_curves(self, model: zoo.ZooModel) -> None:
         cols: dict[str, list] = {k: [] for k in ("xs", "ys", "colour", "method")}
         points: dict[str, list] = {k: [] for k in ("x", "y", "colour", "method", "text")}
         for method, spec in pm.METHODS.items():
-            xs, ys = self._curves.get((model.name, method, self.scope), ([], []))
-            order = np.argsort(xs)
-            xs, ys = [xs[i] for i in order], [ys[i] for i in order]
+            xs, ys = self._curve(method, self.scope)
             cols["xs"].append(xs)
             cols["ys"].append(ys)
             cols["colour"].append(METHOD_COLOURS[method])
@@ -353,80 +472,167 @@ class PruningLesson(SessionView):
             for x, y in zip(xs, ys, strict=True):
                 for k, v in zip(points, (x, y, METHOD_COLOURS[method], spec.label, f"{y:.1f} %"), strict=True):
                     points[k].append(v)
+        tag = plots.model_tag(model.name)
         self._curve_source.data = cols
         self._curve_points.data = points
+        self._curve_source.tags = self._curve_points.tags = self._curve_fig.tags = tag
         self._curve_fig.title.text = f"{quantity(model).capitalize()} against sparsity ({pm.SCOPES[self.scope]})"
+
+    def _measure_curves(self, model: zoo.ZooModel, scope: str, missing: list[Point]) -> None:
+        key = (model.name, scope)
+        self._curve_job_key = key
+        dataset = measured.dataset_name(model)
+        tag = plots.model_tag(model.name)
+        self._curve_progress.param.update(max=len(missing), value=0, visible=True)
+        self._curve_text.param.update(tags=tag, object=(
+            f"Measuring the curves: {len(missing)} points on {dataset} (kept for every later visit) …"))
+        paint = self._painter()
+
+        def current() -> bool:
+            return self._curve_job_key == key and (self._model_name, self.scope) == key
+
+        def show(point: Point, top1: float, done: int) -> None:
+            if not current():
+                return  # the student has left this model or scope: the point is kept, not shown
+            self._known[point.key] = top1
+            with one_update():
+                self._paint_curves(model)
+                self._curve_progress.value = done
+                if done == len(missing):
+                    self._curve_job_key = ()
+                    self._curve_progress.visible = False
+                    self._curve_text.param.update(object=_curves_source(model), tags=tag)
+                if not self._error.visible:  # (a setting that could not be pruned has no accuracy to show)
+                    self._show_accuracy()  # the estimate read off the curve, or this very point
+
+        def work() -> None:
+            for done, point in enumerate(missing, 1):
+                if not current() or _exiting.is_set():
+                    return
+                top1 = measured.accuracy(model, point, _sweep_turn)
+                if not paint(functools.partial(show, point, top1, done)):
+                    return
+
+        self._start(work)
 
     # --- sensitivity, BatchNorm, speed ---
 
-    async def _measure_sensitivity(self, _event=None) -> None:
+    def _show_sensitivity(self, again: bool = False) -> None:
+        """The kept per-layer sensitivity at the slider's setting, or a placeholder that says what to press;
+        `again`: also if that setting is on screen already."""
         model, method, amount = self.state.inference.model, self.method, self.sparsity / 100
-        dataset = held_out(model.name)
-        layers = (pm.structured_layers if pm.METHODS[method].structured else pm.prunable_layers)(model.module)
-        self._sensitivity_button.disabled = True
-        self._progress.param.update(max=len(layers), value=0, visible=True)
-        rows: list[tuple[str, float]] = []
-        try:
-            for i, name in enumerate(layers):
-                self._progress_text.object = f"Pruning only {name} ({i + 1} of {len(layers)}) …"
-                acc = await asyncio.to_thread(pm.measure, model.module, method, amount, dataset, "layer", name)
-                rows.append((name, acc.top1))
-                self._progress.value = i + 1
-        finally:
-            self._sensitivity_button.disabled = False
-            self._progress.visible = False
-        self._progress_text.object = ""
-        self._show_sensitivity(rows, method, amount, quantity(model))
+        if self._sensitivity_shown == (model.name, method, round(amount, 4)) and not again:
+            return
+        self._sensitivity_shown = (model.name, method, round(amount, 4))
+        what, label = quantity(model), pm.METHODS[method].label
+        tag = plots.model_tag(model.name)
+        points = measured.sensitivity_points(model, method, amount) if amount > 0 else ()
+        values = [self._kept(model, p) for p in points]
+        if points and None not in values:
+            rows = [(p.only, v) for p, v in zip(points, values, strict=True)]
+            title = f"{what.capitalize()} when only this layer loses {self.sparsity} % ({label})"
+        else:
+            rows = []
+            measuring = self._sensitivity_job_key == (model.name, method, round(amount, 4))
+            title = ("Per-layer sensitivity at 0 %: nothing is pruned" if not points else
+                     f"Per-layer sensitivity at {self.sparsity} % ({label}): "
+                     + ("measuring …" if measuring else "press Measure"))
+        self._sensitivity_fig.y_range.factors = [n for n, _ in reversed(rows)]
+        self._sensitivity_fig.height = 70 + 16 * len(rows)
+        self._sensitivity_source.data = dict(layer=[n for n, _ in rows], top1=[100 * a for _, a in rows],
+                                             text=[f"{100 * a:.1f} %" for _, a in rows])
+        self._sensitivity_fig.title.text = title
+        self._sensitivity_fig.xaxis.axis_label = f"{what} (%)"
+        self._sensitivity_source.tags = self._sensitivity_fig.tags = tag
 
-    def measure_sensitivity_now(self) -> None:
-        model = self.state.inference.model
-        rows = list(pm.sensitivity(model.module, self.method, self.sparsity / 100, held_out(model.name)))
-        self._show_sensitivity(rows, self.method, self.sparsity / 100, quantity(model))
+    def _measure_sensitivity(self, _event=None) -> None:
+        model, method, amount = self.state.inference.model, self.method, self.sparsity / 100
+        key = (model.name, method, round(amount, 4))
+        points = measured.sensitivity_points(model, method, amount) if amount > 0 else ()
+        missing = [p for p in points if self._kept(model, p) is None]
+        if not missing or self._sensitivity_job_key == key or self._error.visible:
+            return
+        self._sensitivity_job_key = key
+        tag = plots.model_tag(model.name)
+        self._sensitivity_progress.param.update(max=len(missing), value=0, visible=True)
+        self._sensitivity_text.param.update(object=f"Pruning one layer at a time: {len(missing)} to measure …",
+                                            tags=tag)
+        self._show_sensitivity(again=True)
+        paint = self._painter()
 
-    def _show_sensitivity(self, rows: list[tuple[str, float]], method: str, amount: float, what: str) -> None:
-        with one_update():
-            self._sensitivity_fig.y_range.factors = [n for n, _ in reversed(rows)]
-            self._sensitivity_fig.height = 70 + 16 * len(rows)
-            self._sensitivity_source.data = dict(layer=[n for n, _ in rows], top1=[100 * a for _, a in rows],
-                                                 text=[f"{100 * a:.1f} %" for _, a in rows])
-            self._sensitivity_fig.title.text = (f"{what.capitalize()} when only this layer loses {amount:.0%} "
-                                                f"({pm.METHODS[method].label})")
-            self._sensitivity_fig.xaxis.axis_label = f"{what} (%)"
+        def current() -> bool:
+            return self._sensitivity_job_key == key and self._model_name == model.name
+
+        def show(point: Point, top1: float, done: int) -> None:
+            if not current():
+                return
+            self._known[point.key] = top1
+            with one_update():
+                self._sensitivity_progress.value = done
+                self._sensitivity_text.param.update(object=(
+                    f"Pruning only {point.only} ({done} of {len(missing)}) …" if done < len(missing) else ""),
+                    tags=tag)
+                if done == len(missing):
+                    self._sensitivity_job_key = ()
+                    self._sensitivity_progress.visible = False
+                    self._show_sensitivity(again=True)
+
+        def work() -> None:
+            for done, point in enumerate(missing, 1):
+                if not current() or _exiting.is_set():
+                    return
+                top1 = measured.accuracy(model, point, _sweep_turn)
+                if not paint(functools.partial(show, point, top1, done)):
+                    return
+
+        self._start(work)
 
     async def _recalibrate(self, _event=None) -> None:
-        await _report_off_the_loop(self._bn_button, self._bn_text, "Re-estimating the BatchNorm statistics …",
-                                   self.recalibration_report)
+        await self._report_off_the_loop(self._bn_button, self._bn_text, "Re-estimating the BatchNorm statistics …",
+                                        self._recalibration_text_for)
 
     def recalibration_report(self) -> str:
-        model = self.state.inference.model
-        dataset = held_out(model.name)
+        return self._recalibration_text_for(self._snapshot())
+
+    def _snapshot(self) -> tuple[Inference, str, str, int]:
+        return self.state.inference, self.method, self.scope, self.sparsity
+
+    @staticmethod
+    def _recalibration_text_for(snapshot: tuple[Inference, str, str, int]) -> str:
+        inference, method, scope, sparsity = snapshot
+        model = inference.model
+        dataset = measured.held_out(model.name)
         what = quantity(model)
-        pruned = pm.prune(model.module, self.method, self.sparsity / 100, self.scope)
+        pruned = pm.prune(model.module, method, sparsity / 100, scope)
         try:
             fixed = pm.recalibrate_batchnorm(pruned, calibration_batches(model))
         except InputError as e:
             return f"{e} (Its LayerNorms compute their statistics from each token as it comes.)"
-        before = pm.measure(model.module, self.method, self.sparsity / 100, dataset, self.scope)
+        before = measured.accuracy(model, Point(method, sparsity / 100, scope), _request_turn)
         after = evaluate.uncached_accuracy(fixed, dataset)
         source = (f"the first {CALIBRATION_IMAGES:,} MNIST training digits" if what == "accuracy"
                   else "the same gallery photos the agreement is measured on (there is no other data here)")
         return (f"BatchNorm running mean and variance re-estimated on {source}, nothing else changed: "
-                f"{what} **{before.top1:.2%} → {after.top1:.2%}** at {self.sparsity} % "
-                f"({pm.METHODS[self.method].label}). Pruning shifts every later layer's statistics; the stored "
+                f"{what} **{before:.2%} → {after.top1:.2%}** at {sparsity} % "
+                f"({pm.METHODS[method].label}). Pruning shifts every later layer's statistics; the stored "
                 f"ones describe the dense model.")
 
     async def _measure_speed(self, _event=None) -> None:
-        await _report_off_the_loop(self._speed_button, self._speed_text, "Timing the dense and the pruned model …",
-                                   self.speed_report)
+        await self._report_off_the_loop(self._speed_button, self._speed_text, "Timing the dense and the pruned model …",
+                                        self._speed_text_for)
 
     def speed_report(self) -> str:
-        inference = self.state.inference
+        return self._speed_text_for(self._snapshot())
+
+    @staticmethod
+    def _speed_text_for(snapshot: tuple[Inference, str, str, int]) -> str:
+        inference, method, scope, sparsity = snapshot
         model = inference.model
         # MNIST models are so small that one image times mostly Python overhead: time a batch
         x = inference.x.repeat(LATENCY_BATCH, 1, 1, 1) if model.card.preprocess == "mnist" else inference.x
-        pruned = pm.prune(model.module, self.method, self.sparsity / 100, self.scope)
+        pruned = pm.prune(model.module, method, sparsity / 100, scope)
         dense_ms = pm.latency_ms(model.module, x)
-        if not pm.METHODS[self.method].structured:
+        if not pm.METHODS[method].structured:
             masked_ms = pm.latency_ms(pruned, x)
             return (f"Batch of {len(x)}: dense **{dense_ms:.2f} ms**, pruned **{masked_ms:.2f} ms** (median of 20). "
                     "Unstructured zeros sit scattered inside dense weight tensors; dense kernels multiply by them "
@@ -441,6 +647,23 @@ class PruningLesson(SessionView):
                 f"{c_small.params:,} instead of {c_dense.params:,} parameters, "
                 f"{plots.format_si(c_small.macs, 'MACs')} instead of {plots.format_si(c_dense.macs, 'MACs')}; "
                 "its outputs equal the masked model's.")
+
+    async def _report_off_the_loop(self, button: pn.widgets.Button, text: pn.pane.Markdown, waiting: str,
+                                   report: Callable[[tuple[Inference, str, str, int]], str]) -> None:
+        """Show `waiting`, compute `report` of the current setting on a worker thread (other sessions keep being
+        served), and show its text if the student is still on the same model; `button` is disabled meanwhile
+        so that a second click does not start the same work again."""
+        snapshot = self._snapshot()
+        name = snapshot[0].model.name
+        tag = plots.model_tag(name)
+        button.disabled = True
+        text.param.update(object=waiting, tags=tag)
+        try:
+            result = await asyncio.to_thread(report, snapshot)
+        finally:
+            button.disabled = False
+        if self._model_name == name:
+            text.param.update(object=result, tags=tag)
 
     # --- figures, built once ---
 
@@ -498,7 +721,7 @@ class PruningLesson(SessionView):
 
         self._sensitivity_source = ColumnDataSource(data=dict(layer=[], top1=[], text=[]), name="pruning-sensitivity")
         fig = figure(width=420, height=120, x_range=Range1d(0, 118), y_range=[], toolbar_location=None,
-                     title="Per-layer sensitivity (press Measure)", x_axis_label="accuracy (%)")
+                     title="Per-layer sensitivity", x_axis_label="accuracy (%)")
         fig.hbar(y="layer", right="top1", height=0.7, color=DENSE_COLOUR, source=self._sensitivity_source)
         fig.add_layout(LabelSet(x="top1", y="layer", text="text", source=self._sensitivity_source, x_offset=3,
                                 y_offset=-6, text_font_size="10px"))
@@ -522,13 +745,17 @@ class PruningLesson(SessionView):
             self._counts_text,
             pn.Row(pn.Column(pn.Row(bokeh(self._before_fig), bokeh(self._after_fig)), self._weights_text,
                              width=640), bokeh(self._sparsity_fig)),
-            pn.Row(self._curve_button, self._sensitivity_button, self._progress),
-            self._progress_text,
-            pn.Row(bokeh(self._curve_fig), bokeh(self._sensitivity_fig)),
+            pn.Row(pn.Column(bokeh(self._curve_fig), self._curve_progress, self._curve_text, width=740),
+                   pn.Column(self._sensitivity_button, bokeh(self._sensitivity_fig), self._sensitivity_progress,
+                             self._sensitivity_text, width=440)),
             pn.Row(self._bn_button, self._speed_button),
             self._bn_text,
             self._speed_text,
             sizing_mode="stretch_width")
+
+
+def _curves_source(model: zoo.ZooModel) -> str:
+    return f"Each point: the pruned model's {quantity(model)} on {measured.dataset_name(model)}."
 
 
 def _label(labels: tuple[str, ...], i: int) -> str:
@@ -551,12 +778,13 @@ STEPS = (
          "have many more weights than they need.",
          {"method": "magnitude", "scope": "layer", "sparsity": 40}),
     Step("Compare with random",
-         "The same number of zeros, picked at random. Press *Measure accuracy curves*: the grey random curve falls "
-         "far earlier than magnitude pruning. Which weights go matters, not only how many.",
+         "The same number of zeros, picked at random. In the curves below, the grey random curve falls far "
+         "earlier than magnitude pruning. Which weights go matters, not only how many.",
          {"method": "random", "scope": "layer", "sparsity": 40}),
     Step("Push it further",
          "Eight weights in ten are gone. Look at the per-layer bars and the curves: where does accuracy collapse? "
-         "Press *Measure per-layer sensitivity* to see which layer is most fragile on its own.",
+         "The per-layer sensitivity shows which layer is most fragile on its own (press *Measure per-layer "
+         "sensitivity* where it is not measured yet).",
          {"method": "magnitude", "scope": "layer", "sparsity": 80}),
     Step("One threshold for the whole network",
          "Global pruning ranks all weights together. Layers with small weights (often the large ones) lose most, "
@@ -575,13 +803,3 @@ STEPS = (
 )
 
 
-async def _report_off_the_loop(button: pn.widgets.Button, text: pn.pane.Markdown, waiting: str,
-                               report: Callable[[], str]) -> None:
-    """Show `waiting`, compute `report()` on a worker thread (other sessions keep being served), show its text;
-    `button` is disabled meanwhile so that a second click does not start the same work again."""
-    button.disabled = True
-    text.object = waiting
-    try:
-        text.object = await asyncio.to_thread(report)
-    finally:
-        button.disabled = False

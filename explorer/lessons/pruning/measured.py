@@ -1,0 +1,138 @@
+"""The pruning lesson's accuracies, kept: measured once per model and setting, then shown at once.
+
+A point is the top-1 accuracy (MNIST) or agreement with the dense model (other models) of `math.prune(...)`
+on `held_out(model)`: the same pruned model whose predictions the lesson shows (`math.measure`). Points are
+kept by core/measurements.py under what="pruning", setting {"method", "amount", "scope", "only"} and the
+held-out set's name: stored beside the card by `explorer measure NAME` for the points `plan` lists, in the
+on-disk cache (shared by every session and server process) for any other point the lesson measures.
+
+`plan` lists every point of the accuracy-vs-sparsity curves (each method and scope at CURVE_AMOUNTS) and the
+per-layer sensitivities at SENSITIVITY_AMOUNTS (each method, each layer alone). At amount 0 nothing is pruned:
+that one point (the dense model) is kept once, as method "none".
+
+Tests (tests/lessons/test_pruning_measured.py) check kept values against the pruned model's own count, that a
+stored plan covers what the lesson asks for, and that a point is measured once however many threads ask.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from explorer.core import images, measurements, zoo
+from explorer.core.data import EvalSet, eval_set
+from explorer.lessons.pruning import math as pm
+from explorer.ui.gallery import photo_gallery
+
+WHAT = "pruning"
+CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+SENSITIVITY_AMOUNTS = (0.4, 0.5, 0.8)  # the slider's default and the guided tour's stops
+SCOPES = tuple(pm.SCOPES)
+
+
+@functools.lru_cache(maxsize=4)
+def held_out(model_name: str) -> EvalSet:
+    """MNIST test set for MNIST models; otherwise the gallery photos and their mirror images, labelled by the
+    dense model (accuracy on it is agreement with the dense model)."""
+    model = zoo.load(model_name)
+    if model.card.preprocess == "mnist":
+        return eval_set("test", model.card.mean, model.card.std)
+    photos = [item.source for item in photo_gallery()]
+    pictures = photos + [np.ascontiguousarray(p[:, ::-1]) for p in photos]
+    inputs = torch.cat([images.to_input(p, model.card) for p in pictures])
+    return pm.agreement_set(model.module, inputs, _photos_name())
+
+
+def dataset_name(model: zoo.ZooModel) -> str:
+    """held_out(model).name, without measuring the dense model's labels for the photos."""
+    return held_out(model.name).name if model.card.preprocess == "mnist" else _photos_name()
+
+
+def _photos_name() -> str:
+    return f"{len(photo_gallery())} gallery photos and their mirror images"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: `method` at `amount` ranked within each layer or globally (`scope`), all layers or
+    `only` one."""
+
+    method: str
+    amount: float
+    scope: str = "layer"
+    only: str | None = None
+
+    def setting(self) -> dict[str, object]:
+        if self.amount == 0:  # nothing pruned: the dense model, whatever the method
+            return {"method": "none", "amount": 0.0, "scope": "layer", "only": None}
+        return {"method": self.method, "amount": round(self.amount, 4), "scope": self.scope, "only": self.only}
+
+    @property
+    def key(self) -> str:
+        """The same text for points that measure the same thing (every method and scope at 0 %)."""
+        return measurements.Key.of(WHAT, self.setting(), "").setting
+
+
+def curve_points(scope: str) -> tuple[Point, ...]:
+    return tuple(Point(method, amount, scope) for method in pm.METHODS for amount in CURVE_AMOUNTS)
+
+
+def sensitivity_points(model: zoo.ZooModel, method: str, amount: float) -> tuple[Point, ...]:
+    return tuple(Point(method, amount, "layer", name) for name in pm.sensitivity_layers(model.module, method))
+
+
+def kept(model: zoo.ZooModel, point: Point) -> float | None:
+    """The kept value of `point` (stored beside the card or in the on-disk cache), or None: never measures."""
+    return measurements.Measurer.of(model.name, model.module).get(WHAT, point.setting(), dataset_name(model))
+
+
+def accuracy(model: zoo.ZooModel, point: Point,
+             turn: Callable[[], AbstractContextManager[object]] = nullcontext) -> float:
+    """The kept value of `point`, or measured now (inside `turn()`, e.g. a share of the CPU) and kept for every
+    session and process. Threads that ask for a point being measured wait for it rather than measure it again."""
+    measurer = measurements.Measurer.of(model.name, model.module)
+    setting, dataset = point.setting(), dataset_name(model)
+    value = measurer.get(WHAT, setting, dataset)
+    if value is not None:
+        return value
+    key = (measurer.sha, measurements.Key.of(WHAT, setting, dataset))
+    with _measuring_lock:
+        lock = _measuring.setdefault(key, threading.Lock())
+    try:
+        with lock:
+            def measure() -> float:
+                with turn():
+                    return _measure(model, point)
+
+            return measurer.measured(WHAT, setting, dataset, measure)
+    finally:
+        with _measuring_lock:
+            if _measuring.get(key) is lock:
+                del _measuring[key]
+
+
+_measuring: dict[tuple[str, measurements.Key], threading.Lock] = {}  # points being measured now, in this process
+_measuring_lock = threading.Lock()
+
+
+def _measure(model: zoo.ZooModel, point: Point) -> float:
+    return pm.measure(model.module, point.method, point.amount, held_out(model.name), point.scope, point.only).top1
+
+
+def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
+    """What `explorer measure NAME` stores beside the card: both scopes' curves and the sensitivities."""
+    points = [p for scope in SCOPES for p in curve_points(scope)]
+    points += [p for method in pm.METHODS for amount in SENSITIVITY_AMOUNTS
+               for p in sensitivity_points(model, method, amount)]
+    dataset = dataset_name(model)
+    unique: dict[str, Point] = {}
+    for p in points:  # amount 0 is one setting for every method and scope
+        unique.setdefault(p.key, p)
+    return [measurements.Planned(WHAT, p.setting(), dataset, functools.partial(_measure, model, p))
+            for p in unique.values()]

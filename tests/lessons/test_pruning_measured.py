@@ -1,0 +1,128 @@
+"""The pruning lesson's kept measurements: the plan `explorer measure` stores, and measuring each point once.
+
+Every test keeps its measurements in its own temporary cache and stores into its own folder (never models/);
+the held-out set is replaced by fresh random images with random labels, so that a whole plan runs in seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.core import measurements, zoo
+from explorer.core.data import EvalSet
+from explorer.lessons.pruning import math as pm
+from explorer.lessons.pruning import measured
+from explorer.lessons.pruning.measured import Point
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(measurements, "cache_dir", lambda: tmp_path)  # MNIST and weights stay where they are
+
+
+@pytest.fixture
+def random_digits(monkeypatch, rng) -> EvalSet:
+    """24 random images with random labels in place of the MNIST test set (named by the seed: a fresh key)."""
+    dataset = EvalSet(f"24 random images, seed {rng.initial_seed()}", torch.randn(24, 1, 28, 28, generator=rng),
+                      torch.randint(0, 10, (24,), generator=rng))
+    monkeypatch.setattr(measured, "held_out", lambda name: dataset)
+    return dataset
+
+
+def shown_count(model: torch.nn.Module, point: Point, dataset: EvalSet) -> int:
+    """Images the lesson's own pruned copy gets right (the dense model itself at 0 %)."""
+    shown = model if point.amount == 0 else pm.prune(model, point.method, point.amount, point.scope, point.only)
+    with torch.no_grad():
+        return int((shown(dataset.inputs).argmax(-1) == dataset.labels).sum())
+
+
+@pytest.mark.parametrize("name", ["mnist-cnn", "mnist-vit"])
+def test_the_plan_holds_every_point_the_lesson_shows_once(name, random_digits):
+    model = zoo.load(name)
+    plan = measured.plan(model)
+    settings = [json.dumps(item.setting, sort_keys=True) for item in plan]
+    assert len(settings) == len(set(settings))
+    assert {item.what for item in plan} == {measured.WHAT}
+    assert {item.dataset for item in plan} == {random_digits.name}
+    wanted = [p for scope in pm.SCOPES for p in measured.curve_points(scope)]
+    wanted += [p for method in pm.METHODS for amount in measured.SENSITIVITY_AMOUNTS
+               for p in measured.sensitivity_points(model, method, amount)]
+    assert {json.dumps(p.setting(), sort_keys=True) for p in wanted} == set(settings)
+    layers = {"magnitude": pm.prunable_layers(model.module), "filters-l1": pm.structured_layers(model.module)}
+    for method, names in layers.items():
+        assert [p.only for p in measured.sensitivity_points(model, method, 0.5)] == list(names)
+
+
+def test_a_stored_plan_holds_the_pruned_models_measured_accuracies(random_digits, tmp_path):
+    model = zoo.load("mnist-cnn")
+    plan = measured.plan(model)
+    measurer = measurements.Measurer.of(model.name, model.module)
+    for item in plan:
+        measurer.measured(item.what, item.setting, item.dataset, item.measure)
+    path = measurer.store([(i.what, i.setting, i.dataset) for i in plan], command="test", folder=tmp_path)
+    stored = measurements.Stored.read(path)
+    assert stored.weights_sha256 == measurements.weights_sha256(model.module) and len(stored.values) == len(plan)
+    for item in plan:
+        s = item.setting
+        point = Point(s["method"], s["amount"], s["scope"], s["only"]) if s["amount"] else Point("magnitude", 0.0)
+        expected = shown_count(model.module, point, random_digits) / len(random_digits)
+        assert stored.values[measurements.Key.of(item.what, s, item.dataset)] == expected, s
+
+
+@pytest.mark.parametrize("amount", [0.3, 0.8])
+def test_a_kept_magnitude_point_matches_numpy_smallest_weights(amount, random_digits):
+    model = zoo.load("mnist-cnn")
+    point = Point("magnitude", amount, "layer")
+    assert measured.kept(model, point) is None
+    value = measured.accuracy(model, point)
+    reference = copy.deepcopy(model.module)  # the same layout: the same float rounding as the shared model
+    with torch.no_grad():
+        for name in pm.prunable_layers(reference):  # NumPy: zero the round(amount · n) smallest |w| of each layer
+            w = reference.get_submodule(name).weight
+            mask = np.ones(w.numel(), np.float32)
+            mask[np.argsort(np.abs(w.numpy()).ravel(), kind="stable")[:round(amount * w.numel())]] = 0
+            w.mul_(torch.from_numpy(mask.reshape(w.shape)))
+        correct = int((reference(random_digits.inputs).argmax(-1) == random_digits.labels).sum())
+    assert value == correct / len(random_digits) == measured.kept(model, point)
+
+
+def test_amount_zero_is_the_dense_model_whatever_the_method(random_digits):
+    model = zoo.load("mnist-vit")
+    value = measured.accuracy(model, Point("filters-l2", 0.0, "global"))
+    assert measured.kept(model, Point("random", 0.0, "layer")) == value
+    assert value == shown_count(model.module, Point("magnitude", 0.0), random_digits) / len(random_digits)
+
+
+def test_a_point_asked_for_by_many_threads_is_measured_once(random_digits, monkeypatch):
+    model = zoo.load("mnist-cnn")
+    calls: list[Point] = []
+    measuring, release = threading.Event(), threading.Event()
+    measure = measured._measure
+
+    def counted(m, point):
+        calls.append(point)
+        measuring.set()
+        release.wait(timeout=60)
+        return measure(m, point)
+
+    monkeypatch.setattr(measured, "_measure", counted)
+    point = Point("filters-l1", 0.4, "global")
+    got: list[float] = []
+    threads = [threading.Thread(target=lambda: got.append(measured.accuracy(model, point))) for _ in range(4)]
+    threads[0].start()
+    assert measuring.wait(timeout=60)
+    for t in threads[1:]:  # they ask while the first is measuring
+        t.start()
+    time.sleep(0.2)  # time to reach the point's lock; later arrivals find the kept value, also without a measurement
+    release.set()
+    for t in threads:
+        t.join()
+    assert calls == [point]
+    assert got == [shown_count(model.module, point, random_digits) / len(random_digits)] * 4
