@@ -2,9 +2,9 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test install chromium data serve benchmark
+.PHONY: test install chromium nginx data serve benchmark
 
-test: install chromium node_modules data
+test: install chromium nginx node_modules data
 	$(PYTHON) -m pytest
 
 install:
@@ -13,6 +13,11 @@ install:
 # The browser tests drive Debian's chromium through Playwright; never `playwright install`.
 chromium:
 	@command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+# `explorer serve --workers N` and its tests run Debian's nginx in front of the server processes (as this user,
+# from a temporary folder). Debian installs it in /usr/sbin, which a user's PATH may lack.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q nginx)
 
 # onnxruntime-web for the static export and live mode, pinned in package-lock.json (never from a CDN).
 node_modules: package.json package-lock.json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -12,10 +13,22 @@ from explorer.errors import InputError
 def serve(args: argparse.Namespace) -> int:
     from explorer.core.paths import ROOT
 
-    command = [sys.executable, "-m", "panel", "serve", str(ROOT / "app.py"), "--port", str(args.port), *args.panel_args]
+    if args.workers > 1:
+        from explorer import workers
+
+        return workers.serve(args.workers, args.port, args.address, args.panel_args, args.show)
+    address = [] if args.address is None else ["--address", args.address]
+    command = [sys.executable, "-m", "panel", "serve", str(ROOT / "app.py"), "--port", str(args.port), *address,
+               *args.panel_args]
     if args.show:
         command.append("--show")
-    return subprocess.call(command)
+    if os.name != "posix":  # no exec on Windows: wait for panel serve
+        return subprocess.call(command)
+    # explorer serve becomes panel serve: a SIGTERM (a service manager's stop) reaches it, not a waiting parent that
+    # would leave it running, and the memory this process took for its imports is given back
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -84,6 +97,13 @@ def info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1, got {number}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     from explorer.core.pretrained import FETCHERS
     from explorer.train import RECIPES
@@ -92,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("serve", help="open the app (panel serve app.py); other options go to panel serve")
     p.add_argument("--port", type=int, default=5006)
+    p.add_argument("--address", default=None, help="the address to listen on (default: every interface)")
+    p.add_argument("--workers", type=_at_least_one, default=1,
+                   help="server processes, on the ports after --port, behind nginx on --port (default 1: no nginx)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
     p.set_defaults(run=serve)
     p = commands.add_parser("train", help="train a shipped MNIST model (writes models/NAME.*)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -38,16 +39,53 @@ def test_a_bad_device_override_is_reported_not_raised(monkeypatch):
     assert "explorer: EXPLORER_DEVICE='tpu'" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_serve_wraps_panel_serve_app_py(monkeypatch):
+def exec_calls(monkeypatch) -> list[list[str]]:
+    """The commands `explorer serve` would become (os.execv replaced by a recorder)."""
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda command: calls.append(command) or 0)
-    assert cli.main(["serve", "--port", "5100", "--num-threads", "4"]) == 0
+
+    def execv(path: str, command: list[str]) -> None:
+        assert path == command[0] == sys.executable
+        calls.append(command)
+
+    monkeypatch.setattr(cli.os, "execv", execv)
+    return calls
+
+
+def test_serve_wraps_panel_serve_app_py(monkeypatch):
+    calls = exec_calls(monkeypatch)
+    cli.main(["serve", "--port", "5100", "--num-threads", "4"])
     command = calls[0]
     assert command[1:4] == ["-m", "panel", "serve"] and command[4].endswith("app.py")
     assert command[5:] == ["--port", "5100", "--num-threads", "4"]
 
 
-@pytest.mark.parametrize("argv", [[], ["train", "resnet"]])
+def test_serve_passes_the_address_to_panel_serve(monkeypatch):
+    calls = exec_calls(monkeypatch)
+    cli.main(["serve", "--address", "0.0.0.0", "--allow-websocket-origin", "class.example.org"])
+    assert calls[0][5:] == ["--port", "5006", "--address", "0.0.0.0", "--allow-websocket-origin", "class.example.org"]
+
+
+def _no_process(*args, **kwargs):
+    raise AssertionError(f"started a process: {args}")
+
+
+def test_serve_refuses_workers_with_num_procs_before_starting_anything(monkeypatch, capsys):
+    monkeypatch.setattr(subprocess, "Popen", _no_process)
+    assert cli.main(["serve", "--workers", "2", "--num-procs", "2"]) == 2
+    assert "explorer: --workers and --num-procs do not mix" in capsys.readouterr().err
+
+
+def test_serve_refuses_workers_on_a_port_in_use(monkeypatch, capsys):
+    monkeypatch.setattr(subprocess, "Popen", _no_process)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--workers", "2", "--port", str(port), "--address", "127.0.0.1"]) == 2
+    assert f"explorer: port {port} is not free" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [[], ["train", "resnet"], ["serve", "--workers", "0"]])
 def test_bad_usage_exits_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
