@@ -10,9 +10,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import panel as pn  # noqa: E402
 
-from explorer.ui.server import tune_server  # noqa: E402
+from explorer.ui.server import serve_resources_locally, tune_server  # noqa: E402
 from explorer.ui.shell import TITLE, build_app  # noqa: E402
 
 tune_server()  # TCP_NODELAY and no 50 ms debounce: see docs/performance.md
+serve_resources_locally()  # before anything is built: no page, however it was made, loads from a CDN
 pn.extension(inline=True, notifications=True)
 build_app().servable(title=TITLE)

@@ -25,6 +25,7 @@ def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
 
 
 def measure(name: str, folder: Path | None = None) -> Path:
+    """Measure what the lessons' plans list for zoo model `name` (reusing kept values) and store it beside the card."""
     model = zoo.load(name)
     measurer = measurements.Measurer.of(name, model.module)
     todo = plan(model)

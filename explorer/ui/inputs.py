@@ -24,10 +24,11 @@ from PIL import Image, ImageOps
 
 from explorer.core import images
 from explorer.errors import InputError
+from explorer.lessons import plots
 from explorer.ui.canvas import DrawingCanvas
 from explorer.ui.gallery import GalleryItem, find, gallery_for
 from explorer.ui.live import LiveInference
-from explorer.ui.state import Inference, SessionView, one_update
+from explorer.ui.state import Inference, SessionView, one_update, tag_results
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +345,7 @@ class InputPicker(SessionView):
                                         f"{f', shown ×{zoom:g}' if zoom > 1 else ''}")
             self.view_caption.object = (f"{caption[0].upper()}{caption[1:]}. Then each pixel is scaled to 0…1 and "
                                         "normalized, (x − mean) / std.")
+            tag_results(inference.model.name, self.view_heading, self.view_caption)
 
     def _show_view(self, inference: Inference) -> None:
         """The picture of what the model sees: the input after preprocessing, before normalization."""
@@ -352,7 +354,8 @@ class InputPicker(SessionView):
         zoom = display_scale(height, width)
         self.view_image.param.update(
             object=png_bytes(inference.view), width=round(width * zoom), height=round(height * zoom),
-            alt_text=html.escape(f"What {card.name} sees: {inference.description}, {width}×{height} px"))
+            alt_text=html.escape(f"What {card.name} sees: {inference.description}, {width}×{height} px"),
+            tags=plots.model_tag(inference.model.name))
 
     def _show_error(self, *_) -> None:
         with one_update():

@@ -33,7 +33,7 @@ from bokeh.plotting import figure
 from explorer.core import complexity
 from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
-from explorer.ui.state import ExplorerState, Inference, SessionView, one_update
+from explorer.ui.state import ExplorerState, Inference, SessionView, one_update, tag_results
 
 LESSON_FOR_KIND = {"conv": "convolution", "norm": "normalization", "attention": "attention"}
 CHANNEL_KEEPING = ("norm", "activation", "pool")  # kinds whose output channel c comes from input channel c
@@ -383,6 +383,8 @@ class Overview(SessionView):
             image=[plots.picture_to_rgba(np.rint(picture).astype(np.uint8))], x=[(CELL - dw) / 2],
             y=[BAND + 4 + (THUMB - dh) / 2], dw=[dw], dh=[dh], cx=[CELL / 2], kind_label=["input"],
             shape_label=[plots.format_shape(tuple(inference.x.shape[1:]))], description=[inference.description])
+        tag_results(inference.model.name, self._strip_fig, self._strip_source, self._band_source, self._strip_pictures,
+                    self._input_source)
 
     def _show_strip_layers(self, inference: Inference) -> None:
         """What the strip shows of each layer that does not depend on the input: names, shapes, costs, blocks."""
@@ -434,6 +436,8 @@ class Overview(SessionView):
             return
         self._summary.object = (describe(record) if record is not None
                                 else f"No layer named {self.state.layer!r} in this model; click one in the strip.")
+        tag_results(self.state.inference.model.name, self._summary, self._grid_fig, self._grid_source,
+                    self._grid_pictures, self._grid_note)
         cols: dict[str, list] = {k: [] for k in self._grid_source.data}
         if lm is None:
             self._grid_source.data = cols
@@ -479,6 +483,7 @@ class Overview(SessionView):
         self._channel_input.end = n - 1
 
     def _show_strip_highlight(self, record: LayerRecord | None) -> None:
+        tag_results(self.state.inference.model.name, self._highlight_source)
         if record is None:
             self._highlight_source.data = dict(left=[], right=[])
             return
@@ -489,6 +494,8 @@ class Overview(SessionView):
         lm, channel = self._layer_maps(), self.state.channel
         if not self._changed("channel", (self.state.inference, self.state.layer, channel, self.scope)):
             return
+        tag_results(self.state.inference.model.name, self._big_fig, self._big_source, self._grid_highlight_source,
+                    self._channel_text)
         if lm is None or channel >= len(lm.maps):
             self._big_source.data = dict(image=[], dw=[], dh=[])
             self._grid_highlight_source.data = dict(left=[], right=[], top=[], bottom=[])

@@ -14,7 +14,7 @@ import html
 import panel as pn
 import param
 
-from explorer.ui.state import SessionView, one_update
+from explorer.ui.state import SessionView, one_update, tag_results
 
 TOP_K = 5
 BAR_COLOR = "#0072B2"  # Okabe-Ito blue: colour-blind safe
@@ -53,6 +53,7 @@ class Predictions(SessionView):
         with one_update():
             self._bars.object = bars_html(top)
             self._summary.object = f"The model says **{label}** ({prob:.1%}) for {inference.description}."
+            tag_results(inference.model.name, self._summary, self._bars)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self._summary, self._bars, sizing_mode="stretch_width")

@@ -1,4 +1,5 @@
-"""Five server settings that lower the floor under every interaction of the served app (docs/performance.md).
+"""Six server settings: five lower the floor under every interaction of the served app (docs/performance.md), the
+sixth keeps the page in step with the server's document.
 
 1. TCP_NODELAY on Bokeh's websocket. Bokeh never sets it, so Nagle's algorithm holds back the last
    frame of a multi-frame message until the browser's delayed ACK (about 40 ms) arrives.
@@ -18,20 +19,32 @@
    by allocation counts, inside some student's interaction: each walks every object of every session.
 5. Freed memory kept for reuse (explorer/core/allocator.py): a trace's layer outputs then land on pages
    the process already has, not on new ones the kernel must zero first (MobileNetV2: 37 -> 19 ms).
+6. Every patch of the page sent, even when the callback that made it fails. Bokeh collects a locked callback's
+   patches as coroutines (`ServerConnection.send_patch_document`) and awaits them once it returns; when it raises,
+   they are dropped: the page misses changes the server's document has, and the next full collection reports
+   "coroutine 'WSHandler.send_message' was never awaited". Each patch is a task from the start instead: it is
+   written in order (each waits for the socket's write lock in turn) whether or not anyone awaits it.
 
 `tune_server()` is called by app.py. It is idempotent, and harmless outside a server: in a notebook
 there is no Bokeh websocket to patch, the debounce only affects served sessions, and the garbage
 collector and the allocator are left alone unless a served session calls it.
+
+`serve_resources_locally()`, also called by app.py, makes every page load its scripts and stylesheets from
+this server, never from a CDN: the app must work offline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 
 import panel as pn
 from bokeh.protocol.message import Message
+from bokeh.server.connection import ServerConnection
 from bokeh.server.views.ws import WSHandler
+from bokeh.settings import settings
+from panel.io.resources import LOCAL_DIST
 from panel.reactive import Syncable
 from tornado.ioloop import PeriodicCallback
 from tornado.websocket import WebSocketHandler
@@ -40,16 +53,19 @@ from explorer.core import allocator
 from explorer.ui import idle_gc
 
 DEBOUNCE_MS = 0
+LOCAL_MODES = ("server", "server-dev")  # Bokeh resource modes that load BokehJS and Panel's files from /static
 
 
 def tune_server() -> None:
     """Set TCP_NODELAY on every new websocket, stop Panel's 50 ms hold on browser changes, write each
-    Bokeh message in one go, and, in a served session, collect garbage fully only while idle and keep
-    freed memory for reuse."""
+    Bokeh message in one go, send every patch even when its callback fails, and, in a served session, collect
+    garbage fully only while idle and keep freed memory for reuse."""
     if not getattr(WSHandler.open, "explorer_nodelay", False):
         WSHandler.open = _with_nodelay(WSHandler.open)
     if not getattr(Message.send, "explorer_at_once", False):
         Message.send = _sent_at_once(Message.send)
+    if not getattr(ServerConnection.send_patch_document, "explorer_scheduled", False):
+        ServerConnection.send_patch_document = _scheduled(ServerConnection.send_patch_document)
     Syncable._debounce = DEBOUNCE_MS
     serving = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
     if serving and not getattr(WSHandler.on_message, "explorer_idle", False):
@@ -59,6 +75,25 @@ def tune_server() -> None:
         PeriodicCallback(collector.tick, idle_gc.CHECK_S * 1000).start()  # on the server's loop: app.py runs there
     if serving:
         allocator.keep_freed_memory()
+
+
+def serve_resources_locally() -> None:
+    """Every resource of this session's page from this server, whenever and however its document was made.
+
+    The HTML page takes Bokeh's resource mode ("server" unless BOKEH_RESOURCES says otherwise; with "cdn" or
+    "inline", Panel points its stylesheets at cdn.holoviz.org): "server" for the whole process, before the
+    first page is written. Panel's stylesheets are models of the document, and Panel points their URLs at this
+    server only when it writes a session's HTML page (the document's `dist_url` template variable). A session
+    the server had discarded before its websocket connected (under load: no message within
+    --unused-session-lifetime) is made again when the websocket connects, with no HTML page, and its
+    stylesheets came from the CDN. So every session's document gets `dist_url` before anything is built on it.
+    """
+    if settings.resources(default="server") not in LOCAL_MODES:
+        settings.resources.set_value("server")
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        prefix = pn.state.rel_path  # "" for an app at the server's root, "..", "../.." deeper
+        doc.template_variables["dist_url"] = f"{prefix}/{LOCAL_DIST}" if prefix else LOCAL_DIST
 
 
 def _with_nodelay(open_websocket):
@@ -96,4 +131,13 @@ def _sent_at_once(send_by_frame):
         return sum(len(frame) for frame, _ in frames)
 
     send.explorer_at_once = True
+    return send
+
+
+def _scheduled(send_patch_document):
+    @functools.wraps(send_patch_document)
+    def send(self: ServerConnection, event):
+        return asyncio.get_running_loop().create_task(send_patch_document(self, event))  # runs, awaited or not
+
+    send.explorer_scheduled = True
     return send

@@ -21,6 +21,7 @@ from bokeh.core.property.validation import validate
 
 from explorer.core import images, trace, zoo
 from explorer.errors import InputError
+from explorer.lessons import plots
 
 if TYPE_CHECKING:
     from explorer.ui.after_paint import AfterPaint
@@ -61,6 +62,14 @@ def one_update() -> Iterator[None]:
     conversions it does on assignment (`figure(title="...")` would keep a str where a Title belongs)."""
     with pn.io.hold(), validate(False):
         yield
+
+
+def tag_results(model_name: str, *results) -> None:
+    """Mark figures, data sources and panes as showing a result computed for `model_name` (plots.model_tag). Call it
+    where their content is set, in the same one_update(): the page then never holds a result tagged for another
+    model than the one it was computed for. Setting the tags a result already has sends nothing."""
+    for result in results:
+        result.tags = plots.model_tag(model_name)
 
 
 class ExplorerState(param.Parameterized):

@@ -1,14 +1,18 @@
 """tune_server() in a served session: TCP_NODELAY on the session's own websocket, no 50 ms debounce, freed memory
-kept for reuse, and full garbage collections only when the server is idle."""
+kept for reuse, and full garbage collections only when the server is idle. serve_resources_locally(): no page of
+the app loads anything from outside the server, however and whenever its session was made."""
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from playwright.sync_api import Page, expect
+from bokeh.util.token import generate_jwt_token, get_token_payload
+from playwright.sync_api import Page, Route, expect
 
-from .conftest import serve
+from .conftest import CHROMIUM, CHROMIUM_FLAGS, serve
 
 APP = Path(__file__).resolve().parent / "apps" / "nodelay_app.py"
 
@@ -32,3 +36,60 @@ def test_tune_server_is_idempotent():
     patched = WSHandler.open
     tune_server()
     assert WSHandler.open is patched and patched.explorer_nodelay
+
+
+# A page the test fulfils itself counts, for Chromium, as coming from outside the local network: its Local Network
+# Access checks would then refuse the page's websocket to 127.0.0.1.
+LOCAL_ACCESS_FLAGS = [*CHROMIUM_FLAGS, "--disable-features=LocalNetworkAccessChecks"]
+READY = "The model says"
+
+
+def outside(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme not in ("data", "blob") and parts.hostname != "127.0.0.1"
+
+
+LATE_SESSIONS: list[str] = []
+
+
+def as_a_late_session(route: Route) -> None:
+    """The app's page, with its session token replaced by one for a session the server does not know: what a page
+    holds when the server discarded its session before the websocket connected (a busy server, a slow browser).
+    The server then makes the session anew when the websocket connects, with no HTML page written for it."""
+    response = route.fetch()
+    page = response.text()
+    token = re.search(r'"token":"([^"]+)"', page).group(1)
+    payload = {k: v for k, v in get_token_payload(token).items() if k not in ("session_id", "session_expiry")}
+    LATE_SESSIONS.append(f"late-{time.monotonic_ns()}")
+    late = generate_jwt_token(LATE_SESSIONS[-1], extra_payload=payload)
+    route.fulfill(response=response, body=page.replace(token, late))
+
+
+def test_no_page_loads_anything_from_outside_the_server(playwright, app_url: str):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LOCAL_ACCESS_FLAGS)
+    requested: list[str] = []
+    try:
+        pages = []
+        for _ in range(3):  # three students, each in a browser context of their own
+            page = browser.new_context(viewport={"width": 1300, "height": 1000}).new_page()
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("websocket", lambda ws: requested.append(ws.url))
+            pages.append(page)
+        first, second, late = pages
+        for page in (first, second):
+            page.goto(app_url)
+            expect(page.locator(".prediction-summary")).to_contain_text(READY, timeout=60_000)
+        first.reload()  # while the second student's session is open
+        expect(first.locator(".prediction-summary")).to_contain_text(READY, timeout=60_000)
+        late.route(app_url, as_a_late_session)
+        late.goto(app_url)
+        expect(late.locator(".prediction-summary")).to_contain_text(READY, timeout=60_000)
+        late.locator(".bk-tab", has_text="Normalization").click()  # a lesson built after the page has painted
+        expect(late.get_by_text("which numbers share one μ and σ²")).to_be_visible(timeout=30_000)
+        for page in pages:
+            page.wait_for_load_state("networkidle")
+        assert len(LATE_SESSIONS) == 1
+        assert len([url for url in requested if "/static/" in url]) > 10  # the pages did load their resources
+        assert [url for url in requested if outside(url)] == []
+    finally:
+        browser.close()

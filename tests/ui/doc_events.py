@@ -7,13 +7,21 @@ existing Bokeh models, never create new ones.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import panel as pn
 from bokeh.document import Document
 from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent, ModelChangedEvent
+from bokeh.model import Model
+from bokeh.model.util import visit_value_and_its_immediate_references
+from bokeh.models import Tabs
+
+from explorer.lessons.plots import MODEL_TAG
 
 PATCHES = (ModelChangedEvent, ColumnDataChangedEvent, ColumnsStreamedEvent, ColumnsPatchedEvent)
+# References that are not part of what the page draws: tags (AfterPaint hides a source in a spacer's tags),
+# callbacks' arguments, stylesheets
+NOT_DRAWN = {"tags", "js_event_callbacks", "js_property_callbacks", "stylesheets"}
 
 
 class Page:
@@ -31,6 +39,33 @@ class Page:
     def data(self, source_name: str) -> str:
         """A named Bokeh source's arrays, as text, to compare before and after."""
         return repr(self.model_named(source_name).data)
+
+    def on_screen(self) -> Iterator[Model]:
+        """The models the page draws: from the roots down, not below a model with visible=False, and in a Tabs only
+        the open tab (as the browser shows them)."""
+        seen: set[int] = set()
+
+        def walk(model: Model) -> Iterator[Model]:
+            if id(model) in seen or getattr(model, "visible", True) is False:
+                return
+            seen.add(id(model))
+            yield model
+            if isinstance(model, Tabs):
+                children = [model.tabs[model.active].child] if model.tabs else []
+            else:
+                children = []
+                for name in set(model.properties_with_refs()) - NOT_DRAWN:
+                    visit_value_and_its_immediate_references(getattr(model, name), children.append)
+            for child in children:
+                yield from walk(child)
+
+        for root in self.doc.roots:
+            yield from walk(root)
+
+    def model_tags(self) -> list[tuple[str, str]]:
+        """(model name, what) of every `explorer-model=` tag on screen (explorer.lessons.plots.model_tag)."""
+        return [(tag.removeprefix(MODEL_TAG), f"{type(m).__name__} {m.name or m.id}") for m in self.on_screen()
+                for tag in m.tags if isinstance(tag, str) and tag.startswith(MODEL_TAG)]
 
     def act(self, action: Callable[[], object], allow_new: tuple[str, ...] = ()) -> list[str]:
         """Run `action`; return the kinds of Bokeh models it created (minus `allow_new`), after checking

@@ -43,6 +43,24 @@ def test_receptive_field_controls_only_patch_existing_models():
     check_rounds(page, interactions)
 
 
+@pytest.mark.parametrize("model", [m for m in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(m)])
+def test_a_receptive_field_panel_on_the_page_before_it_follows_the_state_draws_every_part(model):
+    """Served, a part is on the page (its layer menu rendered) before it first follows the state, after the page
+    has painted. The menu then takes the first layer as soon as it gets this model's layers, and that layer was
+    drawn before the depth plot was filled (an IndexError, and an empty tab)."""
+    panel = ReceptiveFieldPanel(model=model, shown=False)  # hidden: following is put off until shown
+    page = Page(panel)
+    panel.shown = True
+    fields = panel._fields
+    assert page.model_named("convolution-rf-depth").data["name"] == [f.name for f in fields]
+    current = page.model_named("convolution-rf-current").data
+    assert current["name"] == [panel.layer] and current["depth"] == [panel._field().depth]
+    map_size = panel.state.inference.trace[panel.layer].output.shape[-2:]
+    assert len(page.model_named("convolution-rf-map").data["image"]) == 1
+    assert page.model_named("convolution-rf-map").data["dh"] == [map_size[0]]
+    assert len(page.model_named("convolution-rf-erf").data["image"]) == 1
+
+
 def test_filter_atlas_controls_only_patch_existing_models():
     atlas = FilterAtlas(model="mnist-cnn")
     page, state, digits = Page(atlas), atlas.state, mnist_gallery()

@@ -1,10 +1,13 @@
 """tune_server()'s Message.send: every frame of one Bokeh message is written before the event loop turns, the same
-frames in the same order as Bokeh's own send, and the socket's write lock is free when it returns."""
+frames in the same order as Bokeh's own send, and the socket's write lock is free when it returns. Its
+send_patch_document: a patch reaches the page even when the callback that made it fails."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +16,10 @@ from bokeh.document.events import DocumentPatchedEvent
 from bokeh.models import ColumnDataSource, Div
 from bokeh.protocol import Protocol
 from bokeh.protocol.message import Message
+from bokeh.server.connection import ServerConnection
+from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
+from tornado.ioloop import IOLoop
 from tornado.locks import Lock
 from tornado.websocket import WebSocketClosedError
 
@@ -104,6 +110,41 @@ def test_a_closed_socket_raises_as_bokeh_expects():
 
 def test_tune_server_patches_once():
     tune_server()
-    patched = Message.send
+    patched = Message.send, ServerConnection.send_patch_document
     tune_server()
-    assert Message.send is patched and patched.explorer_at_once
+    assert (Message.send, ServerConnection.send_patch_document) == patched
+    assert patched[0].explorer_at_once and patched[1].explorer_scheduled
+
+
+def test_a_change_made_before_a_callback_fails_still_reaches_the_page():
+    """Bokeh runs a browser's message (or a next-tick callback) under the document lock and collects each change's
+    patch as a coroutine, awaited once the callback returns. A callback that changes the page and then raises
+    left them unawaited: the page never got the change, and the next full collection (explorer/ui/idle_gc.py)
+    warned "coroutine 'WSHandler.send_message' was never awaited"."""
+    tune_server()
+
+    async def run() -> list:
+        doc, log = Document(), []
+        text = Div(text="before")
+        doc.add_root(text)
+        session = ServerSession("student", doc, io_loop=IOLoop.current())
+        ServerConnection(Protocol(), RecordingHandler(log), None, session)  # subscribes itself to the session
+
+        def change_then_fail() -> None:
+            text.text = "after"
+            raise ValueError("a view failed halfway")
+
+        with pytest.raises(ValueError, match="halfway"):
+            await session.with_document_locked(change_then_fail)
+        for _ in range(5):  # the patch's task, then tornado's write futures
+            await asyncio.sleep(0)
+        return log
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own, as send() above
+            log = pool.submit(asyncio.run, run()).result()
+        gc.collect()  # what finalizes a dropped coroutine, and warns
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    content = [frame for _, frame, _ in log if isinstance(frame, str) and "ModelChanged" in frame]
+    assert len(content) == 1 and '"after"' in content[0]

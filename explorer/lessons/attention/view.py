@@ -25,14 +25,14 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.attention import math as am
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, follows, one_update
+from explorer.ui.state import Inference, SessionView, follows, one_update, tag_results
 
 PICTURE = 240        # side of the input picture with its patch grid (px)
 CELL_MAX = 86        # side of one cell of the layer × head grid (px), smaller for models with many heads
 STEP_SIDE = 150      # the largest side of one matrix of the step-by-step view (px)
 OVERLAY_ALPHA = 0.72  # attention drawn over the picture: the digit stays visible underneath
 QUERY_COLOUR = "#e11d48"
-CELL_HOVER = CustomJSHover(code="return Math.floor(value).toString()")  # the cell under the pointer, not rounded
+CELL_CODE = "return Math.floor(value).toString()"  # a hover formatter: the cell under the pointer, not rounded
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class AttentionLesson(SessionView):
         self._analysis: am.Analysis | None = None
         self._analysed: Inference | None = None
         self._following = False  # True while the lesson copies the state's layer/channel (nothing to publish)
+        self._cell_hover = CustomJSHover(code=CELL_CODE)  # one per lesson: a Bokeh model belongs to one document
         self._build_patches()
         self._build_grid()
         self._build_big()
@@ -253,7 +254,8 @@ class AttentionLesson(SessionView):
             analysis = am.analyse(inference.model.module, inference.trace, inference.view.shape[:2])
         except InputError as e:
             self._analysis = None
-            self._message.param.update(object=f"**{inference.model.name}**: {e}", visible=True)
+            self._message.param.update(object=f"**{inference.model.name}**: {e}", visible=True,
+                                       tags=plots.model_tag(inference.model.name))
             self._content.visible = False
             return False
         self._analysis = analysis
@@ -325,7 +327,7 @@ class AttentionLesson(SessionView):
                  line_width=2, source=self._embed_row_source)
         fig.add_tools(HoverTool(renderers=[image], tooltips=[("patch", "$y{custom}"), ("feature", "$x{custom}"),
                                                              ("value", "@image{0.000}")],
-                                formatters={"$x": CELL_HOVER, "$y": CELL_HOVER}))
+                                formatters={"$x": self._cell_hover, "$y": self._cell_hover}))
         fig.add_layout(ColorBar(color_mapper=self._embed_mapper, width=10, title="value"), "right")
         self._embed_fig = fig
 
@@ -357,10 +359,14 @@ class AttentionLesson(SessionView):
             ys = [[0, h]] * (grid.cols - 1) + [[r * grid.patch] * 2 for r in range(1, grid.rows)]
             self._lines_source.data = dict(xs=xs, ys=ys)
             self._draw_embedding_and_positions()
+            tag_results(inference.model.name, self._picture_source, self._lines_source, self._patch_fig,
+                        self._embed_source, self._embed_fig, self._pos_source, self._pos_fig)
         if not self._changed("query-patches", (inference, self.query)):
             return
         cell = grid.cell(self.query)
         empty = dict(left=[], right=[], top=[], bottom=[])
+        tag_results(inference.model.name, self._query_source, self._embed_row_source, self._pos_query_source,
+                    self._texts["patches"])
         if cell is None:
             for source in (self._query_source, self._embed_row_source, self._pos_query_source):
                 source.data = empty
@@ -493,6 +499,7 @@ class AttentionLesson(SessionView):
                       + [(4, self._margin[1] + (ly + 0.5) * self._cell, f"layer {ly}", "left") for ly in range(layers)])
             self._grid_labels.data = dict(zip(("x", "y", "text", "align"), map(list, zip(*labels, strict=True)),
                                               strict=True))
+            tag_results(inference.model.name, self._grid_pictures, self._grid_labels)
         if self._changed("grid-maps", (inference, self._cell, self.query)):
             per_head = am.query_maps(a.maps, self.query, a.grid)  # (L, H, rows, cols)
             maps = np.concatenate([per_head.numpy(), per_head.mean(dim=1, keepdim=True).numpy()], axis=1)
@@ -520,10 +527,13 @@ class AttentionLesson(SessionView):
                             quads[k].append(v)
             self._grid_query.data = quads
             self._grid_fig.title.text = f"where {self._query_name()} looks: layers × heads (click a patch)"
+            tag_results(inference.model.name, self._grid_source, self._grid_query, self._grid_fig)
         if self._changed("grid-highlight", (inference, self._cell, layer, self.head)):
             left, top, *_ = self._cell_geometry(layer, self.head)
             self._grid_highlight.data = dict(left=[left + 1], right=[left + self._cell - 1], top=[top + 1],
                                              bottom=[top + self._cell - 1])
+            tag_results(inference.model.name, self._grid_highlight)
+        tag_results(inference.model.name, self._texts["grid"])
         self._texts["grid"].object = (
             f"Each picture is one head of one layer: the weights {self._query_name()} gives the {a.grid.n} patches "
             f"(row {self.query} of that head's attention matrix), drawn over your input, from dark purple (0) to "
@@ -592,6 +602,7 @@ class AttentionLesson(SessionView):
         self._big_fig.x_range.end, self._big_fig.y_range.start = w, h
         self._big_mapper.high = plots.max_abs(values)
         self._big_fig.title.text = f"{self.layer}, head {self.head}"
+        tag_results(inference.model.name, self._big_source, self._big_fig, self._texts["big"])
         to_tokens = a.maps[layer, self.head, self.query]
         own = float(to_tokens[self.query])
         extra = f", {plots.format_value(float(to_tokens[:a.grid.first].sum()))} to the class token" \
@@ -624,7 +635,7 @@ class AttentionLesson(SessionView):
                          line_width=1.5, source=self._step_row)
             tooltips = [("token (row)", "$y{custom}"), (m.columns, "$x{custom}"), ("value", "@image{0.0000}")]
             fig.add_tools(HoverTool(renderers=[image], tooltips=tooltips,
-                                    formatters={"$x": CELL_HOVER, "$y": CELL_HOVER}))
+                                    formatters={"$x": self._cell_hover, "$y": self._cell_hover}))
             self._step_sources[m.key], self._step_mappers[m.key], self._step_figs[m.key] = source, mapper, fig
 
         self._row_source = _source("token", "label", "probs", "own", name="attention-softmax-row")
@@ -658,6 +669,7 @@ class AttentionLesson(SessionView):
                 self._step_sources[m.key].data = dict(image=[values], dw=[values.shape[1]], dh=[values.shape[0]])
                 low, high = plots.colour_range(m.signed, plots.max_abs(values))
                 self._step_mappers[m.key].update(low=low, high=high)
+            tag_results(inference.model.name, *self._step_sources.values(), *self._step_figs.values())
         if not self._changed("step-row", key + (self.query,)):
             return
         step, q, tokens = self._step, self.query, a.maps.shape[-1]
@@ -667,6 +679,7 @@ class AttentionLesson(SessionView):
         self._row_source.data = dict(token=list(range(tokens)), label=labels, probs=step.probs[q].tolist(),
                                      own=own.tolist())
         self._row_fig.title.text = f"row {q} of P ({self._query_name()}): how its attention is split over the tokens"
+        tag_results(inference.model.name, self._step_row, self._row_source, self._row_fig, self._texts["step"])
         d = step.q.shape[1]
         self._texts["step"].object = (
             f"Head {self.head} of {self.layer}, computed from the block's input x: d = {d} features per head, so the "
@@ -718,11 +731,13 @@ class AttentionLesson(SessionView):
                                                y=[25, 25], dw=[w * scale] * 2, dh=[h * scale] * 2)
             self._rollout_labels.data = dict(x=[x + w * scale / 2 for x in xs],
                                              text=["rollout: all layers", "last layer alone"])
+            tag_results(inference.model.name, self._rollout_pictures, self._rollout_labels)
         self._rollout_source.data = dict(
             image=[plots.to_rgba(m, signed=False) for m in maps], x=list(xs), y=[25, 25], dw=[w * scale] * 2,
             dh=[h * scale] * 2, what=list(whats), max_text=[plots.format_value(m.max()) for m in maps],
             left=list(xs), right=[x + w * scale for x in xs], top=[25, 25], bottom=[25 + h * scale] * 2)
         self._rollout_fig.title.text = f"what reaches {self._query_name()}"
+        tag_results(inference.model.name, self._rollout_source, self._rollout_fig, self._texts["rollout"])
         to_query = float(rolled[q, :grid.first].sum()) if grid.first else 0.0
         self._texts["rollout"].object = (
             f"Left: attention rollout for {self._query_name()}, {whats[0]}. Each layer's heads are fused into one "
@@ -778,6 +793,8 @@ class AttentionLesson(SessionView):
             self._distance_fig.x_range.end = layers - 0.5
             self._distance_fig.y_range.end = top
             self._uniform_line.data_source.data = dict(x=[-0.5, layers - 0.5], y=[a.uniform_distance_px] * 2)
+            tag_results(inference.model.name, self._distance_source, self._distance_mean,
+                        self._uniform_line.data_source, self._distance_fig, self._texts["distance"])
             local = np.unravel_index(dist.argmin(), dist.shape)
             wide = np.unravel_index(dist.argmax(), dist.shape)
             self._texts["distance"].object = (
@@ -791,6 +808,7 @@ class AttentionLesson(SessionView):
         if self._changed("distance-selected", (inference, layer, self.head)):
             self._distance_selected.data = dict(x=[layer + offsets[self.head]],
                                                 distance=[float(a.distance_px[layer, self.head])])
+            tag_results(inference.model.name, self._distance_selected)
 
 
 def _attention_record_for(layer: str, records: tuple[str, ...]) -> str | None:

@@ -33,7 +33,7 @@ from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
 from explorer.ui.gallery import photo_gallery
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update
+from explorer.ui.state import SessionView, follows, one_update, tag_results
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +230,12 @@ class ConvolutionLesson(SessionView):
         self._adopting = True
         try:
             self.param.layer.objects = names
+            # a model without convolutions hides the step-through, which shows the previous model's
+            self._board.visible = self._arithmetic_pane.visible = self._step_controls.visible = bool(names)
             if not names:
                 self._layer_text.object = (f"{inference.model.name} has no 2-D convolution; the playground still "
                                            "works.")
+                tag_results(inference.model.name, self._layer_text)
                 return
             layer = self.state.layer if self.state.layer in names else self.layer if self.layer in names else names[0]
             out_channels = math.conv_module(model, layer).out_channels
@@ -282,6 +285,8 @@ class ConvolutionLesson(SessionView):
             self._show_input(steps, record.input.shape[2:], group.index(self.shown_input))
             self._show_output(steps)
             self._show_positions(steps, after)
+            tag_results(inference.model.name, self._layer_text, self._arithmetic, *self._step_figures,
+                        *self._step_sources)
 
     def _show_layer_text(self, conv, record, steps: math.ChannelSteps) -> None:
         c = math.cost(record)
@@ -503,6 +508,11 @@ class ConvolutionLesson(SessionView):
         self._forward = Button(label="Step ▶", width=70, name="convolution-forward")
         self._arithmetic = Div(text="", width=760, height=120, name="convolution-arithmetic",
                                styles={"font-size": "14px", "line-height": "1.6"})
+        # what shows the chosen convolution's numbers (tagged with its model, see explorer.ui.state.tag_results)
+        self._step_figures = (self._patch_fig, self._kernel_fig, self._product_fig, self._input_fig, self._output_fig)
+        self._step_sources = (self._taps, self._kernel_cells, self._block_labels, self._shown_block, self._patches,
+                              self._positions, self._following, self._after, self._meta, self._input_source,
+                              self._input_frame, self._window, self._span, self._output_source, self._cursor)
         render = CustomJS(args=dict(positions=self._positions, patches=self._patches, taps=self._taps,
                                     win=self._window, span=self._span, output=self._output_source,
                                     cursor=self._cursor, after=self._after, following=self._following,
@@ -520,13 +530,15 @@ class ConvolutionLesson(SessionView):
 
         self._layer_text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10),
                                             css_classes=["convolution-layer"])
-        controls = pn.Row(pn.widgets.Select.from_param(self.param.layer, name="Convolution", width=220),
-                          pn.widgets.IntInput.from_param(self.param.channel, name="Output channel", width=130),
-                          pn.widgets.Select.from_param(self.param.shown_input, name="Input channel drawn", width=150))
-        board = column(
+        self._step_controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.layer, name="Convolution", width=220),
+            pn.widgets.IntInput.from_param(self.param.channel, name="Output channel", width=130),
+            pn.widgets.Select.from_param(self.param.shown_input, name="Input channel drawn", width=150))
+        self._board = pn.pane.Bokeh(column(
             row(self._back, self._play, self._forward, self._slider, self._speed),
             row(self._input_fig, self._output_fig),
-            row(self._patch_fig, self._kernel_fig, self._product_fig))
+            row(self._patch_fig, self._kernel_fig, self._product_fig)))
+        self._arithmetic_pane = pn.pane.Bokeh(self._arithmetic)
         self._step_layout = pn.Column(
             pn.pane.Markdown(
                 "The window (orange) slides over the layer's real input: your image at the first layer, the feature "
@@ -535,8 +547,7 @@ class ConvolutionLesson(SessionView):
                 "**Play**, or step with the buttons or the slider; the output map fills in as the window moves. "
                 + plots.COLOUR_LEGEND, sizing_mode="stretch_width", margin=(0, 10)),
             # the text is a root of its own: a change of it does not lay out the figures again
-            controls, self._layer_text, pn.pane.Bokeh(board), pn.pane.Bokeh(self._arithmetic),
-            sizing_mode="stretch_width")
+            self._step_controls, self._layer_text, self._board, self._arithmetic_pane, sizing_mode="stretch_width")
 
     # --- playground ---
 
@@ -561,7 +572,10 @@ class ConvolutionLesson(SessionView):
         image = picture.astype(np.float64) / 255
         image = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W) in [0, 1]
         self.param.groups.bounds = (1, image.shape[0])
+        # the student's input is what this model sees (its preprocessing); a photo is the same for every model
+        model = self.state.inference.model.name if self.picture == YOUR_INPUT else None
         with one_update():
+            self._tag_playground(model)
             self._play_picture.data = dict(image=[plots.picture_to_rgba(picture)], dw=[image.shape[2]],
                                            dh=[image.shape[1]])
             self._fit(self._play_input_fig, image.shape[1], image.shape[2])
@@ -591,6 +605,15 @@ class ConvolutionLesson(SessionView):
             self._play_output_fig.title.text = f"Output: {out_h}×{out_w}{what}"
             self._play_formula.object = (f"**Output size** (rows): {result.rows.formula}  \n"
                                          f"**Output size** (columns): {result.cols.formula}")
+
+    def _tag_playground(self, model: str | None) -> None:
+        results = (self._play_picture, self._play_input_fig, self._play_output, self._play_output_fig,
+                   self._play_formula)
+        if model is not None:
+            tag_results(model, *results)
+        else:
+            for result in results:
+                result.tags = []
 
     @staticmethod
     def _fit(fig: figure, height: int, width: int) -> None:

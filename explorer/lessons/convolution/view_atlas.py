@@ -24,7 +24,7 @@ from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.lessons.convolution.view_layer_panel import LayerPanel
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import follows, one_update
+from explorer.ui.state import follows, one_update, tag_results
 
 COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
 LABEL = 11                            # px under a picture for its number
@@ -89,19 +89,27 @@ class FilterAtlas(LayerPanel):
     def _follow_state(self) -> None:
         inference = self.state.inference
         names = conv_layers(inference)
-        self.param.layer.objects = names
         layer, _ = self._choose_layer(names)
         if layer is None:
-            self._show_error(f"{inference.model.name} has no 2-D convolution.")
+            self.param.layer.objects = names
+            with one_update():
+                self._show_error(f"{inference.model.name} has no 2-D convolution.")
+                for source in (self._filter_source, self._flag_source, self._maps_source):
+                    source.data = {k: [] for k in source.data}
+                self._legend.object = ""
+                tag_results(inference.model.name, *self._results)
             return
         with one_update():
+            # Shown, the layer menu takes its first new entry when its layer is not among them (and draws it)
+            self.param.layer.objects = names
             if layer != self.layer:
                 self.layer = layer  # its watcher redraws
             else:
                 self._show()
 
     def _show_error(self, message: str) -> None:
-        self._error.param.update(object=message, visible=bool(message))
+        self._error.param.update(object=message, visible=bool(message),
+                                 tags=plots.model_tag(self.state.inference.model.name))
 
     def _compute(self) -> receptive.Atlas:
         key = (self.state.inference, self.layer)
@@ -133,6 +141,7 @@ class FilterAtlas(LayerPanel):
                 fig.height = rows * (CELL + LABEL) + 30
                 fig.y_range.start = rows * (CELL + LABEL)
             self._legend.object = self._legend_text(atlas, len(order), len(shown), spectra)
+            tag_results(self.state.inference.model.name, *self._results)
 
     def _cells(self, n: int) -> dict[str, list]:
         cols, rows = np.arange(n) % COLS, np.arange(n) // COLS
@@ -235,6 +244,12 @@ class FilterAtlas(LayerPanel):
         self._filter_fig.add_tools(HoverTool(renderers=[hit], tooltips=[
             ("filter", "@number"), ("L2 norm", "@norm"), ("spread (std)", "@spread"),
             ("mean |activation|", "@strength"), ("degenerate", "@flag")]))
+
+    @property
+    def _results(self) -> tuple:
+        """What shows the layer's filters and maps (tagged with its model, see explorer.ui.state.tag_results)."""
+        return (self._filter_source, self._flag_source, self._maps_source, self._filter_fig, self._maps_fig,
+                self._legend)
 
 
 def _first(atlas: FilterAtlas) -> str:

@@ -25,5 +25,7 @@ class LayerPanel(SessionView):
 
     @follows("state.layer")
     def _follow_layer(self) -> None:
-        if self.state.layer in self.param.layer.objects:
+        # Only among this model's layers: a panel catching up after a model switch may run this before it has
+        # followed the new inference (whose own follower takes the session's layer).
+        if self._model is self.state.inference.model and self.state.layer in self.param.layer.objects:
             self.layer = self.state.layer

@@ -25,7 +25,7 @@ from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.lessons.convolution.view_layer_panel import LayerPanel
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import follows, one_update
+from explorer.ui.state import follows, one_update, tag_results
 
 FRAME = 260          # side of the three pictures (px)
 BOX_COLOUR = "#d97706"
@@ -90,14 +90,17 @@ class ReceptiveFieldPanel(LayerPanel):
             self._fields = ()
             self._show_error(str(e))
         names = [f.name for f in self._fields]
-        self.param.layer.objects = names
         layer, keep = self._choose_layer(names)  # a new input keeps the layer and unit
         if layer is None:
+            self.param.layer.objects = names
             self._show_nothing()
             return
         with one_update():
             self._show_input()
             self._show_depth()
+            # Shown, the layer menu takes its first new entry when its layer is not among them: the new layer's
+            # watcher may draw now, so everything it reads is already this model's.
+            self.param.layer.objects = names
             if layer != self.layer:
                 self.layer = layer  # its watcher redraws the rest
             elif keep:
@@ -153,10 +156,13 @@ class ReceptiveFieldPanel(LayerPanel):
         return next((f for f in self._fields if f.name == self.layer), None)
 
     def _show_error(self, message: str) -> None:
-        self._error.param.update(object=message, visible=bool(message))
+        self._error.param.update(object=message, visible=bool(message), tags=plots.model_tag(self._model_name()))
+
+    def _model_name(self) -> str:
+        return self.state.inference.model.name
 
     def _show_nothing(self) -> None:
-        model = self.state.inference.model.name
+        model = self._model_name()
         with one_update():
             self._show_input()
             for source in (self._map_source, self._mark_source, self._box_source, self._erf_source,
@@ -164,12 +170,16 @@ class ReceptiveFieldPanel(LayerPanel):
                 source.data = {k: [] for k in source.data}
             self._summary.object = (f"**{model}** has no convolution or pooling layer whose units see a "
                                     "bounded patch of the input.")
+            tag_results(model, self._map_source, self._mark_source, self._box_source, self._erf_source,
+                        self._depth_source, self._current_source, self._map_fig, self._erf_fig, self._depth_fig,
+                        self._summary)
 
     def _show_input(self) -> None:
         view = self.state.inference.view
         h, w = view.shape[:2]
         self._input_source.data = dict(image=[plots.picture_to_rgba(view)], dw=[w], dh=[h])
         self._input_fig.x_range.end, self._input_fig.y_range.start = w, h
+        tag_results(self._model_name(), self._input_source, self._input_fig)
 
     def _show_depth(self) -> None:
         side = self.state.inference.x.shape[-1]
@@ -180,6 +190,7 @@ class ReceptiveFieldPanel(LayerPanel):
         self._image_span.location = side
         self._depth_fig.x_range.end = len(self._fields) + 0.5
         self._depth_fig.y_range.end = max([side] + [f.size[0] for f in self._fields]) * 1.08
+        tag_results(self._model_name(), self._depth_source, self._depth_fig)
 
     def _changed(self, part: str, key: tuple) -> bool:
         if self._shown.get(part) == key:
@@ -199,8 +210,9 @@ class ReceptiveFieldPanel(LayerPanel):
         self._map_fig.title.text = f"{f.name}, channel {self.channel}: click a unit"
         self._mark_source.data = dict(left=[self.column], right=[self.column + 1], top=[self.row],
                                       bottom=[self.row + 1])
-        current = [f.depth - 1]
-        self._current_source.data = {k: [v[i] for i in current] for k, v in self._depth_source.data.items()}
+        self._current_source.data = dict(depth=[f.depth], size=[f.size[0]], name=[f.name], kind=[f.kind],
+                                         jump=[f.jump[0]])
+        tag_results(self._model_name(), self._map_source, self._mark_source, self._map_fig, self._current_source)
 
     def _show_unit(self) -> None:
         f = self._field()
@@ -212,10 +224,15 @@ class ReceptiveFieldPanel(LayerPanel):
             box = receptive.theoretical_field(self._fields, f.name, self.row, self.column)
             heat = receptive.effective_receptive_field(inference.model, inference.x, f.name, self.channel,
                                                        self.row, self.column)
-        except InputError as e:
+        except InputError as e:  # no field to draw: nothing of the unit before stays
             self._show_error(str(e))
+            for source in (self._box_source, self._erf_source):
+                source.data = {k: [] for k in source.data}
+            self._summary.object = ""
+            tag_results(inference.model.name, self._box_source, self._erf_source, self._erf_fig, self._summary)
             return
         self._show_error("")
+        tag_results(inference.model.name, self._box_source, self._erf_source, self._erf_fig, self._summary)
         on_image = box.clipped(height, width)
         self._box_source.data = dict(left=[on_image.left], right=[on_image.right], top=[on_image.top],
                                      bottom=[on_image.bottom])

@@ -27,7 +27,7 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.normalization import math as nm
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, follows, one_update
+from explorer.ui.state import Inference, SessionView, follows, one_update, tag_results
 
 KIND_LABELS = {label: kind for kind, label in nm.KINDS.items()}  # "BatchNorm" -> "batch", for the buttons
 SHOW_SAMPLES, SHOW_ROWS, SHOW_COLS, CELL = 4, 16, 16, 11  # axes picture: samples, channels, positions, px
@@ -146,9 +146,12 @@ class NormalizationLesson(SessionView):
                 self._error.visible = False
                 self._show_all()
             except InputError as e:
-                self._error.param.update(object=str(e), visible=True)
+                self._error.param.update(object=str(e), visible=True, tags=plots.model_tag(self._model_name()))
 
     # --- the data behind the parts (cached by every input they depend on) ---
+
+    def _model_name(self) -> str:
+        return self.state.inference.model.name
 
     def _record(self) -> LayerRecord | None:
         t = self.state.inference.trace
@@ -241,10 +244,19 @@ class NormalizationLesson(SessionView):
 
     def _show_all(self) -> None:
         record = self._record()
-        if record is None:
+        if record is None:  # nothing of the previous model's layers stays
+            self._shown.clear()
             for part in self._texts.values():
                 part.object = ""
             self._texts["axes"].object = "This model has no normalization layer that works on feature maps or tokens."
+            sources = [self._axes_source, self._axes_label_source, self._stats_source, self._maps_source,
+                       self._hist_source, self._batch_source, self._batch_now_source, self._whatif_source,
+                       self._fold_source, self._bias_source, self._gamma_source]
+            for source in sources:
+                source.data = {k: [] for k in source.data}
+            tag_results(self._model_name(), *sources, *self._texts.values(), self._axes_fig, *self._stats_figs,
+                        self._maps_fig, self._hist_fig, self._batch_fig, self._whatif_fig, self._fold_fig,
+                        self._bias_fig, self._gamma_fig)
             return
         is_bn = isinstance(self._module(), torch.nn.modules.batchnorm._BatchNorm)
         self._batch_input.disabled = not self._batchable()
@@ -327,6 +339,7 @@ class NormalizationLesson(SessionView):
             f"{shared_count:,} highlighted values (the picture shows only some of them) share its mean and variance. "
             f"For a batch of {size}, this layer's input ({plots.format_shape((size, *x.shape[1:]))}) gets {stats:,} "
             f"separate means and variances.")
+        tag_results(self._model_name(), self._axes_source, self._axes_label_source, self._axes_fig, self._texts["axes"])
 
     def _model_normalization(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """What the model's layer computes on the student's input: normalized, after γ and β, and how far that
@@ -388,6 +401,7 @@ class NormalizationLesson(SessionView):
         self._texts["stats"].object = text + (
             f" Check: normalizing with these statistics and applying γ, β reproduces the layer's output within "
             f"{plots.format_value(check)}.")
+        tag_results(self._model_name(), self._stats_source, *self._stats_figs, self._texts["stats"])
         self._show_maps(record, normalized, after)
 
     def _show_maps(self, record: LayerRecord, normalized: torch.Tensor, after: torch.Tensor) -> None:
@@ -397,6 +411,7 @@ class NormalizationLesson(SessionView):
         self._write_tiles(self._maps_source, tiles, self._maps_fig)
         what = "features × tokens" if layout == "tokens" else f"channel {c}"
         self._maps_fig.title.text = f"Your input at {record.name}, {what}"
+        tag_results(self._model_name(), self._maps_source, self._maps_fig)
 
     def _write_tiles(self, source: ColumnDataSource, tiles: dict[str, torch.Tensor], fig: figure) -> None:
         cols: dict[str, list] = {k: [] for k in source.data}
@@ -422,6 +437,7 @@ class NormalizationLesson(SessionView):
         self._hist_source.data = dict(left=e[:-1], right=e[1:], before=nm.histogram(before, edges).numpy(),
                                       after=nm.histogram(after, edges).numpy())
         self._hist_fig.title.text = f"All {before.numel():,} values of your input at {record.name}"
+        tag_results(self._model_name(), self._hist_source, self._hist_fig)
 
     def _show_batch(self, record: LayerRecord, is_bn: bool) -> None:
         reference = record.output[0]  # the model in eval mode: what it computes at test time
@@ -435,6 +451,8 @@ class NormalizationLesson(SessionView):
                                            colour=list(CURVES.values()))
         top = max(max(v) for v in curves.values())
         self._batch_fig.y_range.end = top * 1.1 if top > 0 else 1
+        tag_results(self._model_name(), self._batch_source, self._batch_now_source, self._batch_fig,
+                    self._texts["batch"], self._texts["prediction"])  # both texts are written below
         if not self._batchable():
             self._shown.pop("prediction", None)
             self._texts["prediction"].object = ""
@@ -481,6 +499,7 @@ class NormalizationLesson(SessionView):
         labels, eval_probs = self.state.inference.model.labels, self.state.inference.probs
         top = int(eval_probs.argmax())
         with one_update():
+            tag_results(self.state.inference.model.name, self._texts["prediction"])
             self._texts["prediction"].object = (
                 "No BatchNorm in this network: its prediction does not depend on the batch." if probs is None else
                 f"**Whole network, every BatchNorm in train mode, batch of {size}:** the model gives "
@@ -503,6 +522,7 @@ class NormalizationLesson(SessionView):
         self._write_tiles(self._whatif_source, tiles, self._whatif_fig)
         what = "features × tokens" if layout == "tokens" else f"channel {c}"
         self._whatif_fig.title.text = f"Your input at {record.name} ({what}) normalized five ways, same γ and β"
+        tag_results(self._model_name(), self._whatif_source, self._whatif_fig, self._texts["whatif"])
         self._texts["whatif"].object = (
             f"Each kind applied to the same activations (a batch of {size}, yours first), then the layer's own γ and "
             f"β. Statistics only: putting another kind into the trained model would need retraining, because the "
@@ -513,6 +533,8 @@ class NormalizationLesson(SessionView):
     def _show_fold(self, record: LayerRecord, is_bn: bool) -> None:
         conv_record = self._conv_before(record) if is_bn else None
         self._fold_fig.visible = self._bias_fig.visible = conv_record is not None
+        tag_results(self._model_name(), self._fold_source, self._bias_source, self._fold_fig, self._bias_fig,
+                    self._texts["fold"])
         if conv_record is None:
             self._fold_source.data = {k: [] for k in self._fold_source.data}
             self._bias_source.data = {k: [] for k in self._bias_source.data}
@@ -574,6 +596,7 @@ class NormalizationLesson(SessionView):
             cols["channel"].extend(range(len(magnitude)))
             cols["size"].extend(np.where(_numpy(s.near_zero) > 0, 7, 4))
         self._gamma_source.data = cols
+        tag_results(self._model_name(), self._gamma_source, self._gamma_fig, self._texts["gamma"])
         names = [s.name for s in summaries]
         self._gamma_fig.x_range.factors = names
         self._gamma_fig.xaxis.major_label_orientation = 0.9 if len(names) > 6 else 0
