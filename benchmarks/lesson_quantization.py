@@ -1,7 +1,13 @@
-"""The quantization lesson: control-change latency in Chromium, the accuracy-vs-bits sweep, real int8.
+"""The quantization lesson: opening it, control-change latency in Chromium, the accuracy-vs-bits sweep, real int8.
 
-    python benchmarks/lesson_quantization.py [--repeats 20] [--models mnist-cnn mnist-vit] [--skip-ui]
+    python benchmarks/lesson_quantization.py [--repeats 20] [--models mnist-cnn mnist-vit] [--skip-ui] [--opening]
 
+0. Opening (--opening; each in a new process, for each of --models): from the start of the lesson's construction
+   (the session's model and input already traced) until its accuracy and complete accuracy-vs-bits curves are shown.
+   Three cases: "cold": nothing kept (an empty on-disk cache; the stored file beside the card is not read), so the
+   curves are measured in the background; "cache": a second process after the cold one, which finds every value
+   in that on-disk cache; "stored": the file models/NAME.measurements.json written by `explorer measure NAME`
+   (said when there is none). The lesson's own construction time is printed too.
 1. Sweep: wall time of one full accuracy-vs-bits sweep (math.sweep_settings: 4 curves × 7 bit widths,
    plus binary and ternary) over the 10k MNIST test set, uncached, for the CNN.
 2. Latency, after one uncounted warm-up round, against tests/browser/apps/quantization_app.py: from the
@@ -16,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ui_latency import summary, timed_click, wait_for_http  # noqa: E402
-from explorer.core import zoo  # noqa: E402
-from explorer.lessons.quantization import int8  # noqa: E402
+from explorer.core import measurements, paths, zoo  # noqa: E402
+from explorer.lessons.quantization import int8, measured  # noqa: E402
 from explorer.lessons.quantization import math as qm  # noqa: E402
-from explorer.lessons.quantization.view import heldout  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, free_port  # noqa: E402
 
 APP = "tests/browser/apps/quantization_app.py"
@@ -39,12 +46,12 @@ APP = "tests/browser/apps/quantization_app.py"
 
 def measure_sweep(model_name: str, repeats: int) -> list[float]:
     model = zoo.load(model_name)
-    evalset, calibration, _ = heldout(model_name)
+    evalset = measured.heldout(model_name)
     times = []
     for i in range(repeats):
         start = time.perf_counter()
         # A new cache key each time: every point is measured, none is looked up.
-        points = list(qm.sweep(model.module, f"{model_name}-benchmark-{i}", evalset, qm.Setting(), calibration))
+        points = list(qm.sweep(model.module, f"{model_name}-benchmark-{i}", evalset, measured.DEFAULT))
         times.append(time.perf_counter() - start)
     print(f"sweep {model_name}: {len(points)} settings × {len(evalset):,} images: "
           f"median {statistics.median(times):.2f} s, runs {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
@@ -53,7 +60,8 @@ def measure_sweep(model_name: str, repeats: int) -> list[float]:
 
 def measure_int8(model_name: str) -> None:
     model = zoo.load(model_name)
-    evalset, calibration, meaning = heldout(model_name)
+    evalset, calibration = measured.heldout(model_name), measured.calibration(model_name)
+    meaning = measured.meaning(model)
     files = int8.files_for(model_name, model.card.sha256)
     start = time.perf_counter()
     int8.export_float(model.module, files, calibration)
@@ -64,6 +72,45 @@ def measure_int8(model_name: str) -> None:
           f"{files.int8_bytes:,} bytes ({files.float_bytes / files.int8_bytes:.2f}× smaller); latency per "
           f"{m.batch} images {m.float_ms:.1f} → {m.int8_ms:.1f} ms ({m.float_ms / m.int8_ms:.2f}×); {meaning} "
           f"{m.float_top1:.2%} → {m.int8_top1:.2%} on {m.dataset}", flush=True)
+
+
+def open_once(model_name: str, case: str) -> None:
+    """One opening, in this process (see the module docstring); prints one line."""
+    from explorer.lessons.quantization import view
+    from explorer.ui.state import ExplorerState
+
+    if case == "cold":
+        measurements.MODELS = Path(tempfile.mkdtemp())  # no stored file to read
+    state = ExplorerState(model=model_name)
+    state.ensure()
+    start = time.perf_counter()
+    lesson = view.QuantizationLesson(state=state)
+    built = time.perf_counter() - start
+    n = len(qm.sweep_settings(lesson.setting))
+    while len(lesson._point_source.data["x"]) < n or "quantized **" not in lesson._accuracy.object:
+        time.sleep(0.01)
+    shown = time.perf_counter() - start
+    print(f"opening {model_name:12s} {case:6s}: accuracy and {n} curve points shown after {shown:6.2f} s "
+          f"(lesson built in {built:.2f} s)", flush=True)
+
+
+def measure_opening(model_name: str) -> None:
+    """The three cases of the module docstring, each in a process of its own."""
+    def run(cases: tuple[str, ...]) -> None:
+        with tempfile.TemporaryDirectory() as private:
+            for entry in paths.cache_dir().iterdir():  # MNIST and the weights stay; the measurements start empty
+                if entry.name != "measurements":
+                    os.symlink(entry, Path(private) / entry.name)
+            for case in cases:
+                subprocess.run([sys.executable, __file__, "--open-once", model_name, case], check=True,
+                               env={**os.environ, paths.CACHE_ENV_VAR: private})
+
+    run(("cold", "cache"))
+    if measurements.stored_path(model_name).exists():
+        run(("stored",))
+    else:
+        print(f"opening {model_name:12s} stored: no {measurements.stored_path(model_name).name} "
+              f"(`explorer measure {model_name}` writes it)", flush=True)
 
 
 def open_lesson(browser, url: str) -> Page:
@@ -104,7 +151,15 @@ def main() -> None:
     parser.add_argument("--sweeps", type=int, default=3, help="0 skips the sweep")
     parser.add_argument("--models", nargs="+", default=["mnist-cnn", "mnist-vit"])
     parser.add_argument("--skip-ui", action="store_true")
+    parser.add_argument("--opening", action="store_true", help="time opening the lesson (cold, cache, stored)")
+    parser.add_argument("--open-once", nargs=2, metavar=("MODEL", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.open_once:
+        open_once(*args.open_once)
+        return
+    if args.opening:
+        for model in args.models:
+            measure_opening(model)
     if args.sweeps:
         measure_sweep("mnist-cnn", args.sweeps)
     measure_int8("mnist-cnn")

@@ -1,4 +1,5 @@
-"""The quantization lesson in a real browser: a student moves the bits slider; accuracy and prediction follow.
+"""The quantization lesson in a real browser: a student moves the bits slider; accuracy and prediction follow; after
+a model switch every result on the page names the new model.
 
 Serves tests/browser/apps/quantization_app.py and leaves screenshots in screenshots/quantization-*.png.
 """
@@ -11,10 +12,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from explorer.lessons.plots import MODEL_TAG
+
 from .conftest import open_page, screenshot, serve
 
 APP = "tests/browser/apps/quantization_app.py"
 MEASURED = 120_000  # ms: an accuracy pass over 10,000 test digits on a busy 2-core machine
+# The `explorer-model=` tags of every model of the page's Bokeh document
+MODEL_TAGS = f"""() => [...Bokeh.documents[0].all_models].flatMap(m => m.tags)
+    .filter(t => typeof t === "string" && t.startsWith("{MODEL_TAG}"))"""
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,9 @@ def test_fewer_bits_change_the_accuracy_and_the_prediction_shown(page: Page, qua
     errors = open_lesson(page, quantization_url, "mnist-cnn")
     expect(page.get_by_text("bits=8 act_bits=0 granularity=per-tensor")).to_be_visible()
     accuracy, summary = page.locator(".quantization-accuracy"), page.locator(".quantization-summary")
-    expect(accuracy).to_contain_text("quantized", timeout=MEASURED)
-    expect(accuracy).to_contain_text("10,000 images")
+    expect(accuracy).to_contain_text("10,000 images")  # at once: kept, or said to be measuring
+    expect(accuracy).not_to_contain_text("measuring", timeout=MEASURED)
+    expect(accuracy).to_contain_text("quantized")
     before_accuracy, before_summary = text_of(page, "quantization-accuracy"), text_of(page, "quantization-summary")
     assert "8-bit symmetric per-tensor weights" in before_summary
     press_slider(page, "ArrowLeft", 6)  # 8 → 2 bits
@@ -84,4 +91,20 @@ def test_real_int8_is_built_and_measured(page: Page, quantization_url: str):
     assert "file size" in text and "latency, 100 images (median)" in text and "MNIST test set, 10,000 images" in text
     page.wait_for_timeout(300)
     screenshot(page, "quantization-int8", full_page=True)
+    assert errors == []
+
+
+def test_after_a_model_switch_every_result_names_the_new_model(page: Page, quantization_url: str):
+    errors = open_lesson(page, quantization_url, "mnist-cnn")
+    accuracy = page.locator(".quantization-accuracy")
+    expect(accuracy).not_to_contain_text("measuring", timeout=MEASURED)
+    before = text_of(page, "quantization-accuracy")
+    assert set(page.evaluate(MODEL_TAGS)) == {MODEL_TAG + "mnist-cnn"}
+    page.locator(".model-picker select").select_option("mnist-vit")
+    expect(page.locator(".quantization-arithmetic")).to_contain_text("The arithmetic of patch_embed")
+    expect(accuracy).not_to_have_text(before)
+    tags = page.evaluate(MODEL_TAGS)
+    assert len(tags) >= 15 and set(tags) == {MODEL_TAG + "mnist-vit"}
+    expect(accuracy).not_to_contain_text("measuring", timeout=MEASURED)
+    assert set(page.evaluate(MODEL_TAGS)) == {MODEL_TAG + "mnist-vit"}
     assert errors == []

@@ -302,3 +302,46 @@ def test_folding_batchnorm_keeps_the_outputs_of_a_quantized_copy(name, rng):
         ref, ours = quantized(x), folded(x)
     # W·a then conv, instead of conv then ·a: float32 rounding differences only, ~1e-6 of the logits' size
     assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_a_quantized_copy_requantized_equals_a_fresh_one_and_keeps_one_hook_per_layer(rng):
+    model = small_cnn(rng)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    calibration = torch.randn(16, 1, 8, 8, generator=rng)
+    x = torch.randn(6, 1, 8, 8, generator=rng)
+    copy_ = qm.QuantizedCopy(model)
+    for setting in (qm.Setting(weight_bits=3, act_bits=4), qm.Setting(format="ternary", act_bits=2),
+                    qm.Setting(weight_bits=5, scheme="affine", clip="percentile"),
+                    qm.Setting(weight_bits=5, scheme="affine", clip="percentile", act_bits=3),  # the same weights
+                    qm.Setting(weight_bits=5, scheme="affine", clip="percentile", granularity="per-tensor")):
+        ours = copy_.quantize(setting, calibration)
+        fresh = qm.fake_quant_model(model, setting, calibration)
+        for k, v in fresh.state_dict().items():
+            assert torch.equal(ours.state_dict()[k], v), f"{setting}: {k}"
+        with torch.no_grad():
+            assert torch.equal(ours(x), fresh(x)), setting  # the same activation quantizers, not stacked ones
+        expected_hooks = 1 if setting.act_bits is not None else 0
+        assert all(len(ours.get_submodule(n)._forward_pre_hooks) == expected_hooks for n in ("0", "4"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"the shared model's {k} changed"
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_private_copy_waits_while_the_shared_model_is_being_traced(rng):
+    """A trace adds hooks to the shared model while it holds the model's lock; a deep copy taken meanwhile could
+    fail on (or carry) them, so the copy waits for the lock."""
+    import threading
+
+    from explorer.core import trace
+
+    model = small_cnn(rng)
+    copies: list[nn.Module] = []
+    worker = threading.Thread(target=lambda: copies.append(qm.private_copy(model)))
+    with trace.model_lock(model):
+        worker.start()
+        worker.join(timeout=0.3)
+        assert worker.is_alive() and copies == []  # it cannot finish while the lock is held
+    worker.join(timeout=30)
+    assert not worker.is_alive() and len(copies) == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(copies[0].state_dict()[k], v)

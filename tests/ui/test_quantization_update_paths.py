@@ -1,24 +1,31 @@
-"""The quantization lesson: every control patches existing Bokeh models, and sessions never share changes.
+"""The quantization lesson: every control patches existing Bokeh models, sessions never share changes, kept
+accuracies are shown at once, the others are measured in the background and kept, and after a model switch nothing
+of the previous model stays on screen.
 
-Deterministic: worker threads are replaced by an inline executor, and the accuracy-vs-bits sweep by a
-short one (tests/lessons/test_quantization_math.py checks the real sweep's settings).
+Deterministic where it can be: worker threads are replaced by an inline executor (or a queue the test runs), the
+held-out set by its first 300 images and the on-disk cache by a private one. The sweep is a short one
+(tests/lessons/test_quantization_math.py checks the real sweep's settings), except where a test says otherwise.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from dataclasses import replace
 
 import pytest
 import torch
 
-from explorer.core import zoo
+from explorer.core import evaluate, measurements, paths, zoo
 from explorer.core.data import EvalSet
+from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
-from explorer.lessons.quantization import view
+from explorer.lessons.quantization import measured, view
 from explorer.ui.gallery import mnist_gallery
 from explorer.ui.state import ExplorerState
 from tests.ui.doc_events import Page
+
+SMALL = 300  # held-out images: enough to tell settings apart, quick enough for a test
 
 
 def inline(work) -> Future:
@@ -28,20 +35,55 @@ def inline(work) -> Future:
     return future
 
 
-def small_heldout(name: str):
-    """The first 300 test images: enough to tell settings apart, quick enough for a test."""
-    evalset, calibration, meaning = full_heldout(name)
-    return EvalSet(f"{evalset.name}, first 300", evalset.inputs[:300], evalset.labels[:300]), calibration[:64], meaning
+class Queued:
+    """The lesson's background work, kept until the test runs it (a student who is quicker than the workers)."""
+
+    def __init__(self):
+        self.work: list = []
+
+    def __call__(self, work) -> Future:
+        self.work.append(work)
+        return Future()
+
+    def run(self) -> None:
+        while self.work:
+            self.work.pop(0)()
 
 
-full_heldout = view.heldout
+full_heldout, full_calibration, full_dataset_name = measured.heldout, measured.calibration, measured.dataset_name
+
+
+def small_heldout(name: str) -> EvalSet:
+    evalset = full_heldout(name)
+    return EvalSet(f"{evalset.name}, first {SMALL}", evalset.inputs[:SMALL], evalset.labels[:SMALL])
 
 
 @pytest.fixture
-def synchronous(monkeypatch):
+def private_cache(tmp_path, monkeypatch):
+    """A fresh, empty on-disk cache of measurements (MNIST, the models and the int8 files stay where they are), and
+    a small held-out set."""
+    private = tmp_path / "cache"
+    private.mkdir()
+    for entry in paths.cache_dir().iterdir():
+        if entry.name != "measurements":
+            (private / entry.name).symlink_to(entry)
+    monkeypatch.setenv(paths.CACHE_ENV_VAR, str(private))
+    monkeypatch.setattr(measured, "heldout", small_heldout)
+    monkeypatch.setattr(measured, "calibration", lambda name: full_calibration(name)[:64])
+    monkeypatch.setattr(measured, "dataset_name", lambda model: f"{full_dataset_name(model)}, first {SMALL}")
+
+
+@pytest.fixture
+def synchronous(private_cache, monkeypatch):
     monkeypatch.setattr(view, "_submit", inline)
-    monkeypatch.setattr(view, "heldout", small_heldout)
     monkeypatch.setattr(qm, "sweep_settings", lambda base: [replace(base, weight_bits=b) for b in (8, 2)])
+
+
+@pytest.fixture
+def queued(private_cache, monkeypatch) -> Queued:
+    queue = Queued()
+    monkeypatch.setattr(view, "_submit", queue)
+    return queue
 
 
 def shown(page: Page, lesson: view.QuantizationLesson, part: str) -> object:
@@ -91,14 +133,166 @@ def test_switching_model_keeps_the_figures_and_offers_the_new_layers(synchronous
 def test_the_accuracy_and_the_curves_show_what_was_measured(synchronous):
     lesson = view.QuantizationLesson(model="mnist-cnn")
     lesson.bits = 2
-    evalset = view.heldout("mnist-cnn")[0]
-    model = zoo.load("mnist-cnn").module
-    expected = qm.accuracy(model, "mnist-cnn", evalset, lesson.setting)
-    assert f"quantized **{expected.top1:.2%}**" in lesson._accuracy.object
-    assert "first 300" in lesson._accuracy.object
-    assert lesson._current_source.data["y"] == [pytest.approx(100 * expected.top1)]
+    model = zoo.load("mnist-cnn")
+    evalset = measured.heldout("mnist-cnn")
+    expected = evaluate.uncached_accuracy(qm.fold_batchnorm(qm.fake_quant_model(model.module, lesson.setting)),
+                                          evalset).top1
+    assert f"quantized **{expected:.2%}**" in lesson._accuracy.object
+    assert f"on {evalset.name}:" in lesson._accuracy.object
+    assert lesson._current_source.data["y"] == [pytest.approx(100 * expected)]
     points = dict(zip(lesson._point_source.data["label"], lesson._point_source.data["y"], strict=True))
-    assert points[lesson.setting.describe()] == pytest.approx(100 * expected.top1)
+    assert points[lesson.setting.describe()] == pytest.approx(100 * expected)
+    assert measured.known(model, lesson.setting) == expected  # kept for every session and process
+
+
+def test_the_lesson_opens_on_the_settings_that_are_stored(queued):
+    assert view.QuantizationLesson.param.bits.default == measured.DEFAULT.weight_bits
+    lesson = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))
+    assert lesson.setting == measured.DEFAULT
+
+
+def kept_at_random(model: zoo.ZooModel, rng: torch.Generator) -> dict:
+    """Fresh random accuracies for float32 and every point of the default curves, put in the on-disk cache."""
+    measurer = measurements.Measurer.of(model.name, model.module)
+    values = {}
+    for item in measured.plan(model):
+        value = float(torch.rand((), generator=rng, dtype=torch.float64))
+        values[None if item.setting == measured.FLOAT32 else qm.Setting(**item.setting)] = value
+        measurer.measured(item.what, item.setting, item.dataset, lambda v=value: v)
+    return values
+
+
+@pytest.mark.parametrize("name", ["mnist-cnn", "mnist-vit"])
+def test_opening_shows_the_kept_curves_and_accuracy_at_once(name, queued, monkeypatch, rng):
+    model = zoo.load(name)
+    values = kept_at_random(model, rng)
+    monkeypatch.setattr(measured, "top1", lambda *_: pytest.fail("nothing should be measured"))
+    lesson = view.QuantizationLesson(state=ExplorerState(model=name))
+    assert queued.work == []  # nothing left to measure
+    float_top1, top1 = values[None], values[measured.DEFAULT]
+    assert lesson._accuracy.object.startswith(
+        f"**Accuracy** on {measured.dataset_name(model)}: float32 **{float_top1:.2%}**, quantized **{top1:.2%}** (")
+    settings = qm.sweep_settings(measured.DEFAULT)
+    assert lesson._point_source.data["label"] == [s.describe() for s in settings]
+    assert lesson._point_source.data["y"] == pytest.approx([100 * values[s] for s in settings])
+    assert lesson._point_source.data["text"] == [f"{values[s]:.2%}" for s in settings]
+    curves = dict(zip(lesson._curve_source.data["label"], lesson._curve_source.data["ys"], strict=True))
+    for scheme in qm.SCHEMES:
+        for granularity in qm.GRANULARITIES:
+            line = [s for s in settings if (s.format, s.scheme, s.granularity) == ("integer", scheme, granularity)]
+            assert curves[f"{scheme}, {granularity}"] == pytest.approx([100 * values[s] for s in line])
+    assert lesson._float_line.location == pytest.approx(100 * float_top1) and lesson._float_line.visible
+    assert lesson._current_source.data["y"] == [pytest.approx(100 * top1)]
+    assert not lesson._progress.visible and "30 settings, each measured on" in lesson._progress_text.object
+
+
+def test_a_setting_not_kept_is_measured_in_the_background_and_kept(queued):
+    lesson = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))
+    model = zoo.load("mnist-cnn")
+    assert "float32 ⏳ measuring … quantized ⏳ measuring …" in lesson._accuracy.object  # no number yet
+    assert lesson._progress.visible and lesson._point_source.data["y"] == []
+    assert "0 of 30 settings done" in lesson._progress_text.object
+    queued.run()
+    settings = qm.sweep_settings(measured.DEFAULT)
+    expected = [measured.known(model, s) for s in settings]
+    assert None not in expected  # each point was kept on disk as it was measured
+    assert lesson._point_source.data["y"] == pytest.approx([100 * v for v in expected])
+    assert f"quantized **{measured.known(model, measured.DEFAULT):.2%}**" in lesson._accuracy.object
+    assert not lesson._progress.visible
+    other = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))  # another session: everything at once
+    assert queued.work == [] and other._point_source.data["y"] == lesson._point_source.data["y"]
+
+
+def tagged(page: Page) -> dict[str, list]:
+    """Bokeh models of the page by the model name their tags carry."""
+    found: dict[str, list] = {}
+    for m in page.doc.models:
+        for tag in m.tags:
+            if isinstance(tag, str) and tag.startswith(plots.MODEL_TAG):
+                found.setdefault(tag.removeprefix(plots.MODEL_TAG), []).append(m)
+    return found
+
+
+def test_two_sessions_sweeping_at_once_both_complete(private_cache, monkeypatch, rng):
+    """Real worker threads: two sessions sweep the same shared model at once (one with another clipping rule) while a
+    third thread keeps tracing it (adding and removing hooks); both curves complete, with the kept values."""
+    monkeypatch.setattr(qm, "sweep_settings", lambda base: [replace(base, weight_bits=b) for b in (8, 4, 3, 2)])
+    jobs: list[Future] = []
+    real_submit = view._submit
+    monkeypatch.setattr(view, "_submit", lambda work: jobs.append(real_submit(work)) or jobs[-1])
+    model = zoo.load("mnist-cnn")
+    tracing = threading.Event()
+
+    def keep_tracing() -> None:
+        x = torch.randn(4, 1, 28, 28, generator=rng)
+        while not tracing.is_set():
+            model.trace(x)
+
+    tracer = threading.Thread(target=keep_tracing)
+    tracer.start()
+    try:
+        mine = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))
+        theirs = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))
+        theirs.clip = "percentile"
+        while any(not job.done() for job in jobs):
+            for job in list(jobs):
+                job.result(timeout=600)  # re-raises what a worker raised
+    finally:
+        tracing.set()
+        tracer.join()
+    for lesson in (mine, theirs):
+        expected = [100 * measured.known(model, s) for s in qm.sweep_settings(lesson.setting)]
+        assert lesson._point_source.data["y"] == pytest.approx(expected) and len(expected) == 4
+        assert not lesson._progress.visible
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.module.modules())
+
+
+SWITCHES = ["mnist-vit"] + (["mobilenet_v2"] if zoo.is_available("mobilenet_v2") else [])
+
+
+@pytest.mark.parametrize("new", SWITCHES)
+def test_after_a_model_switch_nothing_of_the_previous_model_is_shown(new, queued, monkeypatch):
+    monkeypatch.setattr(qm, "sweep_settings", lambda base: [replace(base, weight_bits=b) for b in (8, 2)])
+    lesson = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))
+    page = Page(lesson)
+    lesson._build_int8()
+    queued.run()  # mnist-cnn's accuracy, curves and real int8 table are on screen
+    assert "float32 **" in lesson._accuracy.object and "int8 ONNX" in lesson._int8_text.object
+    assert lesson._point_source.data["y"] and set(tagged(page)) == {"mnist-cnn"}
+    lesson.bits = 4  # an accuracy, a sweep and an int8 build for mnist-cnn are under way when the student switches
+    lesson._build_int8()
+    under_way = len(queued.work)
+    lesson.state.layer = "features.4"
+    lesson.state.model = new
+    model = zoo.load(new)
+
+    def nothing_of_the_previous_model() -> None:
+        assert set(tagged(page)) == {new}
+        assert len(tagged(page)[new]) >= 15  # every figure, source and pane that shows a result
+        layer_menu = next(m for m in page.doc.models if type(m).__name__ == "CustomSelect" and m.title == "Layer")
+        assert [value for value, _label in layer_menu.options] == qm.quantizable_layers(model.module)
+        assert layer_menu.value == lesson.layer
+        assert lesson._hist_fig.title.text.startswith(f"{lesson.layer}: ")
+        assert lesson._arithmetic.object.startswith(f"### The arithmetic of `{lesson.layer}` ")
+        assert lesson._int8_text.object == view.INT8_INTRO and not lesson._int8_button.disabled
+        described = f"**{lesson.setting.describe()}.** On {lesson.state.inference.description}"
+        assert lesson._summary.object.startswith(described)
+
+    nothing_of_the_previous_model()
+    waiting = f"**{measured.meaning(model).capitalize()}** on {measured.dataset_name(model)}: float32 ⏳ measuring"
+    assert lesson._accuracy.object.startswith(waiting) and "%" not in lesson._accuracy.object
+    assert lesson._point_source.data["y"] == [] and not lesson._float_line.visible
+    for work in queued.work[:under_way]:  # mnist-cnn's results arrive after the switch: none is shown
+        work()
+    del queued.work[:under_way]
+    nothing_of_the_previous_model()
+    assert lesson._accuracy.object.startswith(waiting) and lesson._point_source.data["y"] == []
+    queued.run()  # the new model's own
+    nothing_of_the_previous_model()
+    float_top1, top1 = measured.known(model, None), measured.known(model, lesson.setting)
+    assert f"float32 **{float_top1:.2%}**, quantized **{top1:.2%}**" in lesson._accuracy.object
+    assert lesson._point_source.data["y"] == pytest.approx(
+        [100 * measured.known(model, s) for s in qm.sweep_settings(lesson.setting)])
 
 
 def test_another_session_quantizing_leaves_the_shared_model_and_this_session_alone(synchronous):
@@ -134,8 +328,8 @@ def test_the_narrative_steps_drive_the_controls(synchronous):
 def test_mobilenet_measures_agreement_with_float_on_the_gallery_photos(synchronous):
     lesson = view.QuantizationLesson(model="mobilenet_v2")
     text = lesson._accuracy.object
-    assert text.startswith("**Agreement** on 8 gallery photos, labelled with the float32 model's answers")
-    assert "float32 **100.00%**" in text
+    assert text.startswith("**Agreement** on 8 gallery photos and their mirror images, first 300: float32 **100.00%**")
+    assert "how often the quantized model's top class is the float32 model's" in text
     lesson.granularity = "per-channel"
     assert lesson.layer == "features.0.0" and "float32 **100.00%**" in lesson._accuracy.object
 

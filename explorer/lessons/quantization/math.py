@@ -300,8 +300,12 @@ def activation_quantizers(model: nn.Module, calibration: Tensor, bits: int, sche
 
 
 def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy without hooks: a trace running on the shared model in another session must not record ours."""
-    duplicate = copy.deepcopy(model)
+    """A deep copy without hooks: a trace running on the shared model in another session must not record ours.
+
+    Copied under the model's trace lock: a trace in another thread adds hooks to the shared model while it runs, and
+    a copy taken meanwhile would fail on (or copy) that changing hook table."""
+    with trace.model_lock(model):
+        duplicate = copy.deepcopy(model)
     for module in duplicate.modules():
         for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
                       module._forward_pre_hooks_with_kwargs, module._forward_hooks_always_called):
@@ -309,23 +313,46 @@ def private_copy(model: nn.Module) -> nn.Module:
     return duplicate
 
 
+class QuantizedCopy:
+    """A private copy of a shared model, re-quantized from the shared weights by each `quantize`: one deep copy per
+    lesson and model, not one per change, and the weights quantized again only when their part of the setting
+    changed (the MSE clip searches every layer's range). `model` is not changed."""
+
+    def __init__(self, model: nn.Module):
+        self.shared, self.model = model, private_copy(model)
+        self._layers = quantizable_layers(model)
+        self._weights: tuple | None = None  # the weight part of the setting the copy's weights have
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []  # this copy's activation quantizers
+
+    @torch.no_grad()
+    def quantize(self, setting: Setting, calibration: Tensor | None = None) -> nn.Module:
+        """The copy with weights (and, with activation bits, layer inputs) quantized by `setting`; activation ranges
+        come from the float model on `calibration` images."""
+        quantizers = {}
+        if setting.act_bits is not None:
+            if calibration is None:
+                raise InputError("activation quantization needs calibration images to measure ranges on.")
+            quantizers = activation_quantizers(self.shared, calibration, setting.act_bits, setting.scheme,
+                                               setting.clip)
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        weights = (setting.format, setting.weight_bits, setting.scheme, setting.granularity, setting.clip)
+        for name in self._layers:
+            layer = self.model.get_submodule(name)
+            if weights != self._weights:
+                original = self.shared.get_submodule(name).weight
+                layer.weight.copy_(quantize_weight(original, setting).dequantized.to(layer.weight.dtype))
+            if name in quantizers:
+                self._hooks.append(layer.register_forward_pre_hook(quantizers[name]))  # on the private copy only
+        self._weights = weights
+        return self.model
+
+
 def fake_quant_model(model: nn.Module, setting: Setting, calibration: Tensor | None = None) -> nn.Module:
     """A private copy whose weights (and, with activation bits, layer inputs) are quantized; `model` is not
     changed. Activation ranges come from the float model on `calibration` images."""
-    quantizers = {}
-    if setting.act_bits is not None:
-        if calibration is None:
-            raise InputError("activation quantization needs calibration images to measure ranges on.")
-        quantizers = activation_quantizers(model, calibration, setting.act_bits, setting.scheme, setting.clip)
-    quantized = private_copy(model)
-    modules = dict(quantized.named_modules())
-    for name in quantizable_layers(quantized):
-        layer = modules[name]
-        with torch.no_grad():
-            layer.weight.copy_(quantize_weight(layer.weight, setting).dequantized.to(layer.weight.dtype))
-        if name in quantizers:
-            layer.register_forward_pre_hook(quantizers[name])  # on the private copy only
-    return quantized
+    return QuantizedCopy(model).quantize(setting, calibration)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

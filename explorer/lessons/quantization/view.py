@@ -1,10 +1,14 @@
 """The quantization lesson: what rounding weights and activations to fewer bits does, with the arithmetic.
 
-Compute lives in math.py (and int8.py for onnxruntime's real int8); this module only shows it.
-Performance (PANEL-PERFORMANCE.md): every Bokeh figure and source is built once in __init__; a
-control change replaces source data and Markdown text inside one `one_update()`. Accuracy and the
-accuracy-vs-bits sweep run on worker threads, cached (math.accuracy keys results by model and
-Setting), and drop stale answers; the sweep shows a progress bar.
+Compute lives in math.py (measured.py for the accuracies, int8.py for onnxruntime's real int8); this module only
+shows it. Performance (PANEL-PERFORMANCE.md): every Bokeh figure and source is built once in __init__; a control
+change replaces source data and Markdown text inside one `one_update()`.
+
+Accuracies come from measured.py: those kept (stored beside the card, or in the on-disk cache) are shown with the
+rest of the lesson, at once; the others are measured on worker threads, kept for every session and process, and
+painted when they arrive, with a progress bar for the curves. A result is painted only if it is still for the model
+(and setting) on screen. Every figure, source and pane that shows a result carries `plots.model_tag` of its model,
+set together with its content; until a result of a new model arrives, its place says so, under the new model's tag.
 """
 
 from __future__ import annotations
@@ -27,18 +31,16 @@ import torch
 from bokeh.models import ColumnDataSource, HoverTool, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 
-from explorer.core import data, evaluate, images, trace
-from explorer.core.data import EvalSet
+from explorer.core import trace, zoo
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
-from explorer.ui.gallery import gallery_for
+from explorer.lessons.quantization import measured
 from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update
+from explorer.ui.state import SessionView, follows, one_update, tag_results
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_IMAGES = 512  # MNIST training images that set the activation ranges
 BINS = 80
 WORKER_EXIT_WAIT_S = 30  # at exit, how long each running evaluation may take to finish
 BACKGROUND_NICE = 10  # scheduling priority of accuracy and sweep threads (Linux; 0 is normal, 19 the lowest)
@@ -49,6 +51,7 @@ CURVE_COLOURS = {  # Okabe-Ito: colour-blind safe
     ("affine", "per-tensor"): "#CC79A7", ("affine", "per-channel"): "#009E73"}
 FLOAT_COLOUR, QUANT_COLOUR, CLIP_COLOUR = "#999999", "#0072B2", "#D55E00"
 TERNARY_X = qm.TERNARY_BITS
+MEASURING = "⏳ measuring …"
 
 
 class _Slots:
@@ -113,36 +116,18 @@ def _submit(work: Callable[[], None]) -> Future:
     return future
 
 
-@functools.lru_cache(maxsize=4)
-def heldout(model_name: str) -> tuple[EvalSet, torch.Tensor, str]:
-    """(evaluation set, calibration images, what accuracy means) for a zoo model.
-
-    MNIST models: the 10k test set, calibrated on training images. Others (MobileNetV2): no labelled
-    set here, so agreement with the float model on the gallery photos, which also calibrate.
-    """
-    from explorer.core import zoo
-
-    model = zoo.load(model_name)
-    card = model.card
-    if card.preprocess == "mnist":
-        calibration = data.normalize_digits(data.mnist("train").images[:CALIBRATION_IMAGES], card.mean, card.std)
-        return data.eval_set("test", card.mean, card.std), calibration, "accuracy"
-    photos = gallery_for(card)
-    inputs = torch.cat([images.to_input(item.source, card) for item in photos])
-    name = f"{len(photos)} gallery photos, labelled with the float32 model's answers"
-    return qm.agreement_set(model.module, inputs.to(next(model.module.parameters()).device), name), inputs, "agreement"
-
-
 class QuantizationLesson(SessionView):
     """What rounding weights (and activations) to fewer bits does to them, to the prediction and to accuracy."""
 
     layer = param.Selector(default=None, objects=[], doc="Convolution or linear layer whose arithmetic is shown.")
-    bits = param.Integer(default=8, bounds=(1, 8), doc="Bits per weight; 1 bit is XNOR-Net's sign · mean |w|.")
-    act_bits = param.Selector(default=0, objects=list(ACT_CHOICES.values()),
+    bits = param.Integer(default=measured.DEFAULT.weight_bits, bounds=(1, 8),
+                         doc="Bits per weight; 1 bit is XNOR-Net's sign · mean |w|.")
+    act_bits = param.Selector(default=measured.DEFAULT.act_bits or 0, objects=list(ACT_CHOICES.values()),
                               doc="Bits per activation (each layer's input), or 0 to keep them float.")
-    granularity = param.Selector(default="per-tensor", objects=list(qm.GRANULARITIES))
-    scheme = param.Selector(default="symmetric", objects=list(qm.SCHEMES))
-    clip = param.Selector(default="min-max", objects=list(qm.CLIPS), doc="How the ends of the range are chosen.")
+    granularity = param.Selector(default=measured.DEFAULT.granularity, objects=list(qm.GRANULARITIES))
+    scheme = param.Selector(default=measured.DEFAULT.scheme, objects=list(qm.SCHEMES))
+    clip = param.Selector(default=measured.DEFAULT.clip, objects=list(qm.CLIPS),
+                          doc="How the ends of the range are chosen.")
     channel = param.Integer(default=0, bounds=(0, None), doc="Output channel whose grid is drawn (per-channel).")
 
     def __init__(self, model: str | None = None, **params):
@@ -151,8 +136,13 @@ class QuantizationLesson(SessionView):
         self.result: dict[str, object] = {}
         self.accuracy_job: Future | None = None
         self.sweep_job: Future | None = None
-        self._sweep_key: tuple | None = None
-        self._measured: dict[tuple[str, qm.Setting], float] = {}  # accuracies this lesson has shown
+        self.int8_job: Future | None = None
+        self._model: zoo.ZooModel | None = None  # the model whose results are on screen
+        self._copy: qm.QuantizedCopy | None = None  # this lesson's private copy of it
+        self._switching = False  # while the layer menu changes to another model's layers
+        self._sweep_key: tuple | None = None  # (model, clip, act_bits) of the curves on screen
+        self._sweeping: set[tuple] = set()  # the keys whose missing points a worker is measuring
+        self._measured: dict[tuple[str, qm.Setting | None], float] = {}  # kept accuracies of the shown model
         self._build_histogram()
         self._build_predictions()
         self._build_sqnr()
@@ -162,11 +152,11 @@ class QuantizationLesson(SessionView):
         # on every change (docs/performance.md measured that cost for a figure's height).
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", height=64, margin=(0, 10),
                                          css_classes=["quantization-summary"])
-        self._accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", height=32, margin=(0, 10),
+        self._accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", height=48, margin=(0, 10),
                                           css_classes=["quantization-accuracy"])
         self._arithmetic = pn.pane.Markdown("", sizing_mode="stretch_width", height=540, margin=(0, 10),
                                             styles={"overflow-y": "auto"}, css_classes=["quantization-arithmetic"])
-        self._progress = pn.indicators.Progress(value=0, max=len(qm.sweep_settings(qm.Setting())), width=260,
+        self._progress = pn.indicators.Progress(value=0, max=len(qm.sweep_settings(measured.DEFAULT)), width=260,
                                                 bar_color="primary", visible=False)
         self._progress_text = pn.pane.Markdown("", css_classes=["quantization-progress"])
         self._int8_button = pn.widgets.Button(label="Build real int8 with onnxruntime", color="primary",
@@ -174,7 +164,6 @@ class QuantizationLesson(SessionView):
         self._int8_button.on_click(self._build_int8)
         self._int8_progress = pn.indicators.Progress(value=0, max=3, width=260, visible=False)
         self._int8_text = pn.pane.Markdown(INT8_INTRO, sizing_mode="stretch_width", css_classes=["quantization-int8"])
-        self.int8_job: Future | None = None
         self._model_changed()
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.curdoc.on_session_destroyed(self._stop)
@@ -184,7 +173,8 @@ class QuantizationLesson(SessionView):
 
     @property
     def model_name(self) -> str:
-        return self.state.model
+        """The model whose results the lesson shows."""
+        return self._model.name
 
     @property
     def setting(self) -> qm.Setting:
@@ -195,15 +185,30 @@ class QuantizationLesson(SessionView):
 
     @follows("state.inference")
     def _model_changed(self) -> None:
-        module = self.state.inference.model.module
-        names = qm.quantizable_layers(module)
-        if names != self.param.layer.objects:
-            self.param.layer.objects = names
-            self._module = module
-            wanted = self.state.layer if self.state.layer in names else names[0]
-            with param.parameterized.discard_events(self):
-                self.layer = wanted
+        model = self.state.inference.model
+        if model is not self._model:
+            self._switch_to(model)
         self._update()
+
+    def _switch_to(self, model: zoo.ZooModel) -> None:
+        """Take another model: its layers in the menu (the widget shows the layer explained), nothing of the
+        previous model kept, and its workers' results dropped when they arrive (they check the model)."""
+        names = qm.quantizable_layers(model.module)
+        self._model, self._copy = model, qm.QuantizedCopy(model.module)
+        self._measured.clear()
+        self._sweep_key = None
+        wanted = self.state.layer if self.state.layer in names else names[0]
+        self._switching = True  # one _update follows, for the new layer and model
+        try:
+            self.param.layer.objects = names
+            self.param.update(layer=wanted)  # with events: the layer menu follows
+        finally:
+            self._switching = False
+        with one_update():
+            self._int8_button.disabled = False
+            self._int8_progress.visible = False
+            self._int8_text.object = INT8_INTRO
+            tag_results(model.name, self._int8_text)
 
     @follows("state.layer")
     def _follow_state_layer(self) -> None:
@@ -214,10 +219,14 @@ class QuantizationLesson(SessionView):
 
     @param.depends("layer", "bits", "act_bits", "granularity", "scheme", "clip", "channel", watch=True)
     def _update(self) -> None:
+        if self._switching:
+            return
         try:
             self._compute()
         except InputError as e:
-            self._error.param.update(object=str(e), visible=True)
+            with one_update():
+                self._error.param.update(object=str(e), visible=True)
+                tag_results(self.model_name, self._error)
             return
         with one_update():
             self._error.visible = False
@@ -226,22 +235,17 @@ class QuantizationLesson(SessionView):
             self._show_predictions()
             self._show_sqnr()
             self._show_summary()
-            self._show_current_point()
+            self._show_kept()
         _painter()(self._start_background)  # served: after this repaint has gone out, so it is not slowed down
-
-    def _start_background(self) -> None:
-        self._measure_accuracy()
-        self._start_sweep()
 
     def _compute(self) -> None:
         inference = self.state.inference
-        module = inference.model.module
+        module = self._model.module
         setting = self.setting
-        evalset, calibration, meaning = heldout(self.model_name)
+        calibration = measured.calibration(self.model_name) if setting.act_bits is not None else None
         weight = module.get_submodule(self.layer).weight.detach().cpu().float()
         qt = qm.quantize_weight(weight, setting)
-        quantized = qm.fake_quant_model(module, setting, calibration)
-        approx = trace.run(quantized, inference.x)
+        approx = trace.run(self._copy.quantize(setting, calibration), inference.x)
         act = None
         if setting.act_bits is not None:
             act = qm.activation_quantizers(module, calibration, setting.act_bits, setting.scheme, setting.clip)
@@ -250,77 +254,101 @@ class QuantizationLesson(SessionView):
             setting=setting, weight=weight, quantized=qt, channel=channel, trace=approx,
             probs=approx.logits[0].softmax(-1), layer_sqnr=qm.layer_sqnr(inference.trace, approx),
             weight_sqnr=qm.sqnr(weight, qt.dequantized), act=act[self.layer] if act else None,
-            size_float=qm.size_bytes(module), size_quant=qm.size_bytes(module, setting), evalset=evalset,
-            calibration=calibration, meaning=meaning)
+            size_float=qm.size_bytes(module), size_quant=qm.size_bytes(module, setting),
+            calibration=calibration)
 
-    # --- slow work: accuracy and the sweep, on worker threads ---------------------------------------------------
+    # --- accuracies: kept ones at once, the others on worker threads ----------------------------------------------
+
+    def _look_up(self, settings: list[qm.Setting | None]) -> None:
+        """Fill in what is kept (stored beside the card, or in the on-disk cache) for the shown model."""
+        for setting in settings:
+            if (self.model_name, setting) not in self._measured:
+                value = measured.known(self._model, setting)
+                if value is not None:
+                    self._measured[(self.model_name, setting)] = value
+
+    def _curve_settings(self) -> list[qm.Setting | None]:
+        return [None, *qm.sweep_settings(self.setting)]  # None: float32, the dotted line
+
+    def _missing(self, settings: list[qm.Setting | None]) -> list[qm.Setting | None]:
+        return [s for s in settings if (self.model_name, s) not in self._measured]
+
+    def _show_kept(self) -> None:
+        """The accuracy and the curves from kept values; what is not kept says it is being measured."""
+        setting = self.setting
+        key = (self.model_name, setting.clip, setting.act_bits)
+        if key != self._sweep_key:
+            self._sweep_key = key
+            self._look_up(self._curve_settings())
+            self._show_curves()
+        self._look_up([None, setting])
+        self._show_accuracy()
+        self._show_current_point()
+
+    def _start_background(self) -> None:
+        if self._missing([None, self.setting]):
+            self._measure_accuracy()
+        if self._missing(self._curve_settings()):
+            self._start_sweep()
 
     def _stop(self, session_context) -> None:
         """The session ended: a running sweep stops after its current evaluation."""
         self._sweep_key = None
 
-    def _measure_accuracy(self) -> None:
-        setting, name, module = self.setting, self.model_name, self._module
-        evalset, calibration = self.result["evalset"], self.result["calibration"]
-        self._accuracy.object = self._accuracy.object.split(" ⏳")[0] + " ⏳ measuring the accuracy …"
+    def _keep(self, model_name: str, setting: qm.Setting | None, top1: float) -> bool:
+        """Keep a worker's result if it is for the shown model (else the student has left that model)."""
+        if model_name != self.model_name:
+            return False
+        self._measured[(model_name, setting)] = top1
+        return True
 
+    def _measure_accuracy(self) -> None:
+        setting, model = self.setting, self._model
         paint = _painter()
 
-        def show(base: evaluate.Accuracy, quant: evaluate.Accuracy) -> None:
-            self._measured[(name, setting)] = quant.top1
-            if (setting, name) == (self.setting, self.model_name):  # else a newer request paints
+        def show(float_top1: float, top1: float) -> None:
+            if self._keep(model.name, None, float_top1) and self._keep(model.name, setting, top1):
                 with one_update():
-                    self._accuracy.object = self._accuracy_text(base, quant)
-                    self._show_current_point()
+                    self._show_accuracy()
+                    self._show_curves()  # the float32 line, and this setting's point if it is on them
 
         def work() -> None:
-            with _SLOTS.take(urgent=True):
-                base = qm.accuracy(module, name, evalset, None)
-                quant = qm.accuracy(module, name, evalset, setting, calibration)
-            paint(functools.partial(show, base, quant))
+            float_top1 = measured.measure(model, None, _SLOTS.take(urgent=True))
+            top1 = measured.measure(model, setting, _SLOTS.take(urgent=True))
+            paint(functools.partial(show, float_top1, top1))
 
         self.accuracy_job = _submit(work)
 
     def _start_sweep(self) -> None:
-        base = self.setting
-        key = (self.model_name, base.clip, base.act_bits)
-        if key == self._sweep_key:
-            return
-        self._sweep_key = key
-        name, module = self.model_name, self._module
-        evalset, calibration = self.result["evalset"], self.result["calibration"]
-        settings = qm.sweep_settings(base)
-        self._progress.param.update(value=0, max=len(settings), visible=True)
-
+        key, model = self._sweep_key, self._model
+        missing = self._missing(self._curve_settings())
+        with self._lock:
+            if key in self._sweeping:
+                return  # a worker is on it (and goes on: the curves are again the ones it measures)
+            self._sweeping.add(key)
         paint = _painter()
 
-        def show(points: list[tuple[qm.Setting, float]], float_top1: float) -> None:
-            if self._sweep_key != key:
-                return
-            with one_update():
-                for setting, top1 in points:
-                    self._measured[(name, setting)] = top1
-                done = len(points) == len(settings)
-                self._progress.param.update(value=len(points), visible=not done)
-                self._progress_text.object = (
-                    f"{len(settings)} settings, each measured on {evalset.name}; clipping {base.clip}, "
-                    f"{_acts(base.act_bits)}." if done else
-                    f"Measuring {len(points)} of {len(settings)} settings on {evalset.name} …")
-                self._show_curves(points, float_top1)
+        def show(setting: qm.Setting | None, top1: float) -> None:
+            if self._keep(model.name, setting, top1) and self._sweep_key == key:
+                with one_update():
+                    self._show_curves()
+                    self._show_current_point()
+
+        def still_wanted() -> bool:
+            with self._lock:
+                if self._sweep_key == key and not _exiting.is_set():
+                    return True
+                self._sweeping.discard(key)
+                return False
 
         def work() -> None:
-            points: list[tuple[qm.Setting, float]] = []
-            with _SLOTS.take(urgent=False):
-                float_top1 = qm.accuracy(module, name, evalset, None).top1
-            measurements = qm.sweep(module, name, evalset, base, calibration)
-            while self._sweep_key == key and not _exiting.is_set():  # else a newer sweep paints
-                with _SLOTS.take(urgent=False):  # one evaluation per turn
-                    measured = next(measurements, None)
-                if measured is None:
-                    break
-                setting, acc = measured
-                points.append((setting, acc.top1))
-                paint(functools.partial(show, list(points), float_top1))
+            for setting in missing:
+                if not still_wanted():  # the student moved on: a newer sweep paints
+                    return
+                top1 = measured.measure(model, setting, _SLOTS.take(urgent=False))  # one evaluation per turn
+                paint(functools.partial(show, setting, top1))
+            with self._lock:
+                self._sweeping.discard(key)
 
         self.sweep_job = _submit(work)
 
@@ -328,30 +356,32 @@ class QuantizationLesson(SessionView):
         """Export, quantize with onnxruntime and measure, on a worker thread, with a three-step progress bar."""
         from explorer.lessons.quantization import int8
 
-        inference = self.state.inference
-        name, module, card = self.model_name, self._module, inference.model.card
-        evalset, calibration = self.result["evalset"], self.result["calibration"]
-        files = int8.files_for(name, card.sha256)
+        model = self._model
+        files = int8.files_for(model.name, model.card.sha256)
+        what, calibration_name = measured.meaning(model), measured.calibration_name(model)
         paint = _painter()
         self._int8_button.disabled = True
         self._int8_progress.param.update(value=0, visible=True)
 
         def show(step: int, text: str) -> None:
+            if self.model_name != model.name:
+                return  # the student has left this model: the lesson shows the new one's introduction
             with one_update():
                 self._int8_progress.param.update(value=step, visible=step < 3)
                 self._int8_button.disabled = step < 3
                 self._int8_text.object = text
+                tag_results(model.name, self._int8_text)
 
         def work() -> None:
             paint(functools.partial(show, 0, "⏳ 1/3: exporting the float32 model to ONNX …"))
-            int8.export_float(module, files, calibration)
-            paint(functools.partial(show, 1, f"⏳ 2/3: calibrating on {len(calibration):,} images and quantizing "
-                                    "to int8 …"))
+            calibration, evalset = measured.calibration(model.name), measured.heldout(model.name)
+            int8.export_float(model.module, files, calibration)
+            paint(functools.partial(show, 1, f"⏳ 2/3: calibrating on {calibration_name} and quantizing to int8 …"))
             with _SLOTS.take(urgent=True):
                 int8.quantize_int8(files, calibration)
-                paint(functools.partial(show, 2, f"⏳ 3/3: measuring accuracy on {evalset.name} and latency …"))
-                measured = int8.measure(files, evalset)
-            paint(functools.partial(show, 3, _int8_text(files, measured, self.result["meaning"])))
+                paint(functools.partial(show, 2, f"⏳ 3/3: measuring {what} on {evalset.name} and latency …"))
+                result = int8.measure(files, evalset)
+            paint(functools.partial(show, 3, _int8_text(files, result, what)))
 
         self.int8_job = _submit(work)
 
@@ -455,6 +485,8 @@ class QuantizationLesson(SessionView):
             which = f", grid of output channel {c}" if qt.axis is not None else ""
             self._hist_fig.title.text = (f"{self.layer}: {values.size:,} weights and the {_grid_name(r['setting'])}"
                                          f"{which}")
+            tag_results(self.model_name, self._hist_fig, self._hist_source, self._dequant_source, self._grid_source,
+                        self._clip_source)
 
     @staticmethod
     def _grid_levels(qt: qm.Quantized, channel: int) -> np.ndarray:
@@ -499,6 +531,7 @@ class QuantizationLesson(SessionView):
         lines.append(f"Weight SQNR of this layer: **{_db(r['weight_sqnr'])}** "
                      f"(signal power over error power; each extra bit adds about 6 dB).")
         self._arithmetic.object = "\n\n".join(lines)
+        tag_results(self.model_name, self._arithmetic)
 
     def _activation_text(self) -> str:
         r = self.result
@@ -530,6 +563,7 @@ class QuantizationLesson(SessionView):
         data["text"] = [f"{p:.1%}" if p >= 0.0005 else "" for p in data["prob"]]  # no column of "0.0%"
         self._pred_source.data = data
         self._pred_fig.yaxis.major_label_overrides = {i: _short(label) for i, label in enumerate(labels)}
+        tag_results(self.model_name, self._pred_source, self._pred_fig)
 
     def _show_sqnr(self) -> None:
         sqnr = self.result["layer_sqnr"]
@@ -540,6 +574,7 @@ class QuantizationLesson(SessionView):
                                       text=[_db(v) for v in sqnr.values()], colour=colours)
         self._sqnr_fig.x_range.start, self._sqnr_fig.x_range.end = -1, len(names)
         self._sqnr_fig.y_range.end = max(70.0, max(finite, default=0) + 5)
+        tag_results(self.model_name, self._sqnr_source, self._sqnr_fig)
 
     def _show_summary(self) -> None:
         r = self.result
@@ -548,6 +583,7 @@ class QuantizationLesson(SessionView):
         f_label, q_label = inference.model.labels[int(fp.argmax())], inference.model.labels[int(qp.argmax())]
         same = "the same answer" if f_label == q_label else "**a different answer**"
         ratio = r["size_float"] / r["size_quant"]
+        tag_results(self.model_name, self._summary)
         self._summary.object = (
             f"**{r['setting'].describe()}.** On {inference.description}: float32 says **{f_label}** "
             f"({float(fp.max()):.1%}), quantized says **{q_label}** ({float(qp.max()):.1%}), {same}. "
@@ -555,15 +591,21 @@ class QuantizationLesson(SessionView):
             f"**{plots.format_bytes(r['size_quant'])}** ({ratio:.1f}× smaller).")
 
     def _show_current_point(self) -> None:
-        setting = self.result["setting"]
+        setting = self.setting
         top1 = self._measured.get((self.model_name, setting))
         x = 1.0 if setting.format == "binary" else float(setting.weight_bits)
         self._current_source.data = dict(x=[x], y=[np.nan if top1 is None else 100 * top1])
+        tag_results(self.model_name, self._current_source)
 
-    def _show_curves(self, points: list[tuple[qm.Setting, float]], float_top1: float) -> None:
+    def _show_curves(self) -> None:
+        """The curves of the shown model and the current clipping and activation bits, as far as measured."""
+        settings = qm.sweep_settings(self.setting)
         curves = {key: ([], []) for key in CURVE_COLOURS}
         dots = dict(x=[], y=[], colour=[], label=[], text=[])
-        for setting, top1 in points:
+        for setting in settings:
+            top1 = self._measured.get((self.model_name, setting))
+            if top1 is None:
+                continue
             if setting.format == "integer":
                 xs, ys = curves[(setting.scheme, setting.granularity)]
                 xs.append(setting.weight_bits)
@@ -581,16 +623,37 @@ class QuantizationLesson(SessionView):
         self._curve_source.data = dict(xs=[curves[k][0] for k in drawn], ys=[curves[k][1] for k in drawn],
                                        colour=[CURVE_COLOURS[k] for k in drawn], label=[f"{s}, {g}" for s, g in drawn])
         self._point_source.data = dots
-        self._float_line.location = 100 * float_top1
+        float_top1 = self._measured.get((self.model_name, None))
+        self._float_line.location = 0.0 if float_top1 is None else 100 * float_top1
+        self._float_line.visible = float_top1 is not None
+        done, dataset = len(dots["x"]), measured.dataset_name(self._model)
+        base = self.setting
+        self._progress.param.update(value=done, max=len(settings), visible=done < len(settings))
+        self._progress_text.object = (
+            f"{len(settings)} settings, each measured on {dataset}; clipping {base.clip}, {_acts(base.act_bits)}."
+            if done == len(settings) else
+            f"⏳ Measuring the curves on {dataset}: {done} of {len(settings)} settings done (clipping {base.clip}, "
+            f"{_acts(base.act_bits)}) …")
+        tag_results(self.model_name, self._curve_fig, self._curve_source, self._point_source, self._float_line,
+                    self._progress, self._progress_text)
         self._show_current_point()
 
-    def _accuracy_text(self, base: evaluate.Accuracy, quant: evaluate.Accuracy) -> str:
-        what = self.result["meaning"]
-        drop = 100 * (base.top1 - quant.top1)
-        return (f"**{what.capitalize()}** on {quant.dataset}: float32 **{base.top1:.2%}**, quantized "
-                f"**{quant.top1:.2%}** ({drop:.2f} points lost)." if drop >= 0 else
-                f"**{what.capitalize()}** on {quant.dataset}: float32 **{base.top1:.2%}**, quantized "
-                f"**{quant.top1:.2%}** ({-drop:.2f} points gained, by luck of rounding).")
+    def _show_accuracy(self) -> None:
+        """Float32 and quantized accuracy (or agreement) as far as measured; a placeholder for the rest."""
+        what, dataset = measured.meaning(self._model), measured.dataset_name(self._model)
+        base = self._measured.get((self.model_name, None))
+        quant = self._measured.get((self.model_name, self.setting))
+        shown = [f"**{what.capitalize()}** on {dataset}:",
+                 f"float32 **{base:.2%}**," if base is not None else "float32 " + MEASURING,
+                 f"quantized **{quant:.2%}**" if quant is not None else "quantized " + MEASURING]
+        if base is not None and quant is not None:
+            drop = 100 * (base - quant)
+            shown.append(f"({drop:.2f} points lost)." if drop >= 0 else
+                         f"({-drop:.2f} points gained, by luck of rounding).")
+        if what == "agreement":
+            shown.append("Agreement: how often the quantized model's top class is the float32 model's.")
+        self._accuracy.object = " ".join(shown)
+        tag_results(self.model_name, self._accuracy)
 
     # --- layout ---------------------------------------------------------------------------------------------------
 
@@ -688,7 +751,7 @@ def _end_to_end(s: qm.SpelledOut, zero: int, qmin: int, qmax: int) -> str:
 
 INT8_INTRO = ("Everything above is simulated: rounded values kept as float32. The button exports this model to "
               "ONNX and lets onnxruntime quantize it for real: int8 weights per output channel, int8 activations "
-              "with ranges calibrated on training images (static, QDQ format). Then both files are measured.")
+              "with ranges calibrated on example images (static, QDQ format). Then both files are measured.")
 
 
 def _int8_text(files, measured, meaning: str) -> str:

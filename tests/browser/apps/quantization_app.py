@@ -1,6 +1,7 @@
-"""`panel serve tests/browser/apps/quantization_app.py`: the quantization lesson alone, and its settings as text.
+"""`panel serve tests/browser/apps/quantization_app.py`: the quantization lesson alone, its settings as text, and a
+model picker (as the app's sidebar has one).
 
-`?model=mnist-vit` picks the model. Served by tests/browser/test_quantization.py and used by
+`?model=mnist-vit` picks the first model. Served by tests/browser/test_quantization.py and used by
 benchmarks/lesson_quantization.py; the server is tuned as app.py tunes it.
 """
 
@@ -26,5 +27,6 @@ def shown(bits: int, act_bits: int, granularity: str, scheme: str, clip: str) ->
 
 settings = pn.bind(shown, lesson.param.bits, lesson.param.act_bits, lesson.param.granularity, lesson.param.scheme,
                    lesson.param.clip)
-pn.Column(pn.pane.Str(settings, css_classes=["settings"]), lesson, sizing_mode="stretch_width").servable(
+picker = pn.widgets.Select.from_param(state.param.model, name="Model", css_classes=["model-picker"], width=200)
+pn.Column(pn.pane.Str(settings, css_classes=["settings"]), picker, lesson, sizing_mode="stretch_width").servable(
     title="Quantization")
