@@ -28,7 +28,7 @@ from tests.ui.doc_events import Page
 SMALL = 300  # held-out images: enough to tell settings apart, quick enough for a test
 
 
-def inline(work) -> Future:
+def inline(work, _name: str) -> Future:
     """Run the lesson's background work at once, on the calling thread."""
     future: Future = Future()
     future.set_result(work())
@@ -41,7 +41,7 @@ class Queued:
     def __init__(self):
         self.work: list = []
 
-    def __call__(self, work) -> Future:
+    def __call__(self, work, _name: str) -> Future:
         self.work.append(work)
         return Future()
 
@@ -75,14 +75,14 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def synchronous(private_cache, monkeypatch):
-    monkeypatch.setattr(view, "_submit", inline)
+    monkeypatch.setattr(view.background, "submit", inline)
     monkeypatch.setattr(qm, "sweep_settings", lambda base: [replace(base, weight_bits=b) for b in (8, 2)])
 
 
 @pytest.fixture
 def queued(private_cache, monkeypatch) -> Queued:
     queue = Queued()
-    monkeypatch.setattr(view, "_submit", queue)
+    monkeypatch.setattr(view.background, "submit", queue)
     return queue
 
 
@@ -218,8 +218,8 @@ def test_two_sessions_sweeping_at_once_both_complete(private_cache, monkeypatch,
     third thread keeps tracing it (adding and removing hooks); both curves complete, with the kept values."""
     monkeypatch.setattr(qm, "sweep_settings", lambda base: [replace(base, weight_bits=b) for b in (8, 4, 3, 2)])
     jobs: list[Future] = []
-    real_submit = view._submit
-    monkeypatch.setattr(view, "_submit", lambda work: jobs.append(real_submit(work)) or jobs[-1])
+    real_submit = view.background.submit
+    monkeypatch.setattr(view.background, "submit", lambda work, name: jobs.append(real_submit(work, name)) or jobs[-1])
     model = zoo.load("mnist-cnn")
     tracing = threading.Event()
 

@@ -20,17 +20,12 @@ Figures are built once; updates replace source data and properties inside one_up
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import logging
-import os
-import sys
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 
 import numpy as np
 import panel as pn
@@ -55,6 +50,7 @@ from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
 from explorer.lessons.pruning.measured import Point
+from explorer.ui import background
 from explorer.ui.narrative import Narrative, Step
 from explorer.ui.state import Inference, SessionView, follows, one_update
 
@@ -69,9 +65,6 @@ LATENCY_BATCH = 256        # MNIST images per timed forward pass
 CALIBRATION_IMAGES = 1000  # MNIST training digits used to re-estimate BatchNorm statistics
 METHOD_COLOURS = {"magnitude": "#0072B2", "random": "#999999", "filters-l1": "#D55E00", "filters-l2": "#009E73"}
 DENSE_COLOUR, PRUNED_BAR = "#0072B2", "#D55E00"
-EVALUATIONS_AT_ONCE = 2   # pruning evaluations running at once in this process, over all sessions
-BACKGROUND_NICE = 10      # scheduling priority of the measuring threads (Linux; 0 is normal, 19 the lowest)
-WORKER_EXIT_WAIT_S = 30   # at exit, how long each running evaluation may take to finish
 
 
 def quantity(model: zoo.ZooModel) -> str:
@@ -85,74 +78,6 @@ def calibration_batches(model: zoo.ZooModel) -> list[torch.Tensor]:
         x = data.normalize_digits(digits.images[:CALIBRATION_IMAGES], model.card.mean, model.card.std)
         return list(x.split(250))
     return list(measured.held_out(model.name).inputs.split(8))
-
-
-# --- measuring off the event loop, shared by every session of this process -----------------------------------
-
-
-class _Slots:
-    """Evaluations running at once: at most `n`, and a student's slider request goes before any waiting sweep
-    step (a sweep takes one slot per evaluation, so that requests get in between)."""
-
-    def __init__(self, n: int):
-        self._free, self._urgent = n, 0
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def take(self, urgent: bool) -> Iterator[None]:
-        with self._changed:
-            self._urgent += urgent
-            while self._free == 0 or (not urgent and self._urgent):
-                self._changed.wait()
-            self._free -= 1
-            self._urgent -= urgent
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._free += 1
-                self._changed.notify_all()
-
-
-_SLOTS = _Slots(EVALUATIONS_AT_ONCE)
-_workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
-_exiting = threading.Event()  # set at interpreter exit: measuring threads stop after their current evaluation
-
-
-@atexit.register
-def _finish_workers() -> None:
-    """Let running evaluations end before the interpreter does: a thread still inside torch while the process
-    exits aborts it."""
-    _exiting.set()
-    for worker in list(_workers):
-        worker.join(timeout=WORKER_EXIT_WAIT_S)
-
-
-def _submit(work: Callable[[], None]) -> Future:
-    """Run `work` on a daemon thread at background priority; its Future says when it ended."""
-    future: Future = Future()
-
-    def run() -> None:
-        if sys.platform == "linux":  # a Linux thread's nice value is its own, and torch's threads inherit it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-        try:
-            future.set_result(work())
-        except Exception as e:  # a worker thread has no one to raise to: log it, and keep it for .result()
-            log.exception("pruning worker failed")
-            future.set_exception(e)
-
-    worker = threading.Thread(target=run, daemon=True, name="pruning")
-    _workers.add(worker)
-    worker.start()
-    return future
-
-
-def _sweep_turn():
-    return _SLOTS.take(urgent=False)
-
-
-def _request_turn():
-    return _SLOTS.take(urgent=True)
 
 
 class PruningLesson(SessionView):
@@ -375,7 +300,7 @@ class PruningLesson(SessionView):
 
     def _start(self, work: Callable[[], None]) -> None:
         self._jobs = [job for job in self._jobs if not job.done()]
-        self._jobs.append(_submit(work))
+        self._jobs.append(background.submit(work, "pruning"))
 
     # --- the slider's accuracy ---
 
@@ -420,10 +345,10 @@ class PruningLesson(SessionView):
 
         def work() -> None:
             time.sleep(SETTLE_S)  # a dragged slider: only a position the student stays on is measured
-            if request != self._request or _exiting.is_set():
+            if request != self._request or background.exiting():
                 return
-            dense_top1 = measured.accuracy(model, Point(point.method, 0.0, point.scope), _request_turn)
-            top1 = measured.accuracy(model, point, _request_turn)
+            dense_top1 = measured.accuracy(model, Point(point.method, 0.0, point.scope), background.request_turn)
+            top1 = measured.accuracy(model, point, background.request_turn)
             paint(functools.partial(show, top1, dense_top1))
 
         self._start(work)
@@ -507,9 +432,9 @@ class PruningLesson(SessionView):
 
         def work() -> None:
             for done, point in enumerate(missing, 1):
-                if not current() or _exiting.is_set():
+                if not current() or background.exiting():
                     return
-                top1 = measured.accuracy(model, point, _sweep_turn)
+                top1 = measured.accuracy(model, point, background.sweep_turn)
                 if not paint(functools.partial(show, point, top1, done)):
                     return
 
@@ -579,9 +504,9 @@ class PruningLesson(SessionView):
 
         def work() -> None:
             for done, point in enumerate(missing, 1):
-                if not current() or _exiting.is_set():
+                if not current() or background.exiting():
                     return
-                top1 = measured.accuracy(model, point, _sweep_turn)
+                top1 = measured.accuracy(model, point, background.sweep_turn)
                 if not paint(functools.partial(show, point, top1, done)):
                     return
 
@@ -608,7 +533,7 @@ class PruningLesson(SessionView):
             fixed = pm.recalibrate_batchnorm(pruned, calibration_batches(model))
         except InputError as e:
             return f"{e} (Its LayerNorms compute their statistics from each token as it comes.)"
-        before = measured.accuracy(model, Point(method, sparsity / 100, scope), _request_turn)
+        before = measured.accuracy(model, Point(method, sparsity / 100, scope), background.request_turn)
         after = evaluate.uncached_accuracy(fixed, dataset)
         source = (f"the first {CALIBRATION_IMAGES:,} MNIST training digits" if what == "accuracy"
                   else "the same gallery photos the agreement is measured on (there is no other data here)")

@@ -13,16 +13,11 @@ set together with its content; until a result of a new model arrives, its place 
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
-import os
-import sys
 import threading
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 
 import numpy as np
 import panel as pn
@@ -36,14 +31,13 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import measured
+from explorer.ui import background
 from explorer.ui.narrative import Narrative, Step
 from explorer.ui.state import SessionView, follows, one_update, tag_results
 
 log = logging.getLogger(__name__)
 
 BINS = 80
-WORKER_EXIT_WAIT_S = 30  # at exit, how long each running evaluation may take to finish
-BACKGROUND_NICE = 10  # scheduling priority of accuracy and sweep threads (Linux; 0 is normal, 19 the lowest)
 EXAMPLES = 6  # weights written out in the arithmetic table
 ACT_CHOICES = {"float (not quantized)": 0, **{f"{b} bits": b for b in range(8, 1, -1)}}  # 0: float
 CURVE_COLOURS = {  # Okabe-Ito: colour-blind safe
@@ -52,68 +46,6 @@ CURVE_COLOURS = {  # Okabe-Ito: colour-blind safe
 FLOAT_COLOUR, QUANT_COLOUR, CLIP_COLOUR = "#999999", "#0072B2", "#D55E00"
 TERNARY_X = qm.TERNARY_BITS
 MEASURING = "⏳ measuring …"
-
-
-class _Slots:
-    """Evaluations running at once, across all sessions: at most `n`, and a student's accuracy request goes
-    before any sweep step that is waiting (a sweep takes one slot per evaluation, so requests get in between)."""
-
-    def __init__(self, n: int):
-        self._free, self._urgent = n, 0
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def take(self, urgent: bool) -> Iterator[None]:
-        with self._changed:
-            self._urgent += urgent
-            while self._free == 0 or (not urgent and self._urgent):
-                self._changed.wait()
-            self._free -= 1
-            self._urgent -= urgent
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._free += 1
-                self._changed.notify_all()
-
-
-_SLOTS = _Slots(2)
-
-
-_workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
-_exiting = threading.Event()  # set at interpreter exit: sweeps stop after their current evaluation
-
-
-@atexit.register
-def _finish_workers() -> None:
-    """Let running evaluations end before the interpreter does: a thread still inside torch while the process
-    exits aborts it ("terminate called without an active exception", exit status 134)."""
-    _exiting.set()
-    for worker in list(_workers):
-        worker.join(timeout=WORKER_EXIT_WAIT_S)
-
-
-def _submit(work: Callable[[], None]) -> Future:
-    """Run `work` on a daemon thread (a server shutting down waits for its current evaluation only, not for a
-    whole sweep); its Future says when."""
-    future: Future = Future()
-
-    def run() -> None:
-        if sys.platform == "linux":
-            # Linux threads have their own nice value, inherited by the threads they start (torch's OpenMP
-            # team): evaluations then yield the CPU to the interactive repaints of every session.
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-        try:
-            future.set_result(work())
-        except Exception as e:  # a worker thread has no one to raise to: log it, and keep it for .result()
-            log.exception("quantization worker failed")
-            future.set_exception(e)
-
-    worker = threading.Thread(target=run, daemon=True, name="quantization")
-    _workers.add(worker)
-    worker.start()
-    return future
 
 
 class QuantizationLesson(SessionView):
@@ -313,11 +245,11 @@ class QuantizationLesson(SessionView):
                     self._show_curves()  # the float32 line, and this setting's point if it is on them
 
         def work() -> None:
-            float_top1 = measured.measure(model, None, _SLOTS.take(urgent=True))
-            top1 = measured.measure(model, setting, _SLOTS.take(urgent=True))
+            float_top1 = measured.measure(model, None, background.request_turn())
+            top1 = measured.measure(model, setting, background.request_turn())
             paint(functools.partial(show, float_top1, top1))
 
-        self.accuracy_job = _submit(work)
+        self.accuracy_job = background.submit(work, "quantization")
 
     def _start_sweep(self) -> None:
         key, model = self._sweep_key, self._model
@@ -336,7 +268,7 @@ class QuantizationLesson(SessionView):
 
         def still_wanted() -> bool:
             with self._lock:
-                if self._sweep_key == key and not _exiting.is_set():
+                if self._sweep_key == key and not background.exiting():
                     return True
                 self._sweeping.discard(key)
                 return False
@@ -345,12 +277,12 @@ class QuantizationLesson(SessionView):
             for setting in missing:
                 if not still_wanted():  # the student moved on: a newer sweep paints
                     return
-                top1 = measured.measure(model, setting, _SLOTS.take(urgent=False))  # one evaluation per turn
+                top1 = measured.measure(model, setting, background.sweep_turn())  # one evaluation per turn
                 paint(functools.partial(show, setting, top1))
             with self._lock:
                 self._sweeping.discard(key)
 
-        self.sweep_job = _submit(work)
+        self.sweep_job = background.submit(work, "quantization")
 
     def _build_int8(self, _event=None) -> None:
         """Export, quantize with onnxruntime and measure, on a worker thread, with a three-step progress bar."""
@@ -377,13 +309,13 @@ class QuantizationLesson(SessionView):
             calibration, evalset = measured.calibration(model.name), measured.heldout(model.name)
             int8.export_float(model.module, files, calibration)
             paint(functools.partial(show, 1, f"⏳ 2/3: calibrating on {calibration_name} and quantizing to int8 …"))
-            with _SLOTS.take(urgent=True):
+            with background.request_turn():
                 int8.quantize_int8(files, calibration)
                 paint(functools.partial(show, 2, f"⏳ 3/3: measuring {what} on {evalset.name} and latency …"))
                 result = int8.measure(files, evalset)
             paint(functools.partial(show, 3, _int8_text(files, result, what)))
 
-        self.int8_job = _submit(work)
+        self.int8_job = background.submit(work, "quantization")
 
     # --- figures, built once ---------------------------------------------------------------------------------
 
