@@ -126,18 +126,27 @@ def _sent_at_once(send_by_frame):
             frames += [(json.dumps(buffer.ref), False), (buffer.to_bytes(), True)]
         with await conn.write_lock.acquire():
             written = [WebSocketHandler.write_message(conn, frame, binary=binary) for frame, binary in frames]
-        for future in written:  # flow control and errors, after the lock is free
-            await future
+        # Flow control and errors, after the lock is free. Every frame's outcome is collected: a page closed while
+        # its frames were on their way fails each of them, and one left unretrieved logs a traceback.
+        for outcome in await asyncio.gather(*written, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         return sum(len(frame) for frame, _ in frames)
 
     send.explorer_at_once = True
     return send
 
 
+_patches_on_their_way: set[asyncio.Task] = set()  # the loop keeps only weak references to its tasks
+
+
 def _scheduled(send_patch_document):
     @functools.wraps(send_patch_document)
     def send(self: ServerConnection, event):
-        return asyncio.get_running_loop().create_task(send_patch_document(self, event))  # runs, awaited or not
+        task = asyncio.get_running_loop().create_task(send_patch_document(self, event))  # runs, awaited or not
+        _patches_on_their_way.add(task)
+        task.add_done_callback(_patches_on_their_way.discard)
+        return task
 
     send.explorer_scheduled = True
     return send

@@ -148,3 +148,38 @@ def test_a_change_made_before_a_callback_fails_still_reaches_the_page():
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
     content = [frame for _, frame, _ in log if isinstance(frame, str) and "ModelChanged" in frame]
     assert len(content) == 1 and '"after"' in content[0]
+
+
+def test_a_page_closed_while_its_frames_are_on_their_way_fails_once_and_leaves_no_unretrieved_error():
+    """The socket closes after the frames were written: each write's future fails. The send raises
+    WebSocketClosedError once (Bokeh's WSHandler.send_message catches it), and no frame's failure is left for
+    asyncio to report as "Task exception was never retrieved" with a traceback in the server log."""
+    tune_server()
+
+    class ClosingStream(RecordingStream):
+        def write_message(self, message, binary: bool = False):
+            async def lost() -> None:
+                raise WebSocketClosedError()
+
+            return asyncio.ensure_future(lost())
+
+    loop_errors: list = []
+
+    def run_in_own_loop() -> None:
+        async def run() -> None:
+            handler = RecordingHandler([])
+            handler.ws_connection = ClosingStream([])
+            with pytest.raises(WebSocketClosedError):
+                await Message.send(patch_message(2), handler)
+
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        try:
+            loop.run_until_complete(run())
+        finally:
+            loop.close()
+        gc.collect()  # where a never-retrieved task exception is reported
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(run_in_own_loop).result()
+    assert loop_errors == []
