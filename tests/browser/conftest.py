@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,12 +38,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Path) -> Iterator[str]:
-    """`panel serve APP` on a free port, as a student would start it; yields the page's URL."""
+def serve(app: Path, log: Path | None = None) -> Iterator[str]:
+    """`panel serve APP` on a free port, as a student would start it; yields the page's URL. The server's output
+    goes to `log` (for a test to read), else to a temporary file: a pipe that nobody reads would block the server
+    once its log filled the pipe's buffer."""
+    kept = log is not None
+    if log is None:
+        handle, name = tempfile.mkstemp(prefix="panel-serve-", suffix=".log")
+        os.close(handle)
+        log = Path(name)
     port = free_port()
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
                "--allow-websocket-origin", f"127.0.0.1:{port}"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    output = open(log, "w")  # closed once the server has stopped
+    server = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True,
                               # as app.py sets it for the real app (the test apps are small scripts)
                               env={**os.environ, "BOKEH_BROWSER": "none", "OMP_WAIT_POLICY": "PASSIVE"})
     url = f"http://127.0.0.1:{port}/{app.stem}"
@@ -54,13 +63,16 @@ def serve(app: Path) -> Iterator[str]:
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                pytest.fail(f"panel serve did not start:\n{server.stdout.read()}")
+                pytest.fail(f"panel serve did not start:\n{log.read_text()}")
             time.sleep(0.3)
     try:
         yield url
     finally:
         server.terminate()
         server.wait(timeout=10)
+        output.close()
+        if not kept:
+            log.unlink()
 
 
 def open_page(page: Page, url: str, ready_text: str, width: int = 1300, height: int = 1000,

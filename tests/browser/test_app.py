@@ -176,12 +176,21 @@ def test_the_overview_is_sent_first_and_the_open_lesson_after_the_page_painted_i
     page.wait_for_timeout(500)
     ids = page.evaluate("""() => Object.fromEntries(["overview-strip", "convolution-patches", "explorer-painted"]
         .map((name) => [name, Bokeh.documents[0].get_model_by_name(name).id]))""")
-    page.evaluate("window.__messages = []")
+    page.evaluate("""() => {  // the messages from now on, and the lesson's data before the new input
+      window.__messages = [];
+      window.__old_patches = Array.from(Bokeh.documents[0].get_model_by_name("convolution-patches").data.patch);
+    }""")
     item = mnist_gallery()[9]
     page.get_by_role("button", name=item.description).click()
     expect(page.locator(".prediction-summary")).to_have_text(summary("mnist-cnn", item.source, item.description))
     ref = {name: f'"id":"{model_id}"' for name, model_id in ids.items()}  # as a patch names a model
     page.wait_for_function("(ref) => window.__messages.some((m) => m.includes(ref))", arg=ref["convolution-patches"])
+    # A message is applied after it arrives (its binary buffers come in frames after it): wait until the page holds
+    # the new input's data, not the old input's
+    page.wait_for_function("""() => {
+      const now = Bokeh.documents[0].get_model_by_name("convolution-patches").data.patch, old = window.__old_patches;
+      return now.length !== old.length || Array.from(now).some((v, i) => v !== old[i]);
+    }""")
     messages = page.evaluate("window.__messages")
     first = next(i for i, m in enumerate(messages) if ref["overview-strip"] in m)
     lesson = next(i for i, m in enumerate(messages) if ref["convolution-patches"] in m)

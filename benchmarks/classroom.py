@@ -1,0 +1,440 @@
+"""A classroom on one server: N simulated students (browser contexts in one Chromium) on one `panel serve app.py`.
+
+    python benchmarks/classroom.py [--students 5 15 30] [--seconds 90] [--calibrate 20] [--think 0.5]
+                                   [--model mnist-cnn] [--rate 6]
+
+For each N, a fresh server and N students, each a task of one asyncio loop (Playwright's async API) with its own
+browser context. Each student loops gallery clicks, layer clicks and lesson switches, in turn, for --seconds,
+with --think seconds between an answer and the next click. Printed per N:
+
+- actions done, and latency median / p95 / max per action kind, measured in the page (performance.now()) from the
+  click's pointerup to the condition below, polled every 30 ms:
+  gallery click -> the prediction line names the new image; layer click (on the overview strip) -> the layer
+  summary names the layer; lesson tab -> the lesson's input-dependent source (LESSONS) is on screen with data, no
+  "Loading the lesson…" placeholder, and, when the input changed since the student last saw that lesson, its
+  data differs from what the hidden lesson held (a lesson in a closed tab catches up when shown; the sources are
+  chosen to change with the image: a feature map, a histogram, the pruned model's probabilities, per-layer SQNR).
+- errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
+  actions with no answer within 30 s (the student then reloads the page and goes on).
+- requests that left 127.0.0.1.
+- server CPU seconds per action kind. Method: after the mixed loop, one calibration phase per kind (--calibrate
+  seconds) in which every student does only that kind. The server process's CPU time (utime + stime of all its
+  threads, /proc/PID/stat) is read when the server is quiet before the phase and again when it is quiet after
+  it, so that work an action starts after its answer (the open lesson following a new input once the page has
+  painted, a lesson's accuracy measurement on worker threads) counts; the server's idle rate with the N sessions
+  open (three quiet 1-s windows after the students arrived: keep-alive pings, periodic callbacks) times that
+  interval is subtracted; the rest is divided by the actions answered in the phase. From the three figures: the
+  students one server core serves, each doing --rate actions a minute, the three kinds in equal parts:
+  60 / (rate · mean CPU s per action).
+- server memory (RSS): with one session open (its model loaded, its first lesson built), after all N arrived
+  (per session: the growth over the N - 1 later sessions), after the mixed loop (by then every student has
+  built the lessons they open) and at the end. Growth between the last two is what more use adds: it should be
+  flat.
+- documents built vs sessions opened: a --setup script (written to a temporary file) counts Panel's
+  on_session_created calls in the server's log; sessions opened = N + reloads.
+
+Prints figures; asserts nothing. Chromium and the server share the machine: on a small machine the browser's
+work slows the server's answers, so compare runs on the same machine, as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.async_api import Error, Page, async_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from explorer.core import zoo  # noqa: E402
+from explorer.ui.gallery import gallery_for  # noqa: E402
+from explorer.ui.overview import CELL  # noqa: E402
+from explorer.ui.state import ExplorerState  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
+
+KINDS = ("gallery", "layer", "lesson")
+ANSWER_S = 30  # an action with no answer within this is an error
+POLL_MS = 30
+LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
+LOG_PROBLEM = re.compile(r"Traceback|Error|RuntimeWarning")
+BUILT = "classroom-benchmark: document built"
+SETUP = f"""import panel as pn
+pn.state.on_session_created(lambda context: print({BUILT!r}, flush=True))
+"""
+# lesson tab title -> a named source that changes with the student's input (for the CNN and the ViT): a feature
+# map, a histogram of activations, the pruned model's probabilities, every layer's SQNR
+LESSONS = {"Convolution": "convolution-output", "Normalization": "normalization-hist",
+           "Pruning": "pruning-pruned", "Quantization": "quantization-sqnr"}
+
+# Start the clock at the next pointerup anywhere in the page (capture: before any widget handles it).
+ARM = """() => {
+  window.__t0 = null;
+  window.addEventListener("pointerup", () => { window.__t0 = performance.now(); }, {capture: true, once: true});
+}"""
+
+# The view of the first Bokeh model carrying CSS class `cls`, found once per page.
+FIND = """(cls) => {
+  if (typeof Bokeh === "undefined" || !Bokeh.index) return null;
+  window.__views = window.__views || {};
+  const known = window.__views[cls];
+  if (known && known.el.isConnected) return known;
+  const find = (v) => {
+    if ((v.model.css_classes || []).includes(cls)) return v;
+    for (const c of v.children_views ? v.children_views() : []) { const f = find(c); if (f) return f; }
+    return null;
+  };
+  for (const root of Bokeh.index) {
+    const view = find(root);
+    if (view) return window.__views[cls] = view;
+  }
+  return null;
+}"""
+
+# Whether the element of the Bokeh model with CSS class `cls` shows `text`.
+TEXT_IN = f"""([cls, text]) => {{
+  const view = ({FIND})(cls);
+  return view !== null && (view.el.shadowRoot || view.el).textContent.includes(text);
+}}"""
+
+# Milliseconds since the pointerup once the element with class `cls` shows `text`; false until then.
+TEXT_SHOWN = f"""(arg) => window.__t0 !== null && ({TEXT_IN})(arg)
+    && Math.max(performance.now() - window.__t0, 0.001)"""
+
+# The page coordinates of data point (x, y) of the figure whose title starts with `title`, scrolled into view.
+STRIP_POINT = f"""([title, x, y]) => {{
+  const point = () => ({FIGURE_POINT})([title, x, y]);
+  if (point() === null) return null;
+  const find = (v) => {{
+    if (v.model.type === "Figure" && v.model.title && v.model.title.text.startsWith(title)) return v;
+    for (const c of v.children_views ? v.children_views() : []) {{ const f = find(c); if (f) return f; }}
+    return null;
+  }};
+  for (const root of Bokeh.index) {{
+    const view = find(root);
+    if (view) {{ view.el.scrollIntoView({{block: "nearest", inline: "nearest"}}); break; }}
+  }}
+  const [px, py] = point();
+  return px >= 0 && px < innerWidth && py >= 0 && py < innerHeight ? [px, py] : null;
+}}"""
+
+# A named source's data reduced to a short string.
+FINGERPRINT = """(name) => {
+  const source = Bokeh.documents[0].get_model_by_name(name);
+  if (source === null) return null;
+  return JSON.stringify(Object.values(source.data).map((v) => Array.from(v, (x) =>
+      (x && typeof x !== "string" && x.length !== undefined)  // an array (an image): a hash of its values
+          ? Array.from(x).reduce((a, b) => (a * 31 + b) % 1000000007, 7) : x)));
+}"""
+
+# Milliseconds since the pointerup once the open lesson shows `source` on screen with data, no placeholder, and
+# (when `before` is not null) data other than `before`; false until then.
+LESSON_SHOWN = f"""([name, before]) => {{
+  if (window.__t0 === null) return false;
+  const tabs = ({FIND})("lesson-tabs");
+  if (tabs === null) return false;
+  const onScreen = (v) => v.model.visible !== false &&
+      (!(v.el instanceof Element) || v.el.checkVisibility({{visibilityProperty: true}}));
+  let rows = 0, placeholder = false;
+  const walk = (v) => {{
+    if (!onScreen(v)) return;
+    const m = v.model;
+    if (typeof m.text === "string" && m.text.includes("Loading the lesson")) placeholder = true;
+    if (m.data_source && m.data_source.name === name) rows = Math.max(rows, m.data_source.get_length() ?? 0);
+    for (const c of v.children_views ? v.children_views() : []) walk(c);
+  }};
+  walk(tabs);
+  if (placeholder || rows === 0) return false;
+  if (before !== null && ({FINGERPRINT})(name) === before) return false;
+  return Math.max(performance.now() - window.__t0, 0.001);
+}}"""
+
+ACTIVE_LESSON = """() => {
+  for (const root of Bokeh.index) {
+    const stack = [root];
+    while (stack.length) {
+      const v = stack.pop();
+      if ((v.model.css_classes || []).includes("lesson-tabs")) return v.model.tabs[v.model.active].title;
+      stack.push(...(v.children_views ? v.children_views() : []));
+    }
+  }
+  return null;
+}"""
+
+
+def launch(port: int, log: Path, setup: Path) -> subprocess.Popen:
+    """`panel serve app.py` as app.py's own settings would run it, its output in `log`."""
+    command = [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
+               "--allow-websocket-origin", f"127.0.0.1:{port}", "--setup", str(setup)]
+    with open(log, "w") as out:
+        return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "BOKEH_BROWSER": "none", "OMP_WAIT_POLICY": "PASSIVE"})
+
+
+def cpu_s(pid: int) -> float:
+    """The process's CPU time so far, user + system, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14 and 15 of stat(5)
+
+
+async def idle_rate(pid: int, settle_s: float = 30) -> tuple[float, bool]:
+    """The server's CPU s per s with no student acting: the mean of three quiet 1-s windows in a row (below
+    0.05 CPU s/s), once the work the students started has ended; else, after `settle_s`, the lowest window."""
+    windows: list[float] = []
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        start_cpu, start = cpu_s(pid), time.monotonic()
+        await asyncio.sleep(1)
+        windows.append((cpu_s(pid) - start_cpu) / (time.monotonic() - start))
+        if len(windows) >= 3 and max(windows[-3:]) < 0.05:
+            return statistics.fmean(windows[-3:]), True
+    return min(windows), False
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class NoAnswer(Exception):
+    """An action got no answer within ANSWER_S."""
+
+
+@dataclass
+class Course:
+    """What the students click, for one model."""
+
+    model: str
+    url: str
+    items: list[str]   # gallery descriptions
+    layers: list[str]  # overview layers a student clicks
+    x: dict[str, float]  # layer -> x of its column in the overview strip
+
+
+@dataclass(eq=False)
+class Student:
+    number: int
+    page: Page
+    course: Course
+    problems: list[str] = field(default_factory=list)  # page and console errors
+    outside: list[str] = field(default_factory=list)   # requests that left 127.0.0.1
+    reloads: int = 0
+    turn: int = 0
+    item: str = ""
+    layer: str = ""
+    input_version: int = 0
+    seen: dict[str, int] = field(default_factory=dict)  # lesson -> input version it last showed
+
+    async def open(self) -> None:
+        await self.page.goto(f"{self.course.url}?model={self.course.model}")
+        await self.page.wait_for_function(TEXT_IN, arg=["prediction-summary", "The model says"], polling=100,
+                                          timeout=120_000)
+        self.item, self.layer = self.course.items[0], ""
+        self.seen = {"Convolution": self.input_version}
+
+    async def act(self, kind: str) -> float:
+        """One action of `kind`; its latency in ms. Raises on no answer within ANSWER_S."""
+        page, self.turn = self.page, self.turn + 1
+        await page.evaluate(ARM)
+        if kind == "gallery":
+            items = [d for d in self.course.items if d != self.item]
+            self.item = items[(self.number + self.turn) % len(items)]
+            await page.get_by_role("button", name=self.item, exact=True).click()
+            check, arg = TEXT_SHOWN, ["prediction-summary", f"for {self.item}."]
+            self.input_version += 1
+        elif kind == "layer":
+            layers = [name for name in self.course.layers if name != self.layer]
+            self.layer = layers[(self.number + self.turn) % len(layers)]
+            point = await page.evaluate(STRIP_POINT, [f"{self.course.model}:", self.course.x[self.layer], 60])
+            if point is None:
+                raise Error(f"layer {self.layer} of the overview strip is not on screen")
+            await page.mouse.click(*point)
+            check, arg = TEXT_SHOWN, ["layer-summary", f"{self.layer} ·"]
+        else:
+            active = await page.evaluate(ACTIVE_LESSON)
+            lessons = [title for title in LESSONS if title != active]
+            lesson = lessons[(self.number + self.turn) % len(lessons)]
+            stale = lesson in self.seen and self.seen[lesson] != self.input_version
+            before = await page.evaluate(FINGERPRINT, LESSONS[lesson]) if stale else None
+            await page.locator(".lesson-tabs .bk-tab").filter(has_text=re.compile(rf"^{lesson}$")).click()
+            check, arg = LESSON_SHOWN, [LESSONS[lesson], before]
+        try:
+            handle = await page.wait_for_function(check, arg=arg, polling=POLL_MS, timeout=ANSWER_S * 1000)
+        except Error:
+            what = (f"{lesson} ({'stale' if stale else 'fresh'}; the page shows {await page.evaluate(ACTIVE_LESSON)})"
+                    if kind == "lesson" else repr(arg[1]))
+            raise NoAnswer(f"{kind} {what}") from None
+        latency = await handle.json_value()
+        active = await page.evaluate(ACTIVE_LESSON)  # a layer click may open another lesson
+        if active is not None:
+            self.seen[active] = self.input_version
+        return latency
+
+
+@dataclass
+class Tally:
+    latency: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    no_answer: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
+    unanswered: list[str] = field(default_factory=list)  # what each action with no answer was
+
+    def done(self, kind: str) -> int:
+        return len(self.latency[kind])
+
+
+async def loop(student: Student, kinds: tuple[str, ...], until: float, think: float, tally: Tally) -> None:
+    i = 0
+    while time.monotonic() < until:
+        kind = kinds[i % len(kinds)]
+        i += 1
+        try:
+            tally.latency[kind].append(await student.act(kind))
+        except (NoAnswer, Error) as e:
+            tally.no_answer[kind] += 1
+            tally.unanswered.append(f"student {student.number}: {str(e).splitlines()[0][:150]}")
+            student.reloads += 1
+            try:
+                await student.open()
+            except Error:
+                return
+        await asyncio.sleep(think)
+
+
+async def phase(students: list[Student], kinds: tuple[str, ...], seconds: float, think: float) -> Tally:
+    tally = Tally()
+    until = time.monotonic() + seconds
+    await asyncio.gather(*(loop(s, kinds, until, think, tally) for s in students))
+    return tally
+
+
+def course(model: str, url: str) -> Course:
+    t = ExplorerState(model=model).ensure().trace
+    # every fourth layer of the strip, at most 8, so that clicks open different lessons (conv, norm, ...)
+    layers = [r.name for r in t.records if r.output.dim() >= 3][::4][:8]
+    return Course(model, url, [item.description for item in gallery_for(zoo.card(model))][:12], layers,
+                  {name: (t.names.index(name) + 1.5) * CELL for name in layers})
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "no answers"
+    p95 = statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) >= 2 else values[0]
+    return f"median {statistics.median(values):7.0f} ms, p95 {p95:7.0f} ms, max {max(values):7.0f} ms"
+
+
+async def classroom(n: int, args: argparse.Namespace, setup: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/app"
+    log = Path(tempfile.mkdtemp(prefix="classroom-")) / "server.log"
+    server = launch(port, log, setup)
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            deadline = time.monotonic() + 120
+            while "Bokeh app running" not in log.read_text():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"panel serve did not start:\n{log.read_text()}")
+                await asyncio.sleep(0.2)
+            lesson = course(args.model, url)
+            students = []
+            for i in range(n):
+                context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+                student = Student(i, await context.new_page(), lesson)
+                student.page.on("pageerror", lambda e, s=student: s.problems.append(f"page error: {e}"))
+                student.page.on("console", lambda m, s=student: s.problems.append(f"console error: {m.text}")
+                                if m.type == "error" else None)
+                context.on("request", lambda r, s=student: None if r.url.startswith(LOCAL) else
+                           s.outside.append(r.url))
+                students.append(student)
+            arrival = time.monotonic()
+            await students[0].open()
+            rss_one = rss_mb(server.pid)
+            await asyncio.gather(*(s.open() for s in students[1:]))
+            rss_all = rss_mb(server.pid)
+            arrival = time.monotonic() - arrival
+            idle, settled = await idle_rate(server.pid)
+
+            mixed = await phase(students, KINDS, args.seconds, args.think)
+            rss_mixed = rss_mb(server.pid)
+            cpu_per: dict[str, float] = {}
+            calibration: dict[str, Tally] = {}
+            for kind in KINDS:
+                await idle_rate(server.pid)  # the work of the phase before has ended
+                start_cpu, start = cpu_s(server.pid), time.monotonic()
+                calibration[kind] = await phase(students, (kind,), args.calibrate, args.think)
+                await idle_rate(server.pid)  # and the work this phase started after its last answers
+                spent = cpu_s(server.pid) - start_cpu - idle * (time.monotonic() - start)
+                done = calibration[kind].done(kind)
+                cpu_per[kind] = spent / done if done else float("nan")
+            rss_end = rss_mb(server.pid)
+            await browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    text = log.read_text()
+    logged = [line for line in text.splitlines() if LOG_PROBLEM.search(line)]
+    built = text.count(BUILT)
+    sessions = n + sum(s.reloads for s in students)
+    problems = [p for s in students for p in s.problems]
+    outside = [u for s in students for u in s.outside]
+    no_answer = {k: mixed.no_answer[k] + calibration[k].no_answer[k] for k in KINDS}
+    print(f"\n=== {n} students, {args.model}, {args.seconds:.0f} s mixed + {args.calibrate:.0f} s per kind, "
+          f"think {args.think} s ===")
+    print(f"arrival: {n} pages opened in {arrival:.1f} s")
+    print(f"actions done (mixed loop): {sum(mixed.done(k) for k in KINDS)} "
+          f"({', '.join(f'{k} {mixed.done(k)}' for k in KINDS)}); in the calibration phases: "
+          f"{', '.join(f'{k} {calibration[k].done(k)}' for k in KINDS)}")
+    for kind in KINDS:
+        print(f"  {kind:8s} latency (mixed loop): {summary(mixed.latency[kind])}  (n={mixed.done(kind)}); "
+              f"alone: {summary(calibration[kind].latency[kind])}")
+    print(f"errors: {len(problems)} page/console errors, {len(logged)} server log lines with "
+          f"Traceback/Error/RuntimeWarning, no answer within {ANSWER_S} s: "
+          f"{', '.join(f'{k} {no_answer[k]}' for k in KINDS)}")
+    unanswered = mixed.unanswered + [u for kind in KINDS for u in calibration[kind].unanswered]
+    for line in (unanswered + problems + logged)[:10]:
+        print(f"    {line[:200]}")
+    print(f"requests that left 127.0.0.1: {len(outside)}" + (f" (first: {outside[0]})" if outside else ""))
+    print(f"server CPU per action (calibrated; idle {idle:.3f} CPU s/s subtracted, "
+          f"{'measured quiet' if settled else 'the server never went quiet: its lowest 1-s window'}): "
+          f"{', '.join(f'{k} {cpu_per[k]:.3f} s' for k in KINDS)}")
+    mean = statistics.fmean(cpu_per.values())
+    print(f"students one server core serves at {args.rate:g} actions a minute each (kinds in equal parts, "
+          f"{mean:.3f} CPU s per action): {60 / (args.rate * mean):.0f}")
+    per_session = (rss_all - rss_one) / (n - 1) if n > 1 else float("nan")
+    print(f"server RSS: {rss_one:.0f} MB with 1 session, {rss_all:.0f} MB with {n} ({per_session:.1f} MB per "
+          f"session), {rss_mixed:.0f} MB after the mixed loop, {rss_end:.0f} MB at the end: {rss_end - rss_all:+.0f} "
+          f"MB since arrival (lessons are built when first opened), {rss_end - rss_mixed:+.0f} MB since the mixed "
+          f"loop")
+    print(f"documents built: {built}, sessions opened: {sessions} ({n} students + "
+          f"{sessions - n} reloads)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, nargs="+", default=[5, 15, 30])
+    parser.add_argument("--seconds", type=float, default=90, help="length of the mixed loop")
+    parser.add_argument("--calibrate", type=float, default=20, help="length of each one-kind phase")
+    parser.add_argument("--think", type=float, default=0.5, help="seconds between an answer and the next click")
+    parser.add_argument("--model", default="mnist-cnn", choices=["mnist-cnn", "mnist-vit"])
+    parser.add_argument("--rate", type=float, default=6, help="actions per student per minute, for the estimate")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        setup = Path(folder) / "count_documents.py"
+        setup.write_text(SETUP)
+        for n in args.students:
+            asyncio.run(classroom(n, args, setup))
+
+
+if __name__ == "__main__":
+    main()
