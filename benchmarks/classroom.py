@@ -237,7 +237,7 @@ class Student:
     seen: dict[str, int] = field(default_factory=dict)  # lesson -> input version it last showed
 
     async def open(self) -> None:
-        await self.page.goto(f"{self.course.url}?model={self.course.model}")
+        await self.page.goto(f"{self.course.url}?model={self.course.model}", timeout=120_000)  # 30 arriving at once
         await self.page.wait_for_function(TEXT_IN, arg=["prediction-summary", "The model says"], polling=100,
                                           timeout=120_000)
         self.item, self.layer = self.course.items[0], ""

@@ -411,7 +411,6 @@ class PruningLesson(SessionView):
         self._curve_progress.param.update(max=len(missing), value=0, visible=True)
         self._curve_text.param.update(tags=tag, object=(
             f"Measuring the curves: {len(missing)} points on {dataset} (kept for every later visit) …"))
-        paint = self._painter()
 
         def current() -> bool:
             return self._curve_job_key == key and (self._model_name, self.scope) == key
@@ -430,15 +429,7 @@ class PruningLesson(SessionView):
                 if not self._error.visible:  # (a setting that could not be pruned has no accuracy to show)
                     self._show_accuracy()  # the estimate read off the curve, or this very point
 
-        def work() -> None:
-            for done, point in enumerate(missing, 1):
-                if not current() or background.exiting():
-                    return
-                top1 = measured.accuracy(model, point, background.sweep_turn)
-                if not paint(functools.partial(show, point, top1, done)):
-                    return
-
-        self._start(work)
+        self._measure_in_turn(model, missing, current, show)
 
     # --- sensitivity, BatchNorm, speed ---
 
@@ -483,7 +474,6 @@ class PruningLesson(SessionView):
         self._sensitivity_text.param.update(object=f"Pruning one layer at a time: {len(missing)} to measure …",
                                             tags=tag)
         self._show_sensitivity(again=True)
-        paint = self._painter()
 
         def current() -> bool:
             return self._sensitivity_job_key == key and self._model_name == model.name
@@ -501,6 +491,14 @@ class PruningLesson(SessionView):
                     self._sensitivity_job_key = ()
                     self._sensitivity_progress.visible = False
                     self._show_sensitivity(again=True)
+
+        self._measure_in_turn(model, missing, current, show)
+
+    def _measure_in_turn(self, model: zoo.ZooModel, missing: list[Point], current: Callable[[], bool],
+                         show: Callable[[Point, float, int], None]) -> None:
+        """Measure the `missing` points on a worker, one evaluation per turn, while `current()`; `show(point,
+        accuracy, how many done)` paints each."""
+        paint = self._painter()
 
         def work() -> None:
             for done, point in enumerate(missing, 1):
