@@ -19,11 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import data, images, measurements, paths, zoo
+from explorer.core import data, images, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import measured
 from explorer.ui.gallery import photo_gallery
+from tests.measurements_cache import empty_measurements_cache
 
 MNIST_MODELS = ["mnist-cnn", "mnist-vit"]
 SAMPLE = 300  # random test digits: enough to tell the settings apart, quick enough for a test
@@ -33,12 +34,7 @@ CHECKED = 6  # planned settings checked by hand per run, drawn afresh (all of th
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     """A fresh, empty on-disk cache of measurements in tmp_path (MNIST and the models stay where they are)."""
-    private = tmp_path / "cache"
-    private.mkdir()
-    for entry in paths.cache_dir().iterdir():
-        if entry.name != "measurements":
-            (private / entry.name).symlink_to(entry)
-    monkeypatch.setenv(paths.CACHE_ENV_VAR, str(private))
+    empty_measurements_cache(tmp_path, monkeypatch)
     return tmp_path
 
 

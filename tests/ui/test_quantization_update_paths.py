@@ -16,13 +16,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from explorer.core import evaluate, measurements, paths, zoo
+from explorer.core import evaluate, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import measured, view
 from explorer.ui.gallery import mnist_gallery
 from explorer.ui.state import ExplorerState
+from tests.measurements_cache import empty_measurements_cache
 from tests.ui.doc_events import Page
 
 SMALL = 300  # held-out images: enough to tell settings apart, quick enough for a test
@@ -62,12 +63,7 @@ def small_heldout(name: str) -> EvalSet:
 def private_cache(tmp_path, monkeypatch):
     """A fresh, empty on-disk cache of measurements (MNIST, the models and the int8 files stay where they are), and
     a small held-out set."""
-    private = tmp_path / "cache"
-    private.mkdir()
-    for entry in paths.cache_dir().iterdir():
-        if entry.name != "measurements":
-            (private / entry.name).symlink_to(entry)
-    monkeypatch.setenv(paths.CACHE_ENV_VAR, str(private))
+    empty_measurements_cache(tmp_path, monkeypatch)
     monkeypatch.setattr(measured, "heldout", small_heldout)
     monkeypatch.setattr(measured, "calibration", lambda name: full_calibration(name)[:64])
     monkeypatch.setattr(measured, "dataset_name", lambda model: f"{full_dataset_name(model)}, first {SMALL}")
