@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,6 +61,13 @@ def one_update() -> Iterator[None]:
     re-validate every value set (they come from our own code; validation took 15-25 % of an input change's
     server time, docs/performance.md). Make no Bokeh model inside: without validation Bokeh also skips the
     conversions it does on assignment (`figure(title="...")` would keep a str where a Title belongs)."""
+    if threading.current_thread() is not threading.main_thread():
+        # Validation is one switch for the whole process, saved and restored by each caller: a worker thread (a
+        # lesson painting a measurement outside a server) overlapping the main thread's update could restore it
+        # to off for good, and every figure made afterwards kept raw values (a str title).
+        with pn.io.hold():
+            yield
+        return
     with pn.io.hold(), validate(False):
         yield
 
