@@ -8,7 +8,8 @@ activation memory. Clicking a layer selects it (`state.layer`) and opens the les
 it. Below, the layer detail shows all its channels (64 per page) and the selected channel large,
 with a colour bar and axes.
 
-Performance (PANEL-PERFORMANCE.md): the three Bokeh figures and their ColumnDataSources are built
+Performance (a new Bokeh model costs far more to send and lay out than new data in one already on the
+page; docs/performance.md): the three Bokeh figures and their ColumnDataSources are built
 once; the strip's thumbnails and the grid's are a few pictures, one per thumbnail size, each at the
 thumbnails' own resolution (`plots.pictures`: a few buffers to send and canvases to paint, not 143).
 A change of input or model replaces the sources' data (of the strip's per-layer columns, only on a

@@ -3,7 +3,8 @@
 Every number comes from explorer/lessons/attention/math.py on the session's traced input; the step-by-step
 probabilities at temperature 1 are the model's own (the view says how far they are from the traced ones).
 
-Performance (PANEL-PERFORMANCE.md): every Bokeh figure and source is built once in __init__; a change of a
+Performance (a new Bokeh model costs far more to send and lay out than new data in one already on the
+page; docs/performance.md): every Bokeh figure and source is built once in __init__; a change of a
 control only replaces sources' data and a few properties, inside one `one_update()`, and each part is
 redrawn only when what it shows changed (`_changed`). A model whose attention cannot be read hides the
 figures and says why.

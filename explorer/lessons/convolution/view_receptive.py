@@ -6,7 +6,8 @@ the image). Right, the effective receptive field Σ_c |∂ unit / ∂ x_c|
 (receptive.effective_receptive_field) with the same rectangle. Below, the receptive-field size of every
 conv and pooling layer against depth, the current layer marked (click a point to pick that layer).
 
-Performance (PANEL-PERFORMANCE.md): the four Bokeh figures are built once; every change replaces the
+Performance (a new Bokeh model costs far more to send and lay out than new data in one already on the
+page; docs/performance.md): the four Bokeh figures are built once; every change replaces the
 data of named ColumnDataSources ("convolution-rf-*") inside one `one_update()`.
 """
 

@@ -8,7 +8,8 @@ MNIST digits, the student's first, against eval mode and against LayerNorm/Group
 kinds would make of the same activations; folding BatchNorm into the convolution before it; |γ| of every
 norm layer with the switched-off channels.
 
-Performance (PANEL-PERFORMANCE.md): every figure and source is built once in __init__; a change updates
+Performance (a new Bokeh model costs far more to send and lay out than new data in one already on the
+page; docs/performance.md): every figure and source is built once in __init__; a change updates
 source data and model properties inside one one_update(), and only the parts whose inputs changed.
 """
 

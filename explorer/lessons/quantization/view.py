@@ -1,7 +1,8 @@
 """The quantization lesson: what rounding weights and activations to fewer bits does, with the arithmetic.
 
 Compute lives in math.py (measured.py for the accuracies, int8.py for onnxruntime's real int8); this module only
-shows it. Performance (PANEL-PERFORMANCE.md): every Bokeh figure and source is built once in __init__; a control
+shows it. Performance (a new Bokeh model costs far more to send and lay out than new data in one already on the
+page; docs/performance.md): every Bokeh figure and source is built once in __init__; a control
 change replaces source data and Markdown text inside one `one_update()`.
 
 Accuracies come from measured.py: those kept (stored beside the card, or in the on-disk cache) are shown with the
