@@ -57,9 +57,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explorer.core import zoo  # noqa: E402
-from explorer.ui.gallery import gallery_for  # noqa: E402
+from explorer.core.gallery import gallery_for  # noqa: E402
+from explorer.session.state import ExplorerState  # noqa: E402
 from explorer.ui.overview import CELL  # noqa: E402
-from explorer.ui.state import ExplorerState  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
 
 KINDS = ("gallery", "layer", "lesson")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.ui_latency import summary, timed_click  # noqa: E402
 from explorer.core import zoo  # noqa: E402
 from explorer.lessons.convolution import math  # noqa: E402
-from explorer.ui.state import ExplorerState  # noqa: E402
+from explorer.session.state import ExplorerState  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, serve  # noqa: E402
 
 APP = ROOT / "tests" / "browser" / "apps" / "convolution_app.py"

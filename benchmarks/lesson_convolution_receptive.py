@@ -28,8 +28,8 @@ from playwright.sync_api import Page, sync_playwright  # noqa: E402
 
 from benchmarks.ui_latency import click_point, launch, summary, timed_click, wait_for_http  # noqa: E402
 from explorer.core import zoo  # noqa: E402
+from explorer.core.gallery import gallery_for  # noqa: E402
 from explorer.lessons.convolution import receptive  # noqa: E402
-from explorer.ui.gallery import gallery_for  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, free_port  # noqa: E402
 
 APP = "tests/browser/apps/convolution_parts_app.py"

@@ -77,7 +77,7 @@ def measure_int8(model_name: str) -> None:
 def open_once(model_name: str, case: str) -> None:
     """One opening, in this process (see the module docstring); prints one line."""
     from explorer.lessons.quantization import view
-    from explorer.ui.state import ExplorerState
+    from explorer.session.state import ExplorerState
 
     if case == "cold":
         measurements.MODELS = Path(tempfile.mkdtemp())  # no stored file to read

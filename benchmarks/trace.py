@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"device {device.describe()}, torch {torch.__version__}")
     time_traces(args.repeats)
-    if allocator.keep_freed_memory():  # as the served app runs (explorer/ui/server.py)
+    if allocator.keep_freed_memory():  # as the served app runs (explorer/serve/tunings.py)
         print("with freed memory kept for reuse (allocator.keep_freed_memory):")
         time_traces(args.repeats)
     if data.is_fetched():

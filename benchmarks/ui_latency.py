@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explorer.core import zoo  # noqa: E402
-from explorer.ui.gallery import gallery_for  # noqa: E402
+from explorer.core.gallery import gallery_for  # noqa: E402
+from explorer.session.state import ExplorerState  # noqa: E402
 from explorer.ui.overview import CELL, GRID_H, GRID_W  # noqa: E402
-from explorer.ui.state import ExplorerState  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
 
 # Arm a timer: it starts at the next `startEvent` anywhere in the page (pointerup, for a click), or now when

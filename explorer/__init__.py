@@ -20,7 +20,7 @@ _LAZY = {
     "device": "explorer.core.device",
     "export": "explorer.core.export",
     "extension": "explorer.ui.notebook:extension",
-    "ExplorerState": "explorer.ui.state:ExplorerState",
+    "ExplorerState": "explorer.session.state:ExplorerState",
     "Overview": "explorer.ui.overview:Overview",
     "Predictions": "explorer.ui.predictions:Predictions",
     "InputPicker": "explorer.ui.inputs:InputPicker",

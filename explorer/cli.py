@@ -7,11 +7,8 @@ import os
 import subprocess
 import sys
 
+from explorer import serve as runtime
 from explorer.errors import InputError
-
-# Before torch loads, as app.py does: idle OpenMP threads sleep. On a machine busy with other work (a server, a
-# class), spinning threads made `explorer measure`'s evaluations up to 20 times slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -109,6 +106,7 @@ def _at_least_one(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.before_torch()  # before any command loads torch (explorer/serve: OMP_WAIT_POLICY)
     from explorer.core.pretrained import FETCHERS
     from explorer.train import RECIPES
 

@@ -36,17 +36,14 @@ import struct
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 from torch import Tensor
 
+from explorer.core.card import ModelCard
 from explorer.errors import InputError, choice
-
-if TYPE_CHECKING:
-    from explorer.core.zoo import ModelCard
 
 MAX_BYTES = 10 * 1024 * 1024  # an uploaded file
 MAX_SIDE = 8192               # px, any side of an image, array or canvas

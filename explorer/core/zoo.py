@@ -1,4 +1,4 @@
-"""The model registry: cards, one shared read-only instance per model and process.
+"""The model registry: cards (explorer.core.card), one shared read-only instance per model and process.
 
 A model card is a JSON file beside its safetensors weights. Every number on it is measured by the
 command named in `evaluated_by`, and tests re-check the card against the model and the weights.
@@ -12,7 +12,6 @@ import builtins
 import copy
 import dataclasses
 import datetime
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from explorer.core import complexity, trace
+from explorer.core import complexity, images, trace
 from explorer.core.architectures import ARCHITECTURES
+from explorer.core.card import ModelCard
 from explorer.core.device import device
 from explorer.core.fetch import sha256_of
 from explorer.core.paths import ASSETS, MODELS, cache_dir
@@ -31,46 +31,6 @@ from explorer.errors import InputError, choice
 
 IMAGENET_LABELS = ASSETS / "imagenet_classes.txt"
 FETCHABLE = {"mobilenet_v2": "explorer fetch mobilenet_v2"}
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    name: str                          # registry key, e.g. "mnist-cnn"
-    family: str                        # "cnn" | "vit"
-    task: str                          # "MNIST digits, 10 classes"
-    architecture: str                  # key of architectures.ARCHITECTURES, or "custom"
-    input_shape: tuple[int, int, int]  # (C, H, W)
-    preprocess: str                    # "mnist" | "imagenet" | "resize": see core/images.py
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    labels: tuple[str, ...]
-    n_params: int
-    macs: int                          # multiply-accumulates per image (core/complexity.py)
-    top1: float | None                 # test accuracy, a fraction; None when never measured
-    evaluated_on: str                  # "MNIST test set, 10,000 images (split: test)"
-    evaluated_date: str                # ISO date of the measurement
-    evaluated_by: str                  # the command that measured it
-    source: str                        # where the weights come from
-    license: str
-    weights: str                       # safetensors file name, beside the card
-    sha256: str                        # of the weights file
-
-    @classmethod
-    def read(cls, path: Path) -> ModelCard:
-        raw = json.loads(path.read_text())
-        raw["input_shape"] = tuple(raw["input_shape"])
-        for key in ("mean", "std", "labels"):
-            raw[key] = tuple(raw[key])
-        return cls(**raw)
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-
-    def summary(self) -> str:
-        accuracy = (f"not measured ({self.evaluated_on})" if self.top1 is None
-                    else f"{self.top1:.2%} top-1 on {self.evaluated_on}")
-        return (f"{self.name}: {self.task}; {self.n_params:,} parameters, {self.macs / 1e6:.2f} M MACs, "
-                f"input {'x'.join(map(str, self.input_shape))}; {accuracy}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,9 +50,7 @@ class ZooModel:
 
     def preprocess(self, obj: object) -> Tensor:
         """A user's image (bytes, PIL image, array, canvas strokes) as a (1, C, H, W) input."""
-        from explorer.core.images import to_input  # images imports zoo's card type only for typing
-
-        return to_input(obj, self.card)
+        return images.to_input(obj, self.card)
 
     def check(self, x: Tensor) -> Tensor:
         """The input, validated against the card's (N, C, H, W), or an InputError."""

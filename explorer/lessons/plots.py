@@ -27,6 +27,8 @@ import numpy as np
 from bokeh.models import Range1d
 from bokeh.palettes import Viridis256
 
+from explorer.session.tags import MODEL_TAG, model_tag  # noqa: F401  (the views tag their results: plots.model_tag)
+
 SCOPES = ("this channel", "this layer")  # the colour limit is the largest |value| of ...
 COLOUR_LEGEND = ("Values that can be negative run **blue** (negative) → **white** (exactly 0) → **red** "
                  "(positive); values that cannot be negative run **dark purple** (0) → **yellow** (largest).")
@@ -306,12 +308,3 @@ def format_shape(shape: tuple[int, ...]) -> str:
 def format_value(x: float) -> str:
     """A value for a label: 3 significant digits, with a real minus sign."""
     return f"{x:.3g}".replace("-", "−")
-
-
-MODEL_TAG = "explorer-model="  # tags=[MODEL_TAG + name] on whatever shows a result computed for one model
-
-
-def model_tag(model_name: str) -> list[str]:
-    """The tags of a figure, data source or pane that shows a result of `model_name`: set them together with the
-    result, so that a page (and the classroom test) can check that nothing on screen describes another model."""
-    return [MODEL_TAG + model_name]

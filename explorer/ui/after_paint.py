@@ -8,7 +8,7 @@ after it has applied that message, and only then does the server run the waiting
 lesson's `follows` methods, a lesson switch, the sidebar's picture of what the model sees: its PNG
 and its decoding in the page cost MobileNetV2's input change about 10 ms) and send it as a second
 message. A lesson's own controls are its own answer: they do not wait (see `follows` in
-explorer/ui/state.py).
+explorer/session/state.py).
 
 Waiting work is keyed, so a burst of interactions (a student clicking through the gallery) computes
 the lesson once, for the newest state, when the page has caught up: an answer to an older ticket

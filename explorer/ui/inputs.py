@@ -23,12 +23,13 @@ from panel.custom import JSComponent
 from PIL import Image, ImageOps
 
 from explorer.core import images
+from explorer.core.gallery import GalleryItem, find, gallery_for
 from explorer.errors import InputError
 from explorer.lessons import plots
+from explorer.session.state import Inference, SessionView, one_update
+from explorer.session.tags import tag_results
 from explorer.ui.canvas import DrawingCanvas
-from explorer.ui.gallery import GalleryItem, find, gallery_for
 from explorer.ui.live import LiveInference
-from explorer.ui.state import Inference, SessionView, one_update, tag_results
 
 log = logging.getLogger(__name__)
 

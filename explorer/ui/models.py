@@ -9,7 +9,7 @@ import param
 
 from explorer.core import byo, device, fetch, pretrained, zoo
 from explorer.errors import InputError
-from explorer.ui.state import SessionView
+from explorer.session.state import SessionView
 
 WEIGHT_TYPES = ".safetensors,.pt,.pth,.onnx"
 

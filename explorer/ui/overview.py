@@ -34,7 +34,8 @@ from bokeh.plotting import figure
 from explorer.core import complexity
 from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
-from explorer.ui.state import ExplorerState, Inference, SessionView, one_update, tag_results
+from explorer.session.state import ExplorerState, Inference, SessionView, one_update
+from explorer.session.tags import tag_results
 
 LESSON_FOR_KIND = {"conv": "convolution", "norm": "normalization", "attention": "attention"}
 CHANNEL_KEEPING = ("norm", "activation", "pool")  # kinds whose output channel c comes from input channel c

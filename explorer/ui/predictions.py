@@ -14,7 +14,8 @@ import html
 import panel as pn
 import param
 
-from explorer.ui.state import SessionView, one_update, tag_results
+from explorer.session.state import SessionView, one_update
+from explorer.session.tags import tag_results
 
 TOP_K = 5
 BAR_COLOR = "#0072B2"  # Okabe-Ito blue: colour-blind safe

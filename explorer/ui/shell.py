@@ -14,10 +14,9 @@ import panel as pn
 import param
 
 from explorer.core import trace
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, first_layer, one_update
 from explorer.ui.after_paint import AfterPaint
-from explorer.ui.bokehjs import fix_bokehjs
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import LESSON_NAMES, ExplorerState, SessionView, first_layer, one_update
 
 TITLE = "Neural network explorer"
 URL_PARAMS = {"model": "model", "lesson": "lesson", "layer": "layer"}
@@ -147,7 +146,6 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
     from explorer.ui.predictions import Predictions
 
     state = state or ExplorerState()
-    fix_bokehjs(pn.state.curdoc)
     after_paint = state.after_paint = AfterPaint()
     if pn.state.location is not None:
         pn.state.location.sync(state, URL_PARAMS, on_error=lambda values: apply_link(state, values))

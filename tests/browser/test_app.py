@@ -9,7 +9,7 @@ import torch
 from playwright.sync_api import Page, expect
 
 from explorer.core import device, images, trace, zoo
-from explorer.ui.gallery import mnist_gallery
+from explorer.core.gallery import mnist_gallery
 from explorer.ui.overview import CELL
 
 from .conftest import FIGURE_POINT, screenshot

@@ -11,7 +11,7 @@ student would), so that across the class every part is seen with mnist-cnn, mnis
 part is open during model switches. The attention lesson applies to the ViT only (mnist-vit): every student opens
 it on mnist-vit and leaves it by switching to a CNN, which must then show the lesson's message. After each switch,
 nothing on screen may still describe the previous model: every Bokeh model on screen whose tags hold
-`explorer-model=NAME` (explorer/lessons/plots.py, `model_tag`) must name the new model, and the open lesson must
+`explorer-model=NAME` (explorer/session/tags.py, `model_tag`) must name the new model, and the open lesson must
 hold at least one such tag, so that the check cannot pass on a lesson that tags nothing.
 
 Throughout: no page error, no console error, no request that leaves 127.0.0.1, and no traceback, error or
@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Browser, Error, Locator, Page, expect
 
 from explorer.core import zoo
-from explorer.lessons.plots import MODEL_TAG
+from explorer.session.tags import MODEL_TAG
 
 from .conftest import ROOT, screenshot, serve
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from playwright.sync_api import Page, expect
 
 from explorer.core import zoo
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 
 from .conftest import screenshot, serve
 

@@ -18,7 +18,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from explorer.core import images, trace, zoo
-from explorer.ui.gallery import mnist_gallery, photo_gallery
+from explorer.core.gallery import mnist_gallery, photo_gallery
 from explorer.ui.inputs import too_large_message
 from tests.browser.conftest import screenshot as save_screenshot
 from tests.browser.conftest import serve

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from playwright.sync_api import Page, expect
 
 from explorer.lessons import plots
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 
 from .conftest import screenshot, serve
 

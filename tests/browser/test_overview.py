@@ -51,7 +51,7 @@ def strip_x(names: tuple[str, ...], name: str) -> float:
 
 
 def traced_names(model: str) -> tuple[str, ...]:
-    from explorer.ui.state import ExplorerState
+    from explorer.session.state import ExplorerState
 
     state = ExplorerState()
     state.model = model

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from explorer.lessons.plots import MODEL_TAG
+from explorer.session.tags import MODEL_TAG
 
 from .conftest import open_page, screenshot, serve
 

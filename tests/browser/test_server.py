@@ -1,4 +1,4 @@
-"""tune_server() in a served session: TCP_NODELAY on the session's own websocket, no 50 ms debounce, freed memory
+"""tune() in a served session: TCP_NODELAY on the session's own websocket, no 50 ms debounce, freed memory
 kept for reuse, and full garbage collections only when the server is idle. serve_resources_locally(): no page of
 the app loads anything from outside the server, however and whenever its session was made."""
 
@@ -27,14 +27,14 @@ def test_a_served_sessions_websocket_has_tcp_nodelay(page: Page):
             re.compile(r"automatic full collections off: True; frozen: True; full collections: [1-9]"), timeout=30_000)
 
 
-def test_tune_server_is_idempotent():
+def test_tune_is_idempotent():
     from bokeh.server.views.ws import WSHandler
 
-    from explorer.ui.server import tune_server
+    from explorer.serve import tune
 
-    tune_server()
+    tune()
     patched = WSHandler.open
-    tune_server()
+    tune()
     assert WSHandler.open is patched and patched.explorer_nodelay
 
 
@@ -93,3 +93,30 @@ def test_no_page_loads_anything_from_outside_the_server(playwright, app_url: str
         assert [url for url in requested if outside(url)] == []
     finally:
         browser.close()
+
+
+def test_bokeh_css_theming_still_applies_with_the_bokehjs_fixes(page: Page, app_url: str):
+    """The fixes keep each `--bk-*` answer for one animation frame only: a variable set on the page reaches the
+    plot's visuals from the next frame on (an earlier fix answered "" always, and turned Bokeh's theming off)."""
+    page.goto(app_url)
+    expect(page.locator(".prediction-summary")).to_contain_text(READY, timeout=60_000)
+    page.wait_for_function("window.__explorer_bokehjs_fixed === true")
+    colours = page.evaluate("""async () => {
+      const views = [];
+      const walk = (view) => { views.push(view); for (const child of view.children_views()) walk(child); };
+      for (const root of Bokeh.index) walk(root);
+      const axis = views.find((v) => v.visuals?.axis_label_text !== undefined && v.el.isConnected);
+      const text = axis.visuals.axis_label_text;
+      const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+      await frame();
+      const before = text.get_text_color();
+      axis.el.style.setProperty("--bk-axis-label-text-color", "rgb(255, 0, 0)");
+      await frame();
+      await frame();
+      const themed = text.get_text_color();
+      axis.el.style.removeProperty("--bk-axis-label-text-color");
+      await frame();
+      await frame();
+      return [before, themed, text.get_text_color()];
+    }""")
+    assert colours[1] == "rgb(255, 0, 0)" and colours[0] == colours[2] != colours[1]

@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from explorer import workers
 from explorer.core import device, images, trace, zoo
-from explorer.ui.gallery import GalleryItem, mnist_gallery
+from explorer.core.gallery import GalleryItem, mnist_gallery
 
 from .conftest import ROOT
 

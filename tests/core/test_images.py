@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
 from explorer.core import data, images, zoo
+from explorer.core.card import ModelCard
 from explorer.core.images import MAX_BYTES, Strokes, model_view, open_image, to_input
-from explorer.core.zoo import ModelCard
 from explorer.errors import InputError
 
 BLANK = "is blank: draw or upload a digit, dark on light or light on dark, that fills a good part of the picture."

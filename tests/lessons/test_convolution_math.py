@@ -22,7 +22,7 @@ from torch import nn
 from explorer.core import zoo
 from explorer.errors import InputError
 from explorer.lessons.convolution import math as cm
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 
 # (in, out, kernel, stride, padding, dilation, groups): standard, strided, dilated, grouped, depthwise, 1×1,
 # rectangular kernels and 'same'/'valid' string paddings

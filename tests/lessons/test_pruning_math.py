@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import zoo
+from explorer.core import agreement, zoo
 from explorer.core.architectures import MnistCNN, MnistViT
 from explorer.core.data import EvalSet
 from explorer.errors import InputError
@@ -208,7 +208,7 @@ def test_batchnorm_recalibration_matches_torch_cumulative_statistics(rng):
 def test_agreement_set_labels_are_the_dense_models_predictions(rng):
     model = random_cnn(rng)
     x = torch.randn(7, 1, 28, 28, generator=rng)
-    ref = pm.agreement_set(model, x, "seven images")
+    ref = agreement.labelled(model, x, "seven images")
     assert torch.equal(ref.labels, model(x).argmax(-1))
     assert pm.measure(model, "magnitude", 0.0, ref).top1 == 1.0
 

@@ -1,4 +1,5 @@
-"""The pruning lesson's kept measurements: the plan `explorer measure` stores, and measuring each point once.
+"""The pruning lesson's kept measurements: the plan `explorer measure` stores, measuring each point once, and
+looking a kept point up without building anything; photo models' keys follow their agreement set.
 
 Every test keeps its measurements in its own temporary cache and stores into its own folder (never models/);
 the held-out set is replaced by fresh random images with random labels, so that a whole plan runs in seconds.
@@ -7,6 +8,7 @@ the held-out set is replaced by fresh random images with random labels, so that 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import threading
 import time
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core import measurements, zoo
+from explorer.core import agreement, evaluate, gallery, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
@@ -126,3 +128,74 @@ def test_a_point_asked_for_by_many_threads_is_measured_once(random_digits, monke
         t.join()
     assert calls == [point]
     assert got == [shown_count(model.module, point, random_digits) / len(random_digits)] * 4
+
+
+def nothing_may_be_built(monkeypatch) -> None:
+    """From now on, pruning, copying a model, measuring or running a model fails the test."""
+    def refuse(what: str):
+        return lambda *args, **kwargs: pytest.fail(f"a lookup of a kept point {what}")
+
+    monkeypatch.setattr(pm, "prune", refuse("pruned a copy"))
+    monkeypatch.setattr(pm, "private_copy", refuse("copied the model"))
+    monkeypatch.setattr(copy, "deepcopy", refuse("deep-copied something"))
+    monkeypatch.setattr(measured, "_measure", refuse("measured"))
+    monkeypatch.setattr(evaluate, "predictions", refuse("ran a model"))
+
+
+def test_a_point_stored_beside_the_card_is_looked_up_without_building_anything(monkeypatch):
+    model = zoo.load("mnist-cnn")
+    point = Point("filters-l1", 0.5, "global")
+    setting = measurements.Key.of(measured.WHAT, point.setting(), measured.dataset_id(model))
+    stored = measurements.Stored.read(measurements.stored_path(model.name)).values[setting]
+    nothing_may_be_built(monkeypatch)
+    assert measured.accuracy(model, point) == measured.kept(model, point) == stored
+
+
+def test_a_point_kept_in_the_disk_cache_is_looked_up_without_building_anything(random_digits, monkeypatch):
+    model = zoo.load("mnist-cnn")
+    point = Point("random", 0.37, "global")  # off the stored grid
+    value = measured.accuracy(model, point)
+    nothing_may_be_built(monkeypatch)
+    assert measured.accuracy(model, point) == measured.kept(model, point) == value
+
+
+def photo_model(rng: torch.Generator) -> zoo.ZooModel:
+    """A small random CNN for 3 × 24 × 32 photos: its "accuracy" is agreement on the agreement photos."""
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                 torch.nn.Flatten(), torch.nn.Linear(4, 5))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=rng))
+    card = dataclasses.replace(zoo.card("mnist-cnn"), name=f"photo-cnn-{rng.initial_seed()}", preprocess="resize",
+                               input_shape=(3, 24, 32), mean=(0.5,) * 3, std=(0.25,) * 3, labels=tuple("abcde"))
+    return zoo.ZooModel(module.eval().requires_grad_(False), card)
+
+
+@pytest.fixture
+def fresh_agreement_caches():
+    """The agreement set's inputs and name are forgotten before and after the test (it changes the photos)."""
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+    yield
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+
+
+def test_a_photo_models_key_is_its_agreement_set_and_changes_with_the_photos(rng, monkeypatch,
+                                                                             fresh_agreement_caches):
+    model = photo_model(rng)
+    point = Point("magnitude", 0.5, "layer")
+    assert measured.dataset_id(model) == agreement.name(model.card)
+    assert measured.dataset_name(model) == agreement.description()
+    measurer = measurements.Measurer.of(model.name, model.module)
+    measurer.measured(measured.WHAT, point.setting(), measured.dataset_id(model), lambda: 0.75)
+    with monkeypatch.context() as patched:
+        nothing_may_be_built(patched)  # neither a pruned copy nor the photos' labels
+        assert measured.accuracy(model, point) == measured.kept(model, point) == 0.75
+    items = gallery.photo_gallery()
+    negative = dataclasses.replace(items[0], source=255 - items[0].source)  # same count, names and words
+    monkeypatch.setattr(gallery, "photo_gallery", lambda: (negative, *items[1:]))
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+    assert measured.dataset_name(model) == agreement.description()
+    assert measured.kept(model, point) is None  # other photos: the value kept for the old ones is not theirs

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import zoo
+from explorer.core import agreement, zoo
 from explorer.core.data import EvalSet
 from explorer.errors import InputError
 from explorer.lessons.quantization import math as qm
@@ -236,7 +236,7 @@ def test_layer_sqnr_compares_layers_by_name(rng):
 def test_agreement_set_is_labelled_with_the_float_predictions(rng):
     model = small_cnn(rng)
     x = torch.randn(20, 1, 8, 8, generator=rng)
-    ds = qm.agreement_set(model, x, "random")
+    ds = agreement.labelled(model, x, "random")
     assert torch.equal(ds.labels, model(x).argmax(-1))
     assert qm.accuracy(model, "random-cnn", ds, None).top1 == 1.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -19,11 +20,11 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import data, images, measurements, zoo
+from explorer.core import agreement, data, evaluate, gallery, images, measurements, zoo
 from explorer.core.data import EvalSet
+from explorer.core.gallery import photo_gallery
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import measured
-from explorer.ui.gallery import photo_gallery
 from tests.measurements_cache import empty_measurements_cache
 
 MNIST_MODELS = ["mnist-cnn", "mnist-vit"]
@@ -207,7 +208,10 @@ def test_mobilenet_agreement_is_on_the_gallery_photos_and_their_mirror_images():
     pictures = photos + [np.ascontiguousarray(p[:, ::-1]) for p in photos]
     inputs = torch.cat([images.to_input(p, model.card) for p in pictures])
     evalset = measured.heldout("mobilenet_v2")
-    assert evalset.name == measured.dataset_name(model) == "8 gallery photos and their mirror images"
+    words = measured.dataset_name(model)
+    digest = hashlib.sha256(inputs.numpy().tobytes()).hexdigest()[:16]  # the set's identity in the keys
+    assert words == "8 gallery photos and their mirror images"
+    assert evalset.name == measured.dataset_id(model) == f"{words}, inputs sha256 {digest}"
     assert torch.equal(evalset.inputs, inputs)
     with torch.no_grad():
         assert torch.equal(evalset.labels, model.module(inputs).argmax(-1))
@@ -219,6 +223,42 @@ def test_mobilenet_agreement_is_on_the_gallery_photos_and_their_mirror_images():
 def test_mobilenet_agreement_uses_the_images_of_the_pruning_lesson():
     from explorer.lessons.pruning import measured as pruning
 
+    model = zoo.load("mobilenet_v2")
     ours, theirs = measured.heldout("mobilenet_v2"), pruning.held_out("mobilenet_v2")
-    assert ours.name == theirs.name
-    assert torch.equal(ours.inputs, theirs.inputs) and torch.equal(ours.labels, theirs.labels)
+    assert ours is theirs  # one set, labelled once
+    assert measured.dataset_id(model) == pruning.dataset_id(model) == ours.name
+    assert measured.dataset_name(model) == pruning.dataset_name(model)
+
+
+@pytest.fixture
+def fresh_agreement_caches():
+    """The agreement set's inputs and name are forgotten before and after the test (it changes the photos)."""
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+    yield
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+
+
+def test_a_photo_models_key_is_the_agreement_set_and_changes_with_the_photos(private_cache, rng, monkeypatch,
+                                                                             fresh_agreement_caches):
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    card = dataclasses.replace(zoo.card("mnist-cnn"), name=f"photo-cnn-{rng.initial_seed()}", preprocess="resize",
+                               input_shape=(3, 24, 32), mean=(0.5,) * 3, std=(0.25,) * 3, labels=tuple("abcde"))
+    model = zoo.ZooModel(module.eval().requires_grad_(False), card)
+    setting = qm.Setting(weight_bits=4)
+    assert measured.dataset_id(model) == agreement.name(card)
+    assert measured.dataset_name(model) == agreement.description()
+    assert measured.meaning(model) == "agreement"
+    measurements.Measurer.of(model.name, module).measured(
+        measured.WHAT, measured.stored_setting(model, setting), measured.dataset_id(model), lambda: 0.625)
+    with monkeypatch.context() as patched:  # a lookup labels no photos and quantizes nothing
+        patched.setattr(evaluate, "predictions", lambda *a, **k: pytest.fail("a lookup ran a model"))
+        patched.setattr(measured, "top1", lambda *a, **k: pytest.fail("a lookup measured"))
+        assert measured.measure(model, setting) == measured.known(model, setting) == 0.625
+    items = gallery.photo_gallery()
+    negative = dataclasses.replace(items[0], source=255 - items[0].source)  # same count, names and words
+    monkeypatch.setattr(gallery, "photo_gallery", lambda: (negative, *items[1:]))
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+    assert measured.known(model, setting) is None  # other photos: the value kept for the old ones is not theirs

@@ -16,7 +16,7 @@ from bokeh.model import Model
 from bokeh.model.util import visit_value_and_its_immediate_references
 from bokeh.models import Tabs
 
-from explorer.lessons.plots import MODEL_TAG
+from explorer.session.tags import MODEL_TAG
 
 PATCHES = (ModelChangedEvent, ColumnDataChangedEvent, ColumnsStreamedEvent, ColumnsPatchedEvent)
 # References that are not part of what the page draws: tags (AfterPaint hides a source in a spacer's tags),
@@ -63,7 +63,7 @@ class Page:
             yield from walk(root)
 
     def model_tags(self) -> list[tuple[str, str]]:
-        """(model name, what) of every `explorer-model=` tag on screen (explorer.lessons.plots.model_tag)."""
+        """(model name, what) of every `explorer-model=` tag on screen (explorer.session.tags.model_tag)."""
         return [(tag.removeprefix(MODEL_TAG), f"{type(m).__name__} {m.name or m.id}") for m in self.on_screen()
                 for tag in m.tags if isinstance(tag, str) and tag.startswith(MODEL_TAG)]
 

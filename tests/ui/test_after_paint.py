@@ -11,14 +11,14 @@ from bokeh.document import Document
 from PIL import Image
 
 from explorer.core import zoo
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons.attention.view import AttentionLesson
 from explorer.lessons.convolution.view import ConvolutionLesson
+from explorer.session.state import ExplorerState
 from explorer.ui import shell
 from explorer.ui.after_paint import AfterPaint
-from explorer.ui.gallery import mnist_gallery
 from explorer.ui.inputs import InputPicker, markdown_text
 from explorer.ui.overview import Overview
-from explorer.ui.state import ExplorerState
 
 
 def answer(after_paint: AfterPaint, ticket: int | None = None) -> None:

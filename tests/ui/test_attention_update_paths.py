@@ -11,9 +11,9 @@ from bokeh.events import Tap
 
 from explorer.core import zoo
 from explorer.core.architectures import MnistViT
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons.attention.view import AttentionLesson
-from explorer.ui.gallery import mnist_gallery
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 from tests.lessons.test_attention_math import random_vit, randomized, with_timm_attention
 from tests.ui.doc_events import Page
 
@@ -120,5 +120,16 @@ def test_a_vit_of_ones_own_with_another_grid_and_head_count(own_model, rng):
 def test_fused_attention_gets_a_message_not_a_traceback(own_model, rng):
     name = own_model(with_timm_attention(random_vit(rng), fused=True), "attention-test-fused")
     lesson = AttentionLesson(model=name)
-    assert not lesson._content.visible and lesson._message.visible
+    assert lesson._content is None and lesson._message.visible  # no figures are made for a model they cannot show
     assert "cannot be read" in lesson._message.object and "fused_attn=False" in lesson._message.object
+
+
+@needs_vit
+def test_opened_on_a_cnn_the_lesson_makes_no_figures_until_a_vit_is_chosen():
+    lesson = AttentionLesson(model="mnist-cnn")
+    page = Page(lesson)
+    assert lesson._message.visible and "has no attention layers" in lesson._message.object
+    assert not [m for m in page.doc.models if type(m).__name__ == "figure"]
+    lesson.state.model = "mnist-vit"
+    assert lesson._content.visible and not lesson._message.visible
+    assert len([m for m in page.doc.models if type(m).__name__ == "figure"]) > 10

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from explorer.core import zoo
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
-from explorer.ui.gallery import mnist_gallery
 from tests.ui.doc_events import Page
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch.nn.functional as F
 
 from explorer.core import zoo
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons.convolution.view import ConvolutionLesson
-from explorer.ui.gallery import mnist_gallery
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 from tests.ui.doc_events import Page
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gc
 
-from explorer.ui import idle_gc
-from explorer.ui.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, IdleCollector
+from explorer.serve import idle_gc
+from explorer.serve.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, IdleCollector
 
 
 class Clock:

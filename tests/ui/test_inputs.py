@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 
 from explorer.core import images, trace, zoo
+from explorer.core.gallery import PHOTOS, mnist_gallery, photo_gallery
 from explorer.errors import InputError
+from explorer.session.state import ExplorerState
 from explorer.ui import inputs
-from explorer.ui.gallery import PHOTOS, mnist_gallery, photo_gallery
 from explorer.ui.inputs import DRAWING, InputPicker, too_large_message
-from explorer.ui.state import ExplorerState
 
 HAS_MOBILENET = zoo.is_available("mobilenet_v2")
 VERTICAL_LINE = [[[140.0, 40.0 + 20 * i] for i in range(11)]]  # a '1', down the middle of the 280x280 canvas

@@ -1,5 +1,5 @@
 """After a model switch, everything on screen describes the new model: every figure, data source and text that shows
-a number computed for a model carries `explorer-model=NAME` (explorer.lessons.plots.model_tag), set together with
+a number computed for a model carries `explorer-model=NAME` (explorer.session.tags.model_tag), set together with
 its content, and no layer menu lists another model's layers.
 
 Deterministic (no timing): each view is attached to a Bokeh document as a served session's would be
@@ -18,11 +18,11 @@ from explorer.core import zoo
 from explorer.lessons.attention.view import AttentionLesson
 from explorer.lessons.convolution.view import ConvolutionLesson
 from explorer.lessons.normalization.view import NormalizationLesson
+from explorer.session.state import ExplorerState
 from explorer.ui.inputs import InputPicker
 from explorer.ui.overview import Overview
 from explorer.ui.predictions import Predictions
 from explorer.ui.shell import LessonFrame
-from explorer.ui.state import ExplorerState
 from tests.ui.doc_events import Page
 
 MODELS = [m for m in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(m)]

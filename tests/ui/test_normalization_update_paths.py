@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from explorer.core import zoo
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons.normalization.view import NormalizationLesson
-from explorer.ui.gallery import mnist_gallery
 from tests.ui.doc_events import Page
 
 

@@ -1,17 +1,43 @@
-"""one_update() turns Bokeh's validation off for the main thread's updates only, and always turns it back on."""
+"""one_update() turns Bokeh's validation off for the main thread's updates only, where the server is tuned, and always
+turns it back on; making_models() turns it on inside an update."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 from bokeh.core.property.bases import validation_on
 from bokeh.core.property.validation import validate
 from bokeh.plotting import figure
 
-from explorer.ui.state import one_update
+from explorer.serve import validation
+from explorer.session.state import making_models, one_update
 
 
-def test_a_worker_thread_overlapping_the_main_threads_update_leaves_validation_on():
+@pytest.fixture
+def tuned(monkeypatch):
+    """As in a served app: the skip_validation tuning is on (explorer/serve/tunings.py)."""
+    monkeypatch.setattr(validation, "_skipping", True)
+
+
+def test_the_main_threads_update_skips_validation_where_tuned_and_models_made_inside_are_converted(tuned):
+    with one_update():
+        off = not validation_on()
+        with making_models():
+            title = figure(title="accuracy").title
+        off_again = not validation_on()
+    assert off and off_again and validation_on()
+    assert title.text == "accuracy"
+
+
+def test_untuned_updates_validate(monkeypatch):
+    monkeypatch.setattr(validation, "_skipping", False)  # EXPLORER_TUNE=0, or a Bokeh version not tested
+    with one_update():
+        on = validation_on()
+    assert on
+
+
+def test_a_worker_thread_overlapping_the_main_threads_update_leaves_validation_on(tuned):
     worker_inside, main_left = threading.Event(), threading.Event()
 
     def worker() -> None:

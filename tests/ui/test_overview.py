@@ -9,9 +9,9 @@ from bokeh.events import Tap
 
 from explorer.core import complexity, zoo
 from explorer.lessons import plots
+from explorer.session.state import ExplorerState
 from explorer.ui import overview as ov
 from explorer.ui.overview import CELL, GRID_H, GRID_W, PAGE, Overview
-from explorer.ui.state import ExplorerState
 from tests.bokeh_images import read_back
 
 MODELS = [m for m in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(m)]

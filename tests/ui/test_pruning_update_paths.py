@@ -16,13 +16,13 @@ import torch
 
 from explorer.core import data, measurements, zoo
 from explorer.core.data import EvalSet
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
 from explorer.lessons.pruning.measured import Point
 from explorer.lessons.pruning.view import PruningLesson
-from explorer.ui.gallery import mnist_gallery
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 from tests.ui.doc_events import Page
 
 SMALL = "first 300 MNIST test digits"

@@ -18,11 +18,11 @@ import torch
 
 from explorer.core import evaluate, measurements, zoo
 from explorer.core.data import EvalSet
+from explorer.core.gallery import mnist_gallery
 from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import measured, view
-from explorer.ui.gallery import mnist_gallery
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 from tests.measurements_cache import empty_measurements_cache
 from tests.ui.doc_events import Page
 

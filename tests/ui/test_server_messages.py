@@ -1,4 +1,4 @@
-"""tune_server()'s Message.send: every frame of one Bokeh message is written before the event loop turns, the same
+"""tune()'s Message.send: every frame of one Bokeh message is written before the event loop turns, the same
 frames in the same order as Bokeh's own send, and the socket's write lock is free when it returns. Its
 send_patch_document: a patch reaches the page even when the callback that made it fails."""
 
@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import logging
 import warnings
 
 import numpy as np
+import panel.io.document
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import DocumentPatchedEvent
@@ -17,13 +19,14 @@ from bokeh.models import ColumnDataSource, Div
 from bokeh.protocol import Protocol
 from bokeh.protocol.message import Message
 from bokeh.server.connection import ServerConnection
+from bokeh.server.protocol_handler import ProtocolHandler
 from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
 from tornado.ioloop import IOLoop
 from tornado.locks import Lock
 from tornado.websocket import WebSocketClosedError
 
-from explorer.ui.server import tune_server
+from explorer.serve import tune
 
 
 class RecordingStream:
@@ -80,7 +83,7 @@ def send(send_function, message: Message, closing: bool = False) -> tuple[list, 
 
 @pytest.mark.parametrize("buffers", [0, 1, 7])
 def test_every_frame_of_a_message_is_written_before_the_loop_turns(buffers):
-    tune_server()
+    tune()
     message = patch_message(buffers)
     log, sent, handler = send(Message.send, message)
     frames = [entry for entry in log if entry[0] == "frame"]
@@ -91,7 +94,7 @@ def test_every_frame_of_a_message_is_written_before_the_loop_turns(buffers):
 
 
 def test_the_frames_are_bokehs_own():
-    tune_server()
+    tune()
     message = patch_message(3)
     ours, ours_sent, _ = send(Message.send, message)
     theirs, theirs_sent, _ = send(Message.send.__wrapped__, message)  # Bokeh's send, one frame per loop turn
@@ -103,15 +106,15 @@ def test_the_frames_are_bokehs_own():
 
 
 def test_a_closed_socket_raises_as_bokeh_expects():
-    tune_server()
+    tune()
     with pytest.raises(WebSocketClosedError):  # WSHandler.send_message catches this one and logs a warning
         send(Message.send, patch_message(1), closing=True)
 
 
-def test_tune_server_patches_once():
-    tune_server()
+def test_tune_patches_once():
+    tune()
     patched = Message.send, ServerConnection.send_patch_document
-    tune_server()
+    tune()
     assert (Message.send, ServerConnection.send_patch_document) == patched
     assert patched[0].explorer_at_once and patched[1].explorer_scheduled
 
@@ -119,9 +122,9 @@ def test_tune_server_patches_once():
 def test_a_change_made_before_a_callback_fails_still_reaches_the_page():
     """Bokeh runs a browser's message (or a next-tick callback) under the document lock and collects each change's
     patch as a coroutine, awaited once the callback returns. A callback that changes the page and then raises
-    left them unawaited: the page never got the change, and the next full collection (explorer/ui/idle_gc.py)
+    left them unawaited: the page never got the change, and the next full collection (explorer/serve/idle_gc.py)
     warned "coroutine 'WSHandler.send_message' was never awaited"."""
-    tune_server()
+    tune()
 
     async def run() -> list:
         doc, log = Document(), []
@@ -154,7 +157,7 @@ def test_a_page_closed_while_its_frames_are_on_their_way_fails_once_and_leaves_n
     """The socket closes after the frames were written: each write's future fails. The send raises
     WebSocketClosedError once (Bokeh's WSHandler.send_message catches it), and no frame's failure is left for
     asyncio to report as "Task exception was never retrieved" with a traceback in the server log."""
-    tune_server()
+    tune()
 
     class ClosingStream(RecordingStream):
         def write_message(self, message, binary: bool = False):
@@ -183,3 +186,140 @@ def test_a_page_closed_while_its_frames_are_on_their_way_fails_once_and_leaves_n
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(run_in_own_loop).result()
     assert loop_errors == []
+
+
+class ClosingAfterOneFrame(RecordingStream):
+    """The page closes while the first frame is on its way: that write fails, and the socket is closing from then on,
+    so tornado refuses every later write at once (WebSocketHandler.write_message raises)."""
+
+    def write_message(self, message, binary: bool = False):
+        self.closing = True
+
+        async def lost() -> None:
+            raise WebSocketClosedError()
+
+        return asyncio.ensure_future(lost())
+
+
+class Connection:
+    """Stands for Bokeh's ServerConnection as Panel's writers see it."""
+
+    def __init__(self, socket):
+        self._socket, self.protocol = socket, Protocol()
+
+
+def loop_errors_of(work) -> tuple[list, list]:
+    """Run `work` (a coroutine function) in a loop of its own; what the loop reported (never-retrieved exceptions
+    included, after a full collection) and the log records of warning level or above."""
+    loop_errors: list = []
+    records: list = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    def run_in_own_loop() -> None:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        try:
+            loop.run_until_complete(work())
+            loop.run_until_complete(asyncio.sleep(0.01))  # the writes' tasks finish
+        finally:
+            loop.close()
+        gc.collect()  # where a never-retrieved task exception is reported
+
+    keep = Keep(level=logging.WARNING)
+    logging.getLogger().addHandler(keep)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(run_in_own_loop).result()
+    finally:
+        logging.getLogger().removeHandler(keep)
+    return loop_errors, records
+
+
+def test_panels_own_writes_to_a_page_closed_mid_message_are_dropped_quietly():
+    """Panel writes a patch's frames itself (panel.io.document.dispatch_tornado). The page closed after the first
+    frame: the second write raised at once, the first frame's future was lost, and once Panel destroyed the session
+    (cancelling the futures it held, which does nothing to a failed one) the log said "Task exception was never
+    retrieved ... WebSocketClosedError"."""
+    tune()
+
+    async def write_then_destroy() -> None:
+        handler = RecordingHandler([])
+        handler.ws_connection = ClosingAfterOneFrame([])
+        try:
+            futures = panel.io.document.dispatch_tornado(Connection(handler), msg=patch_message(2))
+        except WebSocketClosedError:  # what Panel's unlocked() catches, falling back to scheduling the message
+            futures = []
+        for future in futures:  # panel.io.document._destroy_document
+            future.cancel()
+
+    loop_errors, records = loop_errors_of(write_then_destroy)
+    assert loop_errors == [] and [record.getMessage() for record in records] == []
+
+
+def test_panels_writes_to_a_closed_page_complete_without_error_and_a_real_error_is_passed_on():
+    tune()
+    outcomes: list = []
+
+    class Failing(RecordingStream):
+        def write_message(self, message, binary: bool = False):
+            async def broken() -> None:
+                raise ValueError("not a closed page")
+
+            return asyncio.ensure_future(broken())
+
+    async def write() -> None:
+        for stream in (ClosingAfterOneFrame([]), Failing([])):
+            handler = RecordingHandler([])
+            handler.ws_connection = stream
+            futures = panel.io.document.dispatch_tornado(Connection(handler), msg=patch_message(1))
+            outcomes.append(await asyncio.gather(*futures, return_exceptions=True))
+
+    loop_errors, _ = loop_errors_of(write)
+    closed, failing = outcomes
+    assert closed == [None, None]  # the first frame lost to the closed page, the second refused; no more written
+    assert len(failing) == 5 and all(isinstance(outcome, ValueError) for outcome in failing)
+    assert loop_errors == []
+
+
+def test_a_message_from_a_page_whose_session_was_detached_is_dropped_quietly():
+    """Bokeh's ServerSession.pull/push/patch read `connection.session`, which asserts that the session is attached:
+    a browser's message handled after the page's socket closed and its session was detached logged an
+    AssertionError with a traceback."""
+    tune()
+
+    async def run() -> list:
+        doc = Document()
+        doc.add_root(Div(text="before"))
+        session = ServerSession("student", doc, io_loop=IOLoop.current())
+        connection = ServerConnection(Protocol(), RecordingHandler([]), None, session)
+        connection.detach_session()  # what BokehTornado.client_lost does when the socket closes
+        message = Protocol().create("PULL-DOC-REQ")
+        return [await ProtocolHandler().handle(message, connection)]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, run()).result() == [None]
+
+
+def test_a_detached_connection_closing_tells_no_session():
+    tune()
+    lost: list = []
+
+    class Application:
+        def client_lost(self, connection) -> None:
+            lost.append(connection)
+
+    async def run() -> None:
+        doc = Document()
+        session = ServerSession("student", doc, io_loop=IOLoop.current())
+        handler = RecordingHandler([])
+        handler.connection = ServerConnection(Protocol(), handler, None, session)
+        handler.connection.detach_session()
+        handler.application, handler.close_code, handler.close_reason = Application(), 1001, None
+        handler.on_close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+    assert len(lost) == 1

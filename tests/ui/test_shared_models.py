@@ -30,8 +30,8 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 from tornado.ioloop import IOLoop
 
 from explorer.core import zoo
+from explorer.session.state import ExplorerState
 from explorer.ui.shell import LESSONS, TITLE, build_app
-from explorer.ui.state import ExplorerState
 
 MODELS = ("mnist-cnn", "mnist-vit")  # a CNN, and a ViT for the attention lesson
 # the convolution lesson's parts built when their tab opens, and a source each draws into

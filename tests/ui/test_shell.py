@@ -14,13 +14,13 @@ from safetensors.torch import save
 
 from explorer.core import fetch, images, trace, zoo
 from explorer.core.architectures import MnistCNN
+from explorer.core.gallery import mnist_gallery
 from explorer.errors import InputError
+from explorer.session.narrative import Narrative
+from explorer.session.state import LESSON_NAMES, ExplorerState
 from explorer.ui import shell
-from explorer.ui.gallery import mnist_gallery
 from explorer.ui.models import ModelPicker
-from explorer.ui.narrative import Narrative
 from explorer.ui.predictions import Predictions, bars_html
-from explorer.ui.state import LESSON_NAMES, ExplorerState
 
 MODELS = [name for name in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(name)]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from explorer.core import zoo
-from explorer.ui.gallery import mnist_gallery
+from explorer.core.gallery import mnist_gallery
+from explorer.session.state import ExplorerState
 from explorer.ui.shell import build_app
-from explorer.ui.state import ExplorerState
 from tests.ui.doc_events import Page
 
 

@@ -25,8 +25,9 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.attention import math as am
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, follows, one_update, tag_results
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import Inference, SessionView, follows, making_models, one_update
+from explorer.session.tags import tag_results
 
 PICTURE = 240        # side of the input picture with its patch grid (px)
 CELL_MAX = 86        # side of one cell of the layer × head grid (px), smaller for models with many heads
@@ -103,13 +104,6 @@ class AttentionLesson(SessionView):
         self._analysis: am.Analysis | None = None
         self._analysed: Inference | None = None
         self._following = False  # True while the lesson copies the state's layer/channel (nothing to publish)
-        self._cell_hover = CustomJSHover(code=CELL_CODE)  # one per lesson: a Bokeh model belongs to one document
-        self._build_patches()
-        self._build_grid()
-        self._build_big()
-        self._build_steps()
-        self._build_rollout()
-        self._build_distance()
         self._message = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width",
                                       css_classes=["attention-message"])
         self._texts = {k: pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
@@ -124,10 +118,29 @@ class AttentionLesson(SessionView):
             discard_ratio=pn.widgets.FloatSlider.from_param(self.param.discard_ratio, name="Discard ratio", width=220,
                                                             format="0%"),
         )
-        self._content = self._layout()
+        # The sections' figures are made, and join the page, once a model with attention is analysed: on a CNN the
+        # lesson is its message alone, and opening it there costs a student's server no 700 Bokeh models.
+        self._content: pn.Column | None = None
+        self._page = pn.Column(pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)), self._message,
+                               sizing_mode="stretch_width")
         self._update()
 
     # --- layout ---
+
+    def _build_content(self) -> None:
+        """The sections, once."""
+        if self._content is not None:
+            return
+        with making_models():
+            self._cell_hover = CustomJSHover(code=CELL_CODE)  # one per lesson: a Bokeh model belongs to one document
+            self._build_patches()
+            self._build_grid()
+            self._build_big()
+            self._build_steps()
+            self._build_rollout()
+            self._build_distance()
+            self._content = self._layout()
+            self._page.append(self._content)
 
     def _layout(self) -> pn.Column:
         w, t = self._widgets, self._texts
@@ -153,8 +166,7 @@ class AttentionLesson(SessionView):
             **section)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)), self._message,
-                         self._content, sizing_mode="stretch_width")
+        return self._page
 
     def _tour(self) -> tuple[Step, ...]:
         first = lambda lesson: lesson.param.layer.objects[0] if lesson.param.layer.objects else None  # noqa: E731
@@ -235,11 +247,20 @@ class AttentionLesson(SessionView):
 
     @follows("state.inference", "layer", "head", "query", "temperature", "head_fusion", "discard_ratio")
     def _update(self) -> None:
+        inference = self.state.inference
+        if inference is not self._analysed:
+            self._analysed = inference
+            try:
+                analysis = am.analyse(inference.model.module, inference.trace, inference.view.shape[:2])
+            except InputError as e:
+                self._cannot_show(inference, str(e))
+                return
+            self._build_content()
+            with one_update():
+                self._adopt(analysis)
+        if self._analysis is None:
+            return
         with one_update():
-            if self.state.inference is not self._analysed and not self._analyse():
-                return
-            if self._analysis is None:
-                return
             self._draw_patches()
             self._draw_grid()
             self._draw_big()
@@ -247,18 +268,17 @@ class AttentionLesson(SessionView):
             self._draw_rollout()
             self._draw_distance()
 
-    def _analyse(self) -> bool:
-        """Analyse a new inference; False when its attention cannot be shown (the view then says why)."""
-        inference = self.state.inference
-        self._analysed = inference
-        try:
-            analysis = am.analyse(inference.model.module, inference.trace, inference.view.shape[:2])
-        except InputError as e:
-            self._analysis = None
-            self._message.param.update(object=f"**{inference.model.name}**: {e}", visible=True,
+    def _cannot_show(self, inference: Inference, why: str) -> None:
+        """Say why this model's attention cannot be shown, in place of the sections."""
+        self._analysis = None
+        with one_update():
+            self._message.param.update(object=f"**{inference.model.name}**: {why}", visible=True,
                                        tags=plots.model_tag(inference.model.name))
-            self._content.visible = False
-            return False
+            if self._content is not None:
+                self._content.visible = False
+
+    def _adopt(self, analysis: am.Analysis) -> None:
+        """Show a new analysis: the lesson's choices (layers, heads, queries) and figure sizes for its model."""
         self._analysis = analysis
         self._message.visible = False
         self._content.visible = True
@@ -269,7 +289,7 @@ class AttentionLesson(SessionView):
         # following, from the new choices on: a menu whose value is not among them takes its first entry,
         # which is not the student's choice to publish (it undid a click on a layer made during the first load)
         self._following = True
-        try:  # the watchers of these params call _update again: it finds nothing changed beyond what follows
+        try:  # the watchers of these params call _update again: it draws what the new choices show
             self.param.query.objects = queries
             self.param.layer.objects = list(analysis.records)
             self.param.head.bounds = (0, heads - 1)
@@ -279,7 +299,6 @@ class AttentionLesson(SessionView):
                               query=self.query if self.query in queries.values() else next(iter(queries.values())))
         finally:
             self._following = False
-        return True
 
     def _changed(self, part: str, key: tuple) -> bool:
         if self._shown.get(part) == key:

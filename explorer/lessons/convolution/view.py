@@ -26,14 +26,15 @@ from bokeh.layouts import column, row
 from bokeh.models import Button, ColumnDataSource, CustomJS, Div, HoverTool, LinearColorMapper, Range1d, Slider
 from bokeh.plotting import figure
 
+from explorer.core.gallery import photo_gallery
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import math
 from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
-from explorer.ui.gallery import photo_gallery
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update, tag_results
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import SessionView, follows, one_update
+from explorer.session.tags import tag_results
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ NUMBERS_FROM_PX = 24        # write the numbers in the cells when a cell is at l
 DEFAULT_SPEED = 8           # window positions per second when playing
 ZOOM_FROM, ZOOM_SIDE = 48, 32  # an input wider than ZOOM_FROM px is shown ZOOM_SIDE px around the window
 YOUR_INPUT = "your input"
-PLAYGROUND_PHOTOS = ("camera", "coins", "astronaut", "chelsea")  # scikit-image samples (explorer.ui.gallery)
+PLAYGROUND_PHOTOS = ("camera", "coins", "astronaut", "chelsea")  # scikit-image samples (explorer.core.gallery)
 PLAYGROUND_SIDE = 128       # photos are shrunk (block means) to at most this many pixels a side
 
 # Renders window position `slider.value` from the arrays the server sent: the patch and product cells,
@@ -508,7 +509,7 @@ class ConvolutionLesson(SessionView):
         self._forward = Button(label="Step ▶", width=70, name="convolution-forward")
         self._arithmetic = Div(text="", width=760, height=120, name="convolution-arithmetic",
                                styles={"font-size": "14px", "line-height": "1.6"})
-        # what shows the chosen convolution's numbers (tagged with its model, see explorer.ui.state.tag_results)
+        # what shows the chosen convolution's numbers (tagged with its model, see explorer.session.tags.tag_results)
         self._step_figures = (self._patch_fig, self._kernel_fig, self._product_fig, self._input_fig, self._output_fig)
         self._step_sources = (self._taps, self._kernel_cells, self._block_labels, self._shown_block, self._patches,
                               self._positions, self._following, self._after, self._meta, self._input_source,

@@ -23,8 +23,9 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.lessons.convolution.view_layer_panel import LayerPanel
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import follows, one_update, tag_results
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import follows, one_update
+from explorer.session.tags import tag_results
 
 COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
 LABEL = 11                            # px under a picture for its number
@@ -247,7 +248,7 @@ class FilterAtlas(LayerPanel):
 
     @property
     def _results(self) -> tuple:
-        """What shows the layer's filters and maps (tagged with its model, see explorer.ui.state.tag_results)."""
+        """What shows the layer's filters and maps (tagged with its model, see explorer.session.tags.tag_results)."""
         return (self._filter_source, self._flag_source, self._maps_source, self._filter_fig, self._maps_fig,
                 self._legend)
 

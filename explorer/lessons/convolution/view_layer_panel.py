@@ -3,7 +3,7 @@ session's layer."""
 
 from __future__ import annotations
 
-from explorer.ui.state import SessionView, follows
+from explorer.session.state import SessionView, follows
 
 
 class LayerPanel(SessionView):

@@ -25,8 +25,9 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.lessons.convolution.view_layer_panel import LayerPanel
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import follows, one_update, tag_results
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import follows, one_update
+from explorer.session.tags import tag_results
 
 FRAME = 260          # side of the three pictures (px)
 BOX_COLOUR = "#d97706"

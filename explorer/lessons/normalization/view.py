@@ -27,8 +27,9 @@ from explorer.core.trace import LayerRecord
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.normalization import math as nm
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, follows, one_update, tag_results
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import Inference, SessionView, follows, one_update
+from explorer.session.tags import tag_results
 
 KIND_LABELS = {label: kind for kind, label in nm.KINDS.items()}  # "BatchNorm" -> "batch", for the buttons
 SHOW_SAMPLES, SHOW_ROWS, SHOW_COLS, CELL = 4, 16, 16, 11  # axes picture: samples, channels, positions, px

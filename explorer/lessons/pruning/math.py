@@ -558,7 +558,3 @@ def latency_ms(model: nn.Module, x: Tensor, repeats: int = 20) -> float:
                 times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
-
-def agreement_set(model: nn.Module, inputs: Tensor, name: str) -> EvalSet:
-    """Inputs labelled with the dense model's own top-1: accuracy on it is agreement with the dense model."""
-    return EvalSet(name, inputs, evaluate.predictions(model, EvalSet(name, inputs, torch.zeros(len(inputs)))))

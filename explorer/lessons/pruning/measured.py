@@ -1,17 +1,20 @@
 """The pruning lesson's accuracies, kept: measured once per model and setting, then shown at once.
 
-A point is the top-1 accuracy (MNIST) or agreement with the dense model (other models) of `math.prune(...)`
-on `held_out(model)`: the same pruned model whose predictions the lesson shows (`math.measure`). Points are
-kept by core/measurements.py under what="pruning", setting {"method", "amount", "scope", "only"} and the
-held-out set's name: stored beside the card by `explorer measure NAME` for the points `plan` lists, in the
-on-disk cache (shared by every session and server process) for any other point the lesson measures.
+A point is the top-1 accuracy (MNIST) or agreement with the dense model (other models: core/agreement.py, the
+photos the quantization lesson uses too) of `math.prune(...)` on `held_out(model)`: the same pruned model whose
+predictions the lesson shows (`math.measure`). Points are kept by core/measurements.py under what="pruning",
+setting {"method", "amount", "scope", "only"} and the held-out set's name (`dataset_id`; for the photos it holds
+the digest of their inputs): stored beside the card by `explorer measure NAME` for the points `plan` lists, in the
+on-disk cache (shared by every session and server process) for any other point the lesson measures. A lookup
+builds nothing: no pruned copy, no labels for the photos.
 
 `plan` lists every point of the accuracy-vs-sparsity curves (each method and scope at CURVE_AMOUNTS) and the
 per-layer sensitivities at SENSITIVITY_AMOUNTS (each method, each layer alone). At amount 0 nothing is pruned:
 that one point (the dense model) is kept once, as method "none".
 
 Tests (tests/lessons/test_pruning_measured.py) check kept values against the pruned model's own count, that a
-stored plan covers what the lesson asks for, and that a point is measured once however many threads ask.
+stored plan covers what the lesson asks for, that a point is measured once however many threads ask, and that a
+kept point is found without pruning or copying anything.
 """
 
 from __future__ import annotations
@@ -22,13 +25,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from explorer.core import images, measurements, zoo
+from explorer.core import agreement, measurements, zoo
 from explorer.core.data import EvalSet, eval_set
 from explorer.lessons.pruning import math as pm
-from explorer.ui.gallery import photo_gallery
 
 WHAT = "pruning"
 CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -38,24 +37,22 @@ SCOPES = tuple(pm.SCOPES)
 
 @functools.lru_cache(maxsize=4)
 def held_out(model_name: str) -> EvalSet:
-    """MNIST test set for MNIST models; otherwise the gallery photos and their mirror images, labelled by the
-    dense model (accuracy on it is agreement with the dense model)."""
+    """MNIST test set for MNIST models; otherwise the agreement photos (core/agreement.py), labelled by the dense
+    model (accuracy on it is agreement with the dense model)."""
     model = zoo.load(model_name)
     if model.card.preprocess == "mnist":
         return eval_set("test", model.card.mean, model.card.std)
-    photos = [item.source for item in photo_gallery()]
-    pictures = photos + [np.ascontiguousarray(p[:, ::-1]) for p in photos]
-    inputs = torch.cat([images.to_input(p, model.card) for p in pictures])
-    return pm.agreement_set(model.module, inputs, _photos_name())
+    return agreement.agreement_set(model.module, model.card)
 
 
 def dataset_name(model: zoo.ZooModel) -> str:
-    """held_out(model).name, without measuring the dense model's labels for the photos."""
-    return held_out(model.name).name if model.card.preprocess == "mnist" else _photos_name()
+    """The images the accuracy (or agreement) is measured on, in words, for the student."""
+    return held_out(model.name).name if model.card.preprocess == "mnist" else agreement.description()
 
 
-def _photos_name() -> str:
-    return f"{len(photo_gallery())} gallery photos and their mirror images"
+def dataset_id(model: zoo.ZooModel) -> str:
+    """held_out(model).name, the dataset of the measurements' keys, without labelling the photos (no forward pass)."""
+    return dataset_name(model) if model.card.preprocess == "mnist" else agreement.name(model.card)
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ def sensitivity_points(model: zoo.ZooModel, method: str, amount: float) -> tuple
 
 def kept(model: zoo.ZooModel, point: Point) -> float | None:
     """The kept value of `point` (stored beside the card or in the on-disk cache), or None: never measures."""
-    return measurements.Measurer.of(model.name, model.module).get(WHAT, point.setting(), dataset_name(model))
+    return measurements.Measurer.of(model.name, model.module).get(WHAT, point.setting(), dataset_id(model))
 
 
 def accuracy(model: zoo.ZooModel, point: Point,
@@ -97,7 +94,7 @@ def accuracy(model: zoo.ZooModel, point: Point,
     """The kept value of `point`, or measured now (inside `turn()`, e.g. a share of the CPU) and kept for every
     session and process. Threads that ask for a point being measured wait for it rather than measure it again."""
     measurer = measurements.Measurer.of(model.name, model.module)
-    setting, dataset = point.setting(), dataset_name(model)
+    setting, dataset = point.setting(), dataset_id(model)
     value = measurer.get(WHAT, setting, dataset)
     if value is not None:
         return value
@@ -130,7 +127,7 @@ def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
     points = [p for scope in SCOPES for p in curve_points(scope)]
     points += [p for method in pm.METHODS for amount in SENSITIVITY_AMOUNTS
                for p in sensitivity_points(model, method, amount)]
-    dataset = dataset_name(model)
+    dataset = dataset_id(model)
     unique: dict[str, Point] = {}
     for p in points:  # amount 0 is one setting for every method and scope
         unique.setdefault(p.key, p)

@@ -50,9 +50,9 @@ from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
 from explorer.lessons.pruning.measured import Point
-from explorer.ui import background
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import Inference, SessionView, follows, one_update
+from explorer.session import background
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import Inference, SessionView, follows, one_update
 
 log = logging.getLogger(__name__)
 

@@ -431,8 +431,3 @@ def sweep(model: nn.Module, model_name: str, dataset: EvalSet, base: Setting, ca
     for setting in sweep_settings(base):
         yield setting, accuracy(model, model_name, dataset, setting, calibration)
 
-
-def agreement_set(model: nn.Module, inputs: Tensor, name: str) -> EvalSet:
-    """Inputs labelled with the float model's own predictions: accuracy on it is agreement with float."""
-    labels = evaluate.predictions(model, EvalSet(name, inputs, torch.zeros(len(inputs), dtype=torch.int64)))
-    return EvalSet(name, inputs, labels)

@@ -6,12 +6,13 @@ the lesson shows on opening is one of those points). The lesson shows them at on
 in the background, once per machine, and kept in the on-disk cache for every session and server process.
 
 Keys: what = "quantization"; the setting is every field of math.Setting (the float32 model: FLOAT32), plus, with
-quantized activations, which images calibrated their ranges; the dataset is EvalSet.name.
+quantized activations, which images calibrated their ranges; the dataset is EvalSet.name (`dataset_id`: for the
+photos it holds the digest of their inputs, so other photos never find these values).
 
 Accuracy is top-1 on the MNIST test set for MNIST models. Other models (MobileNetV2) have no labelled set here: their
-"accuracy" is agreement with the float32 model (its own top-1 as the label) on the gallery photos and their mirror
-images, the images the pruning lesson measures agreement on. Activation ranges are calibrated on the first
-CALIBRATION_IMAGES MNIST training digits, or on those photos.
+"accuracy" is agreement with the float32 model (its own top-1 as the label) on the agreement photos of
+core/agreement.py, the one set the pruning lesson measures agreement on too. Activation ranges are calibrated on the
+first CALIBRATION_IMAGES MNIST training digits, or on those photos.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import functools
 import threading
 from contextlib import AbstractContextManager
 
-import numpy as np
 import torch
 
-from explorer.core import data, images, measurements, zoo
+from explorer.core import agreement, data, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.lessons.quantization import math as qm
-from explorer.ui.gallery import photo_gallery
 
 WHAT = "quantization"
 DEFAULT = qm.Setting(granularity="per-tensor")  # what the lesson opens on: 8-bit symmetric min-max, float activations
@@ -42,10 +41,15 @@ def meaning(model: zoo.ZooModel) -> str:
 
 
 def dataset_name(model: zoo.ZooModel) -> str:
-    """EvalSet.name of the images the accuracy is measured on (known without building the set)."""
+    """The images the accuracy (or agreement) is measured on, in words, for the student."""
     if model.card.preprocess == "mnist":
         return data.mnist("test").name
-    return f"{len(photo_gallery())} gallery photos and their mirror images"
+    return agreement.description()
+
+
+def dataset_id(model: zoo.ZooModel) -> str:
+    """heldout(model).name, the dataset of the measurements' keys, without labelling the photos (no forward pass)."""
+    return dataset_name(model) if model.card.preprocess == "mnist" else agreement.name(model.card)
 
 
 def calibration_name(model: zoo.ZooModel) -> str:
@@ -60,10 +64,7 @@ def heldout(model_name: str) -> EvalSet:
     model = zoo.load(model_name)
     if model.card.preprocess == "mnist":
         return data.eval_set("test", model.card.mean, model.card.std)
-    photos = [item.source for item in photo_gallery()]
-    pictures = photos + [np.ascontiguousarray(p[:, ::-1]) for p in photos]  # each photo and its mirror image
-    inputs = torch.cat([images.to_input(p, model.card) for p in pictures])  # (2 · photos, C, H, W)
-    return qm.agreement_set(model.module, inputs, dataset_name(model))
+    return agreement.agreement_set(model.module, model.card)
 
 
 @functools.lru_cache(maxsize=4)
@@ -90,7 +91,7 @@ def stored_setting(model: zoo.ZooModel, setting: qm.Setting | None) -> dict[str,
 def known(model: zoo.ZooModel, setting: qm.Setting | None) -> float | None:
     """The kept top-1 of `setting` (None: float32), from the stored file or the on-disk cache, or None."""
     measurer = measurements.Measurer.of(model.name, model.module)
-    return measurer.get(WHAT, stored_setting(model, setting), dataset_name(model))
+    return measurer.get(WHAT, stored_setting(model, setting), dataset_id(model))
 
 
 def measure(model: zoo.ZooModel, setting: qm.Setting | None,
@@ -99,7 +100,7 @@ def measure(model: zoo.ZooModel, setting: qm.Setting | None,
     Two threads asking for one setting at once measure it once: the second waits and reads the kept value.
     `running` is entered around the evaluation only, not while looking up or waiting (the lesson's CPU slot)."""
     measurer = measurements.Measurer.of(model.name, model.module)
-    what, stored, dataset = WHAT, stored_setting(model, setting), dataset_name(model)
+    what, stored, dataset = WHAT, stored_setting(model, setting), dataset_id(model)
     with _MEASURING[hash((model.name, setting)) % len(_MEASURING)]:
         value = measurer.get(what, stored, dataset)
         if value is not None:
@@ -119,5 +120,5 @@ def top1(model: zoo.ZooModel, setting: qm.Setting | None) -> float:
 
 def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
     """What `explorer measure` stores for this lesson: float32, then every point of the curves for DEFAULT."""
-    return [measurements.Planned(WHAT, stored_setting(model, s), dataset_name(model), functools.partial(top1, model, s))
+    return [measurements.Planned(WHAT, stored_setting(model, s), dataset_id(model), functools.partial(top1, model, s))
             for s in (None, *qm.sweep_settings(DEFAULT))]

@@ -32,9 +32,10 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import measured
-from explorer.ui import background
-from explorer.ui.narrative import Narrative, Step
-from explorer.ui.state import SessionView, follows, one_update, tag_results
+from explorer.session import background
+from explorer.session.narrative import Narrative, Step
+from explorer.session.state import SessionView, follows, one_update
+from explorer.session.tags import tag_results
 
 log = logging.getLogger(__name__)
 

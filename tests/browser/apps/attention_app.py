@@ -7,10 +7,10 @@ debounce) by tests/browser/test_attention.py and benchmarks/lesson_attention.py.
 import panel as pn
 
 from explorer.lessons.attention.view import AttentionLesson
-from explorer.ui.server import tune_server
-from explorer.ui.state import ExplorerState
+from explorer.serve import tune
+from explorer.session.state import ExplorerState
 
-tune_server()
+tune()
 pn.extension(inline=True)
 
 model = pn.state.session_args.get("model", [b"mnist-vit"])[0].decode()

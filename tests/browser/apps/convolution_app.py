@@ -7,7 +7,7 @@ filter atlas). Served by tests/browser/test_convolution.py and benchmarks/lesson
 import panel as pn
 
 from explorer.lessons.convolution.view import ConvolutionLesson
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 
 pn.extension(inline=True)
 

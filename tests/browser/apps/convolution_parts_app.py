@@ -8,7 +8,7 @@ import panel as pn
 
 from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 
 pn.extension(inline=True)
 

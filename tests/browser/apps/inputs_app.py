@@ -6,8 +6,8 @@ description, as the shell will show them.
 
 import panel as pn
 
+from explorer.session.state import ExplorerState
 from explorer.ui.inputs import InputPicker
-from explorer.ui.state import ExplorerState
 
 pn.extension(inline=True)
 

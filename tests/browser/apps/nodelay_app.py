@@ -1,4 +1,4 @@
-"""`panel serve tests/browser/apps/nodelay_app.py`: reports its own websocket's TCP_NODELAY, after tune_server().
+"""`panel serve tests/browser/apps/nodelay_app.py`: reports its own websocket's TCP_NODELAY, after tune().
 
 Served by tests/browser/test_server.py. Once the page has connected, the text shows the option as the
 kernel reports it for this session's socket, Panel's debounce, and whether freed memory is kept (the
@@ -13,10 +13,9 @@ import panel as pn
 from panel.reactive import Syncable
 
 from explorer.core import allocator
-from explorer.ui import idle_gc
-from explorer.ui.server import tune_server
+from explorer.serve import idle_gc, tune
 
-tune_server()
+tune()
 pn.extension(inline=True)
 report = pn.pane.Str("connecting", css_classes=["report"])
 gc_report = pn.pane.Str("", css_classes=["gc-report"])

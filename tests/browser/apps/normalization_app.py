@@ -7,7 +7,7 @@ benchmarks/lesson_normalization.py.
 import panel as pn
 
 from explorer.lessons.normalization.view import NormalizationLesson
-from explorer.ui.state import ExplorerState
+from explorer.session.state import ExplorerState
 
 pn.extension(inline=True)
 

@@ -5,8 +5,8 @@
 
 import panel as pn
 
+from explorer.session.state import ExplorerState
 from explorer.ui.overview import Overview
-from explorer.ui.state import ExplorerState
 
 pn.extension(inline=True)
 

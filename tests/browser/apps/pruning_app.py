@@ -7,10 +7,10 @@ debounce) by tests/browser/test_pruning.py and benchmarks/lesson_pruning.py.
 import panel as pn
 
 from explorer.lessons.pruning.view import PruningLesson
-from explorer.ui.server import tune_server
-from explorer.ui.state import ExplorerState
+from explorer.serve import tune
+from explorer.session.state import ExplorerState
 
-tune_server()
+tune()
 pn.extension(inline=True)
 
 model = pn.state.session_args.get("model", [b"mnist-cnn"])[0].decode()

@@ -8,10 +8,10 @@ benchmarks/lesson_quantization.py; the server is tuned as app.py tunes it.
 import panel as pn
 
 from explorer.lessons.quantization.view import QuantizationLesson
-from explorer.ui.server import tune_server
-from explorer.ui.state import ExplorerState
+from explorer.serve import tune
+from explorer.session.state import ExplorerState
 
-tune_server()
+tune()
 pn.extension(inline=True)
 
 state = ExplorerState()

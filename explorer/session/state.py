@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import panel as pn
 import param
 import torch
-from bokeh.core.property.validation import validate
 
 from explorer.core import images, trace, zoo
 from explorer.errors import InputError
-from explorer.lessons import plots
-
-if TYPE_CHECKING:
-    from explorer.ui.after_paint import AfterPaint
+from explorer.serve import validation
 
 LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization")
 
@@ -57,27 +52,21 @@ def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
 
 @contextlib.contextmanager
 def one_update() -> Iterator[None]:
-    """Wrap all the changes of one interaction: they reach the page as one message, and Bokeh does not
-    re-validate every value set (they come from our own code; validation took 15-25 % of an input change's
-    server time, docs/performance.md). Make no Bokeh model inside: without validation Bokeh also skips the
-    conversions it does on assignment (`figure(title="...")` would keep a str where a Title belongs)."""
-    if threading.current_thread() is not threading.main_thread():
-        # Validation is one switch for the whole process, saved and restored by each caller: a worker thread (a
-        # lesson painting a measurement outside a server) overlapping the main thread's update could restore it
-        # to off for good, and every figure made afterwards kept raw values (a str title).
-        with pn.io.hold():
-            yield
-        return
-    with pn.io.hold(), validate(False):
+    """Wrap all the changes of one interaction: they reach the page as one message, and Bokeh does not re-validate
+    every value set where the server is tuned (explorer/serve/validation.py). Make no Bokeh model inside, or only
+    within `making_models()`: without validation Bokeh also skips the conversions it does on assignment."""
+    with pn.io.hold(), validation.unvalidated():
         yield
 
 
-def tag_results(model_name: str, *results) -> None:
-    """Mark figures, data sources and panes as showing a result computed for `model_name` (plots.model_tag). Call it
-    where their content is set, in the same one_update(): the page then never holds a result tagged for another
-    model than the one it was computed for. Setting the tags a result already has sends nothing."""
-    for result in results:
-        result.tags = plots.model_tag(model_name)
+making_models = validation.making_models
+
+
+class Deferrer(Protocol):
+    """What the state defers work to: `run(key, work)` now, or once the page has painted (the served shell gives
+    explorer.ui.after_paint.AfterPaint). A newer `work` under the same key replaces a waiting one."""
+
+    def run(self, key: Hashable, work: Callable[[], None]) -> None: ...
 
 
 class ExplorerState(param.Parameterized):
@@ -93,9 +82,9 @@ class ExplorerState(param.Parameterized):
     def __init__(self, **params):
         model = params.pop("model", None)
         super().__init__(**params)
-        # The page's AfterPaint when served in the shell: the views that follow the state update after the page
-        # has painted what the control changed (explorer/ui/after_paint.py). None: at once.
-        self.after_paint: AfterPaint | None = None
+        # The page's AfterPaint when served in the shell (a Deferrer): the views that follow the state update after
+        # the page has painted what the control changed (explorer/ui/after_paint.py). None: at once.
+        self.after_paint: Deferrer | None = None
         names = zoo.list(available_only=True)
         self.param.model.objects = names
         if model is not None:
@@ -215,7 +204,7 @@ def first_layer(t: trace.Trace) -> str:
 
 def default_input(model: zoo.ZooModel) -> tuple[object, str]:
     """The gallery's first image for this model's kind of input."""
-    from explorer.ui.gallery import gallery_for
+    from explorer.core.gallery import gallery_for
 
     item = gallery_for(model.card)[0]
     return item.source, item.description

@@ -1,0 +1,92 @@
+"""Every runtime tuning, one row each: what it does, the versions it was tested on, its measured gain (benchmarks/
+and docs/performance.md), and its upstream issue or the condition for deleting it.
+
+`apply_all()` makes the rows that are on: none with EXPLORER_TUNE=0; none whose libraries differ from the versions
+tested (one log line per row says so); the `served_only` ones only inside a served session.
+"""
+
+from __future__ import annotations
+
+import panel as pn
+
+from explorer.core import allocator
+from explorer.serve import bokehjs, server, validation
+from explorer.serve.gate import ENV_VAR, Tuning, log, tuning_on, untested
+
+BOKEH, PANEL, TORNADO = {"bokeh": "3.9.2"}, {"panel": "1.9.4"}, {"tornado": "6.6.1"}
+
+TUNINGS: tuple[Tuning, ...] = (
+    Tuning("nodelay", server.nodelay, {**BOKEH, **TORNADO},
+           gain="with no_debounce: an input change 37 ms (CNN) / 31 ms (ViT) faster, median",
+           upstream="tornado#755 gave websockets set_nodelay(), off by default; Bokeh's WSHandler never calls it "
+                    "(no Bokeh issue found): delete once it does"),
+    Tuning("no_debounce", server.no_debounce, PANEL,
+           gain="with nodelay: an input change 37 ms (CNN) / 31 ms (ViT) faster, median",
+           upstream="none: Panel's 50 ms hold is a deliberate default. Delete if a view comes to rely on Panel to "
+                    "coalesce a burst of browser changes"),
+    Tuning("messages_at_once", server.messages_at_once, {**BOKEH, **PANEL, **TORNADO},
+           gain="an input change's patch sent 31 ms after the click instead of 46 (Panel no longer finds the write "
+                "lock held and retries 10 ms later)",
+           upstream="no issue found: delete when Bokeh's Message.send writes its frames without awaiting each, or "
+                    "Panel's _dispatch_msgs waits on the write lock instead of polling it every 10 ms"),
+    Tuning("patches_as_tasks", server.patches_as_tasks, {**BOKEH, **TORNADO},
+           gain="none in time: a callback that fails halfway no longer leaves the page without the changes it made "
+                "(nor a 'coroutine was never awaited' warning)",
+           upstream="no issue found: delete when Bokeh's _needs_document_lock awaits the pending writes even when "
+                    "the callback raises"),
+    Tuning("closed_pages_quiet", server.closed_pages_quiet, {**BOKEH, **PANEL, **TORNADO},
+           gain="none in time: no traceback in the server log for a page closed mid-send (30 pages reloading on "
+                "one server logged both kinds)",
+           upstream="holoviz/panel#3341 (closed, same log: 'Task exception was never retrieved ... "
+                    "WebSocketClosedError' on reload; dispatch_tornado still loses the futures in 1.9.4); no Bokeh "
+                    "issue found for the assertion: delete when both are fixed upstream"),
+    Tuning("skip_validation", validation.skip_in_updates, BOKEH,
+           gain="validation took 15-25 % of an input change's server time (one_update() in explorer/session/state.py)",
+           upstream="none: Bokeh validates every assignment by design. Delete if benchmarks/ui_latency.py shows no "
+                    "difference without it"),
+    Tuning("idle_collections", server.idle_collections, {**BOKEH, **TORNADO}, served_only=True,
+           gain="a full collection (126-138 ms with one session, more with each) no longer lands inside an "
+                "interaction: 2 in 30 input changes before, none now",
+           upstream="none: CPython's schedule by allocation counts. Delete when benchmarks/ui_latency.py shows no "
+                    "full collection inside an interaction without it"),
+    Tuning("keep_freed_memory", allocator.keep_freed_memory, {}, served_only=True,
+           gain="MobileNetV2 trace 36.7 -> 19.2 ms median; page faults per 25 traces 516,000 -> 99,000; costs the "
+                "peak memory kept mapped",
+           upstream="none: glibc's malloc hands large blocks back by default. Delete when benchmarks/trace.py shows "
+                    "no difference (a trace that reuses its buffers, or another allocator)"),
+    Tuning("bokehjs", bokehjs.fix_this_page, BOKEH, served_only=True,
+           gain="1: 57 forced style recalculations (1.5 ms each) per input change gone, the 12 plots' paint "
+                "95 -> 21 ms; 2: getComputedStyle calls per input change 2,410 -> about 870 (measured for the "
+                "earlier version that skipped the reads), normalization lesson input change 114 / 123 -> "
+                "98 / 116 ms; 3: getComputedStyle calls 97 -> 9 per input change; 4: 12-17 ms per click in the "
+                "strip or the grid; 5: two steps of the convolution lesson's animation 14 page layouts -> 0, "
+                "MobileNetV2 input with the convolution lesson 317 / 439 -> 290 / 347 ms",
+           upstream="2: bokeh/bokeh#15286 (open), fixed by bokeh/bokeh#15205 (a per-visual cache), delete with the "
+                    "first release that has it; 1, 3, 4, 5: no issue found, delete each when BokehJS stops "
+                    "rewriting unchanged stylesheets, caches base_font_size, keeps an open tooltip in place, or "
+                    "updates a fixed-size Div's text in place"),
+)
+
+_reported: set[str] = set()
+
+
+def apply_all() -> None:
+    if not tuning_on():
+        _report_once("all", f"{ENV_VAR}=0: every runtime tuning is off")
+        return
+    doc = pn.state.curdoc
+    serving = doc is not None and doc.session_context is not None
+    for tuning in TUNINGS:
+        if tuning.served_only and not serving:
+            continue
+        missing = untested(tuning)
+        if missing:
+            _report_once(tuning.name, f"tuning {tuning.name!r} is off: not tested on {', '.join(missing)}")
+            continue
+        tuning.apply()
+
+
+def _report_once(key: str, text: str) -> None:
+    if key not in _reported:
+        _reported.add(key)
+        log.warning(text)
