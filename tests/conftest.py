@@ -18,3 +18,15 @@ def rng() -> torch.Generator:
 @pytest.fixture
 def seed(rng: torch.Generator) -> int:
     return rng.initial_seed()
+
+
+@pytest.fixture
+def fresh_agreement_caches():
+    """The agreement set's inputs and name are forgotten before and after the test (a test that changes the photos)."""
+    from explorer.core import agreement
+
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()
+    yield
+    agreement.inputs.cache_clear()
+    agreement.name.cache_clear()

@@ -171,16 +171,6 @@ def photo_model(rng: torch.Generator) -> zoo.ZooModel:
     return zoo.ZooModel(module.eval().requires_grad_(False), card)
 
 
-@pytest.fixture
-def fresh_agreement_caches():
-    """The agreement set's inputs and name are forgotten before and after the test (it changes the photos)."""
-    agreement.inputs.cache_clear()
-    agreement.name.cache_clear()
-    yield
-    agreement.inputs.cache_clear()
-    agreement.name.cache_clear()
-
-
 def test_a_photo_models_key_is_its_agreement_set_and_changes_with_the_photos(rng, monkeypatch,
                                                                              fresh_agreement_caches):
     model = photo_model(rng)

@@ -230,16 +230,6 @@ def test_mobilenet_agreement_uses_the_images_of_the_pruning_lesson():
     assert measured.dataset_name(model) == pruning.dataset_name(model)
 
 
-@pytest.fixture
-def fresh_agreement_caches():
-    """The agreement set's inputs and name are forgotten before and after the test (it changes the photos)."""
-    agreement.inputs.cache_clear()
-    agreement.name.cache_clear()
-    yield
-    agreement.inputs.cache_clear()
-    agreement.name.cache_clear()
-
-
 def test_a_photo_models_key_is_the_agreement_set_and_changes_with_the_photos(private_cache, rng, monkeypatch,
                                                                              fresh_agreement_caches):
     module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))

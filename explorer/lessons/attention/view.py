@@ -4,7 +4,8 @@ Every number comes from explorer/lessons/attention/math.py on the session's trac
 probabilities at temperature 1 are the model's own (the view says how far they are from the traced ones).
 
 Performance (a new Bokeh model costs far more to send and lay out than new data in one already on the
-page; docs/performance.md): every Bokeh figure and source is built once in __init__; a change of a
+page; docs/performance.md): every Bokeh figure and source is built once, when the first model with attention is
+analysed (`_build_content`: on a CNN the lesson is one message, not some 700 Bokeh models); a change of a
 control only replaces sources' data and a few properties, inside one `one_update()`, and each part is
 redrawn only when what it shows changed (`_changed`). A model whose attention cannot be read hides the
 figures and says why.
