@@ -24,7 +24,7 @@ import warnings
 
 import colorcet
 import numpy as np
-from bokeh.models import Range1d
+from bokeh.models import ColumnDataSource, Range1d
 from bokeh.palettes import Viridis256
 
 from explorer.session.tags import MODEL_TAG, model_tag  # noqa: F401  (the views tag their results: plots.model_tag)
@@ -273,6 +273,12 @@ def downsample(values: np.ndarray, max_side: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN block stays NaN (transparent)
         return np.nanmean(blocks, axis=(1, 3))
+
+
+def source(*columns: str, name: str | None = None) -> ColumnDataSource:
+    """An empty data source with these columns (a figure made once, fed data afterwards); `name` lets tests and
+    benchmarks find it in the page."""
+    return ColumnDataSource(data={column: [] for column in columns}, name=name)
 
 
 def pixel_range(extent: float) -> Range1d:

@@ -1,0 +1,102 @@
+"""A view's slow work: computed off the event loop, shown on it, and only the newest answer.
+
+One `SlowWork` per strand of a view's slow work (the batch's prediction, an accuracy measurement). A change asks
+`request(key, compute, show)`: in a served page, `compute()` runs on a worker thread (explorer/session/background.py)
+while the server goes on answering every student, and `show(result)` runs back in the session's document (Bokeh's
+`add_next_tick_callback`, the documented way to touch a document from another thread), inside one_update(). An
+answer whose key is no longer the newest request is dropped: the student moved on. When the session ends, pending
+answers are dropped too. A failure goes to `on_error` (the view says so), never into the log alone.
+
+Outside a served page (a notebook cell, a test) there is no event loop to keep free: compute and show run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+import panel as pn
+from bokeh.document import Document
+
+from explorer.session import background
+from explorer.session.state import one_update
+
+log = logging.getLogger(__name__)
+
+
+class SlowWork:
+    """The newest of a view's requests for one kind of slow work (see the module's docstring)."""
+
+    def __init__(self, name: str, on_error: Callable[[Exception], None] | None = None):
+        self.name = name
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._newest: Hashable = None
+        self._pending = 0  # requests made and not yet shown or dropped
+        self._ended = False
+        self._watched: set[int] = set()  # documents whose end this strand listens for
+        self.job: Future | None = None   # the newest request's worker (served pages); tests wait on it
+
+    @property
+    def busy(self) -> bool:
+        """True while an answer is on its way."""
+        return self._pending > 0
+
+    def request(self, key: Hashable, compute: Callable[[], Any], show: Callable[[Any], None]) -> None:
+        """Compute for `key`, off the event loop when served, and show the result if `key` is still the newest."""
+        with self._lock:
+            self._newest, self._pending = key, self._pending + 1
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self._answer(key, show, self._outcome(compute))
+            return
+        self._watch(doc)
+        self.job = background.submit(lambda: self._deliver(doc, key, show, self._outcome(compute)), self.name)
+
+    def cancel(self) -> None:
+        """Drop every answer still on its way (the session ended)."""
+        with self._lock:
+            self._ended, self._newest = True, None
+
+    def _outcome(self, compute: Callable[[], Any]) -> tuple[Any, Exception | None]:
+        try:
+            return compute(), None
+        except Exception as e:  # shown to the student by on_error, on the document's thread
+            log.exception("slow work %r failed", self.name)
+            return None, e
+
+    def _deliver(self, doc: Document, key: Hashable, show, outcome) -> None:
+        if self._current(key):
+            doc.add_next_tick_callback(partial(self._answer, key, show, outcome))
+        else:
+            self._settle()
+
+    def _answer(self, key: Hashable, show, outcome: tuple[Any, Exception | None]) -> None:
+        try:
+            if not self._current(key):
+                return
+            result, error = outcome
+            with one_update():
+                if error is None:
+                    show(result)
+                elif self._on_error is not None:
+                    self._on_error(error)
+        finally:
+            self._settle()
+
+    def _current(self, key: Hashable) -> bool:
+        with self._lock:
+            return not self._ended and key == self._newest
+
+    def _settle(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _watch(self, doc: Document) -> None:
+        if id(doc) not in self._watched:
+            self._watched.add(id(doc))
+            doc.on_session_destroyed(lambda _context: self.cancel())
