@@ -6,7 +6,8 @@ Serves tests/browser/apps/normalization_app.py (the lesson alone). Latency, afte
 round: from the pointer release on a button (kind, batch size), or the choice in a select (groups, layer),
 to one animation frame after the page holds the new data of the Bokeh source that the change refreshes
 (the axes picture, the batch-size marker, the what-if tiles, the statistics). The whole-network
-prediction of a batch-size change is sent after that, on the next tick, and is not part of the figure.
+prediction of a batch-size change is slow work, computed off the event loop and sent after that; it is not part
+of the figure, and each round waits for it before the next change.
 Also: the compute of one lesson update in Python (no browser). Prints figures; asserts nothing.
 """
 
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,7 +56,7 @@ def measure(browser, url: str, model: str, repeats: int) -> dict[str, list[float
         times["kind"].append(timed_click(page, "normalization-axes", button(page, KINDS[(i + 1) % len(KINDS)])))
         times["batch size"].append(timed_click(page, "normalization-batch-now",
                                                button(page, BATCHES[(i + 1) % len(BATCHES)])))
-        page.wait_for_timeout(300)  # let the deferred prediction land before the next change
+        expect(page.locator(".normalization-prediction")).not_to_contain_text("Running", timeout=60_000)
         choices = groups.locator("option").all_inner_texts()
         current = groups.input_value()
         other = next(g for g in (choices[(i + 2) % len(choices)], choices[0], choices[-1]) if g != current)

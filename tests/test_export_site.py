@@ -1,5 +1,6 @@
-"""`explorer export` and `explorer export-site`: the files written, onnxruntime-web's files, and the page's
-preprocessing (static/mnist.js, run in Node.js) against explorer.core.images on random ink."""
+"""`explorer export` and `explorer export-site`: the files written, onnxruntime-web's files, the scripts the page
+shares with the app, and the page's preprocessing (static/mnist.js) and colouring (static/painter.js), run in
+Node.js, against explorer.core.images and explorer.lessons.plots on random data."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from explorer import cli
 from explorer.core import data, export, images
 from explorer.errors import InputError
 from explorer.lessons import plots
+from explorer.ui.canvas import DrawingCanvas
+from explorer.ui.live import LiveInference
 from explorer.web import bundle, site
 
 NODE = shutil.which("node")
@@ -103,30 +106,34 @@ def test_package_json_pins_an_exact_version():
 def test_the_app_may_serve_every_runtime_file_from_its_copy():
     listed = set(bundle.OrtFiles._resources[bundle.URL_GROUP].values())
     assert listed == {f"ort/{name}" for names in bundle.RUNTIME.values() for name in names} | {
-        "static/runtime.js", "static/mnist.js"}
+        "static/runtime.js", "static/mnist.js", "static/painter.js"}
     folder = bundle.prepare_app_copy()
     assert all((folder.parent / path).is_file() for path in listed)
     assert (folder / ".gitignore").read_text().endswith("\n*\n")  # the copy never lands in git
     assert bundle.app_url_path() == "components/explorer.web.bundle/OrtFiles/_resources/web/"
 
 
-# Runs static/mnist.js's mnistDigit and normalize in Node.js on inks given as JSON on stdin.
-NODE_SCRIPT = """
-import { mnistDigit, normalize } from %s
-let text = ""
-for await (const chunk of process.stdin) text += chunk
-const out = JSON.parse(text).map(({ ink, w, h }) => {
-  const digit = mnistDigit(Float32Array.from(ink), w, h)
-  return digit === null ? null : { digit: Array.from(digit), input: Array.from(normalize(digit, 0.1307, 0.3081)) }
+def in_node(tmp_path: Path, module: str, body: str, request) -> object:
+    """Run `body` in Node.js, with static/`module`'s exports as `page` and `request` (sent as JSON); its JSON `out`."""
+    script = tmp_path / "run.mjs"
+    script.write_text(f"import * as page from {json.dumps((site.STATIC / module).as_uri())}\n"
+                      'let text = ""\nfor await (const chunk of process.stdin) text += chunk\n'
+                      f"const request = JSON.parse(text)\n{body}\nprocess.stdout.write(JSON.stringify(out))\n")
+    done = subprocess.run([NODE, str(script)], input=json.dumps(request), capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+# static/mnist.js's mnistDigit and normalize on each ink of the request.
+PREPROCESS = """
+const out = request.map(({ ink, w, h }) => {
+  const digit = page.mnistDigit(Float32Array.from(ink), w, h)
+  return digit === null ? null : { digit: Array.from(digit), input: Array.from(page.normalize(digit, 0.1307, 0.3081)) }
 })
-process.stdout.write(JSON.stringify(out))
 """
 
 
 @pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
 def test_the_pages_preprocessing_equals_the_servers_on_random_ink(tmp_path, rng):
-    script = tmp_path / "run.mjs"
-    script.write_text(NODE_SCRIPT % json.dumps((site.STATIC / "mnist.js").as_uri()))
     generator = np.random.default_rng(int(rng.initial_seed()))
     inks = []
     for _ in range(40):
@@ -135,10 +142,8 @@ def test_the_pages_preprocessing_equals_the_servers_on_random_ink(tmp_path, rng)
         ink *= generator.random((h, w)) < generator.uniform(0.05, 1)  # sparse strokes, blank areas, faint ink
         inks.append(ink.astype(np.float32))
     inks.append(np.zeros((10, 10), np.float32))  # blank
-    done = subprocess.run([NODE, str(script)], input=json.dumps([{"ink": i.ravel().tolist(), "w": i.shape[1],
-                                                                   "h": i.shape[0]} for i in inks]),
-                          capture_output=True, text=True, check=True)
-    for ink, got in zip(inks, json.loads(done.stdout), strict=True):
+    request = [{"ink": i.ravel().tolist(), "w": i.shape[1], "h": i.shape[0]} for i in inks]
+    for ink, got in zip(inks, in_node(tmp_path, "mnist.js", PREPROCESS, request), strict=True):
         try:
             expected = images.mnist_digit(ink)
         except InputError:
@@ -147,3 +152,34 @@ def test_the_pages_preprocessing_equals_the_servers_on_random_ink(tmp_path, rng)
         np.testing.assert_array_equal(np.array(got["digit"], np.uint8).reshape(28, 28), expected)
         reference = data.normalize_digits(expected[None], (0.1307,), (0.3081,)).numpy().ravel()
         np.testing.assert_array_equal(np.array(got["input"], np.float32), reference)
+
+
+def test_the_app_and_the_site_share_one_drawing_canvas_and_one_painter(vit_site):
+    canvas, painter = site.STATIC / "canvas.js", site.STATIC / "painter.js"
+    assert DrawingCanvas._render_esm() == canvas.read_text()  # the app's component is the site's file
+    assert (vit_site / "canvas.js").read_bytes() == canvas.read_bytes()
+    assert (vit_site / "painter.js").read_bytes() == painter.read_bytes()
+    page = (vit_site / "site.js").read_text()
+    assert 'from "./canvas.js"' in page and 'from "./painter.js"' in page
+    live = LiveInference._render_esm()  # live mode imports the painter from the app's copy of the static folder
+    assert '"painter.js"' in live and f"static/{painter.name}" in bundle.SHARED_SCRIPTS
+
+
+# static/painter.js's RGBA bytes of each map of the request, at its own colour limit, as paintMap paints them.
+COLOURS = """
+const out = request.maps.map(({ values, signed }) =>
+  Array.from(page.rgba(values, signed, page.maxAbs(values), request.palettes)))
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_pages_colours_equal_the_lessons_on_random_maps(tmp_path, rng):
+    generator = np.random.default_rng(int(rng.initial_seed()))
+    maps = [generator.normal(size=(5, 7)) * generator.uniform(0.01, 100) for _ in range(6)]
+    maps += [np.abs(m) for m in maps] + [np.zeros((3, 3))]
+    signed = [True] * 6 + [False] * 7
+    request = {"palettes": site.palettes(), "maps": [{"values": m.ravel().tolist(), "signed": s}
+                                                     for m, s in zip(maps, signed, strict=True)]}
+    for values, sign, got in zip(maps, signed, in_node(tmp_path, "painter.js", COLOURS, request), strict=True):
+        expected = plots.to_rgba(values, sign, plots.max_abs(values)).view(np.uint8).ravel()
+        np.testing.assert_array_equal(np.array(got, np.uint8), expected)

@@ -55,6 +55,7 @@ class Slots:
 EVALUATIONS = Slots(EVALUATIONS_AT_ONCE)
 _workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _exiting = threading.Event()
+_workers_joined_at_exit = threading.Event()
 
 
 def request_turn():
@@ -71,7 +72,6 @@ def exiting() -> bool:
     return _exiting.is_set()
 
 
-@atexit.register
 def _finish_workers() -> None:
     _exiting.set()
     for worker in list(_workers):
@@ -94,6 +94,9 @@ def submit(work: Callable[[], object], name: str) -> Future:
             future.set_exception(e)
 
     worker = threading.Thread(target=run, daemon=True, name=name)
+    if not _workers_joined_at_exit.is_set():  # once, with the first worker (not at import)
+        _workers_joined_at_exit.set()
+        atexit.register(_finish_workers)
     _workers.add(worker)
     worker.start()
     return future

@@ -29,7 +29,7 @@ RUNTIME: dict[str, tuple[str, ...]] = {
     "webgpu": ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"),
 }
 APP_COPY = Path(__file__).parent / "ort"  # what the app serves (see OrtFiles)
-SHARED_SCRIPTS = ("static/runtime.js", "static/mnist.js")  # served to the app too, relative to this folder
+SHARED_SCRIPTS = ("static/runtime.js", "static/mnist.js", "static/painter.js")  # served to the app too
 URL_GROUP = "web"
 
 

@@ -19,7 +19,7 @@ from explorer.errors import InputError
 from explorer.web import bundle
 
 STATIC = Path(__file__).parent / "static"
-PAGE_FILES = ("index.html", "site.js", "mnist.js", "runtime.js")
+PAGE_FILES = ("index.html", "site.js", "canvas.js", "painter.js", "mnist.js", "runtime.js")
 DATA_FILE = "data.json"
 ORT_FOLDER = "ort"
 SAMPLES_PER_CLASS = 2

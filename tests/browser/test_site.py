@@ -220,7 +220,8 @@ def test_site_files(site_url):
     name, url = site_url
     listing = urllib.request.urlopen(url + "ort/").read().decode()
     assert "ort-wasm-simd-threaded.wasm" in listing and "webgpu" not in listing
-    for file in ["index.html", "site.js", "mnist.js", "runtime.js", "model.onnx", "model.json", "data.json"]:
+    for file in ["index.html", "site.js", "canvas.js", "painter.js", "mnist.js", "runtime.js", "model.onnx",
+                 "model.json", "data.json"]:
         assert urllib.request.urlopen(url + file).status == 200
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -11,26 +12,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explorer.core import trace, zoo
 from explorer.errors import InputError
 from explorer.lessons.normalization.math import (
     KINDS,
+    InputStudy,
+    LayerStudy,
     affine,
     batch_first_output,
     batch_statistics,
     batch_statistics_copy,
     check_groups,
     common_edges,
+    conv_before,
     count_statistics,
     first_output,
     first_probabilities,
     fold_bn,
     gamma_summaries,
     histogram,
+    layer_output,
     make_batch,
     max_abs_difference,
     mean_abs_difference,
+    norm_records,
     normalize,
     pool_sums,
+    sample_pool,
     shared_with,
     with_running_stats,
 )
@@ -306,3 +314,135 @@ def test_first_probabilities_are_the_first_row_of_the_softmax(rng):
     expected = F.softmax(model(batch), dim=-1)[0]
     torch.testing.assert_close(first_probabilities(model, batch), expected)
     assert float(first_probabilities(model, batch).sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def randomized(module: nn.Module, rng: torch.Generator) -> nn.Module:
+    """`module` in eval mode with random running statistics, γ and β (not the 0/1 they start with)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=rng))
+                m.running_var.copy_(torch.rand(m.num_features, generator=rng) * 2 + 0.1)
+        for m in module.modules():  # γ and β; convolutions keep their default init, values O(1)
+            if not isinstance(m, nn.Conv2d):
+                for p in m.parameters(recurse=False):
+                    p.copy_(torch.randn(p.shape, generator=rng))
+    return module.eval().requires_grad_(False)
+
+
+NORM_MODULES = {  # (module, input shape)
+    "BatchNorm2d": (lambda: nn.BatchNorm2d(6), (1, 6, 5, 4)),
+    "GroupNorm": (lambda: nn.GroupNorm(3, 6), (1, 6, 5, 4)),
+    "InstanceNorm2d": (lambda: nn.InstanceNorm2d(6, affine=True), (1, 6, 5, 4)),
+    "LayerNorm on tokens": (lambda: nn.LayerNorm(8), (1, 5, 8)),
+    "RMSNorm on tokens": (lambda: nn.RMSNorm(8, eps=1e-6), (1, 5, 8)),
+}
+
+
+@pytest.mark.parametrize("name", NORM_MODULES)
+def test_layer_output_matches_the_modules_own_forward(name, rng):
+    build, shape = NORM_MODULES[name]
+    module = randomized(nn.Sequential(build()), rng)
+    x = torch.randn(shape, generator=rng) * 2 + 0.5
+    record = norm_records(trace.run(module, x))[0]
+    out = layer_output(record, module[0])
+    # float32 statistics over ≤ 40 values: ~1e-6 relative; the recorded output is the module's own
+    torch.testing.assert_close(out.after, module(x), atol=1e-5, rtol=1e-5)
+    assert out.check <= 1e-5
+    assert out.check == max_abs_difference(out.after, module(x))
+
+
+def conv_bn(rng: torch.Generator, bias: bool) -> nn.Sequential:
+    torch.manual_seed(int(torch.randint(2**31, (1,), generator=rng)))
+    return randomized(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=bias), nn.BatchNorm2d(6), nn.ReLU(),
+                                    nn.LayerNorm([6, 7, 7])), rng)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_folding_matches_conv_then_eval_batch_norm(bias, rng):
+    model = conv_bn(rng, bias)
+    x = torch.randn(1, 3, 7, 7, generator=rng)
+    t = trace.run(model, x)
+    bn_record, ln_record = norm_records(t)
+    conv_record = conv_before(t, bn_record)
+    assert conv_record is not None and conv_record.name == "0"
+    assert conv_before(t, ln_record) is None  # a ReLU runs in between
+    study = LayerStudy(bn_record, model[1], pool_sums(bn_record.input[:0]), (conv_record, model[0]))
+    fold = study.folding()
+    conv, bn = model[0], model[1]
+    expected_scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(fold.scale, expected_scale, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fold.folded.weight, conv.weight * expected_scale.reshape(-1, 1, 1, 1))
+    expected_bias = conv.bias if bias else torch.zeros(6)
+    assert torch.equal(fold.bias, expected_bias) and torch.equal(fold.weight, conv.weight)
+    reference = F.batch_norm(F.conv2d(x, conv.weight, conv.bias, padding=1), bn.running_mean, bn.running_var,
+                             bn.weight, bn.bias, training=False, eps=bn.eps)
+    assert fold.difference == max_abs_difference(fold.folded(x), bn_record.output)
+    assert fold.difference <= 1e-5  # float32 sums of 27 products, as in the folding test above
+    torch.testing.assert_close(fold.folded(x), reference, atol=1e-5, rtol=1e-5)
+    assert LayerStudy(ln_record, model[3], pool_sums(ln_record.input[:0])).folding() is None
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 11])
+def test_layer_study_matches_torch_on_the_assembled_batch(size, rng):
+    model = conv_bn(rng, bias=True)
+    first, pool = torch.randn(1, 3, 7, 7, generator=rng), torch.randn(10, 3, 7, 7, generator=rng) * 1.5
+    record = norm_records(trace.run(model, first))[0]
+    study = LayerStudy(record, model[1], pool_sums(trace.run(model, pool)["1"].input))
+    batch = model[0](make_batch(first, pool, size))  # the BatchNorm's input for the whole batch
+    mean, var = study.batch_statistics(size)
+    torch.testing.assert_close(mean.flatten(), batch.mean((0, 2, 3)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(var.flatten(), batch.var((0, 2, 3), correction=0), atol=1e-5, rtol=1e-4)
+    bn = model[1]
+    train = F.batch_norm(batch, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)[0]
+    torch.testing.assert_close(study.first_output("batch", size, 2), train, atol=1e-4, rtol=1e-4)
+    layer = F.layer_norm(batch[:1], batch.shape[1:], eps=bn.eps) * bn.weight.reshape(-1, 1, 1) \
+        + bn.bias.reshape(-1, 1, 1)
+    group = F.group_norm(batch[:1], 2, bn.weight, bn.bias, eps=bn.eps)
+    for kind, reference in (("batch", train), ("layer", layer[0]), ("group", group[0])):
+        expected = (reference - record.output[0]).abs().double().mean()
+        assert study.difference(kind, size, 2) == pytest.approx(float(expected), rel=1e-3, abs=1e-6)
+    own = study.own_statistics()  # per channel over H×W of the student's input alone
+    torch.testing.assert_close(own.mean.flatten(), record.input[0].mean((1, 2)), atol=1e-5, rtol=1e-5)
+
+
+MNIST_MODELS = [m for m in ("mnist-cnn", "mnist-vit") if zoo.is_available(m)]
+
+
+@pytest.mark.parametrize("model_name", MNIST_MODELS)
+def test_batch_statistics_of_the_sample_match_a_trace_of_the_whole_batch(model_name, rng):
+    model = zoo.load(model_name)
+    x = torch.randn(1, *model.card.input_shape, generator=rng)
+    study = InputStudy(model, x, model.trace(x))
+    assert study.batchable and list(study.records) == [r.name for r in norm_records(model.trace(x))]
+    for size in (1, 3, 256):
+        whole = model.trace(make_batch(x, sample_pool(model.card), size))
+        for name in study.records:
+            inputs = whole[name].input
+            dims = (0, 2, 3) if inputs.dim() == 4 else (0, 1)  # per channel, or per feature over batch and tokens
+            mean, var = study.layer(name).batch_statistics(size)
+            torch.testing.assert_close(mean.flatten(), inputs.mean(dims), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(var.flatten(), inputs.var(dims, correction=0), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("model_name", MNIST_MODELS)
+def test_batch_probabilities_match_the_model_with_batch_norm_in_train_mode(model_name, rng):
+    model = zoo.load(model_name)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    x = torch.randn(1, *model.card.input_shape, generator=rng)
+    study = InputStudy(model, x, model.trace(x))
+    reference_model = copy.deepcopy(model.module).eval()
+    batch_norms = [m for m in reference_model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in batch_norms:
+        m.train()
+    for size in (1, 16):
+        probs = study.probabilities(size)
+        assert study.knows_probabilities(size)
+        if not batch_norms:
+            assert probs is None  # no BatchNorm: the prediction does not depend on the batch
+            continue
+        with torch.no_grad():
+            expected = reference_model(make_batch(x, sample_pool(model.card), size)).softmax(-1)[0]
+        torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+    state = model.module.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in before.items())  # the shared model is never changed

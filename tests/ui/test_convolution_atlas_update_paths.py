@@ -38,7 +38,7 @@ def test_receptive_field_controls_only_patch_existing_models():
         yield "layer", lambda: setattr(panel, "layer", ("features.8", "features.4")[round_]), "convolution-rf-current"
         yield "input", lambda: state.set_input(digits[3 + round_].source, digits[3 + round_].description), \
             "convolution-rf-input"
-        yield "narrative", lambda: setattr(panel._narrative, "index", (1, 2)[round_]), "convolution-rf-box"
+        yield "narrative", lambda: setattr(panel.tour, "index", (1, 2)[round_]), "convolution-rf-box"
 
     check_rounds(page, interactions)
 

@@ -37,8 +37,9 @@ def shown(page: Page, source_name: str) -> dict[str, bytes]:
 def interactions(state: ExplorerState, lesson: ConvolutionLesson, round_: int):
     """(name, action, the named source or model it must change)"""
     digits = mnist_gallery()
-    yield "layer", lambda: setattr(lesson, "layer", ("features.4", "features.8")[round_]), "convolution-positions"
-    yield "channel", lambda: setattr(lesson, "channel", 3 + round_), "convolution-positions"
+    yield "layer", lambda: setattr(lesson.layer_menu, "value", ("features.4", "features.8")[round_]), \
+        "convolution-positions"
+    yield "channel", lambda: setattr(lesson.channel_input, "value", 3 + round_), "convolution-positions"
     yield "shown input", lambda: setattr(lesson, "shown_input", lesson.param.shown_input.objects[2 + round_]), \
         "convolution-input"
     yield "state layer", lambda: setattr(state, "layer", ("features.0", "features.4")[round_]), "convolution-positions"
@@ -72,8 +73,8 @@ def test_lesson_controls_only_patch_existing_models(session):
 def test_tabs_and_narrative_only_patch_existing_models(session):
     _, lesson, page = session
     for round_ in (0, 1):
-        for index in range(len(lesson._narrative._steps)):
-            created = page.act(lambda i=index: setattr(lesson._narrative, "index", i))
+        for index in range(len(lesson.tour._steps)):
+            created = page.act(lambda i=index: setattr(lesson.tour, "index", i))
             if round_ == 1:
                 assert created == [], f"narrative step {index}: created {created}"
         assert page.act(lambda: setattr(lesson, "tab", "Playground")) == [] or round_ == 0
@@ -81,7 +82,8 @@ def test_tabs_and_narrative_only_patch_existing_models(session):
 
 def test_first_window_shown_matches_conv2d(session):
     state, lesson, page = session
-    lesson.param.update(layer="features.4", channel=7)
+    state.param.update(layer="features.4", channel=7)
+    assert (lesson.layer, lesson.channel) == ("features.4", 7)
     record = state.inference.trace["features.4"]
     conv = state.inference.model.module.get_submodule("features.4")
     expected = F.conv2d(record.input, conv.weight, conv.bias, conv.stride, conv.padding)[0, 7, 0, 0]
@@ -105,7 +107,7 @@ def test_mobilenet_depthwise_layer_shows_its_one_input_channel(session):
     state, lesson, page = session
     state.model = "mobilenet_v2"
     figures = {m.id for m in page.doc.models if type(m).__name__ == "figure"}
-    created = page.act(lambda: lesson.param.update(layer="features.2.conv.1.0", channel=5))
+    created = page.act(lambda: state.param.update(layer="features.2.conv.1.0", channel=5))
     assert created == []
     assert lesson.param.shown_input.objects == [5]
     assert "only input channel 5 (1 of 96)" in lesson._layer_text.object
@@ -126,7 +128,7 @@ def test_optional_tabs_open_once_and_then_only_patch():
         for title in ("Step through", *extra):
             created = page.act(lambda t=title: setattr(lesson, "tab", t))
             layer = ("features.4", "features.8")[round_]
-            created += page.act(lambda layer=layer: setattr(lesson, "layer", layer))
+            created += page.act(lambda layer=layer: setattr(lesson.layer_menu, "value", layer))
             if round_ == 1:
                 assert created == [], f"{title}: created {created}"
 
@@ -139,5 +141,26 @@ def test_lesson_follows_the_state_and_leaves_other_layers_selected():
     state.param.update(layer="features.9", channel=40)  # a BatchNorm of 64 channels, picked in the overview
     assert (state.layer, state.channel) == ("features.9", 40)  # not taken back by the lesson
     assert lesson.layer == "features.4" and lesson.channel == 20  # keeps its convolution; 40 is past its 32
-    lesson.param.update(layer="features.8", channel=5)  # the student picks here: the state follows
+    assert (lesson.layer_menu.value, lesson.channel_input.value) == ("features.4", 20)
+    lesson.layer_menu.value = "features.8"  # the student picks here: the state follows, and the lesson the state
+    lesson.channel_input.value = 5
     assert (state.layer, state.channel) == ("features.8", 5)
+    assert (lesson.layer, lesson.channel) == ("features.8", 5)
+
+
+def test_every_number_the_page_writes_is_formatted_by_python(session):
+    """The browser only picks a position's strings: each is plots.format_value of the value beside it."""
+    from explorer.lessons.plots import format_value
+
+    state, _, page = session
+    state.param.update(layer="features.0", channel=3)  # 3×3 cells of one channel: the numbers are written
+    positions = page.model_named("convolution-positions").data
+    assert positions["value_text"] == [format_value(float(v)) for v in positions["value"]]
+    assert positions["sum_text"] == [format_value(float(v)) for v in positions["sum"]]
+    following = page.model_named("convolution-following").data
+    assert following["text"] == [format_value(float(v)) for v in following["value"]]
+    patches, labels = page.model_named("convolution-patches").data, page.model_named("convolution-patch-labels").data
+    texts = page.model_named("convolution-texts").data["text"]
+    for column in ("patch", "product"):
+        assert len(labels[column]) == len(patches[column]) > 0
+        assert [texts[i] for i in labels[column]] == [format_value(float(v)) for v in patches[column]]

@@ -36,27 +36,30 @@ def test_lesson_controls_only_patch_existing_models(model):
     for round_ in (0, 1):
         for name, act, part in interactions(lesson, round_):
             page.check(name, act, lambda part=part: page.data(part), round_)
-            assert not lesson._error.visible, lesson._error.object
+            assert not lesson.errors.visible, lesson.errors.object
 
 
 def test_narrative_steps_drive_the_lesson():
     lesson = NormalizationLesson()
-    narrative = lesson._narrative
+    narrative = lesson.tour
     kinds = []
     for index in range(len(narrative._steps)):
         narrative.index = index
         kinds.append((lesson.kind, lesson.batch))
-        assert not lesson._error.visible, lesson._error.object
+        assert not lesson.errors.visible, lesson.errors.object
     assert len(narrative._steps) >= 5
     assert ("layer", 8) in kinds and ("batch", 1) in kinds and ("batch", 256) in kinds
+    # without a server the slow prediction is answered at once: no "running" text is left behind
+    assert "train mode, batch of 256:** the model gives" in lesson._batch_part.prediction.object
 
 
 @pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="`make test` fetches it")
 def test_a_model_without_mnist_batches_takes_batches_of_one():
     lesson = NormalizationLesson(model="mobilenet_v2")
-    assert not lesson._error.visible, lesson._error.object
+    assert not lesson.errors.visible, lesson.errors.object
     assert lesson.param.layer.objects and lesson._size() == 1
-    mean, var = lesson._batch_stats(1)
-    x = lesson._record().input[0].double()  # (C, H, W): a batch of one is the image itself
+    study = lesson._layer_study()
+    mean, var = study.batch_statistics(1)
+    x = study.record.input[0].double()  # (C, H, W): a batch of one is the image itself
     torch.testing.assert_close(mean.flatten().double(), x.mean((1, 2)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(var.flatten().double(), x.var((1, 2), correction=0), atol=1e-5, rtol=1e-4)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, HoverTool, Range1d
+from bokeh.models import HoverTool, Range1d
 from bokeh.plotting import figure
 
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.lessons.convolution.view_layer_panel import LayerPanel
-from explorer.session.narrative import Narrative, Step
+from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
@@ -31,10 +31,6 @@ COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture sid
 LABEL = 11                            # px under a picture for its number
 MAX_SHOWN = 256
 FLAG_COLOUR = "#dc2626"
-
-
-def _source(*columns: str, name: str | None = None) -> ColumnDataSource:
-    return ColumnDataSource(data={c: [] for c in columns}, name=name)
 
 
 def _grid_figure(title: str) -> figure:
@@ -60,23 +56,22 @@ class FilterAtlas(LayerPanel):
     sort = param.Selector(default="index", objects=list(receptive.SORTS), doc="Order of the filters.")
     spectrum = param.Boolean(default=False, doc="Show each filter's amplitude spectrum instead of its weights.")
 
+    tour_title = "Filter atlas, step by step"
+
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
-        self._atlas_key: object = None
         self._atlas: receptive.Atlas | None = None
         self._build_figures()
         self._legend = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["atlas-legend"])
-        self._error = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
-        self._narrative = Narrative(narrative_steps(), self, title="Filter atlas, step by step")
         self._follow_state()
         self._layout = pn.Column(
-            self._narrative,
+            self.tour,
             pn.Row(pn.widgets.Select.from_param(self.param.layer, name="Layer", width=220),
                    pn.Column(pn.pane.Markdown("Sort by", margin=(0, 5)),
                              pn.widgets.RadioButtonGroup.from_param(self.param.sort)),
                    pn.Column(pn.pane.Markdown("Show", margin=(0, 5)),
                              pn.widgets.Toggle.from_param(self.param.spectrum, name="amplitude spectra", width=160))),
-            self._error,
+            self.errors,
             self._legend,
             pn.pane.Bokeh(self._filter_fig),
             pn.pane.Bokeh(self._maps_fig),
@@ -85,6 +80,9 @@ class FilterAtlas(LayerPanel):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
+
+    def steps(self) -> tuple[Step, ...]:
+        return narrative_steps()
 
     @follows("state.inference")
     def _follow_state(self) -> None:
@@ -109,15 +107,15 @@ class FilterAtlas(LayerPanel):
                 self._show()
 
     def _show_error(self, message: str) -> None:
-        self._error.param.update(object=message, visible=bool(message),
-                                 tags=plots.model_tag(self.state.inference.model.name))
+        if message:
+            self.show_error(message)
+        else:
+            self.clear_error()
 
     def _compute(self) -> receptive.Atlas:
-        key = (self.state.inference, self.layer)
-        if key != self._atlas_key:
+        if self.changed("atlas", (self.state.inference, self.layer)):
             record = self.state.inference.trace[self.layer]
             self._atlas = receptive.filter_atlas(record.params["weight"], record.output)
-            self._atlas_key = key
         return self._atlas
 
     @param.depends("layer", "sort", "spectrum", watch=True)
@@ -229,9 +227,10 @@ class FilterAtlas(LayerPanel):
 
     def _build_figures(self) -> None:
         columns = ("image", "x", "y", "dw", "dh", "left", "right", "top", "bottom", "cx", "label_y", "number")
-        self._filter_source = _source(*columns, "norm", "spread", "strength", "flag", name="convolution-atlas-filters")
-        self._flag_source = _source("left", "right", "top", "bottom", name="convolution-atlas-flags")
-        self._maps_source = _source(*columns, name="convolution-atlas-maps")
+        self._filter_source = plots.source(*columns, "norm", "spread", "strength", "flag",
+                                           name="convolution-atlas-filters")
+        self._flag_source = plots.source("left", "right", "top", "bottom", name="convolution-atlas-flags")
+        self._maps_source = plots.source(*columns, name="convolution-atlas-maps")
         self._filter_fig = _grid_figure("filters")
         self._maps_fig = _grid_figure("activation maps")
         for fig, source in ((self._filter_fig, self._filter_source), (self._maps_fig, self._maps_source)):

@@ -1,12 +1,13 @@
-"""The base of the convolution lesson's receptive-field and filter-atlas tabs: one layer at a time, in step with the
-session's layer."""
+"""The base of the convolution lesson's receptive-field and filter-atlas tabs: lessons of their own (a tour, an error
+pane), one layer at a time, in step with the session's layer."""
 
 from __future__ import annotations
 
-from explorer.session.state import SessionView, follows
+from explorer.session.lesson import Lesson
+from explorer.session.state import follows
 
 
-class LayerPanel(SessionView):
+class LayerPanel(Lesson):
     """A part of a lesson that shows one of some layers; the subclass declares the `layer` Selector."""
 
     def __init__(self, model: str | None = None, **params):

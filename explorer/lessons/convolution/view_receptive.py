@@ -18,24 +18,20 @@ import math
 import panel as pn
 import param
 from bokeh.events import DoubleTap, Tap
-from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, Range1d, Span
+from bokeh.models import ColorBar, HoverTool, LinearColorMapper, Range1d, Span
 from bokeh.plotting import figure
 
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
 from explorer.lessons.convolution.view_layer_panel import LayerPanel
-from explorer.session.narrative import Narrative, Step
+from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
 FRAME = 260          # side of the three pictures (px)
 BOX_COLOUR = "#d97706"
 MARK_COLOUR = "#dc2626"
-
-
-def _source(*columns: str, name: str | None = None) -> ColumnDataSource:
-    return ColumnDataSource(data={c: [] for c in columns}, name=name)
 
 
 def _picture_figure(title: str, x_label: str, y_label: str) -> figure:
@@ -55,23 +51,22 @@ class ReceptiveFieldPanel(LayerPanel):
     row = param.Integer(default=0, bounds=(0, None), doc="Row of the unit on the layer's output map.")
     column = param.Integer(default=0, bounds=(0, None), doc="Column of the unit on the layer's output map.")
 
+    tour_title = "Receptive fields, step by step"
+
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
-        self._shown: dict[str, object] = {}  # part -> the key it was last drawn for
         self._fields: tuple[receptive.LayerField, ...] = ()
         self._build_figures()
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["rf-summary"])
-        self._error = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self._layer_select = pn.widgets.Select.from_param(self.param.layer, name="Layer", width=220)
         self._channel_input = pn.widgets.IntInput.from_param(self.param.channel, name="Channel", width=100)
         self._row_input = pn.widgets.IntInput.from_param(self.param.row, name="Unit row", width=100)
         self._column_input = pn.widgets.IntInput.from_param(self.param.column, name="Unit column", width=100)
         self._follow_state()
-        self._narrative = Narrative(narrative_steps(), self, title="Receptive fields, step by step")
         self._layout = pn.Column(
-            self._narrative,
+            self.tour,
             pn.Row(self._layer_select, self._channel_input, self._row_input, self._column_input),
-            self._error,
+            self.errors,
             pn.Row(pn.pane.Bokeh(self._map_fig), pn.pane.Bokeh(self._input_fig), pn.pane.Bokeh(self._erf_fig)),
             self._summary,
             pn.pane.Bokeh(self._depth_fig),
@@ -80,6 +75,9 @@ class ReceptiveFieldPanel(LayerPanel):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
+
+    def steps(self) -> tuple[Step, ...]:
+        return narrative_steps()
 
     # --- following the session ---
 
@@ -158,7 +156,10 @@ class ReceptiveFieldPanel(LayerPanel):
         return next((f for f in self._fields if f.name == self.layer), None)
 
     def _show_error(self, message: str) -> None:
-        self._error.param.update(object=message, visible=bool(message), tags=plots.model_tag(self._model_name()))
+        if message:
+            self.show_error(message)
+        else:
+            self.clear_error()
 
     def _model_name(self) -> str:
         return self.state.inference.model.name
@@ -194,15 +195,9 @@ class ReceptiveFieldPanel(LayerPanel):
         self._depth_fig.y_range.end = max([side] + [f.size[0] for f in self._fields]) * 1.08
         tag_results(self._model_name(), self._depth_source, self._depth_fig)
 
-    def _changed(self, part: str, key: tuple) -> bool:
-        if self._shown.get(part) == key:
-            return False
-        self._shown[part] = key
-        return True
-
     def _show_map(self) -> None:
         f = self._field()
-        if f is None or not self._changed("map", (self.state.inference, f, self.channel, self.row, self.column)):
+        if f is None or not self.changed("map", (self.state.inference, f, self.channel, self.row, self.column)):
             return
         values = self.state.inference.trace[f.name].output[0, self.channel].float().numpy()
         h, w = values.shape
@@ -218,36 +213,46 @@ class ReceptiveFieldPanel(LayerPanel):
 
     def _show_unit(self) -> None:
         f = self._field()
-        if f is None or not self._changed("unit", (self.state.inference, f, self.channel, self.row, self.column)):
+        inference, fields = self.state.inference, self._fields
+        channel, row, column = self.channel, self.row, self.column
+        key = (inference, f, channel, row, column)
+        if f is None or not self.changed("unit", key):
             return
+
+        def derive() -> tuple | InputError:
+            """The unit's fields: its gradient is a backward pass, slow on MobileNetV2 (off the event loop)."""
+            try:
+                box = receptive.theoretical_field(fields, f.name, row, column)
+                heat = receptive.effective_receptive_field(inference.model, inference.x, f.name, channel, row, column)
+            except InputError as e:  # a unit off the map: said as text
+                return e
+            return box, heat, receptive.effective_side(heat, box), plots.max_abs(heat.numpy())
+
+        self.slow("unit").request(key, derive, lambda result: self._show_fields(f, row, column, result))
+
+    def _show_fields(self, f: receptive.LayerField, row: int, column: int, result: tuple | InputError) -> None:
         inference = self.state.inference
-        height, width = inference.view.shape[:2]
-        try:
-            box = receptive.theoretical_field(self._fields, f.name, self.row, self.column)
-            heat = receptive.effective_receptive_field(inference.model, inference.x, f.name, self.channel,
-                                                       self.row, self.column)
-        except InputError as e:  # no field to draw: nothing of the unit before stays
-            self._show_error(str(e))
+        tag_results(inference.model.name, self._box_source, self._erf_source, self._erf_fig, self._summary)
+        if isinstance(result, InputError):  # no field to draw: nothing of the unit before stays
+            self._show_error(str(result))
             for source in (self._box_source, self._erf_source):
                 source.data = {k: [] for k in source.data}
             self._summary.object = ""
-            tag_results(inference.model.name, self._box_source, self._erf_source, self._erf_fig, self._summary)
             return
         self._show_error("")
-        tag_results(inference.model.name, self._box_source, self._erf_source, self._erf_fig, self._summary)
+        box, heat, half, limit = result
+        height, width = inference.view.shape[:2]
         on_image = box.clipped(height, width)
         self._box_source.data = dict(left=[on_image.left], right=[on_image.right], top=[on_image.top],
                                      bottom=[on_image.bottom])
-        limit = plots.max_abs(heat.numpy())
         self._erf_source.data = dict(image=[plots.to_rgba(heat.numpy(), signed=False, limit=limit)], dw=[width],
                                      dh=[height])
         self._erf_mapper.high = limit
         left, top, side = zoom(on_image, height, width)
         self._erf_fig.x_range.update(start=left, end=left + side)
         self._erf_fig.y_range.update(start=top + side, end=top)  # pointing down, as image rows do
-        half = receptive.effective_side(heat, box)
         self._summary.object = (
-            f"Unit (row {self.row}, column {self.column}) of **{f.name}** ({f.module_type}, depth {f.depth}, "
+            f"Unit (row {row}, column {column}) of **{f.name}** ({f.module_type}, depth {f.depth}, "
             f"output map {f.output_hw[0]}×{f.output_hw[1]}) can see input rows {box.top}…{box.bottom - 1} and "
             f"columns {box.left}…{box.right - 1}: a **{box.height}×{box.width} px** theoretical receptive field"
             + ("" if on_image == box else f", of which {on_image.height}×{on_image.width} px lie on the image (the "
@@ -267,8 +272,8 @@ class ReceptiveFieldPanel(LayerPanel):
     # --- figures, built once ---
 
     def _build_figures(self) -> None:
-        self._map_source = _source("image", "dw", "dh", name="convolution-rf-map")
-        self._mark_source = _source("left", "right", "top", "bottom", name="convolution-rf-unit")
+        self._map_source = plots.source("image", "dw", "dh", name="convolution-rf-map")
+        self._mark_source = plots.source("left", "right", "top", "bottom", name="convolution-rf-unit")
         self._map_fig = _picture_figure("layer output: click a unit", "column (unit)", "row (unit)")
         self._map_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._map_source)
         self._map_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
@@ -276,12 +281,12 @@ class ReceptiveFieldPanel(LayerPanel):
         self._map_fig.on_event(Tap, self._map_tapped)
         self._map_fig.on_event(DoubleTap, self._map_tapped)  # two quick clicks are two units, not a zoom
 
-        self._input_source = _source("image", "dw", "dh", name="convolution-rf-input")
-        self._box_source = _source("left", "right", "top", "bottom", name="convolution-rf-box")
+        self._input_source = plots.source("image", "dw", "dh", name="convolution-rf-input")
+        self._box_source = plots.source("left", "right", "top", "bottom", name="convolution-rf-box")
         self._input_fig = _picture_figure("theoretical field on the input", "x (px)", "y (px)")
         self._input_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._input_source)
 
-        self._erf_source = _source("image", "dw", "dh", name="convolution-rf-erf")
+        self._erf_source = plots.source("image", "dw", "dh", name="convolution-rf-erf")
         self._erf_mapper = LinearColorMapper(palette=list(plots.SEQUENTIAL), low=0, high=1)
         self._erf_fig = _picture_figure("effective field Σ|∂unit/∂pixel|, zoomed to the rectangle", "x (px)",
                                         "y (px)")
@@ -291,8 +296,8 @@ class ReceptiveFieldPanel(LayerPanel):
             fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_color=BOX_COLOUR,
                      line_width=2.5, source=self._box_source)
 
-        self._depth_source = _source("depth", "size", "name", "kind", "jump", name="convolution-rf-depth")
-        self._current_source = _source("depth", "size", "name", "kind", "jump", name="convolution-rf-current")
+        self._depth_source = plots.source("depth", "size", "name", "kind", "jump", name="convolution-rf-depth")
+        self._current_source = plots.source("depth", "size", "name", "kind", "jump", name="convolution-rf-current")
         fig = figure(height=230, sizing_mode="stretch_width", x_range=Range1d(0.5, 1.5), y_range=Range1d(0, 1),
                      tools="", toolbar_location=None,
                      title="receptive-field size against depth (dashed: the input's side; click a point to pick "

@@ -23,6 +23,10 @@ Inference", 2018).
 BatchNorm in train mode is shown on a private copy whose BatchNorm layers have no running statistics
 (batch_statistics_copy), so no forward can change the shared model's.
 
+The lesson's numbers for one input (InputStudy, LayerStudy): a batch is the student's input, then the first
+size − 1 digits of the MNIST sample (sample_pool); the sample's running sums at every norm layer (sample_sums)
+and the batch-statistics copy are made once per model and process, since they do not depend on the student.
+
 Tests (tests/lessons/test_normalization_math.py) compare every function with torch.nn.functional
 (batch_norm, layer_norm, group_norm, instance_norm, rms_norm, conv2d) and with a NumPy reference.
 """
@@ -30,12 +34,20 @@ Tests (tests/lessons/test_normalization_math.py) compare every function with tor
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from explorer.core import data
+from explorer.core.card import ModelCard
+from explorer.core.trace import LayerRecord, Trace
+from explorer.core.zoo import ZooModel
 from explorer.errors import InputError, choice
 
 KINDS: dict[str, str] = {"batch": "BatchNorm", "layer": "LayerNorm", "group": "GroupNorm",
@@ -45,6 +57,7 @@ EPS = 1e-5
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 NEAR_ZERO = 0.05  # a channel is "switched off" when |γ| < NEAR_ZERO · the layer's largest |γ|
+POOL_SIZE = max(BATCH_SIZES) - 1  # sample digits that can follow the student's input in a batch
 
 
 @dataclass(frozen=True)
@@ -304,3 +317,218 @@ def batch_first_output(first: Tensor, pool: PoolSums, size: int, gamma: Tensor |
 def first_probabilities(model: nn.Module, batch: Tensor) -> Tensor:
     """Class probabilities of the first sample of the batch, (classes,)."""
     return model(batch).softmax(-1)[0].cpu()
+
+
+# --- the lesson's numbers for one model and input ---
+
+def layout_of(x: Tensor) -> str:
+    """"tokens" for a transformer's (N, T, D), "channels" for (N, C, *S)."""
+    return "tokens" if x.dim() == 3 else "channels"
+
+
+def feature_count(x: Tensor) -> int:
+    """C of (N, C, *S), D of (N, T, D): what one γ and one β each belong to."""
+    return x.shape[_channel_dim(layout_of(x), x.dim())]
+
+
+def norm_records(t: Trace) -> list[LayerRecord]:
+    """The records of the norm layers that normalize (N, C, ...) maps or (N, T, D) tokens, in the order they ran."""
+    return [r for r in t.records if r.kind == "norm" and r.input is not None and r.input.dim() >= 3]
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+def batchable(card: ModelCard) -> bool:
+    """Batches are drawn from the MNIST sample: only for models that take MNIST digits (others: batches of one)."""
+    return card.preprocess == "mnist"
+
+
+def sample_pool(card: ModelCard) -> Tensor:
+    """The MNIST sample, normalized for this model: (N, 1, 28, 28)."""
+    return data.eval_set("sample", card.mean, card.std).inputs
+
+
+@functools.lru_cache(maxsize=8)
+def sample_sums(model: ZooModel, names: tuple[str, ...]) -> dict[str, PoolSums]:
+    """The running sums of the sample's first POOL_SIZE digits at the input of each named norm layer: one traced
+    forward for every layer, once per model and process (they do not depend on the student's input)."""
+    t = model.trace(sample_pool(model.card)[:POOL_SIZE], names=list(names))
+    return {name: pool_sums(t[name].input, layout_of(t[name].input)) for name in names}
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_statistics_model(model: ZooModel) -> nn.Module | None:
+    """batch_statistics_copy of the model once per model and process (forwards change nothing in it, so sessions
+    may share it); None when the model has no BatchNorm."""
+    if not any(is_batch_norm(m) for m in model.module.modules()):
+        return None
+    return batch_statistics_copy(model.module)
+
+
+def batch_probabilities(model: ZooModel, x: Tensor, size: int) -> Tensor | None:
+    """Class probabilities of x, (classes,), when it is the first of a batch of `size` (then the sample's first
+    size − 1 digits) and every BatchNorm normalizes with the batch's statistics; None without a BatchNorm."""
+    private = _batch_statistics_model(model)
+    if private is None:
+        return None
+    return first_probabilities(private, make_batch(x, sample_pool(model.card), size))
+
+
+def own_kind(module: nn.Module, layout: str) -> str:
+    """The kind that computes what a norm layer without running statistics computes on one sample."""
+    kind = {nn.GroupNorm: "group", nn.RMSNorm: "rms"}.get(type(module), "layer")
+    # per sample and channel on (1, C, *S): InstanceNorm, or a BatchNorm without running statistics on one image
+    return "instance" if layout == "channels" and kind == "layer" else kind
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    normalized: Tensor  # x̂ of the layer's input, its shape
+    after: Tensor       # γ · x̂ + β
+    check: float        # max |after − the recorded output|: that these are the layer's own numbers
+
+
+def layer_output(record: LayerRecord, module: nn.Module) -> LayerOutput:
+    """What the model's norm layer computes on the recorded input, step by step (eval mode)."""
+    x, layout = record.input, layout_of(record.input)
+    eps = getattr(module, "eps", None) or EPS  # nn.RMSNorm's eps may be None: torch then uses the dtype's
+    if "running_mean" in record.buffers:  # BatchNorm in eval mode
+        normalized = with_running_stats(x, record.buffers["running_mean"], record.buffers["running_var"], eps)
+    else:
+        normalized = normalize(own_kind(module, layout), x, getattr(module, "num_groups", None), eps,
+                               layout).normalized
+    after = affine(normalized, record.params.get("weight"), record.params.get("bias"), layout)
+    return LayerOutput(normalized, after, max_abs_difference(after, record.output))
+
+
+def conv_before(t: Trace, record: LayerRecord) -> LayerRecord | None:
+    """The Conv2d that ran just before `record` and feeds it (what a BatchNorm can fold into), or None."""
+    i = t.records.index(record)
+    previous = t.records[i - 1] if i > 0 else None
+    if previous is not None and previous.module_type == "Conv2d" and previous.output_shape == record.input_shape:
+        return previous
+    return None
+
+
+@dataclass(frozen=True)
+class Folding:
+    conv: str            # the convolution's trace name
+    weight: Tensor       # (C_out, C_in / groups, kh, kw): its W
+    bias: Tensor         # (C_out,): its b, zeros where it has none
+    folded: nn.Conv2d    # W′ = W · γ/σ, b′ = β + (b − μ) · γ/σ
+    scale: Tensor        # (C_out,): γ/σ
+    difference: float    # max |folded(x) − BatchNorm(conv(x))| on the student's input
+
+
+def folding(conv: nn.Conv2d, bn: nn.Module, conv_record: LayerRecord, bn_record: LayerRecord) -> Folding:
+    """Fold `bn` into `conv` (fold_bn) and compare the folded convolution with the two recorded layers."""
+    folded = fold_bn(conv, bn)
+    with torch.no_grad():
+        out = folded(conv_record.input.to(folded.weight.device)).cpu()
+    scale = torch.rsqrt(bn.running_var + bn.eps) * (bn.weight if bn.weight is not None else 1)
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=conv.weight.device)
+    return Folding(conv_record.name, conv.weight.detach().cpu(), bias.detach().cpu(), folded.cpu(),
+                   scale.detach().cpu(), max_abs_difference(out, bn_record.output))
+
+
+class _Memo:
+    """compute() once per key, the `size` most recently used kept."""
+
+    def __init__(self, size: int):
+        self._size, self._values = size, OrderedDict()
+
+    def __call__(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key in self._values:
+            self._values.move_to_end(key)
+        else:
+            self._values[key] = compute()
+            if len(self._values) > self._size:
+                self._values.popitem(last=False)
+        return self._values[key]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._values
+
+
+class LayerStudy:
+    """The lesson's numbers for one input at one norm layer, each computed on first use and kept (bounded).
+
+    `pool`: the running sums of the samples that follow the student's input in a batch (none: batches of one);
+    `conv`: the convolution a BatchNorm follows, (record, module), or None.
+    """
+
+    def __init__(self, record: LayerRecord, module: nn.Module, pool: PoolSums,
+                 conv: tuple[LayerRecord, nn.Module] | None = None):
+        self.record, self.module, self.pool, self.conv = record, module, pool, conv
+        self.layout = layout_of(record.input)
+        self.eps = getattr(module, "eps", None) or EPS
+        self._memo = _Memo(96)  # one update reads about 30: every batch size, every kind
+
+    def batch_statistics(self, size: int) -> tuple[Tensor, Tensor]:
+        """BatchNorm's (mean, variance) for a batch of `size`, the student's input first."""
+        return self._memo(("batch stats", size), lambda: batch_statistics(self.record.input, self.pool, size))
+
+    def own_statistics(self) -> NormStats:
+        """The input's own statistics: per token over its features (tokens), per channel over H×W (maps)."""
+        kind = "layer" if self.layout == "tokens" else "instance"
+        return self._memo(("own stats",), lambda: normalize(kind, self.record.input, eps=self.eps, layout=self.layout))
+
+    def output(self) -> LayerOutput:
+        return self._memo(("layer output",), lambda: layer_output(self.record, self.module))
+
+    def first_output(self, kind: str, size: int, groups: int) -> Tensor:
+        """The student's output if the layer were `kind` over a batch of `size`, with the layer's γ and β."""
+        gamma, beta = self.record.params.get("weight"), self.record.params.get("bias")
+        if kind == "batch":  # the only kind whose output depends on the other samples
+            return self._memo(("output", kind, size), lambda: batch_first_output(
+                self.record.input, self.pool, size, gamma, beta, self.eps))
+        g = groups if kind == "group" else None
+        return self._memo(("output", kind, g), lambda: first_output(
+            kind, self.record.input[:1], gamma, beta, g, self.eps, self.layout))
+
+    def folding(self) -> Folding | None:
+        """This BatchNorm folded into the convolution before it; None when the layer is not one that folds."""
+        if self.conv is None:
+            return None
+        conv_record, conv = self.conv
+        return self._memo(("folding",), lambda: folding(conv, self.module, conv_record, self.record))
+
+    def difference(self, kind: str, size: int, groups: int) -> float:
+        """Mean |difference| between first_output and the model's own output (eval mode)."""
+        key = ("difference", kind, groups if kind == "group" else None, size if kind == "batch" else None)
+        return self._memo(key, lambda: mean_abs_difference(self.first_output(kind, size, groups),
+                                                           self.record.output[0]))
+
+
+class InputStudy:
+    """The lesson's numbers for one model and input: a LayerStudy per norm layer (the most recent few kept), and the
+    prediction with every BatchNorm in train mode per batch size."""
+
+    def __init__(self, model: ZooModel, x: Tensor, t: Trace):
+        self.model, self.x, self.trace = model, x, t
+        self.records = {r.name: r for r in norm_records(t)}
+        self.batchable = batchable(model.card)
+        self._layers = _Memo(4)
+        self._probabilities = _Memo(len(BATCH_SIZES))
+
+    def layer(self, name: str) -> LayerStudy:
+        return self._layers(name, lambda: self._study(name))
+
+    def _study(self, name: str) -> LayerStudy:
+        record = self.records[choice(name, self.records, "norm layer")]
+        if self.batchable:
+            pool = sample_sums(self.model, tuple(self.records))[name]
+        else:  # batches of one: the student's input alone
+            pool = pool_sums(record.input[:0], layout_of(record.input))
+        module = self.model.module.get_submodule(name)
+        conv = conv_before(self.trace, record) if is_batch_norm(module) else None
+        return LayerStudy(record, module, pool, conv and (conv, self.model.module.get_submodule(conv.name)))
+
+    def probabilities(self, size: int) -> Tensor | None:
+        """batch_probabilities of the student's input (slow: a forward of the whole batch)."""
+        return self._probabilities(size, lambda: batch_probabilities(self.model, self.x, size))
+
+    def knows_probabilities(self, size: int) -> bool:
+        return size in self._probabilities

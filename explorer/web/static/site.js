@@ -4,7 +4,9 @@
 // and model.onnx; runs it with onnxruntime-web from ./ort/. For tests and benchmarks, `window.explorer`
 // holds the last run's input, pixels, strokes, logits and outputs; `runs` counts finished forward passes.
 
+import { attachDrawing } from "./canvas.js"
 import { greyToDigit, normalize, Rasterizer, SIDE } from "./mnist.js"
+import { maxAbs, paintMap, probabilityBars, softmax } from "./painter.js"
 import { createSession, infer, loadRuntime } from "./runtime.js"
 
 const LINE_WIDTH = 20  // px on the 280 px canvas, as the app's drawing canvas (images.DEFAULT_LINE_WIDTH)
@@ -12,24 +14,6 @@ const CANVAS = 280
 const params = new URLSearchParams(location.search)
 const $ = (id) => document.getElementById(id)
 const state = (window.explorer = { runs: 0, busy: false, ready: false, source: null, strokes: null, error: null })
-
-function colour(palette, t) {  // t in [0, 1] -> [r, g, b], as Bokeh's LinearColorMapper indexes a palette
-  return palette[Math.min(palette.length - 1, Math.max(0, Math.floor(t * palette.length)))]
-}
-
-// A 2-D map (values[y * w + x]) into a canvas, coloured: signed values centred on white, others viridis.
-function paintMap(canvas, values, w, h, signed, limit, palettes) {
-  canvas.width = w
-  canvas.height = h
-  const ctx = canvas.getContext("2d")
-  const image = ctx.createImageData(w, h)
-  for (let i = 0; i < w * h; i++) {
-    const t = signed ? (values[i] + limit) / (2 * limit) : values[i] / limit
-    const [r, g, b] = colour(signed ? palettes.diverging : palettes.sequential, t)
-    image.data.set([r, g, b, 255], i * 4)
-  }
-  ctx.putImageData(image, 0, 0)
-}
 
 function paintGrey(canvas, pixels) {
   canvas.width = canvas.height = SIDE
@@ -39,30 +23,11 @@ function paintGrey(canvas, pixels) {
   ctx.putImageData(image, 0, 0)
 }
 
-function maxAbs(values) {
-  let top = 0
-  for (const v of values) top = Math.max(top, Math.abs(v))
-  return top > 0 ? top : 1
-}
-
-function softmax(logits) {
-  const top = Math.max(...logits)
-  const e = Array.from(logits, (v) => Math.exp(v - top))
-  const total = e.reduce((a, b) => a + b, 0)
-  return e.map((v) => v / total)
-}
-
 function showPrediction(meta, logits) {
   const probs = softmax(logits)
   const best = probs.indexOf(Math.max(...probs))
   $("verdict").textContent = `The model says ${meta.labels[best]} (${(100 * probs[best]).toFixed(1)} %)`
-  $("bars").replaceChildren(...meta.labels.map((label, i) => {
-    const row = document.createElement("div")
-    row.className = "bar" + (i === best ? " best" : "")
-    row.innerHTML = `<span class="label">${label}</span><span class="track"><span class="fill"
-      style="width:${(100 * probs[i]).toFixed(2)}%"></span></span><span class="value">${(100 * probs[i]).toFixed(1)} %</span>`
-    return row
-  }))
+  $("bars").replaceChildren(...probabilityBars(meta.labels, probs))
 }
 
 function featureLayers(meta) {
@@ -191,78 +156,30 @@ async function main() {
   }))
 
   const rasterizer = new Rasterizer(CANVAS, CANVAS, LINE_WIDTH)
-  setUpDrawing((strokes) => {
-    const pixels = greyToDigit(rasterizer.update(strokes), CANVAS, CANVAS)
+  let frame = null, drawn = null
+  function runDrawing() {  // at most once per animation frame while a stroke grows
+    frame = null
+    const pixels = greyToDigit(rasterizer.update(drawn), CANVAS, CANVAS)
     if (pixels === null) {
       $("verdict").textContent = "The drawing is blank: draw a digit, white on black."
       return
     }
-    run(pixels, "drawing", strokes)
-  })
+    run(pixels, "drawing", drawn)
+  }
+  attachDrawing($("draw"), $("clear"), { width: CANVAS, height: CANVAS, lineWidth: LINE_WIDTH,
+    changed: (strokes, ended) => {
+      if (strokes.length === 0) {  // cleared
+        cancelAnimationFrame(frame)
+        frame = null
+        $("verdict").textContent = "Draw a digit, or pick a sample."
+      } else if (!ended) {  // the end of a stroke adds no point: its last change is already on its way
+        drawn = strokes
+        if (frame === null) frame = requestAnimationFrame(runDrawing)
+      }
+    } })
   state.ready = true
   $("status").hidden = true
   run(Uint8Array.from(data.samples[0].pixels), "sample:0")
-}
-
-// The drawing canvas: white ink on black like MNIST; `changed(strokes)` at most once per frame while drawing.
-function setUpDrawing(changed) {
-  const canvas = $("draw")
-  const ratio = window.devicePixelRatio || 1
-  canvas.width = canvas.height = Math.round(CANVAS * ratio)
-  const ctx = canvas.getContext("2d")
-  let strokes = [], current = null, frame = null
-  function paint() {
-    ctx.setTransform(1, 0, 0, 1, 0, 0)
-    ctx.fillStyle = "black"
-    ctx.fillRect(0, 0, canvas.width, canvas.height)
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0)
-    ctx.strokeStyle = ctx.fillStyle = "white"
-    ctx.lineWidth = LINE_WIDTH
-    ctx.lineCap = ctx.lineJoin = "round"
-    for (const s of strokes) {
-      ctx.beginPath()
-      ctx.moveTo(...s[0])
-      for (const p of s.slice(1)) ctx.lineTo(...p)
-      ctx.stroke()
-      ctx.beginPath()
-      ctx.arc(...s[0], LINE_WIDTH / 2, 0, 2 * Math.PI)
-      ctx.fill()
-    }
-  }
-  function soon() {
-    if (frame === null) frame = requestAnimationFrame(() => { frame = null; changed(strokes.map((s) => s.slice())) })
-  }
-  function point(e) {
-    const r = canvas.getBoundingClientRect()
-    return [Math.round((e.clientX - r.left) * CANVAS / r.width * 10) / 10,
-      Math.round((e.clientY - r.top) * CANVAS / r.height * 10) / 10]
-  }
-  canvas.addEventListener("pointerdown", (e) => {
-    if (e.pointerType === "mouse" && e.button !== 0) return
-    e.preventDefault()
-    canvas.setPointerCapture(e.pointerId)
-    current = [point(e)]
-    strokes.push(current)
-    paint()
-    soon()
-  })
-  canvas.addEventListener("pointermove", (e) => {
-    if (current === null) return
-    const p = point(e), last = current[current.length - 1]
-    if (Math.hypot(p[0] - last[0], p[1] - last[1]) < 1) return
-    current.push(p)
-    paint()
-    soon()
-  })
-  const end = () => { current = null }
-  canvas.addEventListener("pointerup", end)
-  canvas.addEventListener("pointercancel", end)
-  $("clear").addEventListener("click", () => {
-    strokes = []
-    paint()
-    $("verdict").textContent = "Draw a digit, or pick a sample."
-  })
-  paint()
 }
 
 main().catch((error) => {

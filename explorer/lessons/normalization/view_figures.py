@@ -1,0 +1,103 @@
+"""What the normalization lesson's parts share: what a part is shown, its text pane, and figure scaffolding.
+
+Every figure and source is made once, when the lesson is built; a part's `show` only assigns data and properties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import panel as pn
+import torch
+from bokeh.models import ColumnDataSource, Range1d
+from bokeh.plotting import figure
+
+from explorer.lessons import plots
+from explorer.lessons.normalization import math as nm
+
+TILE, TILE_GAP = 92, 16  # image tiles: side and gap (px)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What the parts show: one input at one norm layer, with the lesson's settings."""
+
+    model: str              # the model's name, for the tags
+    study: nm.LayerStudy
+    kind: str
+    groups: int
+    size: int               # images per batch (1 for a model without MNIST batches)
+    channel: int
+
+    @property
+    def noun(self) -> str:
+        return "feature" if self.study.layout == "tokens" else "channel"
+
+    @property
+    def where(self) -> str:
+        return "token" if self.study.layout == "tokens" else "position"
+
+
+def text(part: str) -> pn.pane.Markdown:
+    """A part's explanation; the class lets tests and benchmarks find it."""
+    return pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10), css_classes=[f"normalization-{part}"])
+
+
+def plain_figure(title: str, width: int, height: int, **kwargs) -> figure:
+    fig = figure(title=title, width=width, height=height, tools="", toolbar_location=None, **kwargs)
+    fig.title.text_font_size = "13px"
+    return fig
+
+
+def numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+def clear(*sources: ColumnDataSource) -> None:
+    for source in sources:
+        source.data = {k: [] for k in source.data}
+
+
+class Tiles:
+    """A row of `n` pictures (a feature map, a kernel), each with a label above and its value range below."""
+
+    def __init__(self, title: str, n: int, name: str):
+        self.source = plots.source("image", "x", "y", "dw", "dh", "cx", "label", "range", name=name)
+        # one data unit per screen pixel, so that the tiles keep their shape
+        fig = figure(title=title, frame_width=n * (TILE + TILE_GAP), frame_height=TILE + 34, tools="",
+                     toolbar_location=None, x_range=Range1d(0, n * (TILE + TILE_GAP)),
+                     y_range=plots.pixel_range(TILE + 34), min_border=4)
+        fig.title.text_font_size = "13px"
+        fig.axis.visible = False
+        fig.grid.visible = False
+        fig.text(x="cx", y=2, text="label", text_align="center", text_baseline="top", text_font_size="11px",
+                 source=self.source)
+        fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
+        fig.text(x="cx", y=TILE + 20, text="range", text_align="center", text_baseline="top", text_font_size="9px",
+                 text_color="#475569", source=self.source)
+        self.fig = fig
+
+    def show(self, tiles: dict[str, torch.Tensor]) -> None:
+        """Draw each (label: 2-D values) tile, on the signed colour scale."""
+        cols: dict[str, list] = {k: [] for k in self.source.data}
+        for i, (label, values) in enumerate(tiles.items()):
+            v = plots.downsample(numpy(values), TILE)
+            scale = TILE / max(v.shape)  # the longer side fills the tile
+            dw, dh = v.shape[1] * scale, v.shape[0] * scale
+            left = i * (TILE + TILE_GAP)
+            cols["image"].append(plots.to_rgba(v, True))
+            cols["x"].append(left + (TILE - dw) / 2)
+            cols["y"].append(18 + (TILE - dh) / 2)
+            cols["dw"].append(dw)
+            cols["dh"].append(dh)
+            cols["cx"].append(left + TILE / 2)
+            cols["label"].append(label)
+            low, high = plots.format_value(float(values.min())), plots.format_value(float(values.max()))
+            cols["range"].append(f"{low} … {high}")
+        self.source.data = cols
+
+
+def picked(layout: str, channel: int, t: torch.Tensor) -> torch.Tensor:
+    """The 2-D picture of one sample's values (C, *S) or (T, D): the channel's map, or features × tokens."""
+    return t.T if layout == "tokens" else t[channel].reshape(t.shape[1], -1)
