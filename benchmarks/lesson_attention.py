@@ -81,7 +81,7 @@ def measure(page: Page, repeats: int) -> dict[str, list[float]]:
 
 
 def grid_point(lesson: AttentionLesson, layer: int, head: int, row: int, col: int) -> tuple[float, float]:
-    _, _, x, y, scale = lesson._cell_geometry(layer, head)
+    _, _, x, y, scale = lesson._heads.cell_geometry(layer, head)
     return x + (col + 0.5) * PATCH * scale, y + (row + 0.5) * PATCH * scale
 
 
@@ -93,7 +93,7 @@ def compute_ms(repeats: int) -> dict[str, list[float]]:
     """
     lesson = AttentionLesson(model="mnist-vit")
     changes = {"query": lambda i: setattr(lesson, "query", 1 + i % 16),
-               "head": lambda i: setattr(lesson, "head", i % 4),
+               "head": lambda i: setattr(lesson.state, "channel", i % 4),
                "temperature": lambda i: setattr(lesson, "temperature", (0.3, 2.0)[i % 2]),
                "discard ratio": lambda i: setattr(lesson, "discard_ratio", (0.5, 0.8)[i % 2])}
     times: dict[str, list[float]] = {f"{name} {clock}": [] for name in changes for clock in ("wall", "cpu")}

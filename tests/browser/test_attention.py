@@ -34,7 +34,7 @@ def grid_point(layer: int, head: int, row: int, col: int) -> tuple[float, float]
     from explorer.lessons.attention.view import AttentionLesson
 
     lesson = AttentionLesson(model="mnist-vit")
-    _, _, x, y, scale = lesson._cell_geometry(layer, head)
+    _, _, x, y, scale = lesson._heads.cell_geometry(layer, head)
     return x + (col + 0.5) * PATCH * scale, y + (row + 0.5) * PATCH * scale
 
 

@@ -284,3 +284,84 @@ def test_a_temperature_change_equals_a_fresh_head_step(temperature, rng):
     changed, fresh = am.with_temperature(am.head_step(block, x, 3), temperature), am.head_step(block, x, 3, temperature)
     for name in ("scaled", "probs", "out"):
         torch.testing.assert_close(getattr(changed, name), getattr(fresh, name), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("layer", "expected"), [
+    ("blocks.2.attn", "blocks.2.attn"), ("blocks.1.mlp.0", "blocks.1.attn"), ("blocks.0.norm1", "blocks.0.attn"),
+    ("patch_embed", None), ("blocks.10.attn", None), ("", None)])
+def test_the_attention_record_of_a_layer_is_its_blocks(layer, expected):
+    records = ("blocks.0.attn", "blocks.1.attn", "blocks.2.attn")
+    assert am.attention_record_for(layer, records) == expected
+
+
+def test_maps_with_mean_are_every_heads_row_and_their_mean(rng):
+    grid = am.PatchGrid(1, 3, 4, 7.0)
+    maps = random_maps(rng, 3, 5, grid.first + grid.n)
+    q = int(torch.randint(grid.first + grid.n, (1,), generator=rng))
+    ours = am.maps_with_mean(maps, q, grid).numpy()
+    rows = maps.numpy()[:, :, q, 1:].reshape(3, 5, 3, 4)
+    np.testing.assert_array_equal(ours[:, :5], rows)
+    np.testing.assert_allclose(ours[:, 5], rows.mean(axis=1), rtol=1e-6)  # float32 means, summed in another order
+
+
+@pytest.mark.parametrize("grid", [am.PatchGrid(1, 4, 4, 7.0), am.PatchGrid(0, 3, 5, 16.0), am.PatchGrid(2, 2, 3, 9.0)])
+def test_query_weights_read_the_querys_row(grid, rng):
+    maps = random_maps(rng, 2, 3, grid.first + grid.n)
+    layer, head = int(torch.randint(2, (1,), generator=rng)), int(torch.randint(3, (1,), generator=rng))
+    q = int(torch.randint(grid.first + grid.n, (1,), generator=rng))
+    row = maps[layer, head, q].double().numpy()
+    ours = am.query_weights(maps, layer, head, q, grid)
+    assert ours.largest_patch == pytest.approx(row[grid.first:].max(), rel=1e-7)
+    assert ours.on_itself == pytest.approx(row[q], rel=1e-7)
+    assert ours.to_prefix == pytest.approx(row[:grid.first].sum(), rel=1e-6, abs=1e-12)  # float32 sum, 0 without
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+@pytest.mark.parametrize("grid", [am.PatchGrid(1, 4, 4, 7.0), am.PatchGrid(0, 3, 5, 16.0)])
+def test_rollout_maps_are_the_querys_rows_of_numpy_rollout_and_the_last_layer(grid, fusion, rng):
+    tokens = grid.first + grid.n
+    maps = random_maps(rng, 3, 4, tokens)
+    q = int(torch.randint(tokens, (1,), generator=rng))
+    discard = float(torch.rand(1, generator=rng)) * 0.9
+    ours = am.rollout_maps(maps, q, grid, fusion, discard)
+    ref = numpy_rollout(maps.double().numpy(), fusion, discard)[q]
+    np.testing.assert_allclose(ours.rollout.numpy(), ref[grid.first:].reshape(grid.rows, grid.cols), rtol=1e-10)
+    last = maps.numpy()[-1, :, q, grid.first:].mean(axis=0).reshape(grid.rows, grid.cols)
+    np.testing.assert_allclose(ours.last_layer.numpy(), last, rtol=1e-6)  # float32 means
+    assert ours.to_patches == pytest.approx(ref[grid.first:].sum(), rel=1e-10)
+    assert ours.to_prefix == pytest.approx(ref[:grid.first].sum(), rel=1e-10, abs=1e-15)
+    assert ours.to_patches + ours.to_prefix == pytest.approx(1.0, rel=1e-12)
+
+
+def test_distance_summary_finds_the_most_local_and_global_heads(rng):
+    distance = torch.rand(5, 6, generator=rng, dtype=torch.float64) * 20
+    ours = am.distance_summary(distance)
+    d = distance.numpy()
+    np.testing.assert_allclose(ours.per_layer.numpy(), d.mean(axis=1), rtol=1e-12)
+    assert ours.most_local == tuple(int(i) for i in np.unravel_index(d.argmin(), d.shape))
+    assert ours.most_global == tuple(int(i) for i in np.unravel_index(d.argmax(), d.shape))
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(4, 4), (2, 3), (1, 5)])
+def test_position_mosaic_puts_each_patchs_square_in_its_place(rows, cols, rng):
+    grid = am.PatchGrid(1, rows, cols, 7.0)
+    positions = torch.randn(grid.n, grid.n, generator=rng, dtype=torch.float64)
+    ours = am.position_mosaic(positions, grid).numpy()
+    blocks = positions.float().numpy().reshape(rows, cols, rows, cols)
+    ref = np.full((rows * (rows + 1) - 1, cols * (cols + 1) - 1), np.nan, dtype=np.float32)
+    for i, j in np.ndindex(rows, cols):
+        ref[i * (rows + 1):i * (rows + 1) + rows, j * (cols + 1):j * (cols + 1) + cols] = blocks[i, j]
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, ref)  # NaN where NaN, the same float32 values elsewhere
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_the_inkiest_token_is_the_patch_with_the_brightest_mean(colour, rng):
+    grid = am.PatchGrid(1, 4, 4, 7.0)
+    picture = (torch.rand(28, 28, *((3,) if colour else ()), generator=rng) * 100).numpy().astype(np.uint8)
+    r, c = (int(v) for v in torch.randint(4, (2,), generator=rng))
+    picture[r * 7:(r + 1) * 7, c * 7:(c + 1) * 7] = 255  # the only patch full of ink
+    assert am.inkiest_token(picture, grid) == grid.token(r, c)
+    grey = picture.astype(np.float64).mean(axis=2) if colour else picture.astype(np.float64)
+    means = grey.reshape(4, 7, 4, 7).mean(axis=(1, 3))
+    assert am.inkiest_token(picture, grid) == grid.token(*divmod(int(means.argmax()), 4))

@@ -22,7 +22,8 @@ patches), averaged over the query patches.
 
 Tests (tests/lessons/test_attention_math.py) check head_step against nn.MultiheadAttention with the same
 weights and against NumPy, its recombined heads against the model's own attention output, and rollout,
-attention_distance and position_similarity against NumPy.
+attention_distance and position_similarity against NumPy; what the lesson reads off them (maps_with_mean,
+query_weights, rollout_maps, distance_summary, position_mosaic, inkiest_token) against NumPy too.
 """
 
 from __future__ import annotations
@@ -348,3 +349,86 @@ def brightest_cell(picture: np.ndarray, grid: PatchGrid) -> tuple[int, int]:
     side = int(round(grid.patch))
     cells = grey[:grid.rows * side, :grid.cols * side].reshape(grid.rows, side, grid.cols, side).mean(dim=(1, 3))
     return divmod(int(cells.argmax()), grid.cols)
+
+
+def attention_record_for(layer: str, records: tuple[str, ...]) -> str | None:
+    """The attention record that the session's `layer` names: itself, or the attention of the block it lies in
+    ('blocks.2.mlp.0' -> 'blocks.2.attn'); None for a layer outside every block (the patch embedding)."""
+    if layer in records:
+        return layer
+    for record in records:
+        block = record.rpartition(".")[0]
+        if block and layer.startswith(block + "."):
+            return record
+    return None
+
+
+def maps_with_mean(maps: Tensor, query: int, grid: PatchGrid) -> Tensor:
+    """(layers, heads + 1, rows, cols): query_maps of every head, then their mean over the heads."""
+    per_head = query_maps(maps, query, grid)  # (L, H, rows, cols)
+    return torch.cat([per_head, per_head.mean(dim=1, keepdim=True)], dim=1)
+
+
+@dataclass(frozen=True)
+class QueryWeights:
+    """How one head splits the query's attention, its row of P (which sums to 1)."""
+
+    largest_patch: float  # the largest weight on one patch
+    on_itself: float      # the weight the query keeps on itself
+    to_prefix: float      # the weight on the tokens in front of the patches (the class token), 0 without any
+
+
+def query_weights(maps: Tensor, layer: int, head: int, query: int, grid: PatchGrid) -> QueryWeights:
+    row = maps[layer, head, query]  # (T,)
+    return QueryWeights(float(row[grid.first:grid.first + grid.n].max()), float(row[query]),
+                        float(row[:grid.first].sum()))
+
+
+@dataclass(frozen=True)
+class RolloutMaps:
+    """What reaches one query token: through all layers (rollout) and through the last layer alone."""
+
+    rollout: Tensor     # (rows, cols) the query's row of the rollout, over the patches
+    last_layer: Tensor  # (rows, cols) the query's row of the last layer's attention, mean of its heads
+    to_patches: float   # the share of the query's rollout row on the patches
+    to_prefix: float    # ... on the tokens in front of the patches (the class token), 0 without any
+
+
+def rollout_maps(maps: Tensor, query: int, grid: PatchGrid, head_fusion: str = "mean",
+                 discard_ratio: float = 0.0) -> RolloutMaps:
+    rolled = rollout(maps, head_fusion, discard_ratio)[query]  # (T,)
+    patches = slice(grid.first, grid.first + grid.n)
+    last = maps[-1, :, query, patches].mean(dim=0)  # (n,)
+    return RolloutMaps(rolled[patches].reshape(grid.rows, grid.cols), last.reshape(grid.rows, grid.cols),
+                       float(rolled[patches].sum()), float(rolled[:grid.first].sum()))
+
+
+@dataclass(frozen=True)
+class DistanceSummary:
+    """attention_distance over the layers and heads, summed up."""
+
+    per_layer: Tensor               # (layers,) mean over the layer's heads
+    most_local: tuple[int, int]     # (layer, head) of the smallest distance (the first one, on a tie)
+    most_global: tuple[int, int]    # (layer, head) of the largest
+
+
+def distance_summary(distance_px: Tensor) -> DistanceSummary:
+    heads = distance_px.shape[1]
+    return DistanceSummary(distance_px.mean(dim=1), divmod(int(distance_px.argmin()), heads),
+                           divmod(int(distance_px.argmax()), heads))
+
+
+def position_mosaic(positions: Tensor, grid: PatchGrid) -> Tensor:
+    """(rows·(rows+1) - 1, cols·(cols+1) - 1) float32: position_similarity as one picture, the square of patch
+    (r, c) at block (r, c), NaN (transparent) between the squares."""
+    blocks = positions.float().reshape(grid.rows, grid.cols, grid.rows, grid.cols)  # (R, C, r, c)
+    padded = nn.functional.pad(blocks, (0, 1, 0, 1), value=float("nan"))  # (R, C, r+1, c+1): a NaN gap after each
+    picture = padded.permute(0, 2, 1, 3).reshape(grid.rows * (grid.rows + 1), grid.cols * (grid.cols + 1))
+    return picture[:-1, :-1]  # no gap after the last square
+
+
+def inkiest_token(picture: np.ndarray, grid: PatchGrid) -> int:
+    """The patch token whose pixels hold the most ink (brightest_cell; a colour picture by its mean colour)."""
+    picture = np.asarray(picture)
+    grey = picture if picture.ndim == 2 else picture.mean(axis=2)  # (H, W)
+    return grid.token(*brightest_cell(grey, grid))

@@ -18,10 +18,11 @@ state = ExplorerState(model=model)
 lesson = AttentionLesson(state=state)
 
 
-def shown(layer: str, head: int, query: int) -> str:
-    return f"layer={layer} head={head} query={query}"
+def shown(*_changes) -> str:
+    """The layer and head the lesson shows (the state's layer and channel, read as the lesson shows them), its query."""
+    return f"layer={lesson.layer} head={lesson.head} query={lesson.query}"
 
 
-pn.Column(pn.pane.Str(pn.bind(shown, lesson.param.layer, lesson.param.head, lesson.param.query),
+pn.Column(pn.pane.Str(pn.bind(shown, state.param.layer, state.param.channel, lesson.param.query),
                       css_classes=["selection"]),
           lesson, sizing_mode="stretch_width").servable(title="Attention")
