@@ -5,8 +5,9 @@
 0. Opening (--opening; each in a new process, for each of --models): from the start of the lesson's construction
    (the session's model and input already traced) until its accuracy and complete accuracy-vs-bits curves are shown.
    Three cases: "cold": nothing kept (an empty on-disk cache; the stored file beside the card is not read), so the
-   curves are measured in the background; "cache": a second process after the cold one, which finds every value
-   in that on-disk cache; "stored": the file models/NAME.measurements.json written by `explorer measure NAME`
+   curves are measured (outside a served page the lesson's slow work runs at once, within its construction);
+   "cache": a second process after the cold one, which finds every value in that on-disk cache; "stored": the file
+   models/NAME.measurements.json written by `explorer measure NAME`
    (said when there is none). The lesson's own construction time is printed too.
 1. Sweep: wall time of one full accuracy-vs-bits sweep (math.sweep_settings: 4 curves × 7 bit widths,
    plus binary and ternary) over the 10k MNIST test set, uncached, for the CNN.
@@ -87,7 +88,7 @@ def open_once(model_name: str, case: str) -> None:
     lesson = view.QuantizationLesson(state=state)
     built = time.perf_counter() - start
     n = len(qm.sweep_settings(lesson.setting))
-    while len(lesson._point_source.data["x"]) < n or "quantized **" not in lesson._accuracy.object:
+    while len(lesson.curves.points.data["x"]) < n or "quantized **" not in lesson.accuracy.object:
         time.sleep(0.01)
     shown = time.perf_counter() - start
     print(f"opening {model_name:12s} {case:6s}: accuracy and {n} curve points shown after {shown:6.2f} s "

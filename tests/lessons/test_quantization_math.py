@@ -345,3 +345,75 @@ def test_a_private_copy_waits_while_the_shared_model_is_being_traced(rng):
     assert not worker.is_alive() and len(copies) == 1
     for k, v in model.state_dict().items():
         assert torch.equal(copies[0].state_dict()[k], v)
+
+
+# --- what the lesson shows: math.explain and the numbers behind its figures -----------------------------------------
+
+
+def test_explained_layer_is_the_layer_itself_or_the_quantizable_one_before_it():
+    layers = ["0", "4"]
+    order = ["0", "1", "2", "4", "5"]
+    assert qm.explained_layer(layers, order, "4") == "4"
+    assert qm.explained_layer(layers, order, "2") == "0"  # its input came from layer 0's weights
+    assert qm.explained_layer(layers, order, "5") == "4"
+    assert qm.explained_layer(layers, ["x", *order], "x") == "0"  # nothing before it: the first
+    assert qm.explained_layer(layers, order, "") == "0"  # not a layer of this model: the first
+
+
+@pytest.mark.parametrize("setting", [qm.Setting(weight_bits=3, granularity="per-tensor"),
+                                     qm.Setting(weight_bits=4, scheme="affine", act_bits=4),
+                                     qm.Setting(format="binary")])
+def test_explain_matches_quantizing_the_layer_and_running_a_fresh_copy(setting, rng):
+    from explorer.core import trace
+
+    model = small_cnn(rng)
+    x, calibration = torch.randn(1, 1, 8, 8, generator=rng), torch.randn(16, 1, 8, 8, generator=rng)
+    reference = trace.run(model, x)
+    e = qm.explain(qm.QuantizedCopy(model), reference, x, "4", setting, 99, calibration)
+    weight = model.get_submodule("4").weight.detach()
+    assert torch.equal(e.weight, weight) and e.channel == weight.shape[0] - 1  # the last channel there is
+    assert torch.equal(e.quantized.dequantized, qm.quantize_weight(weight, setting).dequantized)
+    fresh = qm.fake_quant_model(model, setting, calibration)
+    with torch.no_grad():
+        expected = fresh(x)[0].softmax(-1)
+    assert torch.allclose(e.probs, expected, atol=1e-6)  # the same model: only float summation order may differ
+    assert e.layer_sqnr == pytest.approx(qm.layer_sqnr(reference, trace.run(fresh, x)))
+    assert e.weight_sqnr == qm.sqnr(weight, e.quantized.dequantized)
+    assert (e.act is None) == (setting.act_bits is None)
+    assert (e.size_float, e.size_quant) == (qm.size_bytes(model), qm.size_bytes(model, setting))
+
+
+def test_histogram_counts_match_numpy(rng):
+    w = torch.randn(32, 8, 3, 3, generator=rng)
+    deq = qm.quantize(w, 3).dequantized
+    edges, counts, deq_counts = qm.histogram(w, deq, 40)
+    span = max(w.abs().max(), deq.abs().max()).item() * 1.02
+    np.testing.assert_allclose(edges.numpy(), np.linspace(-span, span, 41), rtol=1e-6, atol=1e-12 * span)
+    assert counts.tolist() == np.histogram(w.numpy().astype(np.float64), edges.numpy())[0].tolist()
+    assert deq_counts.tolist() == np.histogram(deq.numpy().astype(np.float64), edges.numpy())[0].tolist()
+    assert counts.sum() == deq_counts.sum() == w.numel()  # no value falls outside the range
+
+
+@pytest.mark.parametrize("granularity", qm.GRANULARITIES)
+def test_grid_levels_are_every_code_dequantized(granularity, rng):
+    w = torch.randn(6, 10, generator=rng)
+    qt = qm.quantize(w, 3, "affine", granularity)
+    levels = qm.grid_levels(qt, 2)
+    scale, zero = (qt.scale, qt.zero_point) if granularity == "per-tensor" else (qt.scale[2], qt.zero_point[2])
+    assert torch.allclose(levels, (torch.arange(-4, 4) - zero) * scale)
+    gaps = (qt.dequantized[2][:, None] - levels[None, :]).abs().amin(1)  # (10,): to the nearest level
+    assert (gaps <= 1e-6 * levels.abs().max()).all()  # every weight became one of the levels
+    assert torch.equal(qm.grid_levels(qm.binarize(w), 0), qm.binarize(w).scale[0] * torch.tensor([-1.0, 1.0]))
+
+
+def test_largest_typical_and_top_classes_against_sorting_by_hand(rng):
+    x = torch.randn(50, generator=rng)
+    by_hand = sorted(range(50), key=lambda i: -abs(float(x[i])))
+    assert qm.largest(x, 6) == by_hand[:6]
+    relu = torch.relu(x)
+    nonzero = relu[relu > 0]
+    median = float(nonzero.median())
+    assert qm.typical_value(relu) == min(relu.tolist(), key=lambda v: abs(abs(v) - median))
+    assert qm.typical_value(torch.zeros(5)) == 0.0
+    p, q = torch.rand(10, generator=rng), torch.rand(10, generator=rng)
+    assert qm.top_classes(p, q, 3) == sorted(range(10), key=lambda i: -max(float(p[i]), float(q[i])))[:3]

@@ -22,7 +22,8 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -323,6 +324,7 @@ class QuantizedCopy:
         self._layers = quantizable_layers(model)
         self._weights: tuple | None = None  # the weight part of the setting the copy's weights have
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []  # this copy's activation quantizers
+        self.lock = threading.Lock()  # held from quantize() to the end of the forward pass that uses the copy
 
     @torch.no_grad()
     def quantize(self, setting: Setting, calibration: Tensor | None = None) -> nn.Module:
@@ -397,6 +399,89 @@ def size_bytes(model: nn.Module, setting: Setting | None = None) -> int:
 def layer_sqnr(reference: trace.Trace, approx: trace.Trace) -> dict[str, float]:
     """SQNR (dB) of every layer's output in `approx` against the same layer in `reference`."""
     return {r.name: sqnr(r.output, approx[r.name].output) for r in reference.records if r.name in approx.names}
+
+
+def explained_layer(layers: Sequence[str], order: Sequence[str], wanted: str) -> str:
+    """The quantizable layer that explains `wanted` (a trace record name): itself if it is one of `layers`, else
+    the nearest one before it in the run `order` (the layer whose weights made its input), else the first."""
+    if wanted in layers:
+        return wanted
+    before = order[:order.index(wanted)] if wanted in order else ()
+    return next((name for name in reversed(before) if name in layers), layers[0])
+
+
+@dataclass(frozen=True)
+class Explained:
+    """What the lesson shows for one (model, input, layer, setting): the layer's weights and their quantization,
+    and the quantized copy's run on the input."""
+
+    setting: Setting
+    layer: str
+    weight: Tensor                    # (C_out, ...) float32, on the CPU
+    quantized: Quantized
+    channel: int                      # the output channel whose grid and arithmetic are shown
+    trace: trace.Trace                # the quantized copy on the input
+    probs: Tensor                     # (classes,) of the quantized copy
+    layer_sqnr: dict[str, float]      # every layer's output against the float model's, dB
+    weight_sqnr: float                # this layer's weights, dB
+    act: ActivationQuant | None       # how this layer's input is quantized, None for float activations
+    size_float: int                   # bytes
+    size_quant: int                   # bytes
+    calibration: Tensor | None        # the images that calibrated the activation ranges
+
+
+def explain(copy_: QuantizedCopy, reference: trace.Trace, x: Tensor, layer: str, setting: Setting,
+            channel: int, calibration: Tensor | None) -> Explained:
+    """Quantize `copy_` by `setting`, run it on `x` (the input whose float run is `reference`) and describe
+    `layer`. Holds the copy's lock throughout: another thread's request waits rather than changing it meanwhile."""
+    shared = copy_.shared
+    weight = shared.get_submodule(layer).weight.detach().cpu().float()
+    with copy_.lock:
+        approx = trace.run(copy_.quantize(setting, calibration), x)
+    act = None
+    if setting.act_bits is not None:
+        act = activation_quantizers(shared, calibration, setting.act_bits, setting.scheme, setting.clip)[layer]
+    qt = quantize_weight(weight, setting)
+    return Explained(setting=setting, layer=layer, weight=weight, quantized=qt,
+                     channel=min(channel, weight.shape[0] - 1), trace=approx, probs=approx.logits[0].softmax(-1),
+                     layer_sqnr=layer_sqnr(reference, approx), weight_sqnr=sqnr(weight, qt.dequantized), act=act,
+                     size_float=size_bytes(shared), size_quant=size_bytes(shared, setting), calibration=calibration)
+
+
+def histogram(values: Tensor, dequantized: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(edges (bins + 1,), counts of `values`, counts of `dequantized`) over one symmetric range that holds both."""
+    values, dequantized = values.flatten().double(), dequantized.flatten().double()
+    span = max(float(values.abs().max()), float(dequantized.abs().max()), EPS) * 1.02  # no value on the edge
+    edges = torch.linspace(-span, span, bins + 1, dtype=torch.float64)
+    return edges, torch.histogram(values, edges).hist, torch.histogram(dequantized, edges).hist
+
+
+def grid_levels(qt: Quantized, channel: int) -> Tensor:
+    """The values the codes stand for, (q - z) · s for every code, in `channel`'s grid (per-channel)."""
+    scale = qt.scale if qt.axis is None else qt.scale[channel]
+    zero = qt.zero_point if qt.axis is None else qt.zero_point[channel]
+    codes_ = torch.arange(qt.qmin, qt.qmax + 1)
+    if qt.qmin == -1 and qt.qmax == 1 and qt.axis is not None:  # binary: only the codes -1 and +1
+        codes_ = torch.tensor([-1, 1])
+    return dequantize(codes_, scale, zero, None)
+
+
+def largest(values: Tensor, k: int) -> list[int]:
+    """Indices of the k largest |values| of a flat tensor, largest first (the first to be clipped)."""
+    return values.abs().argsort(descending=True)[:k].tolist()
+
+
+def typical_value(x: Tensor) -> float:
+    """The value of x whose |x| is closest to the median |x| of its non-zero values (0 when all are zero)."""
+    x = x.flatten()
+    nonzero = x[x != 0]
+    typical = float(nonzero.abs().median()) if len(nonzero) else 0.0
+    return float(x[int((x.abs() - typical).abs().argmin())])
+
+
+def top_classes(p: Tensor, q: Tensor, k: int = 5) -> list[int]:
+    """The k classes that either distribution believes most, most believed first."""
+    return torch.maximum(p, q).topk(min(k, len(p))).indices.tolist()
 
 
 # --- accuracy --------------------------------------------------------------------------------------------------

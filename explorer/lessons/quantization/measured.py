@@ -95,7 +95,7 @@ def known(model: zoo.ZooModel, setting: qm.Setting | None) -> float | None:
 
 
 def measure(model: zoo.ZooModel, setting: qm.Setting | None,
-            running: AbstractContextManager = contextlib.nullcontext()) -> float:
+            running: AbstractContextManager | None = None) -> float:
     """The kept top-1 of `setting`, measured now if nobody has yet, and kept for every session and process.
     Two threads asking for one setting at once measure it once: the second waits and reads the kept value.
     `running` is entered around the evaluation only, not while looking up or waiting (the lesson's CPU slot)."""
@@ -105,7 +105,7 @@ def measure(model: zoo.ZooModel, setting: qm.Setting | None,
         value = measurer.get(what, stored, dataset)
         if value is not None:
             return value
-        with running:
+        with running or contextlib.nullcontext():
             return measurer.measured(what, stored, dataset, functools.partial(top1, model, setting))
 
 
