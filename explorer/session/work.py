@@ -55,7 +55,7 @@ class SlowWork:
             self._answer(key, show, self._outcome(compute))
             return
         self._watch(doc)
-        self.job = background.submit(lambda: self._deliver(doc, key, show, self._outcome(compute)), self.name)
+        self.job = background.submit(lambda: self._work(doc, key, compute, show), self.name)
 
     def cancel(self) -> None:
         """Drop every answer still on its way (the session ended)."""
@@ -69,7 +69,11 @@ class SlowWork:
             log.exception("slow work %r failed", self.name)
             return None, e
 
-    def _deliver(self, doc: Document, key: Hashable, show, outcome) -> None:
+    def _work(self, doc: Document, key: Hashable, compute: Callable[[], Any], show) -> None:
+        if not self._current(key):  # a newer request came before this one's worker started: nothing to compute
+            self._settle()
+            return
+        outcome = self._outcome(compute)
         if self._current(key):
             doc.add_next_tick_callback(partial(self._answer, key, show, outcome))
         else:

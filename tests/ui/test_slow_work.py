@@ -10,6 +10,7 @@ import pytest
 from bokeh.document import Document
 from panel.io.state import set_curdoc
 
+from explorer.session import background
 from explorer.session.work import SlowWork
 
 
@@ -108,3 +109,17 @@ def test_a_failure_goes_to_the_view_not_only_to_the_log(served):
     work.job.result(timeout=10)
     served.run()
     assert shown == [] and len(errors) == 1 and isinstance(errors[0], ZeroDivisionError)
+
+
+def test_a_request_already_stale_when_its_worker_starts_computes_nothing(served, monkeypatch):
+    started, computed, shown = [], [], []
+    real_submit = background.submit
+    monkeypatch.setattr(background, "submit", lambda work, name: started.append(work) or None)
+    work = SlowWork("test")
+    work.request(1, lambda: computed.append(1), shown.append)
+    work.request(2, lambda: computed.append(2) or "second", shown.append)
+    monkeypatch.setattr(background, "submit", real_submit)
+    for start in started:  # both workers start only now, the first one stale
+        start()
+    served.run()
+    assert computed == [2] and shown == ["second"] and not work.busy
