@@ -327,3 +327,17 @@ def test_bad_settings_are_input_errors(args, message, rng):
     with pytest.raises(InputError) as e:
         pm.prune(random_cnn(rng), *args)
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("build", [random_cnn, random_vit])
+def test_speed_times_the_masked_model_or_the_shrunk_ones_counts(build, rng):
+    model = build(rng)
+    x = torch.randn(4, 1, 28, 28, generator=rng)
+    scattered = pm.speed(model, pm.prune(model, "magnitude", 0.5), x, structured=False)
+    assert (scattered.batch, scattered.dense, scattered.shrunk) == (4, None, None)
+    assert scattered.dense_ms > 0 and scattered.pruned_ms > 0
+    pruned = pm.prune(model, "filters-l2", 0.5)
+    units = pm.speed(model, pruned, x, structured=True)
+    # the counts are the dense model's and the shrunk model's own, on the first image of the batch
+    assert units.dense == pm.counts(model, x[:1]) and units.shrunk == pm.counts(pm.shrink(pruned), x[:1])
+    assert units.shrunk.params < units.dense.params and units.pruned_ms > 0

@@ -189,3 +189,31 @@ def test_a_photo_models_key_is_its_agreement_set_and_changes_with_the_photos(rng
     agreement.name.cache_clear()
     assert measured.dataset_name(model) == agreement.description()
     assert measured.kept(model, point) is None  # other photos: the value kept for the old ones is not theirs
+
+
+def test_a_curve_holds_the_known_points_of_its_method_and_scope_in_percent():
+    known = {Point("magnitude", a).key: 1 - a / 2 for a in measured.CURVE_AMOUNTS[:4]}
+    known[Point("random", 0.5).key] = 0.1  # another method
+    known[Point("magnitude", 0.5, "global").key] = 0.2  # another scope
+    xs, ys = measured.curve(known, "magnitude", "layer")
+    assert xs == [100 * a for a in measured.CURVE_AMOUNTS[:4]]
+    assert ys == [100 * (1 - a / 2) for a in measured.CURVE_AMOUNTS[:4]]
+
+
+def test_read_off_is_the_straight_line_between_the_neighbouring_points():
+    xs, ys = [0.0, 20.0, 50.0], [99.0, 95.0, 35.0]
+    assert measured.read_off(xs, ys, 30) == pytest.approx(95 + (30 - 20) / (50 - 20) * (35 - 95))
+    assert measured.read_off(xs, ys, 20) == 95.0
+    assert measured.read_off(xs, ys, 60) is None and measured.read_off(xs[:1], ys[:1], 0) is None
+
+
+def test_recalibrated_is_the_kept_value_then_the_re_estimated_copys_count(random_digits):
+    model = zoo.load("mnist-cnn")
+    point = Point("filters-l1", 0.5)
+    before, after = measured.recalibrated(model, point)
+    assert before == measured.kept(model, point) == shown_count(model.module, point, random_digits) / 24
+    fixed = pm.recalibrate_batchnorm(pm.prune(model.module, "filters-l1", 0.5), measured.calibration_batches(model))
+    with torch.no_grad():
+        assert after == int((fixed(random_digits.inputs).argmax(-1) == random_digits.labels).sum()) / 24
+    batches = measured.calibration_batches(model)
+    assert sum(len(b) for b in batches) == measured.CALIBRATION_IMAGES

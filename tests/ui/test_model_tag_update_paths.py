@@ -18,6 +18,7 @@ from explorer.core import zoo
 from explorer.lessons.attention.view import AttentionLesson
 from explorer.lessons.convolution.view import ConvolutionLesson
 from explorer.lessons.normalization.view import NormalizationLesson
+from explorer.lessons.quantization.view import QuantizationLesson
 from explorer.session.state import ExplorerState
 from explorer.ui.inputs import InputPicker
 from explorer.ui.overview import Overview
@@ -53,6 +54,7 @@ VIEWS = {
     "convolution, filter atlas": convolution("Filter atlas"),
     "normalization": NormalizationLesson,
     "attention": AttentionLesson,
+    "quantization": QuantizationLesson,
 }
 
 
@@ -85,8 +87,8 @@ def test_attention_on_a_cnn_shows_only_its_message_tagged_with_the_cnn():
     lesson = AttentionLesson(state=state)
     page = Page(lesson)
     state.model = "mnist-cnn"
-    assert lesson._message.visible and not lesson._content.visible
-    assert lesson._message.tags == ["explorer-model=mnist-cnn"] and "mnist-cnn" in lesson._message.object
+    assert lesson.errors.visible and not lesson._content.visible
+    assert lesson.errors.tags == ["explorer-model=mnist-cnn"] and "mnist-cnn" in lesson.errors.object
     assert {name for name, _ in page.model_tags()} == {"mnist-cnn"}
 
 

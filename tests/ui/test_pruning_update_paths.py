@@ -1,18 +1,25 @@
 """The pruning lesson patches existing Bokeh models on every control; two sessions never see each other's pruning;
 kept measurements are shown at once, missing ones arrive from workers, and never onto another model.
 
-Deterministic: every interaction waits for the measurements it started (lesson.wait()). The MNIST held-out set
-is cut to 300 test digits so that curves and sensitivity run fast (what is painted is the same code path as
-with the full set), and measurements are kept in a temporary cache of each test.
+Deterministic: outside a served page the lesson's slow work runs at once; the tests that need measurements on
+worker threads (a sweep still running when the student moves on) serve the lesson on a loop of their own (`served`)
+and wait for what they started (lesson.wait()). The MNIST held-out set is cut to 300 test digits so that curves
+and sensitivity run fast (what is painted is the same code path as with the full set), and measurements are
+kept in a temporary cache of each test.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from contextlib import nullcontext
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from bokeh.document import Document
+from panel.io.state import set_curdoc
 
 from explorer.core import data, measurements, zoo
 from explorer.core.data import EvalSet
@@ -43,8 +50,40 @@ def small_held_out(monkeypatch, tmp_path):
     monkeypatch.setattr(measurements, "cache_dir", lambda: tmp_path)  # MNIST and weights stay where they are
 
 
+class _Context:
+    id = "served"
+    request = SimpleNamespace(arguments={}, headers={}, cookies={})
+
+
+class ServedLoop:
+    """A served session's loop as the lesson's slow work sees it (explorer/session/work.py): a document with a
+    session, whose next-tick callbacks run at once on the worker that hands them over, one at a time under `lock`
+    (the server runs them one at a time, under the document's lock). A test holds `lock` to keep answers out."""
+
+    def __init__(self):
+        # the session's context (the document holds a weak reference), as much of it as Panel reads
+        self._context = _Context()
+        self.doc = Document()
+        self.doc._session_context = weakref.ref(self._context)
+        self.doc.add_next_tick_callback = self._run
+        self.doc.on_session_destroyed = lambda callback: None
+        self.lock = threading.RLock()
+
+    def _run(self, callback) -> None:
+        with self.lock, set_curdoc(self.doc):
+            callback()
+
+
 @pytest.fixture
-def lessons():
+def served():
+    """Slow work on worker threads, as in a served page; the test's own actions take `served.lock`."""
+    loop = ServedLoop()
+    with set_curdoc(loop.doc):
+        yield loop
+
+
+@pytest.fixture
+def lessons(request):
     """Lessons made by a test; their workers are done before the next test starts."""
     made: list[PruningLesson] = []
 
@@ -54,9 +93,11 @@ def lessons():
         return lesson
 
     yield make
+    loop = request.node.funcargs.get("served")
     for lesson in made:
         if lesson.state.model == "mobilenet_v2":
-            lesson.state.model = "mnist-cnn"  # its sweep stops after the point it is measuring
+            with loop.lock if loop else nullcontext():
+                lesson.state.model = "mnist-cnn"  # its sweep stops after the point it is measuring
         lesson.wait(timeout=300)
 
 
@@ -76,7 +117,8 @@ def interactions(lesson: PruningLesson, round_: int):
     yield "method", lambda: setattr(lesson, "method", "random"), ("pruning-weights-after",)
     yield "scope", lambda: setattr(lesson, "scope", ("global", "layer")[round_]), ("pruning-sparsity",
                                                                                     "pruning-curves")
-    yield "layer", lambda: setattr(lesson, "layer", ("features.0", "classifier")[round_]), ("pruning-weights-before",)
+    yield "layer", lambda: setattr(lesson._layer_input, "value", ("features.4", "classifier")[round_]), \
+        ("pruning-weights-before",)
     yield "input", lambda: lesson.state.set_input(digits[7 + round_].source, digits[7 + round_].description), \
         ("pruning-dense",)
     yield "sensitivity", lambda: setattr(lesson._sensitivity_button, "clicks", lesson._sensitivity_button.clicks + 1), \
@@ -87,7 +129,7 @@ def interactions(lesson: PruningLesson, round_: int):
 def shown(page: Page, lesson: PruningLesson, part: str) -> object:
     """A copy of a named source's columns (repr would elide the middle of large arrays), or the accuracy text."""
     if part == "accuracy":
-        return lesson._accuracy_text.object
+        return lesson.measurements.accuracy_text.object
     return {k: [np.array(v, copy=True) for v in col] if isinstance(col, list) else np.array(col, copy=True)
             for k, col in page.model_named(part).data.items()}
 
@@ -127,7 +169,7 @@ def test_switching_to_the_vit_keeps_the_figures_and_lists_its_layers(lessons):
 
     assert page.act(switch, allow_new=("ImportedStyleSheet",)) == []
     assert figures == {m.id for m in page.doc.models if type(m).__name__ == "figure"}
-    assert "blocks.0.attn.qkv" in lesson.param.layer.objects
+    assert "blocks.0.attn.qkv" in lesson._layer_input.options
     bars = shown(page, lesson, "pruning-sparsity")
 
     def structured() -> None:
@@ -145,15 +187,17 @@ def test_curves_accuracy_and_sensitivity_are_the_pruned_models_measured_on_the_d
     lesson._sensitivity_button.clicks += 1
     lesson.wait()
     top1, dense = reference_top1(model, Point("filters-l1", 0.6)), reference_top1(model, Point("magnitude", 0.0))
-    assert f"at 60 %: **{top1:.2%}** (measured on {SMALL}); dense model: {dense:.2%}." in lesson._accuracy_text.object
-    curves = lesson._curve_source.data
+    accuracy = lesson.measurements.accuracy_text.object
+    assert f"at 60 %: **{top1:.2%}** (measured on {SMALL}); dense model: {dense:.2%}." in accuracy
+    curves = lesson.figures.curve_source.data
     for method, xs, ys in zip(pm.METHODS, curves["xs"], curves["ys"], strict=True):
         assert xs == [100 * a for a in measured.CURVE_AMOUNTS]
         assert ys == [100 * reference_top1(model, Point(method, a)) for a in measured.CURVE_AMOUNTS], method
-    bars = lesson._sensitivity_source.data
+    bars = lesson.figures.sensitivity_source.data
     assert bars["layer"] == list(pm.structured_layers(model.module))
     assert bars["top1"] == [100 * reference_top1(model, Point("filters-l1", 0.6, "layer", n)) for n in bars["layer"]]
-    assert lesson._sensitivity_fig.title.text == "Accuracy when only this layer loses 60 % (whole units, L1 norm)"
+    title = lesson.figures.sensitivity_fig.title.text
+    assert title == "Accuracy when only this layer loses 60 % (whole units, L1 norm)"
     lesson.method = "magnitude"
     assert "does not drop" in lesson.speed_report()
     lesson.method = "filters-l1"
@@ -161,19 +205,24 @@ def test_curves_accuracy_and_sensitivity_are_the_pruned_models_measured_on_the_d
     assert f"**{top1:.2%} →" in lesson.recalibration_report()
 
 
-def test_kept_measurements_are_shown_at_once_on_opening(lessons):
+def test_kept_measurements_are_shown_at_once_on_opening(lessons, monkeypatch):
     first = lessons()
     first._sensitivity_button.clicks += 1
     first.wait()  # every curve point, the slider's accuracy and the sensitivity at 50 % are kept now
+
+    def refuse(model: zoo.ZooModel, point: Point) -> float:
+        raise AssertionError(f"measured {point} again")
+
+    monkeypatch.setattr(measured, "_measure", refuse)
     second = lessons()
-    assert second._jobs == []  # nothing left to measure: shown while it was built
-    for part in ("_curve_source", "_curve_points", "_sensitivity_source"):
-        assert same(getattr(second, part).data, getattr(first, part).data), part
-    assert second._accuracy_text.object == first._accuracy_text.object
-    assert "**" in second._accuracy_text.object and "≈" not in second._accuracy_text.object
+    assert second._slow == {}  # nothing asked of the slow work: everything was shown while it was built
+    for part in ("curve_source", "curve_points", "sensitivity_source"):
+        assert same(getattr(second.figures, part).data, getattr(first.figures, part).data), part
+    assert second.measurements.accuracy_text.object == first.measurements.accuracy_text.object
+    assert "**" in second.measurements.accuracy_text.object and "≈" not in second.measurements.accuracy_text.object
 
 
-def test_a_sweep_for_a_model_left_behind_never_paints_onto_the_new_one(lessons, monkeypatch):
+def test_a_sweep_for_a_model_left_behind_never_paints_onto_the_new_one(served, lessons, monkeypatch):
     measure, measuring, release = measured._measure, threading.Event(), threading.Event()
 
     def slow_for_the_cnn(model: zoo.ZooModel, point: Point) -> float:
@@ -186,14 +235,14 @@ def test_a_sweep_for_a_model_left_behind_never_paints_onto_the_new_one(lessons, 
     lesson = lessons()
     page = Page(lesson)
     assert measuring.wait(timeout=60)
-    cnn_jobs = list(lesson._jobs)
-    lesson.state.model = "mnist-vit"
-    for job in [job for job in lesson._jobs if job not in cnn_jobs]:
-        job.result(timeout=300)
+    cnn_jobs = {work.job for work in lesson._slow.values()}
+    with served.lock:
+        lesson.state.model = "mnist-vit"
+    wait_for_new_work(lesson, cnn_jobs)
     release.set()  # the CNN's results arrive last
     lesson.wait()
     vit = zoo.load("mnist-vit")
-    curves = lesson._curve_source.data
+    curves = lesson.figures.curve_source.data
     for method, ys in zip(pm.METHODS, curves["ys"], strict=True):
         assert ys == [100 * measured.kept(vit, Point(method, a)) for a in measured.CURVE_AMOUNTS], method
     assert measured.kept(zoo.load("mnist-cnn"), Point("magnitude", 0.0)) is not None  # measured, kept, not shown
@@ -201,24 +250,27 @@ def test_a_sweep_for_a_model_left_behind_never_paints_onto_the_new_one(lessons, 
 
 
 @pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 is not fetched here")
-def test_after_a_model_switch_every_tagged_result_names_the_new_model(lessons):
+def test_after_a_model_switch_every_tagged_result_names_the_new_model(served, lessons):
     lesson = lessons()
     page = Page(lesson)
-    lesson._sensitivity_button.clicks += 1
+    with served.lock:
+        lesson._sensitivity_button.clicks += 1
     lesson.wait()
-    assert lesson._sensitivity_fig.title.text.startswith("Accuracy when only this layer")
-    with lesson._paint_lock:  # workers wait: what the switch itself shows, with nothing kept for MobileNetV2
+    assert lesson.figures.sensitivity_fig.title.text.startswith("Accuracy when only this layer")
+    with served.lock:  # workers wait: what the switch itself shows, with nothing kept for MobileNetV2
         lesson.state.model = "mobilenet_v2"
         assert_only_the_current_model_is_shown(page, lesson, "mobilenet_v2", old=("Accuracy", "accuracy", SMALL))
-        assert lesson._sensitivity_fig.title.text == "Per-layer sensitivity at 50 % (smallest |w|): press Measure"
-        assert lesson._sensitivity_source.data["layer"] == []
-        assert lesson._accuracy_text.object == "Measuring the agreement at 50 % …"
-        assert lesson._curve_text.object.startswith("Measuring the curves: 37 points on 8 gallery photos")
-        assert lesson._curve_source.data["ys"] == [[], [], [], []]
+        assert lesson.figures.sensitivity_fig.title.text == ("Per-layer sensitivity at 50 % (smallest |w|): "
+                                                             "press Measure")
+        assert lesson.figures.sensitivity_source.data["layer"] == []
+        assert lesson.measurements.accuracy_text.object == "Measuring the agreement at 50 % …"
+        assert lesson.measurements.curve_text.object.startswith(
+            "Measuring the curves: 37 points on 8 gallery photos")
+        assert lesson.figures.curve_source.data["ys"] == [[], [], [], []]
 
 
 @pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 is not fetched here")
-def test_mobilenet_switching_from_whole_units_to_smallest_weights_while_measuring(lessons, monkeypatch):
+def test_mobilenet_switching_from_whole_units_to_smallest_weights_while_measuring(served, lessons, monkeypatch):
     """The reported failure: NameError from torch.fx in the accuracy measurement, after this switch."""
     monkeypatch.setattr(measured, "CURVE_AMOUNTS", (0.0, 0.5))  # a short sweep beside the slider's measurement
     measure, measuring = measured._measure, threading.Event()
@@ -231,16 +283,28 @@ def test_mobilenet_switching_from_whole_units_to_smallest_weights_while_measurin
 
     monkeypatch.setattr(measured, "_measure", signalled)
     lesson = lessons(model="mobilenet_v2")
-    lesson.method = "filters-l1"
+    with served.lock:
+        lesson.method = "filters-l1"
     assert measuring.wait(timeout=300)
-    lesson.method = "magnitude"  # prunes and runs MobileNetV2 on this thread while a worker measures
+    with served.lock:  # answers wait; the worker measures on
+        lesson.method = "magnitude"  # prunes and runs MobileNetV2 on this thread while a worker measures
     lesson.wait(timeout=300)
     model = zoo.load("mobilenet_v2")
     for point in (structured, Point("magnitude", 0.5), Point("random", 0.0)):
         assert measured.kept(model, point) == reference_top1(model, point)
     top1, dense = reference_top1(model, Point("magnitude", 0.5)), reference_top1(model, Point("magnitude", 0.0))
-    assert lesson._accuracy_text.object.startswith(f"Agreement at 50 %: **{top1:.2%}** (measured on 8 gallery "
-                                                   f"photos and their mirror images); dense model: {dense:.2%}.")
+    assert lesson.measurements.accuracy_text.object.startswith(
+        f"Agreement at 50 %: **{top1:.2%}** (measured on 8 gallery photos and their mirror images); "
+        f"dense model: {dense:.2%}.")
+
+
+def wait_for_new_work(lesson: PruningLesson, old_jobs: set, timeout: float = 300) -> None:
+    """Until the slow work asked for after `old_jobs` (still running, say) is shown: a sweep asks for its next point
+    while it shows one, so its newest request is done only once the whole sweep is."""
+    while pending := [w.job for w in lesson._slow.values()
+                      if w.job is not None and w.job not in old_jobs and not w.job.done()]:
+        for job in pending:
+            job.result(timeout)
 
 
 def assert_only_the_current_model_is_shown(page: Page, lesson: PruningLesson, name: str, old: tuple[str, ...]):
@@ -248,13 +312,15 @@ def assert_only_the_current_model_is_shown(page: Page, lesson: PruningLesson, na
     labels holds a word of the old model."""
     tagged = [m for m in page.doc.models if any(t.startswith(plots.MODEL_TAG) for t in m.tags)]
     assert {t for m in tagged for t in m.tags} == set(plots.model_tag(name))
-    results = (lesson._curve_fig, lesson._curve_source, lesson._curve_points, lesson._sensitivity_fig,
-               lesson._sensitivity_source, lesson._sparsity_fig, lesson._sparsity_source, lesson._dense_fig,
-               lesson._dense_source, lesson._pruned_fig, lesson._pruned_source, lesson._before_fig,
-               lesson._before_source, lesson._after_fig, lesson._after_source)
+    f = lesson.figures
+    results = (f.curve_fig, f.curve_source, f.curve_points, f.sensitivity_fig, f.sensitivity_source, f.sparsity_fig,
+               f.sparsity_source, f.dense_fig, f.dense_source, f.pruned_fig, f.pruned_source, f.before_fig,
+               f.before_source, f.after_fig, f.after_source)
+    assert set(results) == set(f.results())
     assert {m.id for m in results} <= {m.id for m in tagged}
-    panes = (lesson._prediction_text, lesson._accuracy_text, lesson._counts_text, lesson._weights_text,
-             lesson._curve_text, lesson._sensitivity_text, lesson._bn_text, lesson._speed_text)
+    m = lesson.measurements
+    panes = (lesson._prediction_text, m.accuracy_text, lesson._counts_text, lesson._weights_text, m.curve_text,
+             m.sensitivity_text, lesson._bn_text, lesson._speed_text)
     assert all(p.tags == plots.model_tag(name) for p in panes)
     shown = {m.id: m for t in tagged for m in t.references()}  # with their titles, axes, ranges, labels
     stale = [(text, word) for m in shown.values() for text in _strings(m) for word in old if word in text]
@@ -280,14 +346,14 @@ def test_another_session_pruning_leaves_the_shared_model_and_this_session_unchan
     before = {k: v.clone() for k, v in shared.state_dict().items()}
     mine, theirs = lessons(), lessons()
     mine.sparsity = 0
-    my_prediction = mine._pruned_source.data["prob"]
+    my_prediction = mine.figures.pruned_source.data["prob"]
     for method in pm.METHODS:
         theirs.param.update(method=method, scope="global", sparsity=95)
         pm.shrink(theirs._pruned)
     after = shared.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(m._forward_pre_hooks for m in shared.modules())  # no pruning hooks on the shared model
-    assert mine._pruned_source.data["prob"] == my_prediction
+    assert mine.figures.pruned_source.data["prob"] == my_prediction
     assert mine.sparsity == 0 and pm.global_sparsity(mine._pruned) == 0.0
 
 
@@ -295,4 +361,16 @@ def test_bad_setting_is_shown_not_raised(lessons):
     lesson = lessons()
     lesson.param.sparsity.bounds = (0, 100)  # a tampered URL could ask for this
     lesson.sparsity = 100
-    assert lesson._error.visible and "outside 0 % to 99%" in lesson._error.object
+    assert lesson.errors.visible and "outside 0 % to 99%" in lesson.errors.object
+
+
+def test_the_drawn_layer_is_the_sessions_among_the_prunable_ones(lessons):
+    lesson = lessons()
+    layers = list(pm.prunable_layers(zoo.load("mnist-cnn").module))
+    assert lesson._layer_input.options == layers
+    lesson._layer_input.value = "classifier"  # the student picks a layer: it is the session's
+    assert lesson.state.layer == "classifier" and lesson._weights_text.object.startswith("**classifier**")
+    lesson.state.layer = "features.0"  # another view picks one
+    assert lesson._layer_input.value == "features.0" and lesson._weights_text.object.startswith("**features.0**")
+    lesson.state.layer = "features.1"  # a ReLU: no weights; the first full weight matrix is drawn
+    assert lesson._weights_text.object.startswith("**features.4**")

@@ -21,7 +21,8 @@ Tests (tests/lessons/test_pruning_math.py) check: the achieved sparsity against 
 layer and globally; the masks against an independent NumPy selection of the smallest |w| (and norms);
 the shrunk model's outputs against the masked model's; measured accuracy against the shown model's own
 count; MACs against a count by hand; the BatchNorm re-estimate against torch's cumulative running
-statistics; that the shared model is unchanged; and traces and sweeps in several threads at once.
+statistics; `speed`'s counts against the shrunk model's; that the shared model is unchanged; and traces and
+sweeps in several threads at once.
 """
 
 from __future__ import annotations
@@ -558,3 +559,24 @@ def latency_ms(model: nn.Module, x: Tensor, repeats: int = 20) -> float:
                 times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What pruning buys in time: the dense model against the one the pruning leaves."""
+
+    batch: int
+    dense_ms: float
+    pruned_ms: float              # the masked copy (unstructured), or the shrunk model (structured)
+    dense: Counts | None = None   # structured only: the counts of the dense and of the shrunk model
+    shrunk: Counts | None = None
+
+
+def speed(model: nn.Module, pruned: nn.Module, x: Tensor, structured: bool) -> Speed:
+    """Median latency (`latency_ms`) on the batch `x` of `model` and of what `pruned` becomes: itself when the zeros
+    are scattered (dense kernels multiply by them all the same), else its `shrink`ed, physically smaller model."""
+    dense_ms = latency_ms(model, x)
+    if not structured:
+        return Speed(len(x), dense_ms, latency_ms(pruned, x))
+    small = shrink(pruned)
+    return Speed(len(x), dense_ms, latency_ms(small, x), counts(model, x[:1]), counts(small, x[:1]))

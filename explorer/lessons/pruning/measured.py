@@ -8,13 +8,17 @@ the digest of their inputs): stored beside the card by `explorer measure NAME` f
 on-disk cache (shared by every session and server process) for any other point the lesson measures. A lookup
 builds nothing: no pruned copy, no labels for the photos.
 
+The lesson's reading of them is here too: `curve` (the known points of one curve), `read_off` (the slider's
+value between two of them, until its own is measured), `recalibrated` (the BatchNorm repair's before and after).
+
 `plan` lists every point of the accuracy-vs-sparsity curves (each method and scope at CURVE_AMOUNTS) and the
 per-layer sensitivities at SENSITIVITY_AMOUNTS (each method, each layer alone). At amount 0 nothing is pruned:
 that one point (the dense model) is kept once, as method "none".
 
 Tests (tests/lessons/test_pruning_measured.py) check kept values against the pruned model's own count, that a
-stored plan covers what the lesson asks for, that a point is measured once however many threads ask, and that a
-kept point is found without pruning or copying anything.
+stored plan covers what the lesson asks for, that a point is measured once however many threads ask, that a
+kept point is found without pruning or copying anything, and `curve`, `read_off` and `recalibrated` against counts
+and interpolation by hand.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from explorer.core import agreement, measurements, zoo
+import numpy as np
+import torch
+
+from explorer.core import agreement, data, evaluate, measurements, zoo
 from explorer.core.data import EvalSet, eval_set
 from explorer.lessons.pruning import math as pm
 
@@ -33,6 +40,7 @@ WHAT = "pruning"
 CURVE_AMOUNTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 SENSITIVITY_AMOUNTS = (0.4, 0.5, 0.8)  # the slider's default and the guided tour's stops
 SCOPES = tuple(pm.SCOPES)
+CALIBRATION_IMAGES = 1000  # MNIST training digits used to re-estimate BatchNorm statistics
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,6 +51,11 @@ def held_out(model_name: str) -> EvalSet:
     if model.card.preprocess == "mnist":
         return eval_set("test", model.card.mean, model.card.std)
     return agreement.agreement_set(model.module, model.card)
+
+
+def quantity(model: zoo.ZooModel) -> str:
+    """What a point measures, in a word: accuracy on MNIST's test digits, else agreement with the dense model."""
+    return "accuracy" if model.card.preprocess == "mnist" else "agreement"
 
 
 def dataset_name(model: zoo.ZooModel) -> str:
@@ -133,3 +146,43 @@ def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
         unique.setdefault(p.key, p)
     return [measurements.Planned(WHAT, p.setting(), dataset, functools.partial(_measure, model, p))
             for p in unique.values()]
+
+
+def curve(known: dict[str, float], method: str, scope: str) -> tuple[list[float], list[float]]:
+    """The points of one accuracy-vs-sparsity curve that `known` (Point.key -> value) holds, in % and by sparsity."""
+    xs, ys = [], []
+    for point in curve_points(scope):
+        if point.method == method and point.key in known:
+            xs.append(100 * point.amount)
+            ys.append(100 * known[point.key])
+    return xs, ys
+
+
+def read_off(xs: list[float], ys: list[float], at: float) -> float | None:
+    """The curve's value at `at`, interpolated linearly between its two neighbouring points; None outside them."""
+    if len(xs) < 2 or not xs[0] <= at <= xs[-1]:
+        return None
+    return float(np.interp(at, xs, ys))
+
+
+def calibration_batches(model: zoo.ZooModel) -> list[torch.Tensor]:
+    """Images for re-estimating BatchNorm statistics: MNIST training digits, or the agreement photos (the only
+    photos here; the lesson says so)."""
+    if model.card.preprocess == "mnist":
+        digits = data.mnist("train")
+        x = data.normalize_digits(digits.images[:CALIBRATION_IMAGES], model.card.mean, model.card.std)
+        return list(x.split(250))  # (250, 1, 28, 28) each
+    return list(held_out(model.name).inputs.split(8))
+
+
+def recalibrated(model: zoo.ZooModel, point: Point,
+                 turn: Callable[[], AbstractContextManager[object]] = nullcontext) -> tuple[float, float]:
+    """The kept value of `point` (measured if missing), and the value once the pruned copy's BatchNorm statistics
+    are re-estimated on `calibration_batches` (measured now: it depends on nothing the student can keep). Raises
+    InputError for a model without BatchNorm."""
+    pruned = pm.prune(model.module, point.method, point.amount, point.scope, point.only)
+    fixed = pm.recalibrate_batchnorm(pruned, calibration_batches(model))
+    before = accuracy(model, point, turn)
+    with turn():
+        after = evaluate.uncached_accuracy(fixed, held_out(model.name)).top1
+    return before, after
