@@ -32,7 +32,7 @@ class Lesson(SessionView):
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
-        self._parts: dict[str, object] = {}
+        self._memo: dict[str, object] = {}
         self._slow: dict[str, SlowWork] = {}
         self.errors = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width",
                                     css_classes=["lesson-error"])
@@ -44,15 +44,15 @@ class Lesson(SessionView):
 
     def changed(self, part: str, key: object) -> bool:
         """True (and `key` remembered) when `part` last showed something else than `key`."""
-        if part in self._parts and self._parts[part] == key:
+        if part in self._memo and self._memo[part] == key:
             return False
-        self._parts[part] = key
+        self._memo[part] = key
         return True
 
     def forget(self, *parts: str) -> None:
         """Redraw these parts (all when none is named) on their next update."""
-        for part in parts or list(self._parts):
-            self._parts.pop(part, None)
+        for part in parts or list(self._memo):
+            self._memo.pop(part, None)
 
     def slow(self, name: str) -> SlowWork:
         """The lesson's strand of slow work called `name` (made on first use)."""

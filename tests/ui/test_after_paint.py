@@ -79,25 +79,25 @@ def lesson(live) -> ConvolutionLesson:
     state = ExplorerState()
     lesson = ConvolutionLesson(state=state, parts=())
     state.after_paint = live
-    lesson.shown_before = lesson._shown_key
+    lesson.shown_before = lesson._memo.get("steps")
     item = mnist_gallery()[6]
     state.set_input(item.source, item.description)
     return lesson
 
 
 def test_a_lesson_follows_the_state_after_the_page_has_painted(live, lesson):
-    assert lesson._shown_key == lesson.shown_before  # the interaction's own message goes first
+    assert lesson._memo.get("steps") == lesson.shown_before  # the interaction's own message goes first
     answer(live)
-    assert lesson._shown_key[0] is lesson.state.inference
+    assert lesson._memo["steps"][0] is lesson.state.inference
 
 
 def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live, lesson):
     lesson.shown = False  # e.g. the student opened another lesson meanwhile
     answer(live)
-    assert lesson._shown_key == lesson.shown_before
+    assert lesson._memo.get("steps") == lesson.shown_before
     lesson.shown = True  # shown again: it catches up, after this interaction's own message too
     answer(live)
-    assert lesson._shown_key[0] is lesson.state.inference
+    assert lesson._memo["steps"][0] is lesson.state.inference
 
 
 def test_a_lessons_own_control_answers_at_once(live, lesson):
@@ -121,7 +121,7 @@ def test_a_layer_click_opens_its_lesson_after_the_page_painted_the_overview(live
     normalization = frame._built["normalization"]  # built (new Bokeh models) while the page waited
     assert normalization.shown and not frame._built["convolution"].shown
     assert normalization.layer == "features.1"
-    assert len(normalization._stats_source.data["x"]) == 16  # filled: one mean and variance per channel
+    assert len(normalization._stats.source.data["x"]) == 16  # filled: one mean and variance per channel
 
 
 def test_a_layer_clicked_while_the_lesson_waits_for_its_first_paint_stays_selected(live):

@@ -56,14 +56,14 @@ def test_a_lesson_in_a_closed_tab_follows_the_state_only_when_opened_again(state
     state.lesson = "normalization"
     normalization = frame._built["normalization"]
     assert not convolution.shown and normalization.shown
-    shown_before = convolution._shown_key
+    shown_before = convolution._memo.get("steps")
     item = mnist_gallery()[3]
     state.set_input(item.source, item.description)
     state.param.update(layer="features.4", channel=5)
-    assert convolution._shown_key == shown_before  # hidden: nothing computed, nothing sent
+    assert convolution._memo.get("steps") == shown_before  # hidden: nothing computed, nothing sent
     state.lesson = "convolution"
     assert convolution.shown and not normalization.shown
-    inference, layer, channel, _ = convolution._shown_key  # caught up with everything missed, at once
+    inference, layer, channel, _ = convolution._memo.get("steps")  # caught up with everything missed, at once
     assert (inference, layer, channel) == (state.inference, "features.4", 5)
 
 
@@ -71,7 +71,7 @@ def test_a_part_in_a_closed_tab_of_a_lesson_is_hidden_with_it(state):
     frame = shell.LessonFrame(state=state)
     convolution = frame._built["convolution"]
     convolution.tab = "Filter atlas"
-    atlas = convolution._parts["Filter atlas"]
+    atlas = convolution._built["Filter atlas"]
     assert atlas.shown
     convolution.tab = "Step through"
     assert not atlas.shown
