@@ -30,3 +30,21 @@ def fresh_agreement_caches():
     yield
     agreement.inputs.cache_clear()
     agreement.name.cache_clear()
+
+
+@pytest.fixture
+def other_photos(monkeypatch, fresh_agreement_caches):
+    """A call replaces the gallery's first photo by its negative (same count, names and words) and forgets the
+    agreement set built from the old photos."""
+    def replace() -> None:
+        import dataclasses
+
+        from explorer.core import agreement, gallery
+
+        items = gallery.photo_gallery()
+        negative = dataclasses.replace(items[0], source=255 - items[0].source)
+        monkeypatch.setattr(gallery, "photo_gallery", lambda: (negative, *items[1:]))
+        agreement.inputs.cache_clear()
+        agreement.name.cache_clear()
+
+    return replace

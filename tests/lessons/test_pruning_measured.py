@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core import agreement, evaluate, gallery, measurements, zoo
+from explorer.core import agreement, evaluate, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
@@ -172,7 +172,7 @@ def photo_model(rng: torch.Generator) -> zoo.ZooModel:
 
 
 def test_a_photo_models_key_is_its_agreement_set_and_changes_with_the_photos(rng, monkeypatch,
-                                                                             fresh_agreement_caches):
+                                                                             other_photos):
     model = photo_model(rng)
     point = Point("magnitude", 0.5, "layer")
     assert measured.dataset_id(model) == agreement.name(model.card)
@@ -182,11 +182,7 @@ def test_a_photo_models_key_is_its_agreement_set_and_changes_with_the_photos(rng
     with monkeypatch.context() as patched:
         nothing_may_be_built(patched)  # neither a pruned copy nor the photos' labels
         assert measured.accuracy(model, point) == measured.kept(model, point) == 0.75
-    items = gallery.photo_gallery()
-    negative = dataclasses.replace(items[0], source=255 - items[0].source)  # same count, names and words
-    monkeypatch.setattr(gallery, "photo_gallery", lambda: (negative, *items[1:]))
-    agreement.inputs.cache_clear()
-    agreement.name.cache_clear()
+    other_photos()
     assert measured.dataset_name(model) == agreement.description()
     assert measured.kept(model, point) is None  # other photos: the value kept for the old ones is not theirs
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import agreement, data, evaluate, gallery, images, measurements, zoo
+from explorer.core import agreement, data, evaluate, images, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.core.gallery import photo_gallery
 from explorer.lessons.quantization import math as qm
@@ -231,7 +231,7 @@ def test_mobilenet_agreement_uses_the_images_of_the_pruning_lesson():
 
 
 def test_a_photo_models_key_is_the_agreement_set_and_changes_with_the_photos(private_cache, rng, monkeypatch,
-                                                                             fresh_agreement_caches):
+                                                                             other_photos):
     module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
     card = dataclasses.replace(zoo.card("mnist-cnn"), name=f"photo-cnn-{rng.initial_seed()}", preprocess="resize",
                                input_shape=(3, 24, 32), mean=(0.5,) * 3, std=(0.25,) * 3, labels=tuple("abcde"))
@@ -246,9 +246,5 @@ def test_a_photo_models_key_is_the_agreement_set_and_changes_with_the_photos(pri
         patched.setattr(evaluate, "predictions", lambda *a, **k: pytest.fail("a lookup ran a model"))
         patched.setattr(measured, "top1", lambda *a, **k: pytest.fail("a lookup measured"))
         assert measured.measure(model, setting) == measured.known(model, setting) == 0.625
-    items = gallery.photo_gallery()
-    negative = dataclasses.replace(items[0], source=255 - items[0].source)  # same count, names and words
-    monkeypatch.setattr(gallery, "photo_gallery", lambda: (negative, *items[1:]))
-    agreement.inputs.cache_clear()
-    agreement.name.cache_clear()
+    other_photos()
     assert measured.known(model, setting) is None  # other photos: the value kept for the old ones is not theirs
