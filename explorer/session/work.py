@@ -21,11 +21,25 @@ from typing import Any
 
 import panel as pn
 from bokeh.document import Document
+from bokeh.io import curdoc as bokeh_curdoc
 
 from explorer.session import background
 from explorer.session.state import one_update
 
 log = logging.getLogger(__name__)
+
+
+def served_document() -> Document | None:
+    """The served document whose callback is running, or None outside a server.
+
+    Bokeh's own current document first: Bokeh sets it around every callback it runs for a document (a browser's
+    change, a next-tick callback), under that document's lock. Panel's `pn.state.curdoc` is a context variable that an
+    asyncio callback inherits from wherever it was scheduled, so under load it can name another student's document;
+    an answer sent there would change this page's models under the other page's lock."""
+    for doc in (bokeh_curdoc(), pn.state.curdoc):
+        if doc is not None and doc.session_context is not None:
+            return doc
+    return None
 
 
 class SlowWork:
@@ -50,8 +64,8 @@ class SlowWork:
         """Compute for `key`, off the event loop when served, and show the result if `key` is still the newest."""
         with self._lock:
             self._newest, self._pending = key, self._pending + 1
-        doc = pn.state.curdoc
-        if doc is None or doc.session_context is None:
+        doc = served_document()
+        if doc is None:
             self._answer(key, show, self._outcome(compute))
             return
         self._watch(doc)
@@ -74,7 +88,7 @@ class SlowWork:
             self._settle()
             return
         outcome = self._outcome(compute)
-        if self._current(key):
+        if self._current(key) and not doc.session_context.destroyed:
             doc.add_next_tick_callback(partial(self._answer, key, show, outcome))
         else:
             self._settle()

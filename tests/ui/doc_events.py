@@ -7,7 +7,9 @@ existing Bokeh models, never create new ones.
 from __future__ import annotations
 
 import operator
+import weakref
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import panel as pn
 from bokeh.document import Document
@@ -90,3 +92,19 @@ class Page:
         if round_ == 0:
             created = [kind for kind in created if kind != "ImportedStyleSheet"]
         assert created == [], f"round {round_}, {name}: created {created}"
+
+
+class ServedContext:
+    """As much of a served session's context as Bokeh's Document, Panel and SlowWork look at. A document holds its
+    context weakly: keep this object as long as the document is used (`as_served(doc)` returns it)."""
+
+    id = "a-served-session"
+    destroyed = False
+    request = SimpleNamespace(arguments={}, cookies={}, headers={})
+
+
+def as_served(doc: Document) -> ServedContext:
+    """Make `doc` a served session's document; its context, to keep."""
+    context = ServedContext()
+    doc._session_context = weakref.ref(context)
+    return context

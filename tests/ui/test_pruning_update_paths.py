@@ -11,9 +11,7 @@ kept in a temporary cache of each test.
 from __future__ import annotations
 
 import threading
-import weakref
 from contextlib import nullcontext
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,7 +28,7 @@ from explorer.lessons.pruning import measured
 from explorer.lessons.pruning.measured import Point
 from explorer.lessons.pruning.view import PruningLesson
 from explorer.session.state import ExplorerState
-from tests.ui.doc_events import Page
+from tests.ui.doc_events import Page, as_served
 
 SMALL = "first 300 MNIST test digits"
 
@@ -50,11 +48,6 @@ def small_held_out(monkeypatch, tmp_path):
     monkeypatch.setattr(measurements, "cache_dir", lambda: tmp_path)  # MNIST and weights stay where they are
 
 
-class _Context:
-    id = "served"
-    request = SimpleNamespace(arguments={}, headers={}, cookies={})
-
-
 class ServedLoop:
     """A served session's loop as the lesson's slow work sees it (explorer/session/work.py): a document with a
     session, whose next-tick callbacks run at once on the worker that hands them over, one at a time under `lock`
@@ -62,9 +55,8 @@ class ServedLoop:
 
     def __init__(self):
         # the session's context (the document holds a weak reference), as much of it as Panel reads
-        self._context = _Context()
         self.doc = Document()
-        self.doc._session_context = weakref.ref(self._context)
+        self._context = as_served(self.doc)
         self.doc.add_next_tick_callback = self._run
         self.doc.on_session_destroyed = lambda callback: None
         self.lock = threading.RLock()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import types
-import weakref
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -32,21 +30,16 @@ from explorer.lessons.quantization import measured, view
 from explorer.session import background
 from explorer.session.state import ExplorerState
 from tests.measurements_cache import empty_measurements_cache
-from tests.ui.doc_events import Page
+from tests.ui.doc_events import Page, ServedContext, as_served
 
 SMALL = 300  # held-out images: enough to tell settings apart, quick enough for a test
 
 
-class Context:  # a served session's context, as much of it as Bokeh's Document, Panel and SlowWork look at
-    id = "a-served-session"
-    request = types.SimpleNamespace(arguments={}, cookies={}, headers={})
-
-
-def served_document(next_tick) -> tuple[Document, Context]:
+def served_document(next_tick) -> tuple[Document, ServedContext]:
     """A document as a served session has one; `next_tick(doc, callback)` gets what workers hand to the session's
     loop. Keep the context: the document holds it weakly."""
-    doc, context = Document(), Context()
-    doc._session_context = weakref.ref(context)
+    doc = Document()
+    context = as_served(doc)
     doc.add_next_tick_callback = lambda callback: next_tick(doc, callback)
     return doc, context
 

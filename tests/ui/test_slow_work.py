@@ -4,7 +4,6 @@ shown to the student; at once outside a server."""
 from __future__ import annotations
 
 import threading
-import weakref
 
 import pytest
 from bokeh.document import Document
@@ -12,10 +11,7 @@ from panel.io.state import set_curdoc
 
 from explorer.session import background
 from explorer.session.work import SlowWork
-
-
-class Context:  # a served session's context, as much of it as Bokeh's Document looks at
-    pass
+from tests.ui.doc_events import as_served
 
 
 class Loop:
@@ -42,8 +38,8 @@ class Loop:
 
 @pytest.fixture
 def served():
-    doc, context = Document(), Context()
-    doc._session_context = weakref.ref(context)
+    doc = Document()
+    context = as_served(doc)  # noqa: F841  (the document holds it weakly)
     loop = Loop(doc)
     with set_curdoc(doc):
         yield loop
