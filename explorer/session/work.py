@@ -54,6 +54,7 @@ class SlowWork:
         self._ended = False
         self._watched: set[int] = set()  # documents whose end this strand listens for
         self.job: Future | None = None   # the newest request's worker (served pages); tests wait on it
+        self._doc: Document | None = None
 
     @property
     def busy(self) -> bool:
@@ -64,7 +65,9 @@ class SlowWork:
         """Compute for `key`, off the event loop when served, and show the result if `key` is still the newest."""
         with self._lock:
             self._newest, self._pending = key, self._pending + 1
-        doc = served_document()
+        # A view belongs to one session: its strand keeps the first served document it saw. Asked again from a worker
+        # thread or a callback of another session's, the current document would be someone else's.
+        doc = self._doc = self._doc or served_document()
         if doc is None:
             self._answer(key, show, self._outcome(compute))
             return
