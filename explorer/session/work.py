@@ -52,9 +52,8 @@ class SlowWork:
         self._newest: Hashable = None
         self._pending = 0  # requests made and not yet shown or dropped
         self._ended = False
-        self._watched: set[int] = set()  # documents whose end this strand listens for
         self.job: Future | None = None   # the newest request's worker (served pages); tests wait on it
-        self._doc: Document | None = None
+        self._doc: Document | None = None  # the served document of the view's session, once seen
 
     @property
     def busy(self) -> bool:
@@ -65,13 +64,16 @@ class SlowWork:
         """Compute for `key`, off the event loop when served, and show the result if `key` is still the newest."""
         with self._lock:
             self._newest, self._pending = key, self._pending + 1
-        # A view belongs to one session: its strand keeps the first served document it saw. Asked again from a worker
-        # thread or a callback of another session's, the current document would be someone else's.
-        doc = self._doc = self._doc or served_document()
+        if self._doc is None:
+            # A view belongs to one session: its strand keeps the first served document it saw. Asked again from a
+            # worker thread or a callback of another session's, the current document would be someone else's.
+            self._doc = served_document()
+            if self._doc is not None:
+                self._doc.on_session_destroyed(lambda _context: self.cancel())
+        doc = self._doc
         if doc is None:
             self._answer(key, show, self._outcome(compute))
             return
-        self._watch(doc)
         self.job = background.submit(lambda: self._work(doc, key, compute, show), self.name)
 
     def cancel(self) -> None:
@@ -116,8 +118,3 @@ class SlowWork:
     def _settle(self) -> None:
         with self._lock:
             self._pending -= 1
-
-    def _watch(self, doc: Document) -> None:
-        if id(doc) not in self._watched:
-            self._watched.add(id(doc))
-            doc.on_session_destroyed(lambda _context: self.cancel())

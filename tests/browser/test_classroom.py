@@ -141,6 +141,14 @@ def pick_a_preset(page: Page) -> Check:
     return lambda deadline: wait_changed(page, "convolution-playground-output", before, deadline)
 
 
+def says_and_changed(page: Page, where: str, text: str, source: str, before: str) -> Check:
+    """The check of a control whose answer is a text (in the element matching `where`) and new data in `source`."""
+    def check(deadline: Deadline) -> None:
+        expect(page.locator(where)).to_contain_text(text, timeout=deadline.ms())
+        wait_changed(page, source, before, deadline)
+    return check
+
+
 def move_the_unit(page: Page) -> Check:
     """Number input: another unit row; the receptive field and the summary follow."""
     box = page.get_by_role("textbox", name="Unit row", exact=True)  # Bokeh's spinner is a text input
@@ -149,22 +157,14 @@ def move_the_unit(page: Page) -> Check:
     before = fingerprint(page, "convolution-rf-box")
     box.fill(str(new))
     box.press("Enter")
-
-    def check(deadline: Deadline) -> None:
-        expect(page.locator(".rf-summary")).to_contain_text(f"Unit (row {new}, column", timeout=deadline.ms())
-        wait_changed(page, "convolution-rf-box", before, deadline)
-    return check
+    return says_and_changed(page, ".rf-summary", f"Unit (row {new}, column", "convolution-rf-box", before)
 
 
 def sort_the_filters(page: Page) -> Check:
     """Button: sort the atlas by L2 norm."""
     before = fingerprint(page, "convolution-atlas-filters")
     page.get_by_role("button", name="L2 norm", exact=True).click()
-
-    def check(deadline: Deadline) -> None:
-        expect(page.locator(".atlas-legend")).to_contain_text("largest weights first", timeout=deadline.ms())
-        wait_changed(page, "convolution-atlas-filters", before, deadline)
-    return check
+    return says_and_changed(page, ".atlas-legend", "largest weights first", "convolution-atlas-filters", before)
 
 
 def pick_a_norm(page: Page) -> Check:
@@ -174,11 +174,7 @@ def pick_a_norm(page: Page) -> Check:
     kind = "BatchNorm" if "LayerNorm:" in text_of(page.locator(".normalization-axes")) else "LayerNorm"
     before = fingerprint(page, "normalization-axes")
     page.get_by_role("button", name=kind, exact=True).click()
-
-    def check(deadline: Deadline) -> None:
-        expect(page.locator(".normalization-axes")).to_contain_text(f"{kind}:", timeout=deadline.ms())
-        wait_changed(page, "normalization-axes", before, deadline)
-    return check
+    return says_and_changed(page, ".normalization-axes", f"{kind}:", "normalization-axes", before)
 
 
 def next_head(page: Page) -> Check:
