@@ -9,7 +9,8 @@ every lesson needs, once:
   traceback, tagged with the model it is about.
 - `slow(name)`: the lesson's slow work (explorer/session/work.py), off the event loop in a served page, newest
   answer only, dropped when the session ends; a failure lands in `errors`.
-- `tour`: the lesson's guided tour (explorer/session/narrative.py), from `steps()`.
+- `tour`: the lesson's guided tour (explorer/session/narrative.py), from `steps()`. A step's `layer` and `channel`
+  are the session's (`shared_settings`), so a tour moves the whole page, not a copy inside the lesson.
 
 A lesson fills in the rest: `steps()` and its parts, each deriving its numbers from the lesson's math.py and then
 showing them (data only: its figures are made once).
@@ -29,6 +30,8 @@ class Lesson(SessionView):
     """Base of a lesson: memo of what each part shows, one error pane, slow work, the tour (see the module)."""
 
     tour_title = "Guided tour"
+    # A tour step's settings that belong to the session's state: the step's name -> the state's parameter.
+    shared_settings: dict[str, str] = {"layer": "layer", "channel": "channel"}
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
@@ -36,7 +39,8 @@ class Lesson(SessionView):
         self._slow: dict[str, SlowWork] = {}
         self.errors = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width",
                                     css_classes=["lesson-error"])
-        self.tour = Narrative(self.steps(), self, title=self.tour_title)
+        self.tour = Narrative(self.steps(), self, title=self.tour_title, state=self.state,
+                              shared=self.shared_settings)
 
     def steps(self) -> tuple[Step, ...]:
         """The lesson's guided tour."""

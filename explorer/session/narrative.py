@@ -1,4 +1,8 @@
-"""Guided narratives: a short sequence of steps (Prev / Next), each setting controls and saying what to look at."""
+"""Guided narratives: a short sequence of steps (Prev / Next), each setting controls and saying what to look at.
+
+A lesson's tour sets the lesson's own settings and the session's (its layer and channel), which the state owns: the
+`shared` names of a step go to the state, under the state's name for them, the rest to the lesson.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from dataclasses import dataclass, field
 
 import panel as pn
 import param
+
+from explorer.session.state import one_update
 
 
 @dataclass(frozen=True)
@@ -19,14 +25,18 @@ class Step:
 
 
 class Narrative(pn.viewable.Viewer):
-    """Steps through `steps`, applying each step's settings to `target` (a param.Parameterized)."""
+    """Steps through `steps`, applying each step's settings to `target` (a param.Parameterized); the settings named in
+    `shared` (step name -> the state's parameter) to `state` instead."""
 
     index = param.Integer(default=0, bounds=(0, None))
 
-    def __init__(self, steps: tuple[Step, ...], target: param.Parameterized, title: str = "Guided tour", **params):
+    def __init__(self, steps: tuple[Step, ...], target: param.Parameterized, title: str = "Guided tour",
+                 state: param.Parameterized | None = None, shared: Mapping[str, str] | None = None, **params):
         if not steps:
             raise ValueError("a narrative needs at least one step")
-        self._steps, self._target = steps, target
+        if shared and state is None:
+            raise ValueError("a narrative that sets shared settings needs the state that owns them")
+        self._steps, self._target, self._state, self._shared = steps, target, state, dict(shared or {})
         self._title = pn.pane.Markdown(f"#### {title}", margin=(0, 10))
         self._text = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["narrative-text"])
         self._prev = pn.widgets.Button(label="◀ Prev", width=90, description="Previous step")
@@ -45,8 +55,11 @@ class Narrative(pn.viewable.Viewer):
     def _apply(self) -> None:
         step = self._steps[self.index]
         settings = {k: v(self._target) if callable(v) else v for k, v in step.settings.items()}
-        with pn.io.hold():
+        shared = {self._shared[k]: settings.pop(k) for k in list(settings) if k in self._shared}
+        with one_update():
             self._target.param.update(**settings)
+            if shared:
+                self._state.param.update(**shared)
             self._show()
 
     def _show(self) -> None:

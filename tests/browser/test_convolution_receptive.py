@@ -92,6 +92,10 @@ def test_mobilenet_atlas_flags_the_near_zero_rgb_filters(page: Page, parts_url: 
     page.wait_for_timeout(400)
     screenshot(page, "convolution-rf-mobilenet", full_page=True)
     page.locator(".bk-tab", has_text="Filter atlas").click()
+    # The session has one layer: the atlas opens on the one picked in the receptive field, and its menu picks another
+    expect(page.get_by_text("atlas=features.7.conv.1.0")).to_be_visible(timeout=15_000)
+    page.get_by_role("combobox", name="Layer").first.select_option("features.0.0")  # the visible one: the atlas's
+    expect(page.get_by_text("receptive=features.0.0 unit=(56, 56) atlas=features.0.0")).to_be_visible(timeout=15_000)
     legend = page.locator(".atlas-legend")
     expect(legend.get_by_text("an RGB composite")).to_be_visible()
     expect(legend.get_by_text("5 of 32")).to_be_visible()

@@ -34,8 +34,9 @@ def test_receptive_field_controls_only_patch_existing_models():
     def interactions(round_: int):
         yield "unit", lambda: panel.select_unit(1 + round_, 6), "convolution-rf-box"  # on every map (7×7 or more)
         yield "unit again", lambda: panel.select_unit(5, 3 + round_), "convolution-rf-box"
-        yield "channel", lambda: setattr(panel, "channel", 2 + round_), "convolution-rf-map"
-        yield "layer", lambda: setattr(panel, "layer", ("features.8", "features.4")[round_]), "convolution-rf-current"
+        yield "channel", lambda: setattr(panel.channel_input, "value", 2 + round_), "convolution-rf-map"
+        yield "layer", lambda: setattr(panel.layer_menu, "value", ("features.8", "features.4")[round_]), \
+            "convolution-rf-current"
         yield "input", lambda: state.set_input(digits[3 + round_].source, digits[3 + round_].description), \
             "convolution-rf-input"
         yield "narrative", lambda: setattr(panel.tour, "index", (1, 2)[round_]), "convolution-rf-box"
@@ -68,7 +69,8 @@ def test_filter_atlas_controls_only_patch_existing_models():
     def interactions(round_: int):
         yield "sort", lambda: setattr(atlas, "sort", ("L2 norm", "index")[round_]), "convolution-atlas-filters"
         yield "spectrum", lambda: setattr(atlas, "spectrum", not atlas.spectrum), "convolution-atlas-filters"
-        yield "layer", lambda: setattr(atlas, "layer", ("features.4", "features.0")[round_]), "convolution-atlas-maps"
+        yield "layer", lambda: setattr(atlas.layer_menu, "value", ("features.4", "features.0")[round_]), \
+            "convolution-atlas-maps"
         yield "input", lambda: state.set_input(digits[5 + round_].source, digits[5 + round_].description), \
             "convolution-atlas-maps"
         yield "state layer", lambda: setattr(state, "layer", ("features.8", "features.4")[round_]), \
@@ -91,5 +93,5 @@ def test_both_panels_switch_to_mobilenet_and_the_vit_without_new_figures():
     receptive.state.model = "mobilenet_v2"
     assert atlas.layer == "features.0.0" and receptive.layer == "features.0.0"
     assert int(atlas._compute().tiny.sum()) == 5  # MobileNetV2's first layer holds five near-zero filters
-    receptive.layer = "features.2.conv.1.0"  # depthwise, stride 2: 3 + 2·2 + 2·2 (two 3×3 at jump 2) = 11 px
+    receptive.state.layer = "features.2.conv.1.0"  # depthwise, stride 2: 3 + 2·2 + 2·2 (two 3×3 at jump 2) = 11 px
     assert "a **11×11 px** theoretical receptive field" in receptive._summary.object

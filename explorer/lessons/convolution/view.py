@@ -21,31 +21,13 @@ from explorer.lessons.convolution.view_playground import Playground
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
 from explorer.lessons.convolution.view_step import StepThrough
 from explorer.session.lesson import Lesson
-from explorer.session.narrative import Narrative, Step
+from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
 STEP_TABS = ("Step through", "Playground")
 # The lesson's other parts, each in its own tab, built when the tab first opens.
 OPTIONAL_TABS = {"Receptive field": ReceptiveFieldPanel, "Filter atlas": FilterAtlas}
-
-
-class Choices:
-    """What the tour sets: a step's `layer` and `channel` on the session's state (the one source of truth), the
-    rest on the lesson. Reads go to the lesson, so that a step's callables see it."""
-
-    def __init__(self, lesson: ConvolutionLesson):
-        self._lesson = lesson
-        self.param = self
-
-    def update(self, **settings) -> None:
-        shared = {name: settings.pop(name) for name in ("layer", "channel") if name in settings}
-        with one_update():
-            self._lesson.param.update(**settings)
-            self.state.param.update(**shared)
-
-    def __getattr__(self, name: str):
-        return getattr(self._lesson, name)
 
 
 class ConvolutionLesson(StepThrough, Playground, Lesson):
@@ -57,7 +39,6 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
     def __init__(self, model: str | None = None, parts: tuple[str, ...] | None = None, **params):
         """`parts`: the optional tabs to include (see OPTIONAL_TABS); all by default."""
         super().__init__(model=model, **params)
-        self.tour = Narrative(self.steps(), Choices(self), title=self.tour_title)
         self._layers: list[str] = []     # this model's convolutions
         self._layer: str | None = None   # the convolution shown: the state's, or the one before a non-convolution
         self._channel = 0
@@ -173,7 +154,8 @@ def _tab_if_present(title: str, fallback: str):
 
 
 def narrative_steps() -> tuple[Step, ...]:
-    """A step's `layer` and `channel` are the session's (see Choices); callables name layers of the loaded model."""
+    """A step's `layer` and `channel` are the session's (Lesson.shared_settings); callables name layers of the loaded
+    model."""
     return (
         Step("One window, one number",
              "The orange window covers a few pixels of your image. Each pixel is multiplied by the weight at the "

@@ -52,7 +52,6 @@ def conv_layers(inference) -> list[str]:
 class FilterAtlas(LayerPanel):
     """All filters of one convolution layer at a glance."""
 
-    layer = param.Selector(default=None, objects=[], doc="Convolution layer (trace record name).")
     sort = param.Selector(default="index", objects=list(receptive.SORTS), doc="Order of the filters.")
     spectrum = param.Boolean(default=False, doc="Show each filter's amplitude spectrum instead of its weights.")
 
@@ -66,7 +65,7 @@ class FilterAtlas(LayerPanel):
         self._follow_state()
         self._layout = pn.Column(
             self.tour,
-            pn.Row(pn.widgets.Select.from_param(self.param.layer, name="Layer", width=220),
+            pn.Row(self.layer_menu,
                    pn.Column(pn.pane.Markdown("Sort by", margin=(0, 5)),
                              pn.widgets.RadioButtonGroup.from_param(self.param.sort)),
                    pn.Column(pn.pane.Markdown("Show", margin=(0, 5)),
@@ -88,22 +87,15 @@ class FilterAtlas(LayerPanel):
     def _follow_state(self) -> None:
         inference = self.state.inference
         names = conv_layers(inference)
-        layer, _ = self._choose_layer(names)
-        if layer is None:
-            self.param.layer.objects = names
-            with one_update():
+        with one_update():
+            self._choose_layer(names)
+            if self.layer is None:
                 self._show_error(f"{inference.model.name} has no 2-D convolution.")
                 for source in (self._filter_source, self._flag_source, self._maps_source):
                     source.data = {k: [] for k in source.data}
                 self._legend.object = ""
                 tag_results(inference.model.name, *self._results)
-            return
-        with one_update():
-            # Shown, the layer menu takes its first new entry when its layer is not among them (and draws it)
-            self.param.layer.objects = names
-            if layer != self.layer:
-                self.layer = layer  # its watcher redraws
-            else:
+            else:  # a new input changes the maps, a new model everything
                 self._show()
 
     def _show_error(self, message: str) -> None:
@@ -118,9 +110,12 @@ class FilterAtlas(LayerPanel):
             self._atlas = receptive.filter_atlas(record.params["weight"], record.output)
         return self._atlas
 
-    @param.depends("layer", "sort", "spectrum", watch=True)
+    def _show_layer(self) -> None:
+        self._show()
+
+    @param.depends("sort", "spectrum", watch=True)
     def _show(self) -> None:
-        if self.layer not in self.param.layer.objects:
+        if self.layer is None:
             return
         try:
             atlas = self._compute()
@@ -253,13 +248,13 @@ class FilterAtlas(LayerPanel):
 
 
 def _first(atlas: FilterAtlas) -> str:
-    return atlas.param.layer.objects[0]
+    return atlas.layers[0]
 
 
 def _depthwise_or_last(atlas: FilterAtlas) -> str:
     trace = atlas.state.inference.trace
-    grouped = [n for n in atlas.param.layer.objects if trace[n].params["weight"].shape[1] == 1 and n != _first(atlas)]
-    return grouped[0] if grouped else atlas.param.layer.objects[-1]
+    grouped = [n for n in atlas.layers if trace[n].params["weight"].shape[1] == 1 and n != _first(atlas)]
+    return grouped[0] if grouped else atlas.layers[-1]
 
 
 def narrative_steps() -> tuple[Step, ...]:

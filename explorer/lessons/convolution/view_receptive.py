@@ -46,8 +46,6 @@ def _picture_figure(title: str, x_label: str, y_label: str) -> figure:
 class ReceptiveFieldPanel(LayerPanel):
     """Which input pixels one unit of a conv or pooling layer depends on, in theory and in fact."""
 
-    layer = param.Selector(default=None, objects=[], doc="Conv or pooling layer (trace record name).")
-    channel = param.Integer(default=0, bounds=(0, None), doc="Output channel of the layer.")
     row = param.Integer(default=0, bounds=(0, None), doc="Row of the unit on the layer's output map.")
     column = param.Integer(default=0, bounds=(0, None), doc="Column of the unit on the layer's output map.")
 
@@ -58,14 +56,15 @@ class ReceptiveFieldPanel(LayerPanel):
         self._fields: tuple[receptive.LayerField, ...] = ()
         self._build_figures()
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["rf-summary"])
-        self._layer_select = pn.widgets.Select.from_param(self.param.layer, name="Layer", width=220)
-        self._channel_input = pn.widgets.IntInput.from_param(self.param.channel, name="Channel", width=100)
+        self.channel = 0  # the channel shown: the session's, within this layer's channels
+        self.channel_input = pn.widgets.IntInput(label="Channel", start=0, value=0, width=100)
+        self.channel_input.param.watch(self._channel_picked, "value")
         self._row_input = pn.widgets.IntInput.from_param(self.param.row, name="Unit row", width=100)
         self._column_input = pn.widgets.IntInput.from_param(self.param.column, name="Unit column", width=100)
         self._follow_state()
         self._layout = pn.Column(
             self.tour,
-            pn.Row(self._layer_select, self._channel_input, self._row_input, self._column_input),
+            pn.Row(self.layer_menu, self.channel_input, self._row_input, self._column_input),
             self.errors,
             pn.Row(pn.pane.Bokeh(self._map_fig), pn.pane.Bokeh(self._input_fig), pn.pane.Bokeh(self._erf_fig)),
             self._summary,
@@ -90,24 +89,18 @@ class ReceptiveFieldPanel(LayerPanel):
             self._fields = ()
             self._show_error(str(e))
         names = [f.name for f in self._fields]
-        layer, keep = self._choose_layer(names)  # a new input keeps the layer and unit
-        if layer is None:
-            self.param.layer.objects = names
-            self._show_nothing()
-            return
         with one_update():
+            keep = self._choose_layer(names)  # a new input keeps the layer and unit
+            if self.layer is None:
+                self._show_nothing()
+                return
             self._show_input()
             self._show_depth()
-            # Shown, the layer menu takes its first new entry when its layer is not among them: the new layer's
-            # watcher may draw now, so everything it reads is already this model's.
-            self.param.layer.objects = names
-            if layer != self.layer:
-                self.layer = layer  # its watcher redraws the rest
-            elif keep:
+            if keep:
                 self._show_map()
                 self._show_unit()
             else:
-                self._layer_changed()
+                self._show_layer()
 
     def select_unit(self, row: int, column: int) -> None:
         self.param.update(row=row, column=column)
@@ -124,29 +117,42 @@ class ReceptiveFieldPanel(LayerPanel):
         if event.x is None or not self._fields:
             return
         depth = min(max(round(event.x), 1), len(self._fields))
-        self.layer = self._fields[depth - 1].name
+        self.state.layer = self._fields[depth - 1].name
 
     # --- updates: data only, inside hold() ---
 
-    @param.depends("layer", watch=True)
-    def _layer_changed(self) -> None:
+    def _show_layer(self) -> None:
         f = self._field()
         if f is None:
             return
-        record = self.state.inference.trace[f.name]
-        channels = record.output.shape[1]
-        # The centre unit of a new layer: the one whose field is most inside the image.
+        # The centre unit of a new layer: the one whose field is most inside the image. Row and column get no upper
+        # bound: the browser would clamp the old unit to a smaller map's end and send that back after the centre
+        # set here. A unit off the map gets the InputError's message.
         with one_update():
-            # Row and column get no upper bound: the browser would clamp the old unit to a smaller map's end
-            # and send that back after the centre set here. A unit off the map gets the InputError's message.
-            self.param.channel.bounds = (0, None)
-            self.param.update(channel=min(self.channel, channels - 1), row=f.output_hw[0] // 2,
-                              column=f.output_hw[1] // 2)
-            self.param.channel.bounds = (0, channels - 1)  # a clamp in the browser lands on this same value
+            self._show_channel()
+            self.param.update(row=f.output_hw[0] // 2, column=f.output_hw[1] // 2)
             self._show_map()  # when the update above changed nothing, its watcher did not draw
             self._show_unit()
 
-    @param.depends("channel", "row", "column", watch=True)
+    def _show_channel(self) -> None:
+        """The session's channel, within the shown layer's channels (the state keeps what the student chose)."""
+        channels = self.state.inference.trace[self.layer].output.shape[1]
+        self.channel = min(self.state.channel, channels - 1)
+        self.channel_input.param.update(end=channels - 1, value=self.channel)
+
+    def _channel_picked(self, event) -> None:
+        if event.new is not None and event.new != self.channel:
+            self.state.channel = event.new
+
+    @follows("state.channel")
+    def _follow_channel(self) -> None:
+        if self._field() is not None and self._model is self.state.inference.model:
+            with one_update():
+                self._show_channel()
+                self._show_map()
+                self._show_unit()
+
+    @param.depends("row", "column", watch=True)
     def _unit_changed(self) -> None:
         with one_update():
             self._show_map()
@@ -330,8 +336,8 @@ def zoom(box: receptive.Box, height: int, width: int) -> tuple[int, int, int]:
 
 
 def _deepest(panel: ReceptiveFieldPanel) -> str:
-    convs = [n for n in panel.param.layer.objects if panel.state.inference.trace[n].kind == "conv"]
-    return (convs or panel.param.layer.objects)[-1]
+    convs = [n for n in panel.layers if panel.state.inference.trace[n].kind == "conv"]
+    return (convs or panel.layers)[-1]
 
 
 def _first_covering(panel: ReceptiveFieldPanel) -> str:
@@ -342,7 +348,7 @@ def _first_covering(panel: ReceptiveFieldPanel) -> str:
 
 
 def _first_pool_or_second(panel: ReceptiveFieldPanel) -> str:
-    names = panel.param.layer.objects
+    names = panel.layers
     pools = [n for n in names if panel.state.inference.trace[n].kind == "pool"]
     return pools[0] if pools else names[min(1, len(names) - 1)]
 
@@ -354,7 +360,7 @@ def narrative_steps() -> tuple[Step, ...]:
              "A unit of the first convolution sees only its kernel's window: 3×3 pixels. The rectangle on the "
              "input shows them; the heat map shows how strongly each pixel moves the unit (the kernel's weights, "
              "in absolute value).",
-             {"layer": lambda p: p.param.layer.objects[0]}),
+             {"layer": lambda p: p.layers[0]}),
         Step("Pooling and stride double the step",
              "After a 2×2 pooling (or a stride-2 convolution), neighbouring units are two input pixels apart: "
              "the *jump* doubles, and every later kernel tap reaches twice as far.",

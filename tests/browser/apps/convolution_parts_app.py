@@ -22,7 +22,8 @@ def shown(layer: str, row: int, column: int, atlas_layer: str, sort: str) -> str
     return f"receptive={layer} unit=({row}, {column}) atlas={atlas_layer} sort={sort}"
 
 
-status = pn.pane.Str(pn.bind(shown, receptive.param.layer, receptive.param.row, receptive.param.column,
-                             atlas.param.layer, atlas.param.sort), css_classes=["parts-status"])
+# The layers shown are the menus': each panel shows the session's layer when it is one of its own choices.
+status = pn.pane.Str(pn.bind(shown, receptive.layer_menu.param.value, receptive.param.row, receptive.param.column,
+                             atlas.layer_menu.param.value, atlas.param.sort), css_classes=["parts-status"])
 pn.Column(status, pn.Tabs(("Receptive field", receptive), ("Filter atlas", atlas), dynamic=False),
           sizing_mode="stretch_width").servable(title="Convolution: receptive field and filter atlas")
