@@ -17,14 +17,14 @@ from tests.ui.doc_events import Page
 def interactions(lesson: NormalizationLesson, round_: int):
     """(name, action, the named source it must change)"""
     digits = mnist_gallery()
-    layers = lesson.param.layer.objects
+    layers = lesson.layers
     yield "kind", lambda: setattr(lesson, "kind", ("layer", "instance")[round_]), "normalization-axes"
     yield "groups", lambda: lesson.param.update(kind="group", groups=(2, 8)[round_]), "normalization-whatif"
     yield "batch", lambda: setattr(lesson, "batch", (64, 2)[round_]), "normalization-batch-now"
     # a CNN's maps show the selected channel; a ViT's show all features, and the axes picture the selected one
     yield "channel", lambda: setattr(lesson.state, "channel", 3 + round_), (
         "normalization-maps" if lesson.state.model == "mnist-cnn" else "normalization-axes")
-    yield "layer", lambda: setattr(lesson, "layer", layers[1 - round_]), "normalization-stats"
+    yield "layer", lambda: setattr(lesson.layer_menu, "value", layers[1 - round_]), "normalization-stats"
     yield "input", lambda: lesson.state.set_input(digits[4 + round_].source, digits[4 + round_].description), \
         "normalization-hist"
 
@@ -57,7 +57,7 @@ def test_narrative_steps_drive_the_lesson():
 def test_a_model_without_mnist_batches_takes_batches_of_one():
     lesson = NormalizationLesson(model="mobilenet_v2")
     assert not lesson.errors.visible, lesson.errors.object
-    assert lesson.param.layer.objects and lesson._size() == 1
+    assert lesson.layers and lesson._size() == 1
     study = lesson._layer_study()
     mean, var = study.batch_statistics(1)
     x = study.record.input[0].double()  # (C, H, W): a batch of one is the image itself

@@ -22,7 +22,7 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
-from explorer.lessons.convolution.view_layer_panel import LayerPanel
+from explorer.session.layer_lesson import OneLayerLesson
 from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
@@ -49,7 +49,7 @@ def conv_layers(inference) -> list[str]:
             and r.params["weight"].dim() == 4]
 
 
-class FilterAtlas(LayerPanel):
+class FilterAtlas(OneLayerLesson):
     """All filters of one convolution layer at a glance."""
 
     sort = param.Selector(default="index", objects=list(receptive.SORTS), doc="Order of the filters.")

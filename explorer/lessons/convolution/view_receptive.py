@@ -24,7 +24,7 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
-from explorer.lessons.convolution.view_layer_panel import LayerPanel
+from explorer.session.layer_lesson import OneLayerLesson
 from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
@@ -43,7 +43,7 @@ def _picture_figure(title: str, x_label: str, y_label: str) -> figure:
     return fig
 
 
-class ReceptiveFieldPanel(LayerPanel):
+class ReceptiveFieldPanel(OneLayerLesson):
     """Which input pixels one unit of a conv or pooling layer depends on, in theory and in fact."""
 
     row = param.Integer(default=0, bounds=(0, None), doc="Row of the unit on the layer's output map.")

@@ -27,7 +27,7 @@ from explorer.lessons.normalization import math as nm
 from explorer.lessons.normalization.view_batch import RUNNING, BatchSize, Fold, Gamma, WhatIf
 from explorer.lessons.normalization.view_figures import Shown, clear
 from explorer.lessons.normalization.view_input import Axes, Histogram, Statistics
-from explorer.session.lesson import Lesson
+from explorer.session.layer_lesson import OneLayerLesson
 from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
@@ -35,15 +35,16 @@ from explorer.session.tags import tag_results
 KIND_LABELS = {label: kind for kind, label in nm.KINDS.items()}  # "BatchNorm" -> "batch", for the buttons
 
 
-class NormalizationLesson(Lesson):
-    """Which values share a mean and variance, live statistics, batch size, train vs eval, folding, γ."""
+class NormalizationLesson(OneLayerLesson):
+    """Which values share a mean and variance, live statistics, batch size, train vs eval, folding, γ; one norm layer
+    at a time, the session's (see OneLayerLesson)."""
 
-    layer = param.Selector(default=None, objects=[], doc="Trace name of the norm layer looked at.")
     kind = param.Selector(default="batch", objects=list(nm.KINDS), doc="The normalization drawn and compared.")
     groups = param.Selector(default=4, objects=[1, 2, 4], doc="GroupNorm's number of groups (divides the channels).")
     batch = param.Selector(default=8, objects=list(nm.BATCH_SIZES), doc="Images per batch for BatchNorm's statistics.")
 
     tour_title = "Guided tour: normalization"
+    layer_label = "Norm layer"
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
@@ -53,7 +54,6 @@ class NormalizationLesson(Lesson):
         self._sections = (self._axes, self._stats, self._hist, self._batch_part, self._whatif, self._fold,
                           self._gamma)
         self._axes.text.object = "*Computing the statistics of your input…*"
-        self._layer_input = pn.widgets.Select.from_param(self.param.layer, name="Norm layer", width=200)
         self._kind_input = pn.widgets.RadioButtonGroup.from_param(self.param.kind, options=KIND_LABELS, name="Kind")
         self._groups_input = pn.widgets.Select.from_param(self.param.groups, name="Groups (GroupNorm)", width=140)
         self._batch_input = pn.widgets.RadioButtonGroup.from_param(self.param.batch, name="Batch size")
@@ -72,25 +72,11 @@ class NormalizationLesson(Lesson):
 
     @follows("state.inference")
     def _model_changed(self) -> None:
-        names = list(self._study().records)
         with one_update():
-            self.param.layer.objects = names
-            if self.state.layer in names:
-                wanted = self.state.layer
-            else:
-                wanted = self.layer if self.layer in names else (names[0] if names else None)
-            if self.layer != wanted:
-                self.layer = wanted  # its watcher redraws
-            else:
-                self._layer_changed()
+            self._choose_layer(list(self._study().records))
+            self._show_layer()
 
-    @follows("state.layer")
-    def _follow_state_layer(self) -> None:
-        if self.state.layer in self.param.layer.objects:
-            self.layer = self.state.layer
-
-    @param.depends("layer", watch=True)
-    def _layer_changed(self) -> None:
+    def _show_layer(self) -> None:
         record = self._study().records.get(self.layer)
         channels = 0 if record is None else nm.feature_count(record.input)
         with one_update():
@@ -106,7 +92,7 @@ class NormalizationLesson(Lesson):
 
     @follows("kind", "groups", "batch", "state.channel")
     def _update(self) -> None:
-        if not self.param.layer.objects and self._study().records:
+        if not self.layers and self._study().records:
             return  # not started yet: _model_changed runs once the page has loaded
         with one_update():
             try:
@@ -199,7 +185,7 @@ class NormalizationLesson(Lesson):
         return pn.Column(
             pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)),
             self.tour,
-            pn.Row(self._layer_input, self._channel_input, self._groups_input),
+            pn.Row(self.layer_menu, self._channel_input, self._groups_input),
             pn.Row(pn.pane.Markdown("Kind:", margin=(12, 5)), self._kind_input),
             pn.Row(pn.pane.Markdown("Batch size:", margin=(12, 5)), self._batch_input),
             self.errors,
@@ -228,7 +214,7 @@ def _some_groups(lesson: NormalizationLesson) -> int:
 
 
 def _first_batch_norm(lesson: NormalizationLesson) -> str | None:
-    names = lesson.param.layer.objects
+    names = lesson.layers
     modules = lesson.state.inference.model.module
     bn = [n for n in names if nm.is_batch_norm(modules.get_submodule(n))]
     return (bn or names or [None])[0]

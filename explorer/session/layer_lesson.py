@@ -1,5 +1,5 @@
-"""The base of the convolution lesson's receptive-field and filter-atlas tabs: lessons of their own (a tour, an error
-pane), one layer at a time, in step with the session's layer."""
+"""A lesson that shows one layer at a time among some of the model's layers (its norm layers, its convolutions), in
+step with the session's layer."""
 
 from __future__ import annotations
 
@@ -9,19 +9,22 @@ from explorer.session.lesson import Lesson
 from explorer.session.state import follows, one_update
 
 
-class LayerPanel(Lesson):
-    """A part of a lesson that shows one of some layers (`layers`, which the subclass gives for each inference).
+class OneLayerLesson(Lesson):
+    """A lesson, or a part of one, that shows one of some layers (`layers`, which the subclass gives for each
+    inference).
 
     The session's state owns the layer: the panel shows the state's layer when it is one of `layers`, else the one it
     showed before (a ReLU picked in the overview keeps the convolution on screen), else the first; its menu sets the
     state's layer. The subclass draws the shown layer in `_show_layer`."""
+
+    layer_label = "Layer"
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
         self._model: object = None
         self.layers: list[str] = []
         self.layer: str | None = None  # the layer shown: derived from the state, never set by a control
-        self.layer_menu = pn.widgets.Select(label="Layer", options=[], width=220)
+        self.layer_menu = pn.widgets.Select(label=self.layer_label, options=[], width=220)
         self.layer_menu.param.watch(self._picked, "value")
 
     def _show_layer(self) -> None:
