@@ -118,7 +118,7 @@ def interactions(lesson: view.QuantizationLesson, round_: int):
     yield "scheme", lambda: setattr(lesson, "scheme", ("affine", "symmetric")[round_]), "quantization-grid"
     yield "clip", lambda: setattr(lesson, "clip", ("percentile", "mse")[round_]), "quantization-clip"
     yield "activation bits", lambda: setattr(lesson, "act_bits", (4, 0)[round_]), "quantization-sqnr"
-    yield "channel", lambda: setattr(lesson, "channel", 2 + round_), "md:arithmetic"
+    yield "channel", lambda: setattr(lesson.state, "channel", 2 + round_), "md:arithmetic"
     yield "input", lambda: state.set_input(digits[7 + round_].source, digits[7 + round_].description), \
         "quantization-predictions"
 

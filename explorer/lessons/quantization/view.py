@@ -3,8 +3,9 @@
 Compute lives in math.py (measured.py for the accuracies, int8.py for onnxruntime's real int8); the figures are in
 view_figures.py, the words in view_text.py; this module binds them to the session's state and the controls.
 
-The layer is the session's: `state.layer`, shown in the layer menu as the quantizable layer that explains it
-(math.explained_layer); the menu writes the state, never the other way round. Every figure and pane is made once;
+The layer and channel are the session's: `state.layer`, shown in the layer menu as the quantizable layer that explains
+it (math.explained_layer), and `state.channel`, the output channel whose grid is drawn (within the layer's channels,
+math.explain); the controls write the state, never the other way round. Every figure and pane is made once;
 a change feeds them data inside one `one_update()`.
 
 Slow work runs on the Lesson base's strands (explorer/session/work.py), off the event loop in a served page, newest
@@ -63,7 +64,6 @@ class QuantizationLesson(Lesson):
     scheme = param.Selector(default=measured.DEFAULT.scheme, objects=list(qm.SCHEMES))
     clip = param.Selector(default=measured.DEFAULT.clip, objects=list(qm.CLIPS),
                           doc="How the ends of the range are chosen.")
-    channel = param.Integer(default=0, bounds=(0, None), doc="Output channel whose grid is drawn (per-channel).")
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
@@ -130,7 +130,7 @@ class QuantizationLesson(Lesson):
 
     # --- the one update ----------------------------------------------------------------------------------------
 
-    @follows("state.inference", "state.layer", "bits", "act_bits", "granularity", "scheme", "clip", "channel")
+    @follows("state.inference", "state.layer", "bits", "act_bits", "granularity", "scheme", "clip", "state.channel")
     def _update(self) -> None:
         inference, setting, layer = self.state.inference, self.setting, self.layer
         model = inference.model
@@ -143,7 +143,7 @@ class QuantizationLesson(Lesson):
                 self._sweep()
             self._look_up(model, [None, setting])
             self._show_measured()
-        key = (inference, layer, setting, self.channel)
+        key = (inference, layer, setting, self.state.channel)  # math.explain keeps the channel within the layer's
         if self.changed("result", key):
             self.slow("result").request(key, partial(self._explain, *key), partial(self._show_result, inference))
         missing = [s for s in (None, setting) if (model.name, s) not in self._measured]
@@ -266,7 +266,7 @@ class QuantizationLesson(Lesson):
             pn.widgets.RadioButtonGroup.from_param(self.param.scheme, width=260),
             pn.pane.Markdown("Clipping (where the ends go)", margin=(5, 10, 0, 10)),
             pn.widgets.RadioButtonGroup.from_param(self.param.clip, width=260),
-            pn.widgets.IntInput.from_param(self.param.channel, label="Output channel shown", width=260),
+            pn.widgets.IntInput.from_param(self.state.param.channel, label="Output channel shown", width=260),
             width=290)
 
     def __panel__(self) -> pn.viewable.Viewable:
