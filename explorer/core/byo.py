@@ -5,6 +5,8 @@ PyTorch checkpoint is read with `torch.load(weights_only=True)`, whose unpickler
 Python object other than tensors and plain containers, so a malicious pickle is refused before it
 can run. A file of the wrong kind is named as what it looks like (an image, text, a zip archive).
 
+A Hugging Face ViT model folder (config.json and model.safetensors) is read by explorer.core.hf;
+
 An ONNX model (inference and activations only) runs in onnxruntime on the CPU, wrapped as an
 `OnnxModule`: its children are the graph's nodes, so `trace.run` records one LayerRecord per node
 in graph order. Its floating-point initializers are the module's parameters (BatchNorm statistics
@@ -75,12 +77,8 @@ def load_weights_file(source: Source, filename: str | None = None) -> dict[str, 
     """
     data, filename = _read(source, filename)
     if _safetensors_header(data) is not None:
-        try:
-            state = load_safetensors(data)
-        except SafetensorError as error:
-            raise InputError(f"{filename} is a damaged or truncated safetensors file ({error}); "
-                             "save the weights again with safetensors.torch.save_file.") from None
-    elif data.startswith(b"\x80") or _is_torch_archive(data):  # a pickle, or torch.save's zip of pickles
+        state = read_safetensors(data, filename)
+    elif data.startswith(b"\x80") or is_torch_archive(data):  # a pickle, or torch.save's zip of pickles
         state = _torch_load(data, filename)
     elif filename.lower().endswith(".onnx") and _looks_like(data) is None:
         raise InputError(f"{filename} is an ONNX model (load it with explorer.core.byo.from_onnx); "
@@ -88,6 +86,21 @@ def load_weights_file(source: Source, filename: str | None = None) -> dict[str, 
     else:
         raise InputError(f"{filename} is {_looks_like(data) or _unrecognised(data)}; {WEIGHTS_EXPECTED}.")
     return _state_dict(state, filename)
+
+
+def read_safetensors(data: bytes, filename: str) -> dict[str, Tensor]:
+    """The tensors of a safetensors file's bytes; nothing else can be in one, so nothing runs.
+
+    Bytes of another kind (a pickle renamed .safetensors, say) are refused without being opened.
+    """
+    if _safetensors_header(data) is None:
+        raise InputError(f"{filename} is {_looks_like(data) or _unrecognised(data)}, not a safetensors file; it "
+                         "was not opened. Save the weights with safetensors.torch.save_file.")
+    try:
+        return load_safetensors(data)
+    except SafetensorError as error:
+        raise InputError(f"{filename} is a damaged or truncated safetensors file ({error}); "
+                         "save the weights again with safetensors.torch.save_file.") from None
 
 
 def _read(source: Source, filename: str | None) -> tuple[bytes, str]:
@@ -109,12 +122,12 @@ def _safetensors_header(data: bytes) -> int | None:
     return length if 0 < length <= SAFETENSORS_MAX_HEADER else None
 
 
-def _is_torch_archive(data: bytes) -> bool:
+def is_torch_archive(data: bytes) -> bool:
     """torch.save writes a zip whose pickle is `<archive>/data.pkl`."""
-    return any(name.endswith("/data.pkl") or name == "data.pkl" for name in _zip_names(data) or ())
+    return any(name.endswith("/data.pkl") or name == "data.pkl" for name in zip_names(data) or ())
 
 
-def _zip_names(data: bytes) -> list[str] | None:
+def zip_names(data: bytes) -> list[str] | None:
     """The names in a zip archive; None when `data` is not a readable one."""
     if not data.startswith(b"PK\x03\x04"):
         return None
@@ -134,7 +147,7 @@ def _torch_load(data: bytes, filename: str) -> object:
         # Damaged bytes fail in many ways (KeyError, IndexError, ...), all inside torch's reader or its
         # restricted unpickler: no code from the file has run.
         raise InputError(f"{filename} is a damaged PyTorch checkpoint ({type(error).__name__}: "
-                         f"{_first_line(error)}); {WEIGHTS_EXPECTED}.") from None
+                         f"{first_line(error)}); {WEIGHTS_EXPECTED}.") from None
 
 
 def _state_dict(obj: object, filename: str) -> dict[str, Tensor]:
@@ -147,7 +160,7 @@ def _state_dict(obj: object, filename: str) -> dict[str, Tensor]:
                          "save it with torch.save(model.state_dict(), path).")
     odd = [repr(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if odd:
-        raise InputError(f"{filename} holds entries that are not tensors: {_few(odd)}; "
+        raise InputError(f"{filename} holds entries that are not tensors: {few(odd)}; "
                          "save only the weights, with torch.save(model.state_dict(), path).")
     state = dict(obj)
     if all(k.startswith("module.") for k in state):  # saved from nn.DataParallel / DistributedDataParallel
@@ -161,10 +174,10 @@ def _looks_like(data: bytes) -> str | None:
         return "empty (0 bytes)"
     if _safetensors_header(data) is not None:
         return "a safetensors weights file"
-    if _is_torch_archive(data) or data.startswith(b"\x80"):
+    if is_torch_archive(data) or data.startswith(b"\x80"):
         return "a PyTorch checkpoint or pickle"
     if data.startswith(b"PK\x03\x04"):
-        if _zip_names(data) is None:
+        if zip_names(data) is None:
             return "a damaged or truncated zip archive (a PyTorch checkpoint is a zip archive)"
         return "a zip archive without a PyTorch checkpoint inside"
     for magic, what in MAGIC:
@@ -189,11 +202,11 @@ def _is_text(data: bytes) -> bool:
     return b"\x00" not in head
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _few(items: list[str], n: int = 4) -> str:
+def few(items: list[str], n: int = 4) -> str:
     more = f", and {len(items) - n} more" if len(items) > n else ""
     return ", ".join(items[:n]) + more
 
@@ -274,18 +287,23 @@ def _load_exactly(module: nn.Module, state: dict[str, Tensor], architecture: str
     unexpected = sorted(k for k in state if k not in expected)  # safetensors does not keep the saved order
     mismatched = [f"{k} is {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{len(keys)} {what}: {_few(keys)}" for keys, what in
+    problems = [f"{len(keys)} {what}: {few(keys)}" for keys, what in
                 ((missing, "missing keys"), (unexpected, "unexpected keys"), (mismatched, "shape mismatches"))
                 if keys]
     if problems:
         raise InputError(f"{filename} does not fit the {architecture} architecture ({'; '.join(problems)}). "
                          f"Load weights saved from a {architecture} model, or pick the architecture they were "
                          f"trained with: one of {', '.join(ARCHITECTURES)}.")
+    check_finite(state, filename)
+    module.load_state_dict(state)
+
+
+def check_finite(state: Mapping[str, Tensor], filename: str) -> None:
+    """Refuse weights with NaN or infinite values: every output computed from them would be meaningless."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise InputError(f"{filename} has NaN or infinite values in {_few(bad)}; the training that wrote it "
+        raise InputError(f"{filename} has NaN or infinite values in {few(bad)}; the training that wrote it "
                          "diverged. Use weights from an earlier checkpoint.")
-    module.load_state_dict(state)
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------------
@@ -447,7 +465,7 @@ def from_onnx(source: Source, labels: list[str] | tuple[str, ...] | None = None,
         module = OnnxModule(model, input_shape, filename)
         classes = module(torch.zeros(1, *module.input_shape)).shape[-1]
     except ORT_ERRORS as error:
-        raise InputError(f"onnxruntime {ort.__version__} cannot run {filename}: {_first_line(error)}") from None
+        raise InputError(f"onnxruntime {ort.__version__} cannot run {filename}: {first_line(error)}") from None
     guessed = onnx_defaults(module.input_shape, classes)
     if labels is None or mean is None or std is None:
         task = f"{task}; labels and normalization guessed: {guessed.task}"
@@ -481,7 +499,7 @@ def _parse_onnx(data: bytes, filename: str) -> onnx.ModelProto:
     except DecodeError:
         raise InputError(f"{filename} is not an ONNX model{seems}; {ONNX_EXPECTED}.") from None
     except (onnx.checker.ValidationError, UnicodeError) as error:
-        raise InputError(f"{filename} is not a valid ONNX model ({_first_line(error)}){seems}; "
+        raise InputError(f"{filename} is not a valid ONNX model ({first_line(error)}){seems}; "
                          f"{ONNX_EXPECTED}.") from None
     if any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer):
         raise InputError(f"{filename} keeps its weights in separate files; save it as one file with "

@@ -7,15 +7,15 @@ import asyncio
 import panel as pn
 import param
 
-from explorer.core import byo, device, fetch, pretrained, zoo
+from explorer.core import device, fetch, pretrained, uploads, zoo
 from explorer.errors import InputError
 from explorer.session.state import SessionView
 
-WEIGHT_TYPES = ".safetensors,.pt,.pth,.onnx"
+UPLOAD_TYPES = ".safetensors,.pt,.pth,.onnx,.json,.zip"
 
 
 class ModelPicker(SessionView):
-    """Select a model; fetch MobileNetV2 when it is missing; upload weights or an ONNX file.
+    """Select a model; fetch MobileNetV2 when it is missing; upload weights, an ONNX file or a Hugging Face folder.
 
     The page's only busy sign is the spinner beside the model menu, turning while a model switch
     runs (hundreds of ms; seconds for a first MobileNetV2 load). Panel's template-wide busy
@@ -40,7 +40,8 @@ class ModelPicker(SessionView):
         self._progress = pn.indicators.Progress(value=0, max=2, visible=False, sizing_mode="stretch_width")
         self._fetch_status = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._fetch.on_click(self._start_fetch)
-        self._upload = pn.widgets.FileInput(accept=WEIGHT_TYPES, sizing_mode="stretch_width")
+        # Several files at once: a browser cannot upload a folder here, but can upload its files together.
+        self._upload = pn.widgets.FileInput(accept=UPLOAD_TYPES, multiple=True, sizing_mode="stretch_width")
         self._architecture = pn.widgets.Select(label="Architecture of the weights", options=sorted(zoo.ARCHITECTURES),
                                                sizing_mode="stretch_width")
         self._upload_status = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
@@ -92,15 +93,14 @@ class ModelPicker(SessionView):
         self.state.model = "mobilenet_v2"
 
     def _uploaded(self, event) -> None:
-        data, filename = event.new, self._upload.filename or "upload"
-        if not data:
+        if not event.new:
             return
-        name = _free_name(filename.rsplit(".", 1)[0])
+        values = event.new if isinstance(event.new, list) else [event.new]
+        names = self._upload.filename if isinstance(self._upload.filename, list) else [self._upload.filename]
+        files = [(filename or "upload", data) for filename, data in zip(names, values, strict=False)]
+        name = _free_name(files[0][0].rsplit(".", 1)[0] if len(files) == 1 else "my-hf-model")
         try:
-            if filename.lower().endswith(".onnx"):
-                model = byo.from_onnx(data, labels=None, mean=None, std=None, name=name, filename=filename)
-            else:
-                model = byo.from_weights(self._architecture.value, data, name=name, filename=filename)
+            model = uploads.from_upload(files, self._architecture.value, name)
         except InputError as e:
             self._upload_status.object, self._upload_status.visible = str(e), True
             return
@@ -110,7 +110,10 @@ class ModelPicker(SessionView):
 
     def __panel__(self) -> pn.viewable.Viewable:
         upload = pn.Card(pn.pane.Markdown("Weights (.safetensors, .pt) for one of the explorer's architectures, "
-                                          "or an ONNX image classifier (.onnx)."),
+                                          "an ONNX image classifier (.onnx), or a Hugging Face ViT folder: "
+                                          "choose its config.json and model.safetensors together (with "
+                                          "preprocessor_config.json if it has one), or a .zip of the folder. "
+                                          "A folder needs the transformers package."),
                          self._architecture, self._upload, self._upload_status, title="Your own model",
                          collapsed=True, sizing_mode="stretch_width")
         full_card = pn.Card(self._full_card, title="Model card", collapsed=True, sizing_mode="stretch_width")

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from explorer.core import byo, trace, zoo
+from explorer.core import byo, trace, uploads, zoo
 from explorer.core.architectures import MnistCNN, MnistViT
 from explorer.errors import InputError
 
@@ -167,6 +167,24 @@ def test_card_defaults_of_mobilenet_are_imagenets():
     assert (defaults.input_shape, defaults.preprocess) == ((3, 224, 224), "imagenet")
     assert (defaults.mean, defaults.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert len(defaults.labels()) == 1000
+
+
+def test_from_upload_reads_one_weights_file_or_one_onnx_file(cnn, cnn_onnx, names, rng):
+    x = torch.randn(3, 1, 28, 28, generator=rng)
+    weights = uploads.from_upload([("net.pt", state_bytes(cnn, "torch"))], "mnist-cnn", names())
+    exported = uploads.from_upload([("net.onnx", cnn_onnx)], "mnist-cnn", names())
+    assert weights.card.architecture == "mnist-cnn" and exported.card.family == "onnx"
+    # the same weights in torch and in onnxruntime: float32 kernels that sum in different orders
+    for model in (weights, exported):
+        torch.testing.assert_close(model.module(x), cnn(x), rtol=1e-4, atol=1e-4)
+
+
+def test_from_upload_takes_a_zip_that_is_not_a_checkpoint_for_a_hugging_face_folder():
+    with pytest.raises(InputError) as caught:
+        uploads.from_upload([("notes.zip", zip_of_text())], "mnist-cnn", "never-registered")
+    assert str(caught.value).startswith("no config.json in notes.zip; a Hugging Face model folder has config.json")
+    with pytest.raises(InputError, match="^no file was given; choose a weights file, an ONNX model or a Hugging Face"):
+        uploads.from_upload([], "mnist-cnn", "never-registered")
 
 
 # --- malicious pickles -----------------------------------------------------------------------------------------
