@@ -1,6 +1,7 @@
 """`explorer export` and `explorer export-site`: the files written, onnxruntime-web's files, the scripts the page
-shares with the app, and the page's preprocessing (static/mnist.js) and colouring (static/painter.js), run in
-Node.js, against explorer.core.images and explorer.lessons.plots on random data."""
+shares with the app, and the page's preprocessing (static/mnist.js: drawings, and the app's camera frames) and
+colouring (static/painter.js), run in Node.js, against explorer.core.images, scikit-image, Pillow and
+explorer.lessons.plots on random data."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import Image
+from skimage.filters import threshold_otsu
 
 from explorer import cli
 from explorer.core import data, export, images
 from explorer.errors import InputError
 from explorer.lessons import plots
+from explorer.ui.camera import CAPTURE_PX
 from explorer.ui.canvas import DrawingCanvas
 from explorer.ui.live import LiveInference
 from explorer.web import bundle, site
@@ -183,3 +187,83 @@ def test_the_pages_colours_equal_the_lessons_on_random_maps(tmp_path, rng):
     for values, sign, got in zip(maps, signed, in_node(tmp_path, "painter.js", COLOURS, request), strict=True):
         expected = plots.to_rgba(values, sign, plots.max_abs(values)).view(np.uint8).ravel()
         np.testing.assert_array_equal(np.array(got, np.uint8), expected)
+
+
+def camera_digit_reference(rgba: np.ndarray) -> np.ndarray | None:
+    """static/mnist.js's cameraDigit, from its references: the server's conversion of a photo of a digit
+    (explorer.core.images), with scikit-image's Otsu threshold of the grey levels applied to the ink before the
+    digit is placed. None where the server finds the picture blank."""
+    image = Image.fromarray(rgba, "RGBA")
+    grey = np.asarray(image.convert("L"))
+    ink = images._digit_ink(image)
+    dark_on_light = np.median(images._border(grey.astype(np.float32) / 255)) > 0.5
+    threshold = threshold_otsu(grey)
+    ink = np.where(grey <= threshold if dark_on_light else grey > threshold, ink, 0).astype(np.float32)
+    try:
+        return images.mnist_digit(ink)
+    except InputError:
+        return None
+
+
+def random_photo(generator: np.random.Generator) -> np.ndarray:
+    """Opaque RGBA of random size: paper of a random level with noise, and a blob of ink darker or lighter than it."""
+    h, w = (int(v) for v in generator.integers(8, 120, size=2))
+    paper = generator.uniform(0, 255)
+    rgb = paper + generator.normal(0, generator.uniform(0, 20), (h, w, 3))
+    ys, xs = np.mgrid[:h, :w]
+    cy, cx = generator.uniform(0.2, 0.8) * h, generator.uniform(0.2, 0.8) * w
+    radius = generator.uniform(0.05, 0.3) * min(h, w)
+    blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius ** 2))[:, :, None]
+    rgb += blob * generator.uniform(0, 200) * (1 if paper < 128 else -1)
+    opaque = np.full((h, w, 1), 255)
+    return np.concatenate([np.clip(np.rint(rgb), 0, 255), opaque], axis=2).astype(np.uint8)
+
+
+# static/mnist.js's camera steps on each RGBA photo of the request.
+CAMERA_STEPS = """
+const out = request.map(({ rgba, w, h }) => {
+  const data = Uint8ClampedArray.from(rgba), grey = page.greyLevels(data), digit = page.cameraDigit(data, w, h)
+  const { ink, darkOnLight } = page.digitInk(grey, w, h)
+  return { grey: Array.from(grey), ink: Array.from(ink), darkOnLight, otsu: page.otsuThreshold(grey),
+           digit: digit && Array.from(digit) }
+})
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_pages_camera_steps_equal_pillow_scikit_image_and_the_server_on_random_photos(tmp_path, rng):
+    generator = np.random.default_rng(int(rng.initial_seed()))
+    photos = [random_photo(generator) for _ in range(40)]
+    photos.append(np.full((12, 16, 4), 200, np.uint8))  # one grey level: blank
+    request = [{"rgba": p.ravel().tolist(), "w": p.shape[1], "h": p.shape[0]} for p in photos]
+    digits = 0
+    for photo, got in zip(photos, in_node(tmp_path, "mnist.js", CAMERA_STEPS, request), strict=True):
+        h, w, _ = photo.shape
+        image = Image.fromarray(photo, "RGBA")
+        grey = np.asarray(image.convert("L"))
+        np.testing.assert_array_equal(np.array(got["grey"], np.uint8).reshape(h, w), grey)
+        np.testing.assert_array_equal(np.array(got["ink"], np.float32).reshape(h, w), images._digit_ink(image))
+        assert got["otsu"] == threshold_otsu(grey)
+        expected = camera_digit_reference(photo)
+        if expected is None:
+            assert got["digit"] is None
+        else:
+            np.testing.assert_array_equal(np.array(got["digit"], np.uint8).reshape(28, 28), expected)
+            digits += 1
+    assert digits > 10, "most random photos hold ink"
+
+
+# static/mnist.js's otsuThreshold of each list of grey levels of the request.
+OTSU = "const out = request.map((levels) => page.otsuThreshold(Uint8Array.from(levels)))"
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_pages_otsu_threshold_equals_scikit_images_on_random_levels(tmp_path, rng):
+    generator = np.random.default_rng(int(rng.initial_seed()))
+    samples = [generator.integers(lo, hi + 1, size=int(generator.integers(1, 5000)), dtype=np.uint8)
+               for lo, hi in (sorted(generator.integers(0, 256, size=2)) for _ in range(40))]
+    # two levels, and as many pixels as a camera frame
+    samples.append(np.repeat(np.array([30, 220], np.uint8), [900, 100]))
+    samples.append(generator.integers(0, 256, size=CAPTURE_PX * CAPTURE_PX, dtype=np.uint8))
+    got = in_node(tmp_path, "mnist.js", OTSU, [s.tolist() for s in samples])
+    assert got == [int(threshold_otsu(s)) for s in samples]

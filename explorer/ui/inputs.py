@@ -1,8 +1,9 @@
-"""The input picker: a gallery, an upload and a drawing canvas, and the image the model actually sees.
+"""The input picker: a gallery, an upload, a drawing canvas and the camera, and the image the model sees.
 
-Every way in ends in `ExplorerState.set_input`; this view only turns clicks, files and strokes into
-what `core/images.py` accepts, and shows `state.inference.view` (uint8, sent as a PNG) and
-`state.error`. It sits in the app's sidebar (about 320 px wide) and works alone in a notebook.
+Every way in ends in `ExplorerState.set_input`; this view only turns clicks, files, strokes and camera
+pictures (PNG files, treated as uploads) into what `core/images.py` accepts, and shows
+`state.inference.view` (uint8, sent as a PNG) and `state.error`. It sits in the app's sidebar (about
+320 px wide) and works alone in a notebook.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import itertools
 import logging
 import re
+from collections.abc import Callable
 
 import numpy as np
 import panel as pn
@@ -28,15 +30,17 @@ from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.session.state import Inference, SessionView, one_update
 from explorer.session.tags import tag_results
+from explorer.ui.camera import CameraInput
 from explorer.ui.canvas import DrawingCanvas
-from explorer.ui.live import LiveInference
+from explorer.ui.live import LIVE_MODELS, LiveInference
 
 log = logging.getLogger(__name__)
 
 ACCEPT = ".png,.jpg,.jpeg,.gif,.bmp,.webp,.tif,.tiff,image/*"
 DRAWING = "your drawing"
-MODES = ("Gallery", "Upload", "Draw")
-DRAW = MODES[2]
+CAMERA_PICTURE = "camera picture"  # numbered in each picture's description
+MODES = ("Gallery", "Upload", "Draw", "Camera")
+DRAW, CAMERA = MODES[2:]
 LIVE_HEIGHT = 370
 LIVE_HINT = ("While you draw, the same model runs in this page (onnxruntime-web), with no trip to the server. "
              "Release the pen and the server's trace updates every lesson.")
@@ -49,13 +53,17 @@ PREPROCESS_CAPTIONS = {
     "imagenet": "resized to 256 on the short side, centre 224×224 crop",
     "resize": "resized to {h}×{w} (the aspect ratio is not kept)",
 }
-HINTS = {  # (gallery, upload, draw) per kind of model
+HINTS = {  # (gallery, upload, draw, camera) per kind of model
     "mnist": ("Pick a handwritten digit from the MNIST test set.",
               "A photo or scan of one digit, dark on light or light on dark.",
-              "Draw one digit, large and in the middle."),
+              "Draw one digit, large and in the middle.",
+              "Hold one digit, written thick and dark on white paper, inside the dashed square. The live "
+              "prediction stays in this page; **Take picture** sends the square to every lesson."),
     "photo": ("Pick a photo (scikit-image sample images).",
               "A photo of one thing: an animal, an object, a vehicle.",
-              "Draw something; the model sees dark lines on white paper."),
+              "Draw something; the model sees dark lines on white paper.",
+              "Point the camera at one thing. Nothing leaves this page until you press **Take picture**, "
+              "which sends the square to every lesson."),
 }
 
 
@@ -220,11 +228,12 @@ class ImageUpload(JSComponent):
 
 
 class InputPicker(SessionView):
-    """Choose the input (gallery, upload or drawing) and see what the model sees."""
+    """Choose the input (gallery, upload, drawing or camera) and see what the model sees."""
 
 
     def __init__(self, **params):
         self._drawings = itertools.count(1)
+        self._pictures = itertools.count(1)
         self._latest_drawing = 0
         self._items: tuple[GalleryItem, ...] = ()
         self.gallery = Thumbnails(sizing_mode="stretch_width", margin=(5, 5))
@@ -232,7 +241,9 @@ class InputPicker(SessionView):
         self.canvas = DrawingCanvas(margin=(5, 5))
         self._live: LiveInference | None = None  # built when drawing is first chosen: it exports the model
         self._live_slot = pn.Column(sizing_mode="stretch_width", margin=0)
-        self.hints = tuple(pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.9em"}) for _ in range(3))
+        self._camera: CameraInput | None = None  # built when the camera is first chosen: it exports the model
+        self._camera_slot = pn.Column(sizing_mode="stretch_width", margin=0)
+        self.hints = tuple(pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.9em"}) for _ in MODES)
         self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.mode = pn.widgets.RadioButtonGroup(label="Input from", options=list(MODES), value=MODES[0],
                                                 color="primary", variant="outline", sizing_mode="stretch_width")
@@ -271,6 +282,15 @@ class InputPicker(SessionView):
             return False
         return self.state.set_input(data, f"upload: {filename}")
 
+    def photograph(self, data: bytes) -> bool:
+        """Use a picture taken with the camera (image file bytes) as an uploaded photo."""
+        try:
+            images.open_image(data, f"the {CAMERA_PICTURE}")
+        except InputError as e:
+            self.state.error = str(e)
+            return False
+        return self.state.set_input(data, f"{CAMERA_PICTURE} {next(self._pictures)}")
+
     def draw(self, strokes: list) -> None:
         """Classify a drawing (what the canvas sends); an empty canvas keeps the current input."""
         self.canvas.strokes = strokes
@@ -285,8 +305,11 @@ class InputPicker(SessionView):
         except InputError as e:  # a click on the old gallery that arrived after the model changed
             self.state.error = str(e)
 
-    def receive_file(self, message: dict) -> None:
-        """Handle ImageUpload's message: {"name", "size", "data": base64}, or without "data" when too large."""
+    def receive_file(self, message: dict, use: Callable[[bytes, str], bool] | None = None) -> None:
+        """Handle ImageUpload's message: {"name", "size", "data": base64}, or without "data" when too large.
+
+        The file goes to `use(data, name)`: `upload` unless given (the camera's pictures go to `photograph`).
+        """
         message = message if isinstance(message, dict) else {}
         name = str(message.get("name") or "the file")
         try:
@@ -296,7 +319,7 @@ class InputPicker(SessionView):
             elif "data" not in message:
                 self.state.error = too_large_message(name, int(message.get("size", 0)))
             else:
-                self.upload(base64.b64decode(message["data"], validate=True), name)
+                (use or self.upload)(base64.b64decode(message["data"], validate=True), name)
         except (binascii.Error, TypeError, ValueError):
             log.exception("upload message for %r could not be decoded", name)
             self.state.error = f"{name} arrived damaged; choose the file again."
@@ -370,11 +393,22 @@ class InputPicker(SessionView):
                 panel.visible = name == self.mode.value
             if self.mode.value == DRAW:
                 self._show_live()
+            if self.mode.value == CAMERA and self._camera is None:
+                self._camera = CameraInput(network=self._camera_network(), sizing_mode="stretch_width")
+                self._camera.on_msg(lambda event: self.receive_file(event.data, lambda data, _: self.photograph(data)))
+                self._camera_slot.objects = [self._camera]
+            if self._camera is not None:  # the camera runs only while its tab is shown
+                self._camera.active = self.mode.value == CAMERA
+
+    def _camera_network(self) -> str | None:
+        return self.state.model if self.state.model in LIVE_MODELS else None
 
     def _show_live(self, *_) -> None:
-        """Live mode under the canvas for the MNIST models: the browser predicts while the student draws."""
+        """Live mode under the canvas (and in the camera) for the MNIST models: the browser predicts as it changes."""
+        if self._camera is not None:
+            self._camera.network = self._camera_network()
         network = self.state.model
-        if network not in LiveInference.param.network.objects:
+        if network not in LIVE_MODELS:
             self._live_slot.visible = False
         elif self._live is None:
             if self.mode.value == DRAW:
@@ -385,13 +419,14 @@ class InputPicker(SessionView):
             self._live_slot.visible = True
 
     def _mode_panels(self) -> dict[str, pn.Column]:
-        gallery_hint, upload_hint, draw_hint = self.hints
+        gallery_hint, upload_hint, draw_hint, camera_hint = self.hints
         limit = pn.pane.Markdown(f"{images.FORMATS}, up to {images.MAX_BYTES // 2**20} MB.", margin=(0, 5),
                                  styles={"font-size": "0.85em"})
         panels = dict(zip(MODES, [
             pn.Column(gallery_hint, self.gallery, sizing_mode="stretch_width"),
             pn.Column(upload_hint, self.uploader, limit, sizing_mode="stretch_width"),
             pn.Column(draw_hint, self.canvas, self._live_slot, sizing_mode="stretch_width"),
+            pn.Column(camera_hint, self._camera_slot, sizing_mode="stretch_width"),
         ], strict=True))
         for name, panel in panels.items():
             panel.visible = name == MODES[0]

@@ -15,6 +15,7 @@ import random
 import numpy as np
 import panel as pn
 import pytest
+from panel.models.esm import DataEvent
 from PIL import Image
 
 from explorer.core import images, trace, zoo
@@ -22,7 +23,8 @@ from explorer.core.gallery import PHOTOS, mnist_gallery, photo_gallery
 from explorer.errors import InputError
 from explorer.session.state import ExplorerState
 from explorer.ui import inputs
-from explorer.ui.inputs import DRAWING, InputPicker, too_large_message
+from explorer.ui.camera import CAPTURE_PX
+from explorer.ui.inputs import CAMERA, DRAWING, InputPicker, too_large_message
 
 HAS_MOBILENET = zoo.is_available("mobilenet_v2")
 VERTICAL_LINE = [[[140.0, 40.0 + 20 * i] for i in range(11)]]  # a '1', down the middle of the 280x280 canvas
@@ -227,3 +229,65 @@ def test_a_click_on_a_thumbnail_of_the_previous_gallery_shows_an_error_not_a_cra
 def test_markdown_text_shows_file_names_literally():
     assert inputs.markdown_text("my_digit_*7*.png") == r"my\_digit\_\*7\*.png"
     assert inputs.markdown_text("<b>a & b</b>") == "&lt;b&gt;a &amp; b&lt;/b&gt;"
+
+
+def take_picture(picker: InputPicker, picture: bytes) -> None:
+    """What "Take picture" does: camera.js sends the PNG file as ImageUpload sends a file."""
+    message = {"name": "camera picture", "size": len(picture), "data": base64.b64encode(picture).decode()}
+    picker.mode.value = CAMERA
+    picker._camera._process_event(DataEvent(model=None, data=message))  # as Panel delivers send_msg's message
+
+
+def paper_digit(pixels: np.ndarray, rnd: random.Random) -> np.ndarray:
+    """A digit (white on black) as a camera sees it: dark ink on brighter paper, noisy, RGBA, CAPTURE_PX a side."""
+    side = CAPTURE_PX
+    rng = np.random.default_rng(rnd.getrandbits(32))
+    ink = np.asarray(Image.fromarray(pixels).resize((side // 2, side // 2), Image.Resampling.BILINEAR)) / 255
+    grey = np.full((side, side), rnd.uniform(170, 250)) + rng.normal(0, 3, (side, side))
+    grey[side // 4:side // 4 + side // 2, side // 4:side // 4 + side // 2] *= 1 - 0.8 * ink
+    rgb = np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    return np.concatenate([rgb, np.full((side, side, 1), 255, np.uint8)], axis=2)
+
+
+def test_the_camera_is_built_when_its_tab_opens_and_runs_only_while_it_is_shown(picker):
+    assert picker._camera is None  # nothing exported until the student wants the camera
+    picker.mode.value = CAMERA
+    camera = picker._camera
+    assert camera.active and camera.network == "mnist-cnn" and camera.metadata["name"] == "mnist-cnn"
+    picker.mode.value = "Gallery"
+    assert not camera.active
+    picker.state.model = "mnist-vit"
+    assert camera.network == "mnist-vit" and camera.metadata["name"] == "mnist-vit"
+    picker.mode.value = CAMERA
+    assert camera.active and picker._camera is camera
+
+
+@pytest.mark.skipif(not HAS_MOBILENET, reason="run `explorer fetch mobilenet_v2` first")
+def test_the_camera_sends_pictures_but_predicts_nothing_live_for_a_photo_model(picker, rnd):
+    picker.mode.value = CAMERA
+    picker.state.model = "mobilenet_v2"
+    assert picker._camera.network is None and picker._camera.onnx == ""
+    photo = rnd.choice(photo_gallery()).source
+    take_picture(picker, png(photo))
+    assert picker.state.inference.description == "camera picture 1"
+    assert top1(picker) == traced_label("mobilenet_v2", png(photo))
+
+
+def test_a_camera_picture_is_classified_as_an_uploaded_photo_of_a_digit(picker, rnd):
+    for n in (1, 2):
+        item = rnd.choice(mnist_gallery())
+        picture = png(paper_digit(item.source, rnd))
+        take_picture(picker, picture)
+        inference = picker.state.inference
+        assert inference.description == f"camera picture {n}" and picker.state.error == ""
+        assert top1(picker) == traced_label("mnist-cnn", picture)
+        np.testing.assert_array_equal(shown_view(picker), images.model_view(picture, inference.model.card))
+
+
+def test_a_blank_camera_picture_sets_the_servers_message_and_keeps_the_input(picker):
+    before = picker.state.inference
+    blank = png(np.full((CAPTURE_PX, CAPTURE_PX, 3), 230, np.uint8))
+    take_picture(picker, blank)
+    with pytest.raises(InputError) as error:
+        images.to_input(blank, before.model.card)
+    assert picker.state.error == str(error.value) and picker.state.inference is before

@@ -202,3 +202,79 @@ export function normalize(pixels, mean, std) {
   const m = f32(mean), s = f32(std)
   return Float32Array.from(pixels, (v) => f32(f32(f32(v / 255) - m) / s))
 }
+
+// --- A photo of a digit (the app's camera input) -------------------------------------------------------------
+
+// Pillow's convert("L") of RGBA bytes (alpha ignored): ITU-R 601-2 luma in Pillow's fixed point,
+// (19595 R + 38470 G + 7471 B + 0x8000) >> 16, as Uint8Array grey levels.
+export function greyLevels(rgba) {
+  const grey = new Uint8Array(rgba.length / 4)
+  for (let i = 0; i < grey.length; i++) {
+    grey[i] = (rgba[4 * i] * 19595 + rgba[4 * i + 1] * 38470 + rgba[4 * i + 2] * 7471 + 0x8000) >>> 16
+  }
+  return grey
+}
+
+// NumPy's median of float32 values: the middle one, or the float32 mean of the two middle ones.
+function median(values) {
+  const sorted = Float32Array.from(values).sort(), half = sorted.length >> 1
+  return sorted.length % 2 ? sorted[half] : f32(f32(sorted[half - 1] + sorted[half]) / 2)
+}
+
+// images._border: a frame about 5% of the smaller side wide (corners counted twice, as the server does).
+function border(values, w, h) {
+  const t = Math.max(1, Math.floor(Math.min(w, h) / 20)), out = []
+  for (let y = 0; y < t; y++) for (let x = 0; x < w; x++) out.push(values[y * w + x])
+  for (let y = h - t; y < h; y++) for (let x = 0; x < w; x++) out.push(values[y * w + x])
+  for (let y = 0; y < h; y++) for (let x = 0; x < t; x++) out.push(values[y * w + x])
+  for (let y = 0; y < h; y++) for (let x = w - t; x < w; x++) out.push(values[y * w + x])
+  return out
+}
+
+// images._digit_ink for an opaque photo: grey levels (w x h) -> white-on-black ink in [0, 1] above the paper's
+// level (Float32Array), and whether the photo was dark ink on light paper (then inverted, as MNIST is light on dark).
+export function digitInk(grey, w, h) {
+  let level = Float32Array.from(grey, (v) => v / 255)
+  const darkOnLight = median(border(level, w, h)) > 0.5
+  if (darkOnLight) level = level.map((v) => 1 - v)
+  const paper = median(border(level, w, h))
+  return { ink: level.map((v) => Math.min(1, Math.max(0, v - paper))), darkOnLight }
+}
+
+// Otsu's threshold of grey levels (0..255), ported from scikit-image's threshold_otsu on an integer image (one
+// histogram bin per level from the darkest to the lightest, counts in float32 as there): the level t that best
+// splits the pixels into two classes, <= t and > t. A one-level image gives that level.
+export function otsuThreshold(grey) {
+  let lo = 255, hi = 0
+  for (const v of grey) { if (v < lo) lo = v; if (v > hi) hi = v }
+  if (lo === hi) return lo
+  const n = hi - lo + 1, counts = new Float64Array(n)
+  for (const v of grey) counts[v - lo] += 1
+  const weight1 = new Float64Array(n), mean1 = new Float64Array(n)  // the class <= level i
+  const weight2 = new Float64Array(n), mean2 = new Float64Array(n)  // the class >= level i
+  let count = 0, moment = 0
+  for (let i = 0; i < n; i++) {
+    count += counts[i]; moment += counts[i] * (lo + i)
+    weight1[i] = count; mean1[i] = moment / count
+  }
+  count = 0; moment = 0
+  for (let i = n - 1; i >= 0; i--) {
+    count += counts[i]; moment += counts[i] * (lo + i)
+    weight2[i] = count; mean2[i] = moment / count
+  }
+  let best = 0, bestVariance = -Infinity
+  for (let i = 0; i < n - 1; i++) {
+    const variance = f32(weight1[i] * weight2[i + 1]) * (mean1[i] - mean2[i + 1]) ** 2  // float32 weights' product
+    if (variance > bestVariance) { best = i; bestVariance = variance }
+  }
+  return lo + best
+}
+
+// A camera frame (RGBA bytes, w x h) -> 28x28 grey levels, or null when blank: the server's conversion of a photo
+// of a digit (grey levels, ink above the paper, images.mnist_digit), with one step added before placing the digit:
+// ink on the paper's side of Otsu's threshold is dropped, so that shadows and uneven light are not read as ink.
+export function cameraDigit(rgba, w, h) {
+  const grey = greyLevels(rgba), { ink, darkOnLight } = digitInk(grey, w, h), t = otsuThreshold(grey)
+  for (let i = 0; i < ink.length; i++) if (darkOnLight ? grey[i] > t : grey[i] <= t) ink[i] = 0
+  return mnistDigit(ink, w, h)
+}
