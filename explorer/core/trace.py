@@ -1,9 +1,13 @@
 """Run a model on an input and record what every layer did: a Trace of LayerRecords.
 
-Works on any nn.Module. Layer kinds come from isinstance checks; a module of an unknown type still
-gets a record, with kind "other". Attention probabilities are read from a hook point: a child module
-named `probs` (our ViT, an nn.Identity) or `attn_drop` (timm, unfused), or from
-nn.MultiheadAttention's returned weights when its caller asked for them.
+Works on any nn.Module. Layer kinds come from isinstance checks, and attention modules of other libraries
+from their structure (attention_layout); a module of an unknown type still gets a record, with kind
+"other". Attention probabilities, (B, heads, T, T), come from whichever the layout offers:
+
+    a hook point     a child named `probs` (our ViT, an nn.Identity) or `attn_drop` (timm, unfused)
+    returned         the module's second output: Hugging Face ViT/DeiT attention with eager attention
+    recomputed       nn.MultiheadAttention: its own forward called again with need_weights=True,
+                     average_attn_weights=False (and no hooks), so the caller's call and output stay as they were
 
 Hooks live only inside `recording`, and a hooked forward holds the model's lock, so two sessions
 tracing one shared model never see each other's records.
@@ -12,6 +16,7 @@ tracing one shared model never see each other's records.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -35,6 +40,9 @@ KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
     ((nn.Embedding,), "embedding"),
 )
 PROBE_NAMES = ("probs", "attn_drop")  # children whose output is an attention module's softmax
+HEAD_COUNTS = ("heads", "num_heads", "num_attention_heads")  # ours; timm and torch; Hugging Face
+# Three nn.Linear children that make Q, K and V: Hugging Face ViT, DeiT and CLIP (transformers 5); ViTSelfAttention (4)
+SEPARATE_PROJECTIONS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,38 @@ def kind_of(module: nn.Module) -> str:
     for types, kind in KINDS:
         if isinstance(module, types):
             return kind
-    if _probe(module) is not None and hasattr(module, "qkv"):
-        return "attention"  # timm-style attention, recognised by its structure
-    return "other"
+    return "other" if attention_layout(module) is None else "attention"
+
+
+def attention_layout(module: nn.Module) -> str | None:
+    """How an attention module makes Q, K and V, recognised by its structure; None for a module that is not one.
+
+    "multihead": nn.MultiheadAttention. "packed": one Linear named qkv (ours, timm), with a head count or a
+    probability hook point. "separate": three Linears (see SEPARATE_PROJECTIONS) and a head count (Hugging Face).
+    """
+    if isinstance(module, nn.MultiheadAttention):
+        return "multihead"
+    if isinstance(getattr(module, "qkv", None), nn.Linear) and (_probe(module) is not None
+                                                                or head_count(module) is not None):
+        return "packed"
+    if head_count(module) is not None and separate_projections(module) is not None:
+        return "separate"
+    return None
+
+
+def head_count(module: nn.Module) -> int | None:
+    """The number of heads an attention module declares (an int attribute named as in HEAD_COUNTS), or None."""
+    return next((value for value in (getattr(module, n, None) for n in HEAD_COUNTS)
+                 if isinstance(value, int) and not isinstance(value, bool)), None)
+
+
+def separate_projections(module: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear] | None:
+    """The (Q, K, V) Linears of an attention module that has three of them (SEPARATE_PROJECTIONS), or None."""
+    for names in SEPARATE_PROJECTIONS:
+        layers = tuple(getattr(module, n, None) for n in names)
+        if all(isinstance(layer, nn.Linear) for layer in layers):
+            return layers
+    return None
 
 
 def default_names(model: nn.Module) -> list[str]:
@@ -178,16 +215,21 @@ class _Recorder:
     def keep_probs(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
         self.probs[name] = self._grab(output)
 
+    def keep_returned(self, name: str, module: nn.Module, args: tuple, output: object) -> None:
+        if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], Tensor):
+            self.probs[name] = self._grab(output[1])  # None (not kept) from a fused kernel, such as sdpa
+
+    def keep_recomputed(self, name: str, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        call = _forward_signature(type(module)).bind(module, *args, **kwargs)
+        call.arguments.update(need_weights=True, average_attn_weights=False)
+        self.probs[name] = self._grab(type(module).forward(*call.args, **call.kwargs)[1])  # forward itself: no hooks
+
     def record(self, name: str, kind: str, starts: list[int] | None, module: nn.Module, args: tuple, kwargs: dict,
                output: object) -> None:
         self.calls[name] = self.calls.get(name, -1) + 1
         label = name if self.calls[name] == 0 else f"{name}:{self.calls[name]}"
         inp = _first_tensor(args) if args else _first_tensor(tuple(kwargs.values()))
-        extras = {}
-        if name in self.probs:
-            extras["probs"] = self.probs.pop(name)
-        elif isinstance(module, nn.MultiheadAttention) and isinstance(output, tuple) and output[1] is not None:
-            extras["probs"] = self._grab(output[1])
+        extras = {"probs": self.probs.pop(name)} if name in self.probs else {}
         record = LayerRecord(
             name=label, kind=kind, module_type=type(module).__name__,
             input=self._grab(inp) if self.keep_inputs and inp is not None else None,
@@ -228,12 +270,26 @@ def _recording(layers: Sequence[tuple[str, nn.Module, str]], keep_inputs: bool, 
             if module._modules:  # a container: reserve its place when it starts, before its children's records
                 starts = []  # a stack: the slot reserved by each call still running
                 stack.enter_context(module.register_forward_pre_hook(functools.partial(recorder.reserve, starts)))
+            if kind == "attention":  # registered before the record hook, which takes what it keeps
+                stack.enter_context(_probs_hook(recorder, name, module))
             hook = functools.partial(recorder.record, name, kind, starts)
             stack.enter_context(module.register_forward_hook(hook, with_kwargs=True))
-            probe = _probe(module) if kind == "attention" else None
-            if probe is not None:
-                stack.enter_context(probe.register_forward_hook(functools.partial(recorder.keep_probs, name)))
         yield recorder
+
+
+def _probs_hook(recorder: _Recorder, name: str, module: nn.Module) -> torch.utils.hooks.RemovableHandle:
+    """The hook that keeps an attention module's probabilities (see the module docstring for the three ways)."""
+    probe = _probe(module)
+    if probe is not None:
+        return probe.register_forward_hook(functools.partial(recorder.keep_probs, name))
+    if isinstance(module, nn.MultiheadAttention):
+        return module.register_forward_hook(functools.partial(recorder.keep_recomputed, name), with_kwargs=True)
+    return module.register_forward_hook(functools.partial(recorder.keep_returned, name))
+
+
+@functools.lru_cache(maxsize=64)  # one entry per attention class
+def _forward_signature(cls: type[nn.Module]) -> inspect.Signature:
+    return inspect.signature(cls.forward)
 
 
 def _hooked_forward(model: nn.Module, x: Tensor, layers: Sequence[tuple[str, nn.Module, str]], keep_inputs: bool,

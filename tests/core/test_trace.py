@@ -164,30 +164,40 @@ def test_vit_attention_probabilities_match_scaled_dot_product_attention(rng):
     assert "blocks.0.attn.probs" not in t.names  # the hook point is recorded as its parent's extras
 
 
-def test_multihead_attention_weights_are_recorded_when_asked_for(rng):
-    mha = nn.MultiheadAttention(16, 2, batch_first=True).eval()
-
-    class Wrapper(nn.Module):
+@pytest.mark.parametrize("asks", [dict(need_weights=False), dict(), dict(average_attn_weights=False)],
+                         ids=["no weights", "mean weights", "per-head weights"])
+def test_multihead_attention_probabilities_are_recorded_however_it_is_called(asks, rng):
+    class Caller(nn.Module):
         def __init__(self):
             super().__init__()
-            self.mha = mha
+            self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
 
         def forward(self, x):
-            return self.mha(x, x, x, need_weights=True, average_attn_weights=False)[0].sum(1)
+            out, weights = self.mha(x, x, x, **asks)
+            return out.sum(1) if weights is None else out.sum(1) + weights.flatten(1).sum(1, keepdim=True)
 
+    model = Caller().eval()
     x = torch.randn(3, 5, 16, generator=rng)
-    rec = trace.run(Wrapper(), x)["mha"]
-    _, ref = mha(x, x, x, need_weights=True, average_attn_weights=False)
-    assert rec.kind == "attention"
-    torch.testing.assert_close(rec.extras["probs"], ref.detach())
+    with torch.no_grad():
+        expected = model(x)
+        _, ref = model.mha(x, x, x, need_weights=True, average_attn_weights=False)
+    t = trace.run(model, x)
+    torch.testing.assert_close(t.logits, expected, rtol=0, atol=0)  # the caller's call and what it got are unchanged
+    assert t["mha"].kind == "attention"
+    torch.testing.assert_close(t["mha"].extras["probs"], ref)  # (B, heads, T, T), the module's own computation
+    assert not has_hooks(model)
 
 
-def test_transformer_encoder_layers_get_records_without_probabilities(rng):
+def test_transformer_encoder_layers_record_their_attention_probabilities(rng):
     model, x = build("encoder", rng)
     t = trace.run(model, x)
     attention = t.of_kind("attention")
     assert [r.name for r in attention] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
-    assert all("probs" not in r.extras for r in attention)  # need_weights=False inside the layer
+    for record, layer in zip(attention, model.encoder.layers, strict=True):
+        with torch.no_grad():  # the layer calls it with need_weights=False; the trace asks it again, for every head
+            _, ref = layer.self_attn(record.input, record.input, record.input, average_attn_weights=False)
+        torch.testing.assert_close(record.extras["probs"], ref)
+        torch.testing.assert_close(record.extras["probs"].sum(-1), torch.ones(x.shape[0], 4, 8))
     assert {r.kind for r in t} >= {"linear", "norm", "attention"}
 
 

@@ -1,6 +1,7 @@
 """What the quantization lesson keeps: the plan `explorer measure` stores, checked against accuracies counted by hand
 with independently quantized weights on fresh random test digits; storing, reading back, a second process; one
-measurement for two threads asking at once; MobileNetV2's agreement images.
+measurement for two threads asking at once; MobileNetV2's agreement images; what the tour says about the curves,
+for the scheme it sets, against the stored curves.
 
 Nothing is written into models/: the stored file goes to tmp_path, the on-disk cache to EXPLORER_CACHE=tmp_path.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -24,7 +26,8 @@ from explorer.core import agreement, data, evaluate, images, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.core.gallery import photo_gallery
 from explorer.lessons.quantization import math as qm
-from explorer.lessons.quantization import measured
+from explorer.lessons.quantization import measured, view_text
+from explorer.session.narrative import Step
 from tests.measurements_cache import empty_measurements_cache
 
 MNIST_MODELS = ["mnist-cnn", "mnist-vit"]
@@ -248,3 +251,45 @@ def test_a_photo_models_key_is_the_agreement_set_and_changes_with_the_photos(pri
         assert measured.measure(model, setting) == measured.known(model, setting) == 0.625
     other_photos()
     assert measured.known(model, setting) is None  # other photos: the value kept for the old ones is not theirs
+
+
+def tour_step(title: str) -> Step:
+    return next(step for step in view_text.steps() if step.title == title)
+
+
+def stored_accuracy(name: str) -> dict[tuple[str, str, int] | str, float]:
+    """Top-1 as the lesson shows it (measured.known): "float32", and (scheme, granularity, bits) for 2 to 4 bits."""
+    model = zoo.load(name)
+    values: dict[tuple[str, str, int] | str, float | None] = {"float32": measured.known(model, None)}
+    for scheme, granularity, bits in itertools.product(qm.SCHEMES, qm.GRANULARITIES, (2, 3, 4)):
+        setting = dataclasses.replace(measured.DEFAULT, weight_bits=bits, scheme=scheme, granularity=granularity)
+        values[(scheme, granularity, bits)] = measured.known(model, setting)
+    if None in values.values():
+        pytest.skip(f"the curves of {name} are not stored here (run `explorer measure {name}`)")
+    return values
+
+
+@pytest.mark.parametrize("name", MNIST_MODELS)
+def test_the_per_channel_tour_step_says_what_the_stored_curves_show_for_its_scheme(name):
+    step = tour_step("One scale per channel")
+    scheme = step.settings["scheme"]
+    assert scheme == "symmetric" and f"**{scheme}** grid set here" in step.text
+    top1 = stored_accuracy(name)
+    gain = {(s, b): top1[(s, "per-channel", b)] - top1[(s, "per-tensor", b)] for s in qm.SCHEMES for b in (3, 4)}
+    # "per-tensor falls behind at 4 bits and by more than a point at 3"
+    assert gain[(scheme, 4)] > 0 and gain[(scheme, 3)] > 0.01
+    # "the affine pair stays closer together at 3 bits"
+    assert gain[("affine", 3)] < gain[(scheme, 3)]
+
+
+@pytest.mark.parametrize("name", MNIST_MODELS)
+def test_the_cliff_tour_step_says_what_the_stored_curves_show(name):
+    top1 = stored_accuracy(name)
+    # "down to 4 bits the accuracy barely moves": within half a point of float32 with every scheme and granularity
+    assert all(top1["float32"] - top1[(s, g, 4)] < 0.005 for s in qm.SCHEMES for g in qm.GRANULARITIES)
+    for bits in (2, 3):
+        # "most steeply per-tensor with either scheme, and symmetric per-tensor most of all"
+        assert all(top1[(s, "per-tensor", bits)] < top1[(s, "per-channel", bits)] for s in qm.SCHEMES)
+        assert top1[("symmetric", "per-tensor", bits)] == min(top1[(s, g, bits)] for s in qm.SCHEMES
+                                                              for g in qm.GRANULARITIES)
+    assert "most steeply per-tensor with either scheme" in tour_step("The cliff below 4 bits").text

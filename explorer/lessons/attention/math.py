@@ -11,8 +11,11 @@ One head h of a pre-LayerNorm block, for the block's input x (T tokens × D feat
 Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", 2020): fuse the heads of
 each layer (mean, max or min), add the identity for the residual connection, renormalize each row, and
 multiply the layers' matrices from the first to the last: rollout = Â_L · … · Â_1 with Â = (A + I) / 2 row-
-normalized. The discard ratio (from Gildenblat's vit-explain) first zeroes the smallest share of each
-fused matrix's entries, keeping only the strongest paths.
+normalized. The discard ratio follows Gildenblat's vit-explain (vit_rollout.py): in each fused matrix,
+flattened, the indices of the int(ratio · T²) smallest entries are taken, index 0 is removed from them so that
+the class token's attention to itself, entry (0, 0), is always kept, and the rest are set to 0 before adding
+the identity. vit-explain then divides by a.sum(dim=-1) broadcast along the columns; here each row is divided by
+its own sum, as the rollout above asks, so that rows sum to 1 (without discarding the two agree).
 
 Attention distance (Dosovitskiy et al., "An Image is Worth 16x16 Words", 2021, Fig. 7; Raghu et al., "Do
 Vision Transformers See Like Convolutional Neural Networks?", 2021): for each head, the distance in pixels
@@ -20,10 +23,16 @@ between a query patch's centre and the centres of the patches it attends to, wei
 the patches (the class token has no position and is left out; the weights are renormalized over the
 patches), averaged over the query patches.
 
+head_step reads any attention layout core.trace recognises: one packed qkv projection (ours, timm), separate
+q/k/v projections (Hugging Face ViT and DeiT), nn.MultiheadAttention (QKV_WEIGHTS).
+
 Tests (tests/lessons/test_attention_math.py) check head_step against nn.MultiheadAttention with the same
-weights and against NumPy, its recombined heads against the model's own attention output, and rollout,
-attention_distance and position_similarity against NumPy; what the lesson reads off them (maps_with_mean,
-query_weights, rollout_maps, distance_summary, position_mosaic, inkiest_token) against NumPy too.
+weights and against NumPy, its recombined heads against the model's own attention output, rollout against a
+NumPy transcription of vit-explain's rule, and attention_distance and position_similarity against NumPy; what
+the lesson reads off them (maps_with_mean, query_weights, rollout_maps, distance_summary, position_mosaic,
+inkiest_token) against NumPy too. tests/lessons/test_attention_layouts.py checks the traced probabilities and
+every step of head_step against each layout's own module: ours, timm-style, Hugging Face ViT and DeiT, and
+nn.MultiheadAttention (batch first or not, alone or in nn.TransformerEncoderLayer).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from explorer.core.trace import Trace, kind_of
+from explorer.core.trace import LayerRecord, Trace, attention_layout, head_count, kind_of, separate_projections
 from explorer.errors import InputError, choice
 
 HEAD_FUSIONS = {"mean": lambda a: a.mean(dim=0), "max": lambda a: a.amax(dim=0), "min": lambda a: a.amin(dim=0)}
@@ -109,8 +118,8 @@ def attention_maps(trace: Trace) -> Tensor:
         raise InputError(
             f"The attention probabilities of {', '.join(unread[:3])}{' …' if len(unread) > 3 else ''} cannot be "
             "read: the layer computes them inside a fused kernel (such as scaled_dot_product_attention) or does not "
-            "return them. Load the model with its attention written out (timm: fused_attn=False; "
-            "nn.MultiheadAttention: need_weights=True, average_attn_weights=False) to see its attention here.")
+            "return them. Load the model with its attention written out (timm: fused_attn=False; Hugging Face: "
+            "attn_implementation=\"eager\") to see its attention here.")
     maps = [r.extras["probs"][0].float() for r in records]
     shapes = {tuple(m.shape) for m in maps}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
@@ -148,31 +157,63 @@ def block_parts(block: nn.Module) -> tuple[nn.Module | None, nn.Module]:
     if attn is None or kind_of(attn) != "attention":
         raise InputError(f"{type(block).__name__} holds no attention module named one of "
                          f"{', '.join(ATTENTION_CHILDREN)}.")
+    if getattr(block, "norm_first", True) is False:  # nn.TransformerEncoderLayer's post-norm: its norm1 comes after
+        return None, attn
     norm = next((getattr(block, n) for n in PRE_NORMS if isinstance(getattr(block, n, None), nn.Module)), None)
     return norm, attn
 
 
+def _packed(attn: nn.Module) -> tuple[Tensor, Tensor | None]:
+    return attn.qkv.weight, attn.qkv.bias
+
+
+def _multihead(attn: nn.MultiheadAttention) -> tuple[Tensor, Tensor | None]:
+    if attn.in_proj_weight is None:
+        raise InputError("this nn.MultiheadAttention has separate key and value sizes; head_step reads self-attention, "
+                         "whose query, key and value all have the model's width.")
+    if attn.bias_k is not None or attn.add_zero_attn:
+        raise InputError("this nn.MultiheadAttention adds key and value tokens of its own (add_bias_kv or "
+                         "add_zero_attn); head_step reads attention over the input tokens alone.")
+    return attn.in_proj_weight, attn.in_proj_bias
+
+
+def _separate(attn: nn.Module) -> tuple[Tensor, Tensor | None]:
+    layers = separate_projections(attn)
+    weight = torch.cat([layer.weight for layer in layers])
+    if all(layer.bias is None for layer in layers):
+        return weight, None
+    return weight, torch.cat([layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias
+                              for layer in layers])
+
+
+# attention_layout -> (weight (3·heads·d, D), bias): W_Q, W_K and W_V stacked, each with its heads in order, as
+# nn.MultiheadAttention's in_proj_weight and timm's qkv hold them
+QKV_WEIGHTS = {"packed": _packed, "multihead": _multihead, "separate": _separate}
+
+
 def _qkv_projection(attn: nn.Module) -> tuple[Tensor, Tensor | None, int, float]:
-    """(weight (3D, D), bias, heads, scale) of an attention module: ours, timm-style or nn.MultiheadAttention."""
-    if isinstance(attn, nn.MultiheadAttention):
-        if attn.in_proj_weight is None:
-            raise InputError("this nn.MultiheadAttention has separate key and value sizes; head_step needs one "
-                             "packed input projection.")
-        return attn.in_proj_weight, attn.in_proj_bias, attn.num_heads, attn.head_dim ** -0.5
-    qkv = getattr(attn, "qkv", None)
-    heads = getattr(attn, "heads", getattr(attn, "num_heads", None))
-    if not isinstance(qkv, nn.Linear) or heads is None:
-        raise InputError(f"{type(attn).__name__} has no packed qkv projection and head count; head_step reads "
-                         "attention written as qkv = Linear(D, 3D) split into heads (ours, timm).")
-    scale = getattr(attn, "scale", (qkv.in_features // heads) ** -0.5)
-    return qkv.weight, qkv.bias, int(heads), float(scale)
+    """(weight (3·heads·d, D), bias, heads, scale) of any attention layout in QKV_WEIGHTS."""
+    layout = attention_layout(attn)
+    heads = head_count(attn)
+    if layout is None or heads is None:
+        raise InputError(f"{type(attn).__name__} has no Q, K and V projections and head count that head_step can "
+                         "read: one Linear named qkv (ours, timm), three named q_proj, k_proj and v_proj (Hugging "
+                         "Face), or nn.MultiheadAttention.")
+    weight, bias = QKV_WEIGHTS[layout](attn)
+    d = weight.shape[0] // (3 * heads)
+    scale = next((float(v) for v in (getattr(attn, n, None) for n in ("scale", "scaling")) if isinstance(v, float)),
+                 d ** -0.5)  # the module's own, when it names one (timm, Hugging Face)
+    return weight, bias, heads, scale
+
+
+OUTPUT_PROJECTIONS = ("proj", "out_proj", "o_proj")  # ours and timm; nn.MultiheadAttention and CLIP; Hugging Face ViT
 
 
 def output_projection(attn: nn.Module) -> nn.Linear:
     """The linear layer that mixes the concatenated heads back into D features (W_O)."""
-    proj = attn.out_proj if isinstance(attn, nn.MultiheadAttention) else getattr(attn, "proj", None)
-    if not isinstance(proj, nn.Linear):
-        raise InputError(f"{type(attn).__name__} has no output projection named proj or out_proj.")
+    proj = next((p for p in (getattr(attn, n, None) for n in OUTPUT_PROJECTIONS) if isinstance(p, nn.Linear)), None)
+    if proj is None:
+        raise InputError(f"{type(attn).__name__} has no output projection named {', '.join(OUTPUT_PROJECTIONS)}.")
     return proj
 
 
@@ -181,20 +222,20 @@ def head_step(block: nn.Module, x: Tensor, head: int, temperature: float = 1.0) 
     """Head `head` of `block` on x ((T, D) or (1, T, D), the block's input), every step kept, on the CPU.
 
     Runs the block's own LayerNorm and weights (on whatever device they live), so that at temperature 1
-    the probabilities are the model's own; the model is only read.
+    the probabilities are the model's own; the model is only read, and no hook of it fires (forward itself).
     """
     norm, attn = block_parts(block)
     weight, bias, heads, scale = _qkv_projection(attn)
     if not 0 <= head < heads:
         raise InputError(f"head {head} does not exist; this layer has heads 0 to {heads - 1}.")
     x = (x[0] if x.dim() == 3 else x).detach()  # (T, D)
-    t, d_model = x.shape
-    d = d_model // heads
-    normed = norm(x.to(weight.device)) if norm is not None else x.to(weight.device)
+    t = x.shape[0]
+    d = weight.shape[0] // (3 * heads)
+    normed = norm.forward(x.to(weight.device)) if norm is not None else x.to(weight.device)
     qkv = nn.functional.linear(normed, weight, bias).view(t, 3, heads, d)  # packed as [Q | K | V], heads inside
     q, k, v = (qkv[:, i, head].cpu().double() for i in range(3))  # (T, d) each; double: exact teaching values
     if getattr(attn, "q_norm", None) is not None:  # timm's optional per-head query/key norms (Identity by default)
-        q, k = attn.q_norm(q.to(weight)).cpu().double(), attn.k_norm(k.to(weight)).cpu().double()
+        q, k = attn.q_norm.forward(q.to(weight)).cpu().double(), attn.k_norm.forward(k.to(weight)).cpu().double()
     scores = q @ k.T  # (T, T)
     scaled, probs, out = _softmax_attention(scores, v, scale, temperature)
     return HeadStep(x.cpu().double(), normed.cpu().double(), q, k, v, scores, scaled, probs, out, head, float(scale),
@@ -228,7 +269,8 @@ def combine_heads(block: nn.Module, outs: list[Tensor]) -> Tensor:
 def rollout(maps: Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0) -> Tensor:
     """(tokens, tokens): how much each token (row) draws on each input token (column) through all layers.
 
-    Each row sums to 1. maps: (layers, heads, tokens, tokens).
+    Each row sums to 1. maps: (layers, heads, tokens, tokens). The discard rule is vit-explain's, with rows
+    normalized (see the module docstring).
     """
     fuse = HEAD_FUSIONS[choice(head_fusion, HEAD_FUSIONS, "head fusion")]
     if not 0 <= discard_ratio < 1:
@@ -238,12 +280,10 @@ def rollout(maps: Tensor, head_fusion: str = "mean", discard_ratio: float = 0.0)
     eye = torch.eye(t, dtype=torch.float64)
     result = eye
     for layer in maps.double():
-        fused = fuse(layer)  # (T, T)
-        drop = int(discard_ratio * fused.numel())
-        if drop:
-            threshold = fused.flatten().kthvalue(drop).values
-            fused = torch.where(fused <= threshold, 0.0, fused)  # ties at the threshold go together
-        a = (fused + eye) / 2                # the residual connection carries each token through unchanged
+        fused = fuse(layer).flatten()  # (T·T,)
+        weakest = fused.argsort(stable=True)[:int(fused.numel() * discard_ratio)]  # of equal ones, the first
+        weakest = weakest[weakest != 0]  # entry (0, 0), the class token's attention to itself, is kept
+        a = (fused.index_fill(0, weakest, 0.0).view(t, t) + eye) / 2  # the residual connection keeps each token
         a = a / a.sum(dim=-1, keepdim=True)  # rows sum to 1 again
         result = a @ result
     return result
@@ -291,7 +331,7 @@ def patch_embedding(trace: Trace, grid: PatchGrid) -> tuple[str, Tensor] | None:
 
 
 def block_and_input(model: nn.Module, trace: Trace, record: str) -> tuple[nn.Module, Tensor]:
-    """(block, its input x) for head_step on the attention record `record` ("blocks.0.attn").
+    """(block, its input x for batch item 0, (T, D)) for head_step on the attention record `record` ("blocks.0.attn").
 
     The block is the attention module's parent when the parent holds it as its attention child, with the
     parent's pre-norm input as x; otherwise the attention module alone, with its own input as x.
@@ -308,10 +348,25 @@ def block_and_input(model: nn.Module, trace: Trace, record: str) -> tuple[nn.Mod
         norm_path = next(n for n, m in parent.named_children() if m is norm)
         norm_record = f"{parent_path}.{norm_path}" if parent_path else norm_path
         if norm_record in trace.names and trace[norm_record].input is not None:
-            return parent, trace[norm_record].input
+            return parent, _first_item(trace[norm_record].input, trace[record], attn)
     if trace[record].input is None:
         raise InputError(f"the trace kept no input for {record}; trace the model with keep_inputs=True.")
-    return attn, trace[record].input
+    return attn, _first_item(trace[record].input, trace[record], attn)
+
+
+def _first_item(x: Tensor, record: LayerRecord, attn: nn.Module) -> Tensor:
+    """(T, D): batch item 0 of x, which is (B, T, D), or (T, B, D) around a sequence-first nn.MultiheadAttention.
+
+    The traced probabilities (B, heads, T, T) say which axis holds the tokens; the module's batch_first decides
+    only when B = T.
+    """
+    if x.dim() == 2:
+        return x
+    probs = record.extras.get("probs")
+    sequence_first = isinstance(attn, nn.MultiheadAttention) and not attn.batch_first
+    if probs is not None and probs.dim() == 4 and x.shape[0] != x.shape[1]:
+        sequence_first = (x.shape[0], x.shape[1]) == (probs.shape[2], probs.shape[0])
+    return x[:, 0] if sequence_first else x[0]
 
 
 @dataclass(frozen=True, eq=False)

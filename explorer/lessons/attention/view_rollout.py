@@ -68,9 +68,12 @@ class Rollout:
             left=list(LEFT), right=[x + w * scale for x in LEFT], top=[TOP, TOP], bottom=[TOP + h * scale] * 2)
         self._fig.title.text = f"what reaches {s.query_name}"
         tag_results(s.model, self._source, self._fig, self.text)
+        kept = "the class token's" if a.grid.first else "token 0's"
+        discard = (f"its weakest {s.discard_ratio:.0%} of weights are set to 0 (all but {kept} attention to itself, "
+                   "as vit-explain does), " if s.discard_ratio else "")
         self.text.object = (
             f"Left: attention rollout for {s.query_name}, {whats[0]}. Each layer's heads are fused into one "
-            "matrix, the identity is added for the residual connection (a token keeps itself), each row is "
+            f"matrix, {discard}the identity is added for the residual connection (a token keeps itself), each row is "
             "rescaled to sum to 1, and the layers are multiplied from first to last. Right: the last layer's "
             f"attention alone. Both are coloured from 0 to their own largest value. The patches receive "
             f"{plots.format_value(r.to_patches)} of the rollout"
