@@ -1,4 +1,5 @@
-"""The attention lesson in a real browser: a student clicks a patch and the attention shown follows it.
+"""The attention lesson in a real browser: a student clicks a patch and the attention shown follows it; section 6
+(what attention filters) arrives and draws, on a ViT and on a CNN.
 
 Serves tests/browser/apps/attention_app.py (the lesson alone, plus a line of text with its selection) and
 leaves screenshots in screenshots/attention-*.png.
@@ -6,13 +7,18 @@ leaves screenshots in screenshots/attention-*.png.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from explorer.core import zoo
+from explorer.lessons import plots
+from explorer.lessons.attention.view_figures import QUERY_COLOUR
 
 from .conftest import click_figure, open_page, screenshot, serve
 
@@ -71,6 +77,61 @@ def test_a_cnn_gets_a_clear_message_instead_of_figures(page: Page, attention_url
     expect(page.get_by_text("This model has no attention layers")).to_be_visible()
     expect(page.get_by_text("1. Patches, patch embedding and positions")).to_be_hidden()
     expect(page.get_by_text("Guided tour: attention")).to_be_hidden()  # its steps would point at hidden figures
+    expect(page.get_by_text("6. What attention filters")).to_be_visible()  # a CNN is half of its comparison
     assert page.get_by_text("Traceback").count() == 0
     screenshot(page, "attention-mnist-cnn")
+    assert errors == []
+
+
+# The Bokeh figure whose title starts with the argument, scrolled into the viewport: its box there, or null.
+FIGURE_BOX = """(title) => {
+  const seen = new Set();
+  function find(view) {
+    if (!view || seen.has(view)) return null;
+    seen.add(view);
+    if (view.model.type === "Figure" && view.model.title && view.model.title.text.startsWith(title)) return view;
+    const kids = view._child_views ? [...view._child_views.values()] : [];
+    if (view.child_views) kids.push(...view.child_views);
+    for (const k of kids) { const found = find(k); if (found) return found; }
+    return null;
+  }
+  for (const root of Object.values(Bokeh.index)) {
+    const view = find(root);
+    if (view) {
+      view.el.scrollIntoView({block: "center"});
+      const b = view.el.getBoundingClientRect();
+      return {x: b.left, y: b.top, width: b.width, height: b.height};
+    }
+  }
+  return null;
+}"""
+SHOWN_HIGHS = """() => Array.from(Bokeh.documents[0].get_model_by_name("attention-frequency-layers").data.high)"""
+
+
+def pixels_of(page: Page, colour: str, title: str) -> int:
+    """How many pixels of the figure titled `title` are (nearly) `colour`, as the browser painted them."""
+    box = page.evaluate(FIGURE_BOX, title)
+    assert box is not None, f"no figure titled {title!r}"
+    picture = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), dtype=int)
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(picture - rgb).sum(axis=-1) < 40).sum())
+
+
+@pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit weights are not installed")
+def test_what_attention_filters_opens_and_draws(page: Page, attention_url: str):
+    errors = open_lesson(page, attention_url, "mnist-vit")
+    heading = page.get_by_text("6. What attention filters")
+    heading.scroll_into_view_if_needed()
+    expect(heading).to_be_visible()
+    # The spectra come from slow work after the page (9 stream points of mnist-vit, 12 layers of mnist-cnn, ...), at
+    # background priority: on a shared, busy 2-core machine that can take a minute
+    page.wait_for_function(f"() => ({SHOWN_HIGHS})().length >= 9", timeout=180_000)
+    highs = page.evaluate(SHOWN_HIGHS)
+    assert all(isinstance(h, float | int) for h in highs)
+    expect(page.get_by_text("attention layers lower it")).to_be_visible()
+    page.wait_for_timeout(300)  # the canvases paint after the data arrives
+    # the first model's line (mnist-vit, the first categorical colour) and the chosen layer's thick curve are painted
+    assert pixels_of(page, plots.CATEGORICAL[0], "high frequencies through the network") > 50
+    assert pixels_of(page, QUERY_COLOUR, "Δ log amplitude over frequency") > 50
+    screenshot(page, "attention-frequency", full_page=True)
     assert errors == []

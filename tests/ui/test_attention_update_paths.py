@@ -160,11 +160,12 @@ def test_fused_attention_gets_a_message_not_a_traceback(own_model, rng):
 
 
 @needs_vit
-def test_opened_on_a_cnn_the_lesson_makes_no_figures_until_a_vit_is_chosen():
+def test_opened_on_a_cnn_the_lesson_makes_no_attention_figures_until_a_vit_is_chosen():
     lesson = AttentionLesson(model="mnist-cnn")
     page = Page(lesson)
     assert lesson.errors.visible and "has no attention layers" in lesson.errors.object
-    assert not [m for m in page.doc.models if type(m).__name__ == "figure"]
+    # only section 6's two figures, which compare this CNN with the ViT
+    assert len([m for m in page.doc.models if type(m).__name__ == "figure"]) == 2
     lesson.state.model = "mnist-vit"
     assert lesson._content.visible and not lesson.errors.visible
     assert len([m for m in page.doc.models if type(m).__name__ == "figure"]) > 10

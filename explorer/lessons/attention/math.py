@@ -111,8 +111,8 @@ def attention_maps(trace: Trace) -> Tensor:
     """
     records = trace.of_kind("attention")
     if not records:
-        raise InputError("This model has no attention layers, so there is nothing to show here: the attention "
-                         "lesson needs a vision transformer (pick mnist-vit).")
+        raise InputError("This model has no attention layers, so sections 1 to 5 have nothing to show: they "
+                         "need a vision transformer (pick mnist-vit).")
     unread = [r.name for r in records if r.extras.get("probs") is None]
     if unread:
         raise InputError(

@@ -1,4 +1,5 @@
-"""The attention lesson: patches, where every head looks, one head step by step, rollout and attention distance.
+"""The attention lesson: patches, where every head looks, one head step by step, rollout, attention distance, and
+what attention filters (the feature maps' spectra, beside a CNN's).
 
 Every number comes from explorer/lessons/attention/math.py on the session's traced input; the step-by-step
 probabilities at temperature 1 are the model's own (the view says how far they are from the traced ones).
@@ -14,6 +15,9 @@ analysed (`_build_content`: on a CNN the lesson is one message, not some 700 Bok
 control only replaces sources' data and a few properties, inside one `one_update()`, and each part is
 redrawn only when what it shows changed (`changed`). A model whose attention cannot be read hides the
 figures and says why. Each section is a view_<section>.py module.
+
+Section 6 (view_frequency.py) is the exception: it compares the session's model with the shipped CNN and ViT,
+so it is made at once and shown for any model, a CNN included (two figures, not the 700 Bokeh models of the rest).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from explorer.lessons import plots
 from explorer.lessons.attention import math as am
 from explorer.lessons.attention.view_distance import Distance
 from explorer.lessons.attention.view_figures import CELL_CODE, Shown
+from explorer.lessons.attention.view_frequency import Frequency
 from explorer.lessons.attention.view_heads import Heads
 from explorer.lessons.attention.view_patches import Patches
 from explorer.lessons.attention.view_rollout import Rollout
@@ -56,6 +61,8 @@ class AttentionLesson(Lesson):
     head_fusion = param.Selector(default="mean", objects=list(am.HEAD_FUSIONS), doc="How rollout fuses the heads.")
     discard_ratio = param.Number(default=0.0, bounds=(0.0, 0.95), step=0.05,
                                  doc="Share of the weakest attention weights rollout drops in each layer.")
+    frequency_layer = param.String(default="", doc="Layer whose spectrum section 6 draws thick; '' for the last "
+                                                   "attention layer (else the last convolution).")
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
@@ -78,7 +85,11 @@ class AttentionLesson(Lesson):
         # lesson is its message alone, and opening it there costs a student's server no 700 Bokeh models.
         self._sections: tuple | None = None
         self._content: pn.Column | None = None
+        with making_models():
+            self._frequency = Frequency(self.changed, self.slow("frequency"),
+                                        lambda layer: setattr(self, "frequency_layer", layer))
         self._page = pn.Column(pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)), self.errors,
+                               pn.Column(*self._frequency.layout(), sizing_mode="stretch_width", margin=(10, 0)),
                                sizing_mode="stretch_width")
         self._update()
 
@@ -163,14 +174,21 @@ class AttentionLesson(Lesson):
                  "Small values are local heads (like a convolution), large ones global; the dashed line is a head "
                  "that looks everywhere equally. ViTs mix both already in early layers.",
                  {"layer": first, "head_fusion": "mean"}),
+            Step("What attention filters",
+                 "Section 6: the Fourier transform of each layer's output, averaged over its channels, from the zero "
+                 "frequency to the highest. Park & Kim found attention lowers the high frequencies and convolutions "
+                 "raise them; the text under the figure says what your input shows in these small models, beside "
+                 "the CNN's.",
+                 {"frequency_layer": last}),
         )
 
     # --- updates: data only, inside one_update() ---
 
     @follows("state.inference", "state.layer", "state.channel", "query", "temperature", "head_fusion",
-             "discard_ratio")
+             "discard_ratio", "frequency_layer")
     def _update(self) -> None:
         inference = self.state.inference
+        self._frequency.draw(inference, self.frequency_layer)  # any model: a CNN is half the comparison
         if inference is not self._analysed:
             self._analysed = inference
             try:
@@ -199,7 +217,8 @@ class AttentionLesson(Lesson):
         """Say why this model's attention cannot be shown, in place of the sections."""
         self._analysis = None
         with one_update():
-            self.show_error(f"**{inference.model.name}**: {why}")
+            self.show_error(f"**{inference.model.name}**: {why} Section 6 below, *what attention filters*, works on "
+                            "any model: it compares this one with the shipped ViT and CNN.")
             if self._content is not None:
                 self._content.visible = False
 
@@ -242,7 +261,7 @@ class AttentionLesson(Lesson):
                 *rollout.layout(pn.Row(pn.Column(pn.pane.Markdown("Head fusion", margin=(0, 10)), w["head_fusion"]),
                                        w["discard_ratio"])),
                 *distance.layout(), sizing_mode="stretch_width", margin=(10, 0))
-            self._page.append(self._content)
+            self._page.insert(2, self._content)  # after the intro and the errors, before section 6
 
 
 class TourTarget:
