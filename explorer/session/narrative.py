@@ -2,6 +2,9 @@
 
 A lesson's tour sets the lesson's own settings and the session's (its layer and channel), which the state owns: the
 `shared` names of a step go to the state, under the state's name for them, the rest to the lesson.
+
+A tour starts when the student asks for it (Next), not when the page opens: a step's text is shown only with its
+settings applied, and opening a lesson never moves the student's own choices.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Narrative(pn.viewable.Viewer):
     """Steps through `steps`, applying each step's settings to `target` (a param.Parameterized); the settings named in
     `shared` (step name -> the state's parameter) to `state` instead."""
 
-    index = param.Integer(default=0, bounds=(0, None))
+    index = param.Integer(default=-1, bounds=(-1, None), doc="The step shown (from 0); -1 before the tour starts.")
 
     def __init__(self, steps: tuple[Step, ...], target: param.Parameterized, title: str = "Guided tour",
                  state: param.Parameterized | None = None, shared: Mapping[str, str] | None = None, **params):
@@ -41,9 +44,9 @@ class Narrative(pn.viewable.Viewer):
         self._text = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["narrative-text"])
         self._prev = pn.widgets.Button(label="◀ Prev", width=90, description="Previous step")
         self._next = pn.widgets.Button(label="Next ▶", width=90, color="primary", description="Next step")
-        self._position = pn.pane.Str("", margin=(12, 10))
+        self._position = pn.pane.Str("", margin=(12, 10), css_classes=["narrative-position"])
         super().__init__(**params)
-        self.param.index.bounds = (0, len(steps) - 1)
+        self.param.index.bounds = (-1, len(steps) - 1)
         self._prev.on_click(lambda _: self._go(-1))
         self._next.on_click(lambda _: self._go(+1))
         self._show()
@@ -51,8 +54,15 @@ class Narrative(pn.viewable.Viewer):
     def _go(self, delta: int) -> None:
         self.index = min(max(self.index + delta, 0), len(self._steps) - 1)
 
+    @property
+    def started(self) -> bool:
+        return self.index >= 0
+
     @param.depends("index", watch=True)
     def _apply(self) -> None:
+        if not self.started:
+            self._show()
+            return
         step = self._steps[self.index]
         settings = {k: v(self._target) if callable(v) else v for k, v in step.settings.items()}
         shared = {self._shared[k]: settings.pop(k) for k in list(settings) if k in self._shared}
@@ -63,10 +73,16 @@ class Narrative(pn.viewable.Viewer):
             self._show()
 
     def _show(self) -> None:
-        step = self._steps[self.index]
-        self._text.object = f"**{self.index + 1}. {step.title}**\n\n{step.text}"
-        self._position.object = f"{self.index + 1} / {len(self._steps)}"
-        self._prev.disabled = self.index == 0
+        n = len(self._steps)
+        if self.started:
+            step = self._steps[self.index]
+            self._text.object = f"**{self.index + 1}. {step.title}**\n\n{step.text}"
+            self._position.object = f"{self.index + 1} / {n}"
+        else:
+            self._text.object = (f"{n} steps. **Next ▶** starts the tour: each step sets the controls and says what "
+                                 "to look at.")
+            self._position.object = f"0 / {n}"
+        self._prev.disabled = self.index <= 0
         self._next.disabled = self.index == len(self._steps) - 1
 
     def __panel__(self) -> pn.viewable.Viewable:
