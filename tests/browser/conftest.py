@@ -103,8 +103,8 @@ def app_url() -> Iterator[str]:
         yield url
 
 
-# The page coordinates of a data point (x, y) of the Bokeh figure whose title starts with `title`.
-FIGURE_POINT = """([title, x, y]) => {
+# The view of the Bokeh figure whose title starts with `title`, or null: a function for the scripts below.
+FIND_FIGURE = """function findFigure(title) {
   const seen = new Set();
   function find(view) {
     if (!view || seen.has(view)) return null;
@@ -117,13 +117,29 @@ FIGURE_POINT = """([title, x, y]) => {
   }
   for (const root of Object.values(Bokeh.index)) {
     const view = find(root);
-    if (view) {
-      const box = view.el.getBoundingClientRect();
-      return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)];
-    }
+    if (view) return view;
   }
   return null;
 }"""
+
+# The page coordinates of a data point (x, y) of the Bokeh figure whose title starts with `title`.
+FIGURE_POINT = f"""([title, x, y]) => {{
+  {FIND_FIGURE}
+  const view = findFigure(title);
+  if (!view) return null;
+  const box = view.el.getBoundingClientRect();
+  return [box.left + view.frame.x_scale.compute(x), box.top + view.frame.y_scale.compute(y)];
+}}"""
+
+# The box of the Bokeh figure whose title starts with the argument, scrolled into the viewport; or null.
+FIGURE_BOX = f"""(title) => {{
+  {FIND_FIGURE}
+  const view = findFigure(title);
+  if (!view) return null;
+  view.el.scrollIntoView({{block: "center"}});
+  const b = view.el.getBoundingClientRect();
+  return {{x: b.left, y: b.top, width: b.width, height: b.height}};
+}}"""
 
 
 def click_figure(page: Page, title: str, x: float, y: float, timeout: float = 10) -> None:

@@ -20,7 +20,7 @@ from explorer.core import zoo
 from explorer.lessons import plots
 from explorer.lessons.attention.view_figures import QUERY_COLOUR
 
-from .conftest import click_figure, open_page, screenshot, serve
+from .conftest import FIGURE_BOX, click_figure, open_page, screenshot, serve
 
 APP = "tests/browser/apps/attention_app.py"
 PATCH = 7  # px: the MNIST ViT's patch side
@@ -84,28 +84,6 @@ def test_a_cnn_gets_a_clear_message_instead_of_figures(page: Page, attention_url
     assert errors == []
 
 
-# The Bokeh figure whose title starts with the argument, scrolled into the viewport: its box there, or null.
-FIGURE_BOX = """(title) => {
-  const seen = new Set();
-  function find(view) {
-    if (!view || seen.has(view)) return null;
-    seen.add(view);
-    if (view.model.type === "Figure" && view.model.title && view.model.title.text.startsWith(title)) return view;
-    const kids = view._child_views ? [...view._child_views.values()] : [];
-    if (view.child_views) kids.push(...view.child_views);
-    for (const k of kids) { const found = find(k); if (found) return found; }
-    return null;
-  }
-  for (const root of Object.values(Bokeh.index)) {
-    const view = find(root);
-    if (view) {
-      view.el.scrollIntoView({block: "center"});
-      const b = view.el.getBoundingClientRect();
-      return {x: b.left, y: b.top, width: b.width, height: b.height};
-    }
-  }
-  return null;
-}"""
 SHOWN_HIGHS = """() => Array.from(Bokeh.documents[0].get_model_by_name("attention-frequency-layers").data.high)"""
 
 
