@@ -24,7 +24,7 @@ import warnings
 
 import colorcet
 import numpy as np
-from bokeh.models import ColumnDataSource, Range1d
+from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, LinearColorMapper, Range1d
 from bokeh.palettes import Viridis256
 
 from explorer.session.tags import MODEL_TAG, model_tag  # noqa: F401  (the views tag their results: plots.model_tag)
@@ -51,6 +51,11 @@ def _diverging(n: int = 255) -> tuple[str, ...]:
 DIVERGING: tuple[str, ...] = _diverging()        # 255 colours, DIVERGING[127] is white
 SEQUENTIAL: tuple[str, ...] = tuple(Viridis256)  # 256 colours, dark purple at 0
 CENTRE = len(DIVERGING) // 2
+
+
+# Lines of several named things in one figure (methods, models): Okabe & Ito's colour-blind safe set, in its order,
+# without its yellow (too light on white) and black (kept for marks and text).
+CATEGORICAL: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00")
 
 
 def palette(signed: bool) -> tuple[str, ...]:
@@ -314,3 +319,43 @@ def format_shape(shape: tuple[int, ...]) -> str:
 def format_value(x: float) -> str:
     """A value for a label: 3 significant digits, with a real minus sign."""
     return f"{x:.3g}".replace("-", "−")
+
+
+# --- Colour bars: a map's range, readable from the back of a room --------------------------------------------
+
+COLOUR_BAR_FONT = "13px"     # tick labels and title of a colour bar
+PLAYGROUND_UNIT_WEIGHT = 1.0  # the weight that copies a pixel of a [0, 1] image unchanged (the identity kernel)
+
+
+def colour_bar(mapper: LinearColorMapper, title: str) -> ColorBar:
+    """A colour bar for `mapper`, made once with its figure (`fig.add_layout(bar, "right")`). `set_colour_scale`
+    sets its scale: ticks at both ends, and at 0 on a signed scale, each written by `format_value`."""
+    return ColorBar(color_mapper=mapper, title=title, ticker=FixedTicker(ticks=[]), width=14, padding=6,
+                    major_label_text_font_size=COLOUR_BAR_FONT, title_text_font_size=COLOUR_BAR_FONT,
+                    title_text_font_style="normal", major_tick_line_color="#1e293b", major_tick_out=4)
+
+
+def set_colour_scale(bar: ColorBar, signed: bool, limit: float) -> None:
+    """Spread the palette over `colour_range(signed, limit)`, on the bar's mapper and on the bar's ticks.
+
+    Only properties of the models that exist change (the mapper's palette, low and high; the ticks and their
+    labels), so an update sends no new Bokeh model. The labels are the numbers as Python writes them, so that
+    the ends read exactly what the lesson's text says.
+    """
+    low, high = colour_range(signed, limit)
+    bar.color_mapper.update(palette=list(palette(signed)), low=low, high=high)
+    ticks = [low, 0.0, high] if signed else [low, high]
+    bar.ticker.ticks = ticks
+    bar.major_label_overrides = {tick: format_value(tick) for tick in ticks}
+
+
+def kernel_limit(weights: np.ndarray, unit: float = 0.0) -> float:
+    """The colour limit of kernel weights: their largest |w|, and never below `unit`.
+
+    The scale is symmetric around 0, so a weight's colour says its sign and its size. Which weights `weights`
+    holds is the choice: a learned layer's kernels all together (a kernel is coloured against the layer's largest
+    weight, so a constant kernel is not stretched to the ends), or one kernel of the playground with `unit` =
+    PLAYGROUND_UNIT_WEIGHT: a weight of 1 copies a pixel unchanged, and a box blur's 1/9 is drawn pale, not at the
+    darkest red as a kernel stretched to its own largest |w| would be.
+    """
+    return max(max_abs(weights), unit)

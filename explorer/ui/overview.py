@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import panel as pn
 import param
+import torch
 from bokeh.events import DoubleTap, Tap
-from bokeh.models import ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
+from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
-from explorer.core import complexity
+from explorer.core import complexity, names
 from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
 from explorer.session.state import ExplorerState, Inference, SessionView, one_update
@@ -41,14 +42,17 @@ LESSON_FOR_KIND = {"conv": "convolution", "norm": "normalization", "attention": 
 CHANNEL_KEEPING = ("norm", "activation", "pool")  # kinds whose output channel c comes from input channel c
 
 WRAP = 32                           # a long vector is drawn in rows of this many values
-CELL, THUMB, BAND = 68, 56, 16      # strip: column width, thumbnail side, block band height (px)
-STRIP_HEIGHT = BAND + 4 + THUMB + 4 + 26
-PAGE, GRID_COLS = 64, 16            # detail: channels per page, per row
-# Thumbnails 28 units: MNIST's maps and MobileNetV2's block means are drawn one unit a pixel, 14×14 maps 2,
-# 7×7 maps 4, the ViT's 4×4 patch grids 7, and the cells (42 = 6×7, 56 = 8×7) are whole numbers of those
-# pixels or their halves: the grid's picture is sent at about the maps' resolution (plots.pictures).
-GRID_W, GRID_H, GRID_THUMB = 42, 56, 28
+CELL, THUMB, BAND = 68, 56, 18      # strip: column width, thumbnail side, block band height (px)
+STRIP_HEIGHT = BAND + 4 + THUMB + 4 + 32  # under the thumbnail: the kind (12 px) and the shape (11 px)
+PAGE, GRID_COLS = 64, 8             # detail: channels per page, per row
+# Thumbnails 56 units, large enough to read on a projector: MNIST's 28×28 maps and MobileNetV2's block means
+# are drawn two units a pixel, 14×14 maps 4, 7×7 maps 8, the ViT's 4×4 patch grids 14. The cells (64 × 80 =
+# 32×2 × 40×2 = 8×8 × 10×8) are whole numbers of those pixels, so the grid's picture is sent at about the maps'
+# resolution (plots.pictures); the ViT's 14-unit pixels need half pixels.
+GRID_W, GRID_H, GRID_THUMB = 64, 80, 56
+LABELLED_CLASSES = 5                # of more classes than a row holds (ImageNet's 1000), the top ones are marked
 BIG, BIG_MAX_SIDE = 280, 128        # big view: frame width (px), largest map side sent
+BIG_MIN_HEIGHT = 100                # a flat map (a row of logits) is drawn this tall: room for its colour bar's labels
 
 
 # --- What to draw for a record: display reductions of its output, no colours yet ---------------------------
@@ -229,17 +233,50 @@ def lesson_for(record: LayerRecord, current: str) -> str:
     return LESSON_FOR_KIND.get(record.kind, current)
 
 
-def describe(record: LayerRecord) -> str:
-    """One line for the text fallback: 'features.4 · Conv2d · output 1×32×14×14 · 4,608 parameters · ...'."""
-    return (f"**{record.name}** · {record.module_type} · output {plots.format_shape(record.output_shape)} · "
-            f"{record.n_params:,} parameters · {plots.format_si(complexity.layer_macs(record), 'MACs')} · "
-            f"{plots.format_bytes(complexity.activation_bytes(record))} of activations")
+def describe(record: LayerRecord, inference: Inference) -> str:
+    """The selected layer in one line: '**conv 3×3, 16→32** (features.4) · Conv2d · output 1×32×14×14 · 4,608
+    parameters · ...', and why a count is 0 where it is (complexity.cost_note)."""
+    note = complexity.cost_note(record, inference.trace)
+    return (f"**{names.readable_name(module_of(record, inference))}** ({record.name}) · {record.module_type} · "
+            f"output {plots.format_shape(record.output_shape)} · {record.n_params:,} parameters · "
+            f"{plots.format_si(complexity.layer_macs(record), 'MACs')} · "
+            f"{plots.format_bytes(complexity.activation_bytes(record))} of activations{f'. {note}.' if note else ''}")
+
+
+def module_of(record: LayerRecord, inference: Inference) -> torch.nn.Module:
+    """The module that made a record ("blocks.0:1", a repeated call, was made by "blocks.0")."""
+    return inference.model.module.get_submodule(record.name.split(":")[0])
+
+
+def class_marks(record: LayerRecord, inference: Inference) -> list[tuple[int, str]]:
+    """(value index, text) of the cells to label on a layer's map: for the model's logits, each class by name when
+    all fit in one row of the map (at most WRAP), else the top LABELLED_CLASSES by rank ("1" the most likely);
+    no marks for any other layer."""
+    labels = inference.model.labels
+    if record.output.shape != inference.trace.logits.shape or not torch.equal(record.output, inference.trace.logits):
+        return []
+    if len(labels) <= WRAP:
+        return list(enumerate(labels))
+    top = inference.probs.topk(min(LABELLED_CLASSES, len(labels))).indices.tolist()  # softmax keeps the order
+    return [(index, str(rank)) for rank, index in enumerate(top, start=1)]
 
 
 def _fit(h: int, w: int, side: float, least: float = 10.0) -> tuple[float, float]:
     """(dw, dh) of a picture of h×w cells drawn with its longer side `side` px, never thinner than `least`."""
     scale = side / max(h, w)
     return max(w * scale, least), max(h * scale, least)
+
+
+def _classes_text(marks: list[tuple[int, str]], inference: Inference) -> str:
+    """What the labelled cells of the logits map are, with the top classes and their logits."""
+    labels, logits = inference.model.labels, inference.trace.logits[0]
+    top = inference.probs.topk(min(LABELLED_CLASSES, len(labels))).indices.tolist()
+    ranked = ", ".join(f"**{labels[i]}** {plots.format_value(float(logits[i]))}" for i in top)
+    if len(marks) == len(labels):
+        return (f"These are the model's **{len(labels)} logits**, one per class, each cell labelled with its class "
+                f"(the largest wins). Largest first: {ranked}.\n\n")
+    return (f"These are the model's **{len(labels):,} logits**, one per class, row by row; the numbers 1–{len(top)} "
+            f"mark the largest: {ranked} (in that order).\n\n")
 
 
 # --- The view ----------------------------------------------------------------------------------------------
@@ -395,7 +432,9 @@ class Overview(SessionView):
         for i, record in enumerate(records, start=1):
             left = i * CELL
             row = dict(
-                cx=left + CELL / 2, left=left, right=left + CELL, name=record.name, kind=record.kind,
+                cx=left + CELL / 2, left=left, right=left + CELL, name=record.name,
+                label=names.labelled_name(inference.model.module, record.name),
+                note=complexity.cost_note(record, inference.trace) or "–", kind=record.kind,
                 module_type=record.module_type,
                 kind_label=record.kind if record.kind != "other" else record.module_type.lower(),
                 shape=plots.format_shape(record.output_shape), shape_label=plots.format_shape(record.output_shape[1:]),
@@ -436,7 +475,7 @@ class Overview(SessionView):
             self._show_strip_highlight(record)
         if not self._changed("layer", (self.state.inference, self.state.layer, self.scope, page)):
             return
-        self._summary.object = (describe(record) if record is not None
+        self._summary.object = (describe(record, self.state.inference) if record is not None
                                 else f"No layer named {self.state.layer!r} in this model; click one in the strip.")
         tag_results(self.state.inference.model.name, self._summary, self._grid_fig, self._grid_source,
                     self._grid_pictures, self._grid_note)
@@ -461,7 +500,7 @@ class Overview(SessionView):
             left, top = col * GRID_W, row * GRID_H
             tiles.append((plots.to_rgba(small[i], lm.signed, limits[i]), left + (GRID_W - dw) / 2,
                           top + 2 + (GRID_THUMB - dh) / 2, dw, dh))
-            entry = dict(channel=c, label=str(c), cx=left + GRID_W / 2, label_y=top + GRID_THUMB + 3, left=left,
+            entry = dict(channel=c, label=str(c), cx=left + GRID_W / 2, label_y=top + GRID_THUMB + 5, left=left,
                          right=left + GRID_W, top=top, bottom=top + GRID_H, min_text=plots.format_value(low[i]),
                          max_text=plots.format_value(high[i]), mean_text=plots.format_value(mean[i]))
             for k, v in entry.items():
@@ -477,9 +516,10 @@ class Overview(SessionView):
             self._grid_fig.height = rows * GRID_H + 30
             self._grid_fig.y_range.start = rows * GRID_H
         noun = f"{lm.noun}s"
-        self._grid_fig.title.text = f"{record.name}: {n:,} {noun} (click one)" if n > 1 else record.name
-        self._grid_note.object = (f"**{record.name}** makes one {lm.noun}." if n == 1 else
-                                  f"All {n:,} {noun} of **{record.name}**." if n <= PAGE else
+        name = names.labelled_name(self.state.inference.model.module, record.name)
+        self._grid_fig.title.text = f"{name}: {n:,} {noun} (click one)" if n > 1 else name
+        self._grid_note.object = (f"**{name}** makes one {lm.noun}." if n == 1 else
+                                  f"All {n:,} {noun} of **{name}**." if n <= PAGE else
                                   f"{noun.capitalize()} {shown.start}–{shown.stop - 1} of {n:,}; type a number "
                                   f"in *Number* to see the others.")
         self._channel_input.end = n - 1
@@ -500,6 +540,7 @@ class Overview(SessionView):
                     self._channel_text)
         if lm is None or channel >= len(lm.maps):
             self._big_source.data = dict(image=[], dw=[], dh=[])
+            self._class_source.data = dict(x=[], y=[], text=[])
             self._grid_highlight_source.data = dict(left=[], right=[], top=[], bottom=[])
             self._channel_text.object = ""
             return
@@ -510,15 +551,20 @@ class Overview(SessionView):
         self._big_source.data = dict(image=[big.astype(np.float32)], dw=[w], dh=[h])
         self._big_fig.x_range.end = w
         self._big_fig.y_range.start = h
-        self._big_fig.frame_height = int(np.clip(BIG * h / w, 40, BIG))
+        self._big_fig.frame_height = int(np.clip(BIG * h / w, BIG_MIN_HEIGHT, BIG))
         self._big_fig.xaxis.axis_label, self._big_fig.yaxis.axis_label = lm.axes
-        self._colour_mapper.palette = list(plots.palette(lm.signed))
         self._colour_bar.title = lm.quantity
-        self._colour_mapper.low, self._colour_mapper.high = plots.colour_range(lm.signed, limit)
+        plots.set_colour_scale(self._colour_bar, lm.signed, limit)
         record = self._record()
-        self._big_fig.title.text = f"{record.name}, {lm.noun} {channel} of {len(lm.maps):,}"
+        name = names.labelled_name(self.state.inference.model.module, record.name)
+        self._big_fig.title.text = (f"{name}, {lm.noun} {channel} of {len(lm.maps):,}" if len(lm.maps) > 1
+                                    else name)
         shrunk = "" if big.shape == values.shape else f" (drawn at {w}×{h}, block means)"
-        self._channel_text.object = (
+        marks = class_marks(record, self.state.inference) if big.shape == values.shape else []
+        row_length = values.shape[1]
+        self._class_source.data = dict(x=[i % row_length + 0.5 for i, _ in marks],
+                                       y=[i // row_length + 0.5 for i, _ in marks], text=[t for _, t in marks])
+        self._channel_text.object = (_classes_text(marks, self.state.inference) if marks else "") + (
             f"{lm.noun.capitalize()} {channel}: {lm.about}. {values.shape[0]}×{values.shape[1]} values{shrunk}, "
             f"min {plots.format_value(np.nanmin(values))}, max {plots.format_value(np.nanmax(values))}, "
             f"mean {plots.format_value(np.nanmean(values))}; colours span "
@@ -532,7 +578,7 @@ class Overview(SessionView):
 
     def _build_strip(self) -> None:
         self._strip_pictures = _source("image", "x", "y", "dw", "dh", name="overview-strip-pictures")
-        self._strip_source = _source("cx", "left", "right", "name", "kind",
+        self._strip_source = _source("cx", "left", "right", "name", "label", "note", "kind",
                                      "module_type", "kind_label", "shape", "shape_label", "params", "params_text",
                                      "macs", "macs_text", "memory", "memory_text", "shows", name="overview-strip")
         self._input_source = _source("image", "x", "y", "dw", "dh", "cx", "kind_label", "shape_label", "description")
@@ -547,21 +593,22 @@ class Overview(SessionView):
         fig.title.text_font_size = "13px"
         fig.quad(left="left", right="right", top=0, bottom=BAND, fill_color="colour", line_color=None,
                  source=self._band_source)
-        fig.text(x="left", y=BAND / 2, text="label", x_offset=4, text_baseline="middle", text_font_size="10px",
+        fig.text(x="left", y=BAND / 2, text="label", x_offset=4, text_baseline="middle", text_font_size="11px",
                  text_color="#334155", source=self._band_source)
         _selection_frame(fig, self._highlight_source, top=BAND + 1, bottom=STRIP_HEIGHT - 1)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._input_source)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._strip_pictures)
         for source in (self._input_source, self._strip_source):
-            fig.text(x="cx", y=BAND + THUMB + 9, text="kind_label", text_align="center", text_baseline="top",
-                     text_font_size="10px", text_color="#1e293b", source=source)
-            fig.text(x="cx", y=BAND + THUMB + 21, text="shape_label", text_align="center", text_baseline="top",
-                     text_font_size="9px", text_color="#475569", source=source)
+            fig.text(x="cx", y=BAND + THUMB + 8, text="kind_label", text_align="center", text_baseline="top",
+                     text_font_size="12px", text_color="#1e293b", source=source)
+            fig.text(x="cx", y=BAND + THUMB + 23, text="shape_label", text_align="center", text_baseline="top",
+                     text_font_size="11px", text_color="#475569", source=source)
         hit = fig.quad(left="left", right="right", top=BAND, bottom=STRIP_HEIGHT, fill_alpha=0, line_alpha=0,
                        source=self._strip_source)
         fig.add_tools(HoverTool(renderers=[hit], tooltips=[
-            ("layer", "@name"), ("type", "@module_type"), ("output", "@shape"), ("parameters", "@params_text"),
-            ("MACs", "@macs_text"), ("activation memory", "@memory_text"), ("picture", "@shows")]))
+            ("layer", "@label"), ("type", "@module_type"), ("output", "@shape"), ("parameters", "@params_text"),
+            ("MACs", "@macs_text"), ("activation memory", "@memory_text"), ("picture", "@shows"),
+            ("counts", "@note")]))
         inp = fig.quad(left=0, right=CELL, top=BAND, bottom=STRIP_HEIGHT, fill_alpha=0, line_alpha=0,
                        source=self._input_source)
         fig.add_tools(HoverTool(renderers=[inp], tooltips=[("input", "@description"), ("model input", "@shape_label")]))
@@ -584,7 +631,7 @@ class Overview(SessionView):
         fig.title.text_font_size = "13px"
         _selection_frame(fig, self._grid_highlight_source, top="top", bottom="bottom")
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._grid_pictures)
-        fig.text(x="cx", y="label_y", text="label", text_align="center", text_baseline="top", text_font_size="9px",
+        fig.text(x="cx", y="label_y", text="label", text_align="center", text_baseline="top", text_font_size="12px",
                  text_color="#475569", source=self._grid_source)
         hit = fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_alpha=0,
                        source=self._grid_source)
@@ -607,8 +654,13 @@ class Overview(SessionView):
         fig.add_tools(HoverTool(renderers=[image], tooltips=[("column", "$x{custom}"), ("row", "$y{custom}"),
                                                              ("value", "@image{0.000}")],
                                 formatters={"$x": cell, "$y": cell}))
-        self._colour_bar = ColorBar(color_mapper=self._colour_mapper, title="activation", width=12)
+        self._colour_bar = plots.colour_bar(self._colour_mapper, "activation")
         fig.add_layout(self._colour_bar, "right")
+        # the model's classes written on the cells of its logits (class_marks)
+        self._class_source = _source("x", "y", "text", name="overview-classes")
+        fig.text(x="x", y="y", text="text", source=self._class_source, text_align="center", text_baseline="middle",
+                 text_font_size="13px", text_font_style="bold", text_color="#111827", background_fill_color="white",
+                 background_fill_alpha=0.7, padding=1)
         for axis in (fig.xaxis[0], fig.yaxis[0]):
             axis.ticker.min_interval = 1  # pixel edges: no ticks between two pixels
             axis.minor_tick_line_color = None

@@ -63,8 +63,9 @@ def test_clicking_a_cnn_layer_and_a_channel_selects_them(page: Page, overview_ur
     names = traced_names("mnist-cnn")
     click_figure(page, "mnist-cnn:", strip_x(names, "features.5"), 60)
     expect(page.get_by_text("layer=features.5 lesson=normalization channel=0")).to_be_visible()
-    expect(page.get_by_text("features.5 · BatchNorm2d · output 1×32×14×14")).to_be_visible()
-    click_figure(page, "features.5:", 3 * GRID_W + GRID_W / 2, GRID_H / 2)  # channel 3, first row
+    expect(page.get_by_text("(features.5) · BatchNorm2d · output 1×32×14×14")).to_be_visible()
+    expect(page.locator(".layer-summary")).to_contain_text("can be folded into the convolution before it")
+    click_figure(page, "batch norm, 32 channels (features.5):", 3 * GRID_W + GRID_W / 2, GRID_H / 2)  # channel 3
     expect(page.get_by_text("layer=features.5 lesson=normalization channel=3")).to_be_visible()
     expect(page.get_by_text("features.5, channel 3 of 32")).to_have_count(0)  # a canvas title, not DOM text
     click_figure(page, "mnist-cnn:", strip_x(names, "features.4"), 60)  # often within Bokeh's double-tap window
@@ -80,8 +81,9 @@ def test_clicking_a_vit_attention_layer_opens_the_attention_lesson(page: Page, o
     names = traced_names("mnist-vit")
     click_figure(page, "mnist-vit:", strip_x(names, "blocks.0.attn"), 60)
     expect(page.get_by_text("layer=blocks.0.attn lesson=attention channel=0")).to_be_visible()
-    click_figure(page, "blocks.0.attn:", 2 * GRID_W + GRID_W / 2, GRID_H / 2)  # head 2
+    click_figure(page, "self-attention, 4 heads (blocks.0.attn):", 2 * GRID_W + GRID_W / 2, GRID_H / 2)  # head 2
     expect(page.get_by_text("layer=blocks.0.attn lesson=attention channel=2")).to_be_visible()
+    expect(page.locator(".layer-summary")).to_contain_text("0 parameters of its own")
     page.wait_for_timeout(300)
     screenshot(page, "overview-mnist-vit", full_page=True)
     assert errors == []
@@ -97,6 +99,17 @@ def test_mobilenet_strip_scrolls_inside_the_page(page: Page, overview_url: str):
     expect(page.get_by_text("Channels 0–63 of 96")).to_be_visible()  # a page of 64 at a time
     page.wait_for_timeout(300)
     screenshot(page, "overview-mobilenet_v2", full_page=True)
+    assert errors == []
+
+
+def test_the_logits_are_labelled_with_their_classes(page: Page, overview_url: str):
+    errors = open_overview(page, overview_url, "mnist-cnn", "features.0")
+    names = traced_names("mnist-cnn")
+    click_figure(page, "mnist-cnn:", strip_x(names, "classifier"), 60)
+    expect(page.get_by_text("layer=classifier lesson=convolution channel=0")).to_be_visible()
+    expect(page.get_by_text("These are the model's 10 logits")).to_be_visible()
+    page.wait_for_timeout(300)
+    screenshot(page, "overview-mnist-cnn-logits", full_page=True)
     assert errors == []
 
 

@@ -314,3 +314,12 @@ def test_presets_explain_bad_names_and_sizes():
         cm.preset("emboss")
     with pytest.raises(InputError, match="odd size"):
         cm.preset("box blur", 4)
+
+
+def test_first_live_channel_is_the_first_with_a_non_zero_value(rng):
+    output = torch.randn(1, 6, 5, 5, generator=rng)
+    dead = sorted(torch.randperm(6, generator=rng)[:3].tolist())
+    output[0, dead] = 0
+    expected = next(c for c in range(6) if np.any(output[0, c].numpy() != 0))
+    assert cm.first_live_channel(output) == expected
+    assert cm.first_live_channel(torch.zeros(1, 4, 3, 3)) == 0

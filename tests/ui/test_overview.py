@@ -7,7 +7,7 @@ import pytest
 import torch
 from bokeh.events import Tap
 
-from explorer.core import complexity, zoo
+from explorer.core import complexity, names, zoo
 from explorer.lessons import plots
 from explorer.session.state import ExplorerState
 from explorer.ui import overview as ov
@@ -188,7 +188,8 @@ def test_setting_the_layer_redraws_the_detail_grid_with_its_channels(view):
         view.state.layer = name
         grid = view._grid_source.data
         assert grid["channel"] == list(range(channels))
-        assert view._summary.object.startswith(f"**{name}**")
+        readable = names.readable_name(view.state.inference.model.module.get_submodule(name))
+        assert view._summary.object.startswith(f"**{readable}** ({name})")
     view.state.layer = "features.8"
     index = view.state.inference.trace.names.index("features.8") + 1
     assert view._highlight_source.data["left"] == [index * CELL + 1]
@@ -243,10 +244,10 @@ def test_a_click_on_the_input_or_beside_the_strip_changes_nothing(view):
 
 def test_a_click_on_a_channel_selects_it(view):
     view.state.layer = "features.8"
-    tap(view._grid_fig, 3 * GRID_W + 5, 2 * GRID_H + 5)  # row 2, column 3 of 16
-    assert view.state.channel == 2 * 16 + 3
-    tap(view._grid_fig, 3 * GRID_W + 5, 9 * GRID_H)  # below the last row
-    assert view.state.channel == 35
+    tap(view._grid_fig, 3 * GRID_W + 5, 2 * GRID_H + 5)  # row 2, column 3
+    assert view.state.channel == 2 * ov.GRID_COLS + 3
+    tap(view._grid_fig, 3 * GRID_W + 5, (64 // ov.GRID_COLS + 1) * GRID_H)  # below the last row of 64 channels
+    assert view.state.channel == 2 * ov.GRID_COLS + 3
 
 
 def test_layer_channel_and_scope_changes_create_no_bokeh_models(view):
@@ -264,13 +265,13 @@ def test_text_fallback_describes_the_selected_layer_and_channel(view):
     view.state.channel = 2
     record = view.state.inference.trace["features.4"]
     macs = plots.format_si(complexity.layer_macs(record), "MACs")
-    assert view._summary.object == (f"**features.4** · Conv2d · output 1×32×14×14 · {record.n_params:,} parameters · "
-                                    f"{macs} · 25.1 kB of activations")
+    assert view._summary.object == (f"**conv 3×3, 16→32** (features.4) · Conv2d · output 1×32×14×14 · "
+                                    f"{record.n_params:,} parameters · {macs} · 25.1 kB of activations")
     values = output(view, "features.4")[0, 2]
     assert view._channel_text.object.startswith(
         f"Channel 2: one value per position of the feature map. 14×14 values, min {plots.format_value(values.min())}, "
         f"max {plots.format_value(values.max())}")
-    assert view._big_fig.title.text == "features.4, channel 2 of 32"
+    assert view._big_fig.title.text == "conv 3×3, 16→32 (features.4), channel 2 of 32"
 
 
 @pytest.mark.skipif("mobilenet_v2" not in MODELS, reason="MobileNetV2 weights are not installed")
@@ -281,12 +282,12 @@ def test_a_wide_layer_shows_its_channels_a_page_at_a_time():
     assert "0–63 of 1,280" in view._grid_note.object
     view.state.channel = 100
     assert view._grid_source.data["channel"] == list(range(64, 128))
-    assert view._grid_highlight_source.data["left"] == [(100 - 64) % 16 * GRID_W + 1]
+    assert view._grid_highlight_source.data["left"] == [(100 - 64) % ov.GRID_COLS * GRID_W + 1]
     np.testing.assert_array_equal(view._big_source.data["image"][0], output(view, "features.18.0")[0, 100])
     view.state.layer = "features.0.0"  # a 112×112 map: thumbnails are block means, the big view keeps 112
     assert view._big_source.data["image"][0].shape == (112, 112)
-    maps = output(view, "features.0.0")[0]  # 112 / 28: blocks of 4×4, 28×28 means
-    expected = maps[5].reshape(28, 4, 28, 4).mean(axis=(1, 3))
+    maps = output(view, "features.0.0")[0]  # 112 / 56: blocks of 2×2, 56×56 means
+    expected = maps[5].reshape(56, 2, 56, 2).mean(axis=(1, 3))
     np.testing.assert_array_equal(grid_picture(view, 5), plots.to_rgba(expected, True, np.abs(maps[5]).max()))
 
 
@@ -326,3 +327,85 @@ def test_each_layers_colour_limits_and_sign_match_numpy_on_a_random_input(model)
         top = np.nanmax(np.abs(finite).reshape(len(finite), -1), axis=1)
         assert lm.limit == (top.max() or 1.0), record.name  # an all-zero layer or map still gets a usable limit
         np.testing.assert_array_equal(lm.limits, np.where(top > 0, top, 1.0))
+
+
+def logits_of(view: Overview) -> torch.Tensor:
+    """The model's logits recomputed by a plain forward call (no hooks), the reference for the labelled cells."""
+    inference = view.state.inference
+    with torch.no_grad():
+        return inference.model.module(inference.x)[0]
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m != "mobilenet_v2"])
+def test_logits_cells_are_labelled_with_the_models_classes(model):
+    view = make_view(model)
+    head = view.state.inference.trace.records[-1].name
+    view.state.param.update(layer=head, channel=0)
+    labels = view.state.inference.model.labels
+    marks = view._class_source.data
+    assert marks["text"] == list(labels) == [str(d) for d in range(10)]  # MNIST's classes are its digits
+    assert marks["x"] == [i + 0.5 for i in range(10)] and marks["y"] == [0.5] * 10  # the 1×10 map's cells
+    logits = logits_of(view)
+    top = logits.argsort(descending=True)[:ov.LABELLED_CLASSES].tolist()
+    ranked = ", ".join(f"**{labels[i]}** {plots.format_value(float(logits[i]))}" for i in top)
+    assert f"Largest first: {ranked}." in view._channel_text.object
+    np.testing.assert_allclose(view._big_source.data["image"][0][0], logits.numpy(), rtol=1e-5, atol=1e-5)
+    view.state.layer = view.state.inference.trace.records[0].name
+    assert view._class_source.data["text"] == []  # only the logits are labelled with classes
+
+
+@pytest.mark.skipif("mobilenet_v2" not in MODELS, reason="MobileNetV2 weights are not installed")
+def test_imagenet_logits_mark_the_top_classes_by_rank_and_name_them():
+    view = make_view("mobilenet_v2")
+    view.state.layer = "classifier.1"
+    logits = logits_of(view)
+    top = logits.topk(ov.LABELLED_CLASSES).indices.tolist()
+    marks = view._class_source.data
+    assert marks["text"] == [str(rank) for rank in range(1, ov.LABELLED_CLASSES + 1)]
+    assert marks["x"] == [i % ov.WRAP + 0.5 for i in top] and marks["y"] == [i // ov.WRAP + 0.5 for i in top]
+    labels = view.state.inference.model.labels
+    for i in top:
+        assert f"**{labels[i]}** {plots.format_value(float(logits[i]))}" in view._channel_text.object
+
+
+def test_big_view_colour_bar_labels_its_ends_and_zero(view):
+    view.state.layer = "features.4"
+    view.state.channel = 9
+    values = output(view, "features.4")[0, 9]
+    limit = float(np.abs(values).max())
+    bar = view._colour_bar
+    assert bar in view._big_fig.right
+    assert bar.ticker.ticks == pytest.approx([-limit, 0.0, limit])
+    assert [bar.major_label_overrides[t] for t in bar.ticker.ticks] == [
+        plots.format_value(-limit), "0", plots.format_value(limit)]
+    view.state.layer = "features.6"  # a ReLU: no values below zero, a scale from 0 to the largest
+    values = output(view, "features.6")[0, 9]
+    assert bar.ticker.ticks == pytest.approx([0.0, float(values.max())])
+
+
+def test_strip_and_summary_name_layers_readably_and_explain_zero_counts(view):
+    module, trace = view.state.inference.model.module, view.state.inference.trace
+    assert strip(view)["label"] == [names.labelled_name(module, r.name) for r in trace.records]
+    i = trace.names.index("features.1")
+    assert strip(view)["macs"][i] == 0
+    assert "BatchNorm is a fixed scale and shift per channel, which can be folded into the convolution before it" \
+        in strip(view)["note"][i]
+    view.state.layer = "features.1"
+    assert view._summary.object.startswith("**batch norm, 16 channels** (features.1) · BatchNorm2d")
+    assert "can be folded into the convolution before it" in view._summary.object
+    assert strip(view)["note"][trace.names.index("features.0")] == "–"  # a convolution's counts need no note
+
+
+@pytest.mark.skipif("mnist-vit" not in MODELS, reason="mnist-vit weights are not installed")
+def test_attention_says_where_its_parameters_are_counted():
+    view = make_view("mnist-vit")
+    weights = view.state.inference.model.module.state_dict()
+    inside = sum(w.numel() for k, w in weights.items() if k.startswith("blocks.0.attn."))  # qkv and proj
+    view.state.layer = "blocks.0.attn"
+    record = view.state.inference.trace["blocks.0.attn"]
+    assert record.n_params == 0 and inside > 0
+    assert (f"0 parameters of its own: its {inside:,} parameters are in blocks.0.attn.qkv, blocks.0.attn.proj, "
+            "listed as layers of their own") in view._summary.object
+    tokens, width = record.output.shape[1:]
+    assert complexity.layer_macs(record) == 2 * tokens * tokens * width  # Q·Kᵀ and weights·V only, as the note says
+    assert "the projections are counted in their own layers" in view._summary.object

@@ -283,6 +283,13 @@ def cost(record: LayerRecord) -> Cost:
                 complexity.activation_bytes(record))
 
 
+def first_live_channel(output: Tensor) -> int:
+    """The first output channel of a (1, C, H, W) output that holds a non-zero value (0 when none does): a
+    depthwise layer of MobileNetV2 has channels that are zero on every input."""
+    live = output[0].flatten(1).any(dim=1)  # (C,)
+    return int(live.int().argmax()) if bool(live.any()) else 0
+
+
 def conv_layers(model: nn.Module, trace: Trace) -> tuple[str, ...]:
     """The trace records of 2-D convolutions (all of them: standard, depthwise, pointwise)."""
     return tuple(r.name for r in trace.of_kind("conv")

@@ -42,6 +42,7 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self._layers: list[str] = []     # this model's convolutions
         self._layer: str | None = None   # the convolution shown: the state's, or the one before a non-convolution
         self._channel = 0
+        self._opened: tuple | None = None  # (model, convolution) last opened: the default channel is chosen then
         self.layer_menu = pn.widgets.Select(label="Convolution", width=220)
         self.channel_input = pn.widgets.IntInput(label="Output channel", start=0, width=130)
         self.layer_menu.param.watch(self._picked, "value")
@@ -117,11 +118,18 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
             return
         out_channels = math.conv_module(model, layer).out_channels
         channel = state.channel if state.channel < out_channels else min(self._channel, out_channels - 1)
+        opened = (inference.model, layer) != self._opened  # a layer newly on screen, not a new channel or input
+        self._opened = (inference.model, layer)
+        chosen = False
+        if opened and state.channel == 0:  # the default, not a choice: open on a channel with something to show
+            channel, chosen = math.first_live_channel(inference.trace[layer].output), True
         self._layers, self._layer, self._channel = names, layer, channel  # before the widgets: they show it
         with one_update():
             self.layer_menu.param.update(options=names, value=layer)
             self.channel_input.param.update(end=out_channels - 1, value=channel)
             self._show_steps()
+        if chosen and channel != state.channel and state.layer == layer:
+            state.channel = channel  # the session shows it too (the overview); this lesson already does
 
     def _picked(self, _event) -> None:
         """The student chose a convolution or channel here: the state takes it, and the lesson follows the state."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 import param
-from bokeh.models import HoverTool, Range1d
+from bokeh.models import HoverTool, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
+from explorer.core import names
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
@@ -27,14 +28,14 @@ from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
-COLS, CELL, PICTURE = 16, 48, 38      # cells per row, cell side and picture side (px)
-LABEL = 11                            # px under a picture for its number
+COLS, CELL, PICTURE = 12, 60, 50      # cells per row, cell side and picture side (px): readable on a projector
+LABEL = 16                            # px under a picture for its number
 MAX_SHOWN = 256
 FLAG_COLOUR = "#dc2626"
 
 
 def _grid_figure(title: str) -> figure:
-    fig = figure(width=COLS * CELL, height=CELL + LABEL + 30, x_range=Range1d(0, COLS * CELL),
+    fig = figure(frame_width=COLS * CELL, frame_height=CELL + LABEL, x_range=Range1d(0, COLS * CELL),
                  y_range=plots.pixel_range(CELL + LABEL), tools="", toolbar_location=None, min_border=0,
                  outline_line_color=None, title=title)
     fig.axis.visible = False
@@ -132,7 +133,7 @@ class FilterAtlas(OneLayerLesson):
             self._show_maps(atlas, shown)
             rows = -(-len(shown) // COLS)
             for fig in (self._filter_fig, self._maps_fig):
-                fig.height = rows * (CELL + LABEL) + 30
+                fig.frame_height = rows * (CELL + LABEL)
                 fig.y_range.start = rows * (CELL + LABEL)
             self._legend.object = self._legend_text(atlas, len(order), len(shown), spectra)
             tag_results(self.state.inference.model.name, *self._results)
@@ -168,6 +169,10 @@ class FilterAtlas(OneLayerLesson):
             values = atlas.pictures.numpy()
             limit = plots.max_abs(values)
             images = [plots.to_rgba(values[i], signed=True, limit=limit) for i in shown]
+        # an RGB composite has no one colour scale: its legend says how to read it
+        self._filter_bar.visible = spectra or not atlas.colour
+        self._filter_bar.title = "|FFT|" if spectra else "weight"
+        plots.set_colour_scale(self._filter_bar, not spectra, limit)
         cells = self._cells(len(shown))
         degenerate = atlas.degenerate.numpy()
         reasons = np.where(atlas.tiny.numpy(), "near zero (tiny norm)", np.where(atlas.flat.numpy(),
@@ -182,22 +187,26 @@ class FilterAtlas(OneLayerLesson):
         flagged = [k for k, i in enumerate(shown) if degenerate[i]]
         self._flag_source.data = {k: [cells[k][j] for j in flagged] for k in ("left", "right", "top", "bottom")}
         what = "amplitude spectra" if spectra else "filters"
-        self._filter_fig.title.text = f"{self.layer}: {what}, by {self.sort} (hover for numbers)"
+        self._filter_fig.title.text = f"{self._name()}: {what}, by {self.sort} (hover for numbers)"
 
     def _show_maps(self, atlas: receptive.Atlas, shown: np.ndarray) -> None:
+        self._maps_bar.visible = atlas.maps is not None
         if atlas.maps is None:
             self._maps_source.data = {k: [] for k in self._maps_source.data}
             return
         maps = atlas.maps.numpy()
         limit = plots.max_abs(maps)
+        plots.set_colour_scale(self._maps_bar, True, limit)
         small = [plots.downsample(maps[i], PICTURE) for i in shown]
         images = [plots.to_rgba(m, signed=True, limit=limit) for m in small]
         cells = self._cells(len(shown))
         self._maps_source.data = dict(image=images, **self._placed(images, cells), **cells,
                                       number=[str(i) for i in shown])
         h, w = maps.shape[1:]
-        self._maps_fig.title.text = (f"{self.layer}: what each filter makes of this input ({h}×{w} maps, same "
-                                     "order, one colour scale for the layer)")
+        self._maps_fig.title.text = f"{self._name()}: output on this input, {h}×{w} maps"
+
+    def _name(self) -> str:
+        return names.labelled_name(self.state.inference.model.module, self.layer)
 
     def _legend_text(self, atlas: receptive.Atlas, n: int, shown: int, spectra: bool) -> str:
         flagged = int(atlas.degenerate.sum())
@@ -218,7 +227,9 @@ class FilterAtlas(OneLayerLesson):
                  "pass almost nothing or only a blurred constant (CNN Filter DB, Gavrikov & Keuper 2022). "
                  f"**{flagged:,} of {n:,}** in this layer.")
         order = f"sorted by **{self.sort}** ({receptive.SORTS[self.sort]})"
-        return f"{count}, {order}. Each picture is {picture}\n\n{flags}"
+        maps = ("\n\nBelow them, what each filter makes of this input, in the same order, on one colour scale for "
+                "the layer." if atlas.maps is not None else "")
+        return f"{count}, {order}. Each picture is {picture}\n\n{flags}{maps}"
 
     def _build_figures(self) -> None:
         columns = ("image", "x", "y", "dw", "dh", "left", "right", "top", "bottom", "cx", "label_y", "number")
@@ -228,10 +239,15 @@ class FilterAtlas(OneLayerLesson):
         self._maps_source = plots.source(*columns, name="convolution-atlas-maps")
         self._filter_fig = _grid_figure("filters")
         self._maps_fig = _grid_figure("activation maps")
+        self._filter_bar, self._maps_bar = (
+            plots.colour_bar(LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1), title)
+            for title in ("weight", "activation"))
+        self._filter_fig.add_layout(self._filter_bar, "right")
+        self._maps_fig.add_layout(self._maps_bar, "right")
         for fig, source in ((self._filter_fig, self._filter_source), (self._maps_fig, self._maps_source)):
             fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=source)
             fig.text(x="cx", y="label_y", text="number", text_align="center", text_baseline="top",
-                     text_font_size="9px", text_color="#475569", source=source)
+                     text_font_size="12px", text_color="#475569", source=source)
         self._filter_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
                               line_color=FLAG_COLOUR, line_width=3, source=self._flag_source)
         hit = self._filter_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,

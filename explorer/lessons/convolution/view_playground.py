@@ -22,7 +22,7 @@ from explorer.lessons.convolution.view_step_figures import CELLS_FRAME, cells_fi
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
-NUMBERS_FROM_PX = 24        # write the numbers in the cells when a cell is at least this wide
+NUMBERS_FROM_PX = 44        # write the numbers in the cells when a cell is at least this wide (a 12-px '−0.123')
 YOUR_INPUT = "your input"
 PLAYGROUND_PHOTOS = ("camera", "coins", "astronaut", "chelsea")  # scikit-image samples (explorer.core.gallery)
 PLAYGROUND_SIDE = 128       # photos are shrunk (block means) to at most this many pixels a side
@@ -87,8 +87,7 @@ class Playground(param.Parameterized):
             self._play_output.data = dict(image=list(out.astype(np.float32)),
                                           x=[g * (out_w + gap) for g in range(groups)], dw=[out_w] * groups,
                                           dh=[out_h] * groups)
-            limit = plots.max_abs(out)
-            self._play_mapper.update(low=-limit, high=limit)
+            plots.set_colour_scale(self._play_bar, True, plots.max_abs(out))
             self._fit(self._play_output_fig, out_h, groups * out_w + (groups - 1) * gap)
             channels = image.shape[0]
             what = (", the sum over the 3 colour channels" if groups == 1 and channels > 1 else
@@ -121,9 +120,9 @@ class Playground(param.Parameterized):
         self._play_kernel.data = dict(left=v.ravel(), right=v.ravel() + 1, top=u.ravel(), bottom=u.ravel() + 1,
                                       cx=v.ravel() + 0.5, cy=u.ravel() + 0.5, value=values,
                                       text=[plots.format_value(w) if numbers else "" for w in values])
-        limit = plots.max_abs(values)
-        self._play_kernel_mapper.update(low=-limit, high=limit)
-        self._play_kernel_text.glyph.text_font_size = f"{int(np.clip(cell_px * 0.28, 8, 15))}px"
+        # a weight of 1 copies a pixel: the scale reaches at least that far, so a blur's small weights look small
+        plots.set_colour_scale(self._play_kernel_bar, True, plots.kernel_limit(values, plots.PLAYGROUND_UNIT_WEIGHT))
+        self._play_kernel_text.glyph.text_font_size = f"{int(np.clip(cell_px * 0.28, 12, 16))}px"
         self._fit(self._play_kernel_fig, kh, kw)
 
     def _build_playground(self) -> pn.Column:
@@ -137,8 +136,12 @@ class Playground(param.Parameterized):
         self._play_output_fig = picture_figure("Output", "x (output pixel)", "y (output pixel)", frame=300)
         self._play_output_fig.image(image="image", x="x", y=0, dw="dw", dh="dh", color_mapper=self._play_mapper,
                                     source=self._play_output)
+        self._play_bar = plots.colour_bar(self._play_mapper, "output value")
+        self._play_output_fig.add_layout(self._play_bar, "right")
         self._play_kernel_mapper = LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1)
         self._play_kernel_fig = cells_figure("The kernel")
+        self._play_kernel_bar = plots.colour_bar(self._play_kernel_mapper, "weight")
+        self._play_kernel_fig.add_layout(self._play_kernel_bar, "right")
         self._play_kernel_fig.quad(left="left", right="right", top="top", bottom="bottom", source=self._play_kernel,
                                    fill_color={"field": "value", "transform": self._play_kernel_mapper},
                                    line_color="#94a3b8", line_width=0.5)
@@ -168,7 +171,9 @@ class Playground(param.Parameterized):
                 "Choose a kernel (a preset, or type your own numbers) and slide it over your image. The same "
                 "numbers slide over every position: a convolution looks for one pattern everywhere. Sobel x is "
                 "positive where the image gets brighter to the right, Sobel y where it gets brighter downward. "
-                "With an RGB image, groups = 1 adds up the three colour channels; groups = 3 filters each alone.",
+                "With an RGB image, groups = 1 adds up the three colour channels; groups = 3 filters each alone. "
+                "The kernel's colours are darkest at a weight of ±1 (a weight that copies a pixel unchanged), or "
+                "at its largest |weight| where that is larger: a blur's small weights look small.",
                 sizing_mode="stretch_width", margin=(0, 10)),
             pn.Row(kernel_controls, pn.pane.Bokeh(self._play_kernel_fig), settings),
             self._play_formula, self._play_error,

@@ -14,13 +14,14 @@ import numpy as np
 import panel as pn
 import param
 
+from explorer.core import names
 from explorer.lessons import plots
 from explorer.lessons.convolution import math
 from explorer.lessons.convolution.view_step_figures import CELLS_FRAME, StepFigures
 from explorer.session.tags import tag_results
 
 MAX_LABELLED_BLOCKS = 16    # name the input channel above each block of the patch up to this many
-NUMBERS_FROM_PX = 24        # write the numbers in the cells when a cell is at least this wide
+NUMBERS_FROM_PX = 44        # write the numbers in the cells when a cell is at least this wide (a 12-px '−0.123')
 ZOOM_FROM, ZOOM_SIDE = 48, 32  # an input wider than ZOOM_FROM px is shown ZOOM_SIDE px around the window
 
 
@@ -88,8 +89,8 @@ class StepThrough(param.Parameterized):
         def show(result) -> None:
             steps, after, position_texts = result
             self.param.shown_input.objects = list(group)
-            self._show_layer_text(conv, record)
-            self._show_cells(steps)
+            self._show_layer_text(conv, record, steps)
+            self._show_cells(steps, record.params["weight"].numpy())
             self._show_input(steps, record.input.shape[2:], group.index(self.shown_input))
             self._show_output(steps)
             self._show_positions(steps, after, position_texts)
@@ -108,7 +109,7 @@ class StepThrough(param.Parameterized):
             out["labels"] = labelled(steps.patches.numpy(), steps.products.numpy())
         return out
 
-    def _show_layer_text(self, conv, record) -> None:
+    def _show_layer_text(self, conv, record, steps: math.ChannelSteps) -> None:
         c = math.cost(record)
         h, w = record.input.shape[2:]
         rows, cols = math.conv_output_sizes(conv, h, w)
@@ -116,15 +117,20 @@ class StepThrough(param.Parameterized):
                  f" (with groups = 1 it would be {plots.format_si(c.dense_macs, 'MACs')})")
         kh, kw = conv.kernel_size
         padding = conv.padding if isinstance(conv.padding, str) else "×".join(map(str, conv.padding))
+        why = ("the input channels it reads are all zeros here" if not steps.padded.any() else
+               "its kernel weights are all zero" if not steps.kernel.any() else "its sums and bias cancel out")
+        zeros = ("" if steps.output.any() else
+                 f"\n\n**Output channel {self.channel} is all zeros** for this input ({why}): choose another channel.")
         self._layer_text.object = (
-            f"**{self.layer}**: {conv.in_channels} → {conv.out_channels} channels, kernel {kh}×{kw}, stride "
+            f"**{names.readable_name(conv)}** ({self.layer}): {conv.in_channels} → {conv.out_channels} channels, "
+            f"kernel {kh}×{kw}, stride "
             f"{conv.stride[0]}×{conv.stride[1]}, padding {padding} "
             f"({conv.padding_mode}), dilation {conv.dilation[0]}×{conv.dilation[1]}, groups {conv.groups}, "
             f"{'a bias' if conv.bias is not None else 'no bias'}. {math.describe_groups(conv, self.channel)}\n\n"
             f"Output rows {rows.formula}; columns {cols.formula}.\n\n"
             f"**Cost**: {c.params:,} parameters · {plots.format_si(c.macs, 'MACs')}{dense} · output "
             f"{plots.format_shape(c.output_shape)} · {plots.format_bytes(c.activation_bytes)} of activations "
-            f"(per image).")
+            f"(per image).{zeros}")
 
     @staticmethod
     def _blocks(steps: math.ChannelSteps) -> tuple[int, int, int]:
@@ -137,7 +143,9 @@ class StepThrough(param.Parameterized):
     def _cell_px(self, steps: math.ChannelSteps) -> float:
         return CELLS_FRAME / self._blocks(steps)[2]
 
-    def _show_cells(self, steps: math.ChannelSteps) -> None:
+    def _show_cells(self, steps: math.ChannelSteps, layer_weights: np.ndarray) -> None:
+        """The patch, kernel and product cells of position 0; the kernel is coloured against the layer's largest
+        |weight| (plots.kernel_limit), so kernels of one layer compare and a constant one is not stretched."""
         f = self.figures
         n_in, kh, kw = steps.kernel.shape
         per_row, _, extent = self._blocks(steps)
@@ -166,17 +174,15 @@ class StepThrough(param.Parameterized):
         bx, by = (shown % per_row) * (kw + 1), (shown // per_row) * (kh + 1)
         edges = dict(left=bx - 0.15, right=bx + kw + 0.15, top=by - 0.15, bottom=by + kh + 0.15)
         f.shown_block.data = {k: [v] if n_in > 1 else [] for k, v in edges.items()}
-        font = f"{int(np.clip(cell_px * 0.28, 8, 15))}px"
+        font = f"{int(np.clip(cell_px * 0.28, 12, 16))}px"
         patch_limit = plots.max_abs(steps.patches.numpy())
         signed = bool((steps.padded < 0).any())
-        for fig, mapper, limit, kind in ((f.patch_fig, f.patch_mapper, patch_limit, signed),
-                                         (f.kernel_fig, f.kernel_mapper, plots.max_abs(kernel), True),
-                                         (f.product_fig, f.product_mapper, plots.max_abs(steps.products.numpy()),
-                                          True)):
+        for fig, bar, limit, kind in ((f.patch_fig, f.patch_bar, patch_limit, signed),
+                                      (f.kernel_fig, f.kernel_bar, plots.kernel_limit(layer_weights), True),
+                                      (f.product_fig, f.product_bar, plots.max_abs(steps.products.numpy()), True)):
             fig.x_range.update(start=-0.2, end=extent + 0.2)
             fig.y_range.update(start=extent + 0.2, end=-0.2 - top_margin)
-            low, high = plots.colour_range(kind, limit)
-            mapper.update(palette=list(plots.palette(kind)), low=low, high=high)
+            plots.set_colour_scale(bar, kind, limit)
         for text in f.cell_texts:
             text.glyph.update(text_font_size=font, background_fill_alpha=0.75 if numbers else 0)  # no empty boxes
         f.patch_fig.title.text = (f"Input patch: {n_in} input channel{'s' * (n_in > 1)} × {kh}×{kw}"
@@ -190,10 +196,9 @@ class StepThrough(param.Parameterized):
         h, w = size
         values = steps.padded[shown].numpy()
         signed = bool((steps.padded < 0).any())
-        low, high = plots.colour_range(signed, plots.max_abs(steps.padded.numpy()))
         f.input_source.data = dict(image=[values.astype(np.float32)], x=[-left], y=[-top], dw=[w + left + right],
                                    dh=[h + top + bottom])
-        f.input_mapper.update(palette=list(plots.palette(signed)), low=low, high=high)
+        plots.set_colour_scale(f.input_bar, signed, plots.max_abs(steps.padded.numpy()))
         f.input_frame.data = dict(left=[0], right=[w], top=[0], bottom=[h])
         dy, dx = np.meshgrid(steps.tap_rows.numpy() + 0.5, steps.tap_cols.numpy() + 0.5, indexing="ij")  # tap centres
         # positions hold each window's top-left in input coordinates (padding is negative); taps are offsets from it
@@ -221,8 +226,7 @@ class StepThrough(param.Parameterized):
         image = np.full((out_h, out_w), np.nan, dtype=np.float32)
         image.flat[0] = float(steps.output.flatten()[0])
         f.output_source.data = dict(image=[image], dw=[out_w], dh=[out_h])
-        limit = plots.max_abs(steps.output.numpy())
-        f.output_mapper.update(low=-limit, high=limit)
+        plots.set_colour_scale(f.output_bar, True, plots.max_abs(steps.output.numpy()))
         extent = max(out_h, out_w)
         f.output_fig.x_range.update(start=0, end=extent)
         f.output_fig.y_range.update(start=extent, end=0)

@@ -155,6 +155,13 @@ class StepFigures:
         self.patch_fig = cells_figure("Input patch")
         self.kernel_fig = cells_figure("Kernel weights")
         self.product_fig = cells_figure("Patch × kernel")
+        self.patch_bar, self.kernel_bar, self.product_bar = (
+            plots.colour_bar(mapper, title) for mapper, title in ((self.patch_mapper, "input value"),
+                                                                  (self.kernel_mapper, "weight (layer's scale)"),
+                                                                  (self.product_mapper, "product")))
+        for fig, bar in ((self.patch_fig, self.patch_bar), (self.kernel_fig, self.kernel_bar),
+                         (self.product_fig, self.product_bar)):
+            fig.add_layout(bar, "right")
         self.cell_texts = []
         for fig, field, mapper, source in ((self.patch_fig, "patch", self.patch_mapper, self.taps),
                                            (self.kernel_fig, "kernel", self.kernel_mapper, self.kernel_cells),
@@ -162,13 +169,13 @@ class StepFigures:
             cells = fig.quad(left="left", right="right", top="top", bottom="bottom", source=source,
                              fill_color={"field": field, "transform": mapper}, line_color="#94a3b8", line_width=0.5)
             self.cell_texts.append(fig.text(x="cx", y="cy", text=f"{field}_text", source=source,
-                                            text_align="center", text_baseline="middle", text_font_size="11px",
+                                            text_align="center", text_baseline="middle", text_font_size="12px",
                                             text_color="#111827", background_fill_color="white",
                                             background_fill_alpha=0.75, padding=1))  # readable on dark cells
             fig.quad(left="left", right="right", top="top", bottom="bottom", source=self.shown_block, fill_alpha=0,
                      line_color="#f97316", line_width=2)
             fig.text(x="x", y="y", text="text", source=self.block_labels, text_align="center",
-                     text_baseline="bottom", text_font_size="10px", text_color="#475569")
+                     text_baseline="bottom", text_font_size="12px", text_color="#475569")
             values = [("input value", "@patch{0.000}"), ("weight", "@kernel{0.000}"), ("product", "@product{0.000}")]
             fig.add_tools(HoverTool(renderers=[cells], tooltips=[
                 ("input channel", "@channel"), ("kernel row, column", "@row, @col"),
@@ -192,6 +199,10 @@ class StepFigures:
                               source=self.output_source)
         self.output_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
                              line_color="#b45309", line_width=2.5, source=self.cursor)
+        self.input_bar = plots.colour_bar(self.input_mapper, "input value")
+        self.output_bar = plots.colour_bar(self.output_mapper, "output value")
+        self.input_fig.add_layout(self.input_bar, "right")
+        self.output_fig.add_layout(self.output_bar, "right")
         for fig in (self.input_fig, self.output_fig):
             for axis in (fig.xaxis[0], fig.yaxis[0]):
                 axis.ticker.min_interval = 1
