@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import panel as pn
 
+from explorer.core.names import labelled_name
 from explorer.session.lesson import Lesson
 from explorer.session.state import follows, one_update
 
@@ -41,7 +42,9 @@ class OneLayerLesson(Lesson):
         if not keep:
             self.layer = self.state.layer if self.state.layer in names else names[0] if names else None
         self.layers = names
-        self.layer_menu.param.update(options=names, value=self.layer)  # the menu shows it; `_picked` sees no change
+        # the menu shows it (`_picked` sees no change), each layer by what it does, its module name in brackets
+        model = inference.model.module
+        self.layer_menu.param.update(options={labelled_name(model, n): n for n in names}, value=self.layer)
         return keep
 
     def _picked(self, event) -> None:

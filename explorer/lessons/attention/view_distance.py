@@ -35,7 +35,7 @@ class Distance:
                  legend_label="mean over heads")
         points = fig.scatter(x="x", y="distance", size=11, fill_color=plots.SEQUENTIAL[60], line_color="white",
                              source=self._source, legend_label="one head")
-        fig.text(x="x", y="distance", text="text", text_align="center", text_baseline="middle", text_font_size="8px",
+        fig.text(x="x", y="distance", text="text", text_align="center", text_baseline="middle", text_font_size="11px",
                  text_color="white", source=self._source)
         fig.scatter(x="x", y="distance", size=17, fill_alpha=0, line_color=QUERY_COLOUR, line_width=2,
                     source=self._selected, legend_label="selected head")
@@ -44,7 +44,7 @@ class Distance:
         fig.add_tools(HoverTool(renderers=[points], tooltips=[("layer", "@layer"), ("head", "@head"),
                                                               ("distance", "@label")]))
         fig.legend.location = "bottom_right"
-        fig.legend.label_text_font_size = "10px"
+        fig.legend.label_text_font_size = "12px"
         self._fig = fig
 
     def layout(self) -> list:

@@ -63,7 +63,7 @@ class Frequency:
         fig.add_tools(HoverTool(renderers=[points, marked], tooltips=[
             ("model", "@model"), ("layer", "@layer (@kind)"), ("Δ log amplitude", "@high{0.00}"),
             ("change in this layer", "@change")]))
-        fig.legend.label_text_font_size = "10px"
+        fig.legend.label_text_font_size = "12px"
         fig.add_layout(fig.legend[0], "right")  # beside the plot: the lines fill it from top to bottom
         self._high_fig = fig
 

@@ -63,8 +63,8 @@ class StepByStep:
             fig.title.text_font_size = "12px"
             fig.grid.visible = False
             fig.xaxis.axis_label, fig.yaxis.axis_label = m.columns, "token"
-            fig.axis.axis_label_text_font_size = "10px"
-            fig.axis.major_label_text_font_size = "9px"
+            fig.axis.axis_label_text_font_size = "12px"
+            fig.axis.major_label_text_font_size = "11px"
             image = fig.image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper, source=source)
             if m.key in QUERY_ROWS:
                 fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_color=QUERY_COLOUR,
@@ -87,7 +87,7 @@ class StepByStep:
         fig.add_tools(HoverTool(renderers=[bars], tooltips=[("key token", "@label"), ("weight at τ", "@probs{0.0000}"),
                                                             ("weight at τ = 1", "@own{0.0000}")]))
         fig.legend.location = "top_right"
-        fig.legend.label_text_font_size = "10px"
+        fig.legend.label_text_font_size = "12px"
         self._row_fig = fig
 
     def layout(self, controls: pn.viewable.Viewable) -> list:

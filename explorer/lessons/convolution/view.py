@@ -15,6 +15,7 @@ from __future__ import annotations
 import panel as pn
 import param
 
+from explorer.core.names import labelled_name
 from explorer.lessons.convolution import math
 from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_playground import Playground
@@ -125,7 +126,7 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
             channel, chosen = math.first_live_channel(inference.trace[layer].output), True
         self._layers, self._layer, self._channel = names, layer, channel  # before the widgets: they show it
         with one_update():
-            self.layer_menu.param.update(options=names, value=layer)
+            self.layer_menu.param.update(options={labelled_name(model, n): n for n in names}, value=layer)
             self.channel_input.param.update(end=out_channels - 1, value=channel)
             self._show_steps()
         if chosen and channel != state.channel and state.layer == layer:

@@ -40,7 +40,7 @@ class BatchSize:
                                     renderers=[line, dots]))
         fig.scatter(x="size", y="value", color="colour", size=12, marker="circle", fill_alpha=0.3,
                     line_width=2, source=self.now)
-        fig.add_layout(Legend(items=items, label_text_font_size="9px", orientation="horizontal", padding=2), "below")
+        fig.add_layout(Legend(items=items, label_text_font_size="12px", orientation="horizontal", padding=2), "below")
         fig.xaxis.ticker.base = 2
         fig.add_tools(HoverTool(tooltips=[("batch size", "@size"), ("BatchNorm", "@batch{0.0000}"),
                                           ("LayerNorm", "@layer{0.0000}"), ("GroupNorm", "@group{0.0000}")],
@@ -139,7 +139,7 @@ class Fold:
         a = fig.vbar(x="channel", top="after", width=0.7, color="#D55E00", alpha=0.7, source=self.bias)
         fig.add_layout(Legend(items=[LegendItem(label="conv bias b (0 where it has none)", renderers=[b]),
                                      LegendItem(label="folded bias b′", renderers=[a])],
-                              label_text_font_size="9px", orientation="horizontal", padding=2), "below")
+                              label_text_font_size="12px", orientation="horizontal", padding=2), "below")
         self.bias_fig = fig
         self.sources = [self.tiles.source, self.bias]
         self.results = [self.tiles.source, self.bias, self.tiles.fig, self.bias_fig, self.text]

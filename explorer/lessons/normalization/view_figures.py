@@ -74,7 +74,7 @@ class Tiles:
         fig.text(x="cx", y=2, text="label", text_align="center", text_baseline="top", text_font_size="11px",
                  source=self.source)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
-        fig.text(x="cx", y=TILE + 20, text="range", text_align="center", text_baseline="top", text_font_size="9px",
+        fig.text(x="cx", y=TILE + 20, text="range", text_align="center", text_baseline="top", text_font_size="11px",
                  text_color="#475569", source=self.source)
         self.fig = fig
 

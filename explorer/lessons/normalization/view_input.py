@@ -39,7 +39,7 @@ class Axes:
         fig.outline_line_color = None
         cells = fig.rect(x="x", y="y", width=CELL - 1, height=CELL - 1, fill_color="colour", line_color=None,
                          source=self.source)
-        fig.text(x="x", y="y", text="text", text_baseline="top", text_font_size="10px", text_color="#334155",
+        fig.text(x="x", y="y", text="text", text_baseline="top", text_font_size="12px", text_color="#334155",
                  source=self.labels)
         fig.add_tools(HoverTool(renderers=[cells], tooltips=[("sample", "@sample"), ("channel or feature", "@channel"),
                                                              ("position or token", "@position")]))
@@ -122,7 +122,7 @@ class Statistics:
                 dots = fig.scatter(x="x", y=f"{series}_{quantity}", color=colour, size=4, source=self.source)
                 items.append(LegendItem(label=label, renderers=[line, dots]))
                 self._series[series] += [line, dots, items[-1]]
-            fig.add_layout(Legend(items=items, label_text_font_size="9px", orientation="horizontal", padding=2),
+            fig.add_layout(Legend(items=items, label_text_font_size="12px", orientation="horizontal", padding=2),
                            "below")
             fig.add_tools(HoverTool(tooltips=[("index", "@x"), ("your input", f"@image_{quantity}{{0.000}}"),
                                               ("batch", f"@batch_{quantity}{{0.000}}"),
@@ -190,7 +190,7 @@ class Histogram:
                          line_color=None, source=self.source)
         fig.add_layout(Legend(items=[LegendItem(label="before (layer input)", renderers=[before]),
                                      LegendItem(label="after (layer output)", renderers=[after])],
-                              label_text_font_size="9px", orientation="horizontal", padding=2), "below")
+                              label_text_font_size="12px", orientation="horizontal", padding=2), "below")
         self.fig = fig
         self.sources, self.results = [self.source], [self.source, self.fig]
 
