@@ -15,6 +15,7 @@ tracing one shared model never see each other's records.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import threading
@@ -336,3 +337,15 @@ def model_lock(model: nn.Module) -> threading.Lock:
         if model not in _locks:
             _locks[model] = threading.Lock()
         return _locks[model]
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of a shared model, for a lesson to change (prune, quantize, randomise): taken under the model's
+    trace lock, so never mid-way through another session's hooked forward, and without any forward hook."""
+    with model_lock(model):
+        duplicate = copy.deepcopy(model)
+    for module in duplicate.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
+                      module._forward_pre_hooks_with_kwargs, module._forward_hooks_always_called):
+            hooks.clear()
+    return duplicate

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import agreement, zoo
+from explorer.core import agreement, trace, zoo
 from explorer.core.data import EvalSet
 from explorer.errors import InputError
 from explorer.lessons.quantization import math as qm
@@ -221,7 +221,6 @@ def test_size_bytes_counts_bits_scales_and_float_rest():
 
 
 def test_layer_sqnr_compares_layers_by_name(rng):
-    from explorer.core import trace
 
     model = small_cnn(rng)
     x = torch.randn(2, 1, 8, 8, generator=rng)
@@ -332,11 +331,10 @@ def test_a_private_copy_waits_while_the_shared_model_is_being_traced(rng):
     fail on (or carry) them, so the copy waits for the lock."""
     import threading
 
-    from explorer.core import trace
 
     model = small_cnn(rng)
     copies: list[nn.Module] = []
-    worker = threading.Thread(target=lambda: copies.append(qm.private_copy(model)))
+    worker = threading.Thread(target=lambda: copies.append(trace.private_copy(model)))
     with trace.model_lock(model):
         worker.start()
         worker.join(timeout=0.3)
@@ -364,7 +362,6 @@ def test_explained_layer_is_the_layer_itself_or_the_quantizable_one_before_it():
                                      qm.Setting(weight_bits=4, scheme="affine", act_bits=4),
                                      qm.Setting(format="binary")])
 def test_explain_matches_quantizing_the_layer_and_running_a_fresh_copy(setting, rng):
-    from explorer.core import trace
 
     model = small_cnn(rng)
     x, calibration = torch.randn(1, 1, 8, 8, generator=rng), torch.randn(16, 1, 8, 8, generator=rng)

@@ -212,10 +212,8 @@ def _check(method: str, amount: float, scope: str) -> None:
 
 
 def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy, taken under the model's trace lock: never with another session's hooks attached. It keeps
-    the model's unit groups (same structure, same names) without tracing again."""
-    with trace.model_lock(model):
-        duplicate = copy.deepcopy(model)
+    """trace.private_copy, keeping the model's unit groups (same structure, same names) without tracing again."""
+    duplicate = trace.private_copy(model)
     with _trace_lock:
         if model in _groups:
             _groups[duplicate] = _groups[model]

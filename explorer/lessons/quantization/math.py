@@ -19,7 +19,6 @@ Tests compare against a NumPy reference and torch.fake_quantize_per_{tensor,chan
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import threading
@@ -300,27 +299,13 @@ def activation_quantizers(model: nn.Module, calibration: Tensor, bits: int, sche
     return quantizers
 
 
-def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy without hooks: a trace running on the shared model in another session must not record ours.
-
-    Copied under the model's trace lock: a trace in another thread adds hooks to the shared model while it runs, and
-    a copy taken meanwhile would fail on (or copy) that changing hook table."""
-    with trace.model_lock(model):
-        duplicate = copy.deepcopy(model)
-    for module in duplicate.modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
-                      module._forward_pre_hooks_with_kwargs, module._forward_hooks_always_called):
-            hooks.clear()
-    return duplicate
-
-
 class QuantizedCopy:
     """A private copy of a shared model, re-quantized from the shared weights by each `quantize`: one deep copy per
     lesson and model, not one per change, and the weights quantized again only when their part of the setting
     changed (the MSE clip searches every layer's range). `model` is not changed."""
 
     def __init__(self, model: nn.Module):
-        self.shared, self.model = model, private_copy(model)
+        self.shared, self.model = model, trace.private_copy(model)
         self._layers = quantizable_layers(model)
         self._weights: tuple | None = None  # the weight part of the setting the copy's weights have
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []  # this copy's activation quantizers
@@ -498,7 +483,7 @@ def accuracy(model: nn.Module, model_name: str, dataset: EvalSet, setting: Setti
     if setting is not None and setting.act_bits is not None:
         # Not folded: a rounding difference at a code boundary of a quantized activation could flip its code.
         return evaluate.accuracy(fake_quant_model(model, setting, calibration), dataset, key=key)
-    copy_ = private_copy(model) if setting is None else fake_quant_model(model, setting, calibration)
+    copy_ = trace.private_copy(model) if setting is None else fake_quant_model(model, setting, calibration)
     return evaluate.accuracy(fold_batchnorm(copy_), dataset, key=key)
 
 

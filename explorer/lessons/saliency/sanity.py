@@ -25,7 +25,6 @@ the named layers of a copy change and the shared model not at all, and each step
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,12 @@ from explorer.errors import InputError, choice
 from explorer.lessons.saliency.math import CONTAINERS, METHODS, Settings, attribute
 
 SURVIVAL_THRESHOLD = 0.5  # rank correlation with the trained model's map, after every layer is random
+
+
+def survives(correlation: np.ndarray) -> bool:
+    """Whether a method's map survives randomisation: its rank correlation with the trained model's map, once every
+    layer is random (the last of `correlation`), is still above SURVIVAL_THRESHOLD (NaN, a constant map: no)."""
+    return bool(correlation[-1] > SURVIVAL_THRESHOLD)
 
 
 def randomisation_order(model: nn.Module) -> tuple[str, ...]:
@@ -64,23 +69,11 @@ def randomised(model: nn.Module, layers: Sequence[str], seed: int = 0) -> nn.Mod
     order = randomisation_order(model)
     for layer in layers:
         choice(layer, order, "layer")
-    duplicate = private_copy(model)
+    duplicate = trace.private_copy(model).eval()
     generator = torch.Generator().manual_seed(seed)
     for layer in layers:
         reinitialise(duplicate.get_submodule(layer), generator)
     return duplicate
-
-
-def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode without hooks, taken under the model's trace lock (never mid-way through another
-    session's hooked forward)."""
-    with trace.model_lock(model):
-        duplicate = copy.deepcopy(model)
-    for module in duplicate.modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
-                      module._forward_pre_hooks_with_kwargs, module._forward_hooks_always_called):
-            hooks.clear()
-    return duplicate.eval()
 
 
 @torch.no_grad()
@@ -131,7 +124,7 @@ def randomisation_steps(model: nn.Module, x: torch.Tensor, settings: Settings,
     for method in methods:
         choice(method, METHODS, "saliency method")
     original = {m: attribute(model, x, m, settings).heat for m in methods}
-    duplicate = private_copy(model)
+    duplicate = trace.private_copy(model).eval()
     generator = torch.Generator().manual_seed(settings.seed)
     for layer in randomisation_order(model):
         reinitialise(duplicate.get_submodule(layer), generator)
@@ -146,4 +139,4 @@ def randomisation_check(model: nn.Module, x: torch.Tensor, settings: Settings,
         raise InputError(f"{type(model).__name__} has no layers with parameters to randomise.")
     correlation = {m: np.array([step[m] for _, step in steps]) for m in methods}
     return Randomisation(tuple(layer for layer, _ in steps), correlation,
-                         {m: bool(c[-1] > SURVIVAL_THRESHOLD) for m, c in correlation.items()})
+                         {m: survives(c) for m, c in correlation.items()})
