@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import trace as trace_benchmark  # noqa: E402
 from explorer.core import allocator, device, zoo  # noqa: E402
 from explorer.lessons.saliency import faithfulness, sanity  # noqa: E402
 from explorer.lessons.saliency import math as sm  # noqa: E402
@@ -34,14 +33,8 @@ MODELS = ("mnist-cnn", "mnist-vit", "mobilenet_v2")
 
 
 def median_ms(fn, repeats: int, warm_up: bool = True) -> float:
-    if warm_up:  # first oneDNN kernels, first allocations
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    """benchmarks/trace.py's timing, with one warm-up run (first oneDNN kernels, first allocations) or none."""
+    return trace_benchmark.median_ms(fn, repeats, warmup=int(warm_up))[0]
 
 
 def measure(name: str, repeats: int, sanity_repeats: int) -> Iterator[tuple[str, float]]:

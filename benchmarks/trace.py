@@ -28,7 +28,7 @@ def median_ms(fn, repeats: int, warmup: int = 5) -> tuple[float, float]:
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), statistics.quantiles(times, n=20)[-1]
+    return statistics.median(times), statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
 
 
 def time_traces(repeats: int) -> None:
