@@ -1,5 +1,6 @@
-"""Evaluations off the event loop, shared by every session of the process: the pruning and quantization lessons
-measure accuracies (a pass over a test set) on daemon threads, at background priority, a few at a time.
+"""Work off the event loop, shared by every session of the process: the pruning and quantization lessons measure
+accuracies (a pass over a test set) on daemon threads, at background priority, a few at a time; a view's quick
+answers (the next picture after a click) run on daemon threads at the server's own priority.
 
 - `EVALUATIONS.take(urgent)`: at most EVALUATIONS_AT_ONCE evaluations run at once over all sessions, and a
   student's own request (urgent: the accuracy at the slider's setting) goes before any waiting sweep step; a
@@ -78,12 +79,13 @@ def _finish_workers() -> None:
         worker.join(timeout=WORKER_EXIT_WAIT_S)
 
 
-def submit(work: Callable[[], object], name: str) -> Future:
-    """Run `work` on a daemon thread named `name` at background priority; its Future says when it ended."""
+def submit(work: Callable[[], object], name: str, background: bool = True) -> Future:
+    """Run `work` on a daemon thread named `name`, at background priority (an evaluation, a sweep) or, for work a
+    student is waiting to see (`background=False`), at the server's own; its Future says when it ended."""
     future: Future = Future()
 
     def run() -> None:
-        if sys.platform == "linux":
+        if background and sys.platform == "linux":
             # Linux threads have their own nice value, inherited by the threads they start (torch's OpenMP
             # team): evaluations then yield the CPU to the interactive repaints of every session.
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)

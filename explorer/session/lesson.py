@@ -58,10 +58,12 @@ class Lesson(SessionView):
         for part in parts or list(self._memo):
             self._memo.pop(part, None)
 
-    def slow(self, name: str) -> SlowWork:
-        """The lesson's strand of slow work called `name` (made on first use)."""
+    def slow(self, name: str, background: bool = False) -> SlowWork:
+        """The lesson's strand of slow work called `name` (made on first use); `background` for a measurement that
+        yields the CPU to every student's interactive work (see SlowWork)."""
         if name not in self._slow:
-            self._slow[name] = SlowWork(f"{type(self).__name__}.{name}", on_error=self._slow_failed)
+            self._slow[name] = SlowWork(f"{type(self).__name__}.{name}", on_error=self._slow_failed,
+                                        background=background)
         return self._slow[name]
 
     def show_error(self, text: str) -> None:

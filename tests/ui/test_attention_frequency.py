@@ -125,7 +125,7 @@ def test_input_and_layer_changes_only_patch_existing_models():
 
 def test_in_a_served_page_the_spectra_come_from_slow_work_and_no_other_models_stay_on_screen(monkeypatch):
     queued = []
-    monkeypatch.setattr(background, "submit", lambda work, name: queued.append((name, work)) or Future())
+    monkeypatch.setattr(background, "submit", lambda work, name, background: queued.append((name, work)) or Future())
     doc = Document()
     context = as_served(doc)  # noqa: F841  (the document holds its context weakly)
     doc.add_next_tick_callback = lambda callback: callback()  # what a worker hands to the session's loop: at once

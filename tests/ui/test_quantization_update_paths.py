@@ -52,7 +52,7 @@ class Queued:
         self.work: list[tuple[str, object]] = []
         self.doc, self._context = served_document(lambda _doc, callback: callback())
 
-    def __call__(self, work, name: str) -> Future:
+    def __call__(self, work, name: str, background: bool = True) -> Future:
         self.work.append((name, work))
         return Future()
 

@@ -3,6 +3,8 @@ shown to the student; at once outside a server."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import pytest
@@ -110,7 +112,7 @@ def test_a_failure_goes_to_the_view_not_only_to_the_log(served):
 def test_a_request_already_stale_when_its_worker_starts_computes_nothing(served, monkeypatch):
     started, computed, shown = [], [], []
     real_submit = background.submit
-    monkeypatch.setattr(background, "submit", lambda work, name: started.append(work) or None)
+    monkeypatch.setattr(background, "submit", lambda work, name, background: started.append(work) or None)
     work = SlowWork("test")
     work.request(1, lambda: computed.append(1), shown.append)
     work.request(2, lambda: computed.append(2) or "second", shown.append)
@@ -119,3 +121,17 @@ def test_a_request_already_stale_when_its_worker_starts_computes_nothing(served,
         start()
     served.run()
     assert computed == [2] and shown == ["second"] and not work.busy
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads have their own nice value on Linux only")
+def test_a_measurement_yields_the_cpu_and_an_answer_a_student_waits_for_does_not(served):
+    def own_priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    ours, seen = own_priority(), {}
+    for background_work in (False, True):
+        work = SlowWork("test", background=background_work)
+        work.request("key", own_priority, lambda nice, b=background_work: seen.update({b: nice}))
+        work.job.result(timeout=10)
+        served.run()
+    assert seen == {False: ours, True: max(ours, background.BACKGROUND_NICE)}

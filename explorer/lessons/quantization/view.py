@@ -148,8 +148,9 @@ class QuantizationLesson(Lesson):
             self.slow("result").request(key, partial(self._explain, *key), partial(self._show_result, inference))
         missing = [s for s in (None, setting) if (model.name, s) not in self._measured]
         if missing:
-            self.slow("accuracy").request((model.name, setting), partial(_measure, model, missing, urgent=True),
-                                          partial(self._keep, model.name))
+            accuracy = self.slow("accuracy", background=True)
+            accuracy.request((model.name, setting), partial(_measure, model, missing, urgent=True),
+                             partial(self._keep, model.name))
 
     def _explain(self, inference: Inference, layer: str, setting: qm.Setting, channel: int
                  ) -> qm.Explained | InputError:
@@ -202,8 +203,9 @@ class QuantizationLesson(Lesson):
         model = self.state.inference.model
         missing = [s for s in qm.sweep_settings(self.setting) if (model.name, s) not in self._measured]
         if missing:
-            self.slow("sweep").request((model.name, missing[0]), partial(_measure, model, missing[:1], urgent=False),
-                                       partial(self._swept, model.name))
+            sweep = self.slow("sweep", background=True)
+            sweep.request((model.name, missing[0]), partial(_measure, model, missing[:1], urgent=False),
+                          partial(self._swept, model.name))
 
     def _swept(self, model_name: str, values: dict[qm.Setting | None, float]) -> None:
         self._keep(model_name, values)
@@ -240,8 +242,9 @@ class QuantizationLesson(Lesson):
             said = INT8_STEPS[step].format(calibration=measured.calibration_name(model), what=measured.meaning(model),
                                            dataset=measured.dataset_name(model))
             self._int8[model.name] = (step, said)
-            self.slow(f"int8 {model.name}").request((model.name, step), partial(_int8_work, model, step),
-                                                    partial(self._int8_step, model, step + 1))
+            int8 = self.slow(f"int8 {model.name}", background=True)
+            int8.request((model.name, step), partial(_int8_work, model, step),
+                         partial(self._int8_step, model, step + 1))
         with one_update():
             self._show_int8()  # the current model's: another model's build goes on unseen
 
