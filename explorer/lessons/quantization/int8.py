@@ -31,10 +31,10 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from torch import Tensor, nn
 
+from explorer.core import trace
 from explorer.core.data import EvalSet
 from explorer.core.export import INPUT_NAME, to_onnx
 from explorer.core.paths import cache_dir
-from explorer.lessons.quantization.math import private_copy
 
 CALIBRATION_BATCH = 64
 LATENCY_BATCH = 100   # images per timed run
@@ -123,7 +123,7 @@ def export_float(model: nn.Module, files: Int8Files, example: Tensor) -> None:
     """Step 1: the float32 ONNX file (skipped when cached)."""
     if not files.float_path.exists():
         partial = files.float_path.with_suffix(".partial.onnx")
-        to_onnx(private_copy(model), partial, example[:1])
+        to_onnx(trace.private_copy(model), partial, example[:1])
         compact(partial)
         partial.replace(files.float_path)
 
