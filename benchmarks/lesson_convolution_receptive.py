@@ -30,7 +30,7 @@ from benchmarks.ui_latency import click_point, launch, summary, timed_click, wai
 from explorer.core import zoo  # noqa: E402
 from explorer.core.gallery import gallery_for  # noqa: E402
 from explorer.lessons.convolution import receptive  # noqa: E402
-from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, free_port  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, free_port, select_layer  # noqa: E402
 
 APP = "tests/browser/apps/convolution_parts_app.py"
 ERF_LAYERS = ("features.2.conv.1.0", "features.7.conv.1.0", "features.18.0")  # shallow, middle, deepest
@@ -67,7 +67,7 @@ def open_parts(browser, url: str, model: str) -> Page:
 
 def measure_clicks(page: Page, layer: str, side: int, repeats: int) -> list[float]:
     """Clicks on units of `layer`'s map (side × side), each on another unit."""
-    page.get_by_role("combobox", name="Layer").first.select_option(layer)
+    select_layer(page.get_by_role("combobox", name="Layer").first, layer)
     page.get_by_text(f"receptive={layer} ").wait_for(timeout=30_000)
     page.wait_for_timeout(500)
     times = []

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "screenshots"
@@ -140,6 +140,12 @@ FIGURE_BOX = f"""(title) => {{
   const b = view.el.getBoundingClientRect();
   return {{x: b.left, y: b.top, width: b.width, height: b.height}};
 }}"""
+
+
+def select_layer(menu: Locator, layer: str) -> None:
+    """Pick `layer` in a layer menu, whose options read what each layer does with its name in brackets."""
+    label = next(o for o in menu.locator("option").all_text_contents() if o.endswith(f"({layer})"))
+    menu.select_option(label=label)
 
 
 def click_figure(page: Page, title: str, x: float, y: float, timeout: float = 10) -> None:

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from explorer.core import zoo
 from explorer.session.state import ExplorerState
 
-from .conftest import screenshot, serve
+from .conftest import screenshot, select_layer, serve
 
 APP = "tests/browser/apps/convolution_app.py"
 
@@ -52,7 +52,7 @@ def conv_output(model: str, layer: str, channel: int) -> tuple:
 
 def test_stepping_the_window_shows_the_conv2d_value(page: Page, convolution_url: str):
     errors = open_lesson(page, convolution_url)
-    page.get_by_role("combobox", name="Convolution").select_option("features.4")
+    select_layer(page.get_by_role("combobox", name="Convolution"), "features.4")
     expect(page.get_by_text("layer=features.4 channel=0")).to_be_visible()
     expect(page.get_by_text("(of 0–195)")).to_be_visible()
     expected, trace = conv_output("mnist-cnn", "features.4", 0)
@@ -73,7 +73,7 @@ def test_stepping_the_window_shows_the_conv2d_value(page: Page, convolution_url:
     screenshot(page, "convolution-step-through", full_page=True)
     page.get_by_role("button", name="▶ Play").click()
     page.wait_for_timeout(1200)  # 8 positions per second
-    page.get_by_role("button", name="⏸ Pause").click()
+    page.get_by_role("button", name="❚❚ Pause").click()
     position = int(page.locator(".conv-arithmetic b").first.inner_text().split()[-1])
     assert 18 <= position <= 40, f"playing for 1.2 s at 8 per second reached position {position}"
     assert errors == []
@@ -101,7 +101,7 @@ def test_playground_shows_the_size_formula_and_errors(page: Page, convolution_ur
 @pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 weights are not installed")
 def test_mobilenet_depthwise_window(page: Page, convolution_url: str):
     errors = open_lesson(page, convolution_url, "model=mobilenet_v2&parts=none", "features.0.0")
-    page.get_by_role("combobox", name="Convolution").select_option("features.2.conv.1.0")
+    select_layer(page.get_by_role("combobox", name="Convolution"), "features.2.conv.1.0")
     expect(page.get_by_text("only input channel 0 (1 of 96)")).to_be_visible()
     expected, _ = conv_output("mobilenet_v2", "features.2.conv.1.0", 0)
     page.get_by_role("button", name="Step ▶").click()

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from explorer.core import zoo
 
-from .conftest import click_figure, screenshot, serve
+from .conftest import click_figure, screenshot, select_layer, serve
 
 APP = "tests/browser/apps/convolution_parts_app.py"
 
@@ -58,7 +58,7 @@ def test_clicking_a_unit_moves_the_box_and_the_heat_map(page: Page, parts_url: s
     assert data(page, "convolution-rf-box") != box
     assert data(page, "convolution-rf-erf") != heat
     # A deeper layer, picked in the depth plot: its field is larger
-    page.get_by_role("combobox", name="Layer").first.select_option("features.8")
+    select_layer(page.get_by_role("combobox", name="Layer").first, "features.8")
     expect(page.get_by_text("receptive=features.8 unit=(3, 3)")).to_be_visible()
     expect(page.locator(".rf-summary").get_by_text("a 18×18 px theoretical receptive field")).to_be_visible()
     page.wait_for_timeout(400)
@@ -86,7 +86,7 @@ def test_opening_the_atlas_and_changing_the_sort(page: Page, parts_url: str):
 @pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 is not fetched here")
 def test_mobilenet_atlas_flags_the_near_zero_rgb_filters(page: Page, parts_url: str):
     errors = open_parts(page, parts_url, "mobilenet_v2", "features.0.0")
-    page.get_by_role("combobox", name="Layer").first.select_option("features.7.conv.1.0")  # depthwise, 14×14
+    select_layer(page.get_by_role("combobox", name="Layer").first, "features.7.conv.1.0")  # depthwise, 14×14
     expect(page.get_by_text("receptive=features.7.conv.1.0 unit=(7, 7)")).to_be_visible(timeout=15_000)
     expect(page.locator(".rf-summary").get_by_text("a 75×75 px theoretical receptive field")).to_be_visible()
     page.wait_for_timeout(400)
@@ -94,7 +94,7 @@ def test_mobilenet_atlas_flags_the_near_zero_rgb_filters(page: Page, parts_url: 
     page.locator(".bk-tab", has_text="Filter atlas").click()
     # The session has one layer: the atlas opens on the one picked in the receptive field, and its menu picks another
     expect(page.get_by_text("atlas=features.7.conv.1.0")).to_be_visible(timeout=15_000)
-    page.get_by_role("combobox", name="Layer").first.select_option("features.0.0")  # the visible one: the atlas's
+    select_layer(page.get_by_role("combobox", name="Layer").first, "features.0.0")  # the visible one: the atlas's
     expect(page.get_by_text("receptive=features.0.0 unit=(56, 56) atlas=features.0.0")).to_be_visible(timeout=15_000)
     legend = page.locator(".atlas-legend")
     expect(legend.get_by_text("an RGB composite")).to_be_visible()

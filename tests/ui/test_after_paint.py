@@ -101,6 +101,7 @@ def test_a_lesson_hidden_before_the_answer_puts_its_work_off(live, lesson):
 
 
 def test_a_lessons_own_control_answers_at_once(live, lesson):
+    lesson.tab = "Playground"  # its figures are made when the tab first opens
     answer(live)  # the lesson has followed the new input
     before = lesson._play_output.data["image"][0].copy()
     lesson.kernel_text = "0 0 0\n0 2 0\n0 0 0"  # the playground's kernel: the lesson's own control

@@ -28,6 +28,7 @@ REL = 1e-5  # float32 sums in another order (math.channel_steps against F.conv2d
 def lesson_page():
     state = ExplorerState()
     lesson = ConvolutionLesson(state=state, parts=())
+    lesson.tab = "Playground"  # its figures are made when the tab first opens
     return state, lesson, Page(lesson)
 
 

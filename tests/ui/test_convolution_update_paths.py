@@ -24,7 +24,19 @@ from tests.ui.doc_events import Page
 def session():
     state = ExplorerState()
     lesson = ConvolutionLesson(state=state, parts=())  # this file's parts: step through and playground
+    lesson.tab = "Playground"  # its figures are made when the tab first opens
     return state, lesson, Page(lesson)
+
+
+def test_the_playground_is_made_when_its_tab_first_opens():
+    lesson = ConvolutionLesson(state=ExplorerState(), parts=())
+    page = Page(lesson)
+    assert not lesson.playground_built
+    assert not [m for m in page.doc.models if getattr(m, "name", None) == "convolution-playground-output"]
+    lesson.param.update(preset="Gaussian", stride=2)  # settings before it opens: drawn when it does
+    page.act(lambda: setattr(lesson, "tab", "Playground"))
+    assert lesson.playground_built and "Output: 14×14" in lesson._play_output_fig.title.text
+    assert page.model_named("convolution-playground-output").data["image"]
 
 
 def shown(page: Page, source_name: str) -> dict[str, bytes]:

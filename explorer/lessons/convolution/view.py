@@ -49,7 +49,9 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self.layer_menu.param.watch(self._picked, "value")
         self.channel_input.param.watch(self._picked, "value")
         step_layout = self._build_step_through(pn.Row(self.layer_menu, self.channel_input))
-        play_layout = self._build_playground()
+        # The playground's figures are made when its tab first opens: a student who never opens it (the lesson
+        # opens on the step-through, for every student of a class) costs the server none of them.
+        self._play_body = pn.Column(sizing_mode="stretch_width")
         self._pending: dict[str, type] = {title: cls for title, cls in OPTIONAL_TABS.items()
                                           if parts is None or title in parts}
         self._built: dict[str, Lesson] = {}  # the optional parts opened so far
@@ -58,7 +60,7 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self._follow_state()
         self.kernel_text = math.format_kernel(math.preset(self.preset, self.size, self.angle, self.frequency))
         self._update_playground()
-        self._tabs = pn.Tabs(("Step through", step_layout), ("Playground", play_layout), *self._extra_tabs,
+        self._tabs = pn.Tabs(("Step through", step_layout), ("Playground", self._play_body), *self._extra_tabs,
                              dynamic=False, sizing_mode="stretch_width")
         self._tabs.param.watch(lambda e: setattr(self, "tab", self.param.tab.objects[e.new]), "active")
 
@@ -91,6 +93,9 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
     @param.depends("tab", "shown", watch=True)
     def _show_tab(self) -> None:
         self._tabs.active = self.param.tab.objects.index(self.tab)
+        if self.tab == "Playground" and not self.playground_built:
+            self._play_body.objects = [self._build_playground()]
+            self._update_playground()
         if self.tab in self._pending:
             body = dict(self._extra_tabs)[self.tab]
             self._built[self.tab] = self._pending.pop(self.tab)(state=self.state)

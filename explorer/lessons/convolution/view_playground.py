@@ -44,6 +44,8 @@ class Playground(param.Parameterized):
     dilation = param.Integer(default=1, bounds=(1, 8))
     groups = param.Integer(default=1, bounds=(1, 3))
 
+    _play_layout: pn.Column | None = None  # made by _build_playground, when the tab first opens
+
     @param.depends("preset", "size", "angle", "frequency", watch=True)
     def _apply_preset(self) -> None:
         size = self.size if self.preset in math.SIZED_PRESETS else 3
@@ -57,8 +59,15 @@ class Playground(param.Parameterized):
         photo = next(item.source for item in photo_gallery() if item.key == self.picture)
         return np.rint(plots.downsample(photo.astype(np.float64), PLAYGROUND_SIDE)).astype(np.uint8)
 
+    @property
+    def playground_built(self) -> bool:
+        """Whether the playground's figures exist: they are made when its tab first opens (ConvolutionLesson)."""
+        return self._play_layout is not None
+
     @follows("kernel_text", "stride", "padding", "padding_mode", "dilation", "groups", "picture", "state.inference")
     def _update_playground(self) -> None:
+        if not self.playground_built:
+            return  # drawn with the settings of the moment when the tab opens
         picture = self.playground_picture()
         image = picture.astype(np.float64) / 255
         image = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W) in [0, 1]
@@ -166,7 +175,7 @@ class Playground(param.Parameterized):
             pn.widgets.RadioButtonGroup.from_param(self.param.padding_mode, width=300),
             pn.widgets.IntSlider.from_param(self.param.dilation, name="Dilation", width=200),
             pn.widgets.IntInput.from_param(self.param.groups, name="Groups", width=120))
-        return pn.Column(
+        self._play_layout = pn.Column(
             pn.pane.Markdown(
                 "Choose a kernel (a preset, or type your own numbers) and slide it over your image. The same "
                 "numbers slide over every position: a convolution looks for one pattern everywhere. Sobel x is "
@@ -179,3 +188,4 @@ class Playground(param.Parameterized):
             self._play_formula, self._play_error,
             pn.pane.Bokeh(row(self._play_input_fig, self._play_output_fig)),
             sizing_mode="stretch_width")
+        return self._play_layout

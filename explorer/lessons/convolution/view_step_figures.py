@@ -83,7 +83,7 @@ const start = () => {
     if (slider.value >= slider.end) { stop(); return; }
     slider.value = slider.value + 1;
   }, 1000 / speed.value);
-  play.label = "⏸ Pause";
+  play.label = "❚❚ Pause";
 };
 if (restart_only) { if (window[key]) start(); return; }
 if (window[key]) { stop(); return; }

@@ -45,9 +45,9 @@ from explorer.session.tags import tag_results
 log = logging.getLogger(__name__)
 
 ACT_CHOICES = {"float (not quantized)": 0, **{f"{b} bits": b for b in range(8, 1, -1)}}  # 0: float
-INT8_STEPS = ("⏳ 1/3: exporting the float32 model to ONNX …",
-              "⏳ 2/3: calibrating on {calibration} and quantizing to int8 …",
-              "⏳ 3/3: measuring {what} on {dataset} and latency …")
+INT8_STEPS = ("◔ 1/3: exporting the float32 model to ONNX …",
+              "◔ 2/3: calibrating on {calibration} and quantizing to int8 …",
+              "◔ 3/3: measuring {what} on {dataset} and latency …")
 INT8_INTRO = text.INT8_INTRO
 
 
