@@ -74,7 +74,7 @@ pn.state.on_session_created(lambda context: print({BUILT!r}, flush=True))
 # lesson tab title -> a named source that changes with the student's input (for the CNN and the ViT): a feature
 # map, a histogram of activations, the pruned model's probabilities, every layer's SQNR
 LESSONS = {"Convolution": "convolution-output", "Normalization": "normalization-hist",
-           "Pruning": "pruning-pruned", "Quantization": "quantization-sqnr"}
+           "Pruning": "pruning-pruned", "Quantization": "quantization-sqnr", "Saliency": "saliency-map-gradient"}
 
 # Start the clock at the next pointerup anywhere in the page (capture: before any widget handles it).
 ARM = """() => {

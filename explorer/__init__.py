@@ -31,6 +31,7 @@ _LAZY = {
     "NormalizationLesson": "explorer.lessons.normalization.view:NormalizationLesson",
     "PruningLesson": "explorer.lessons.pruning.view:PruningLesson",
     "QuantizationLesson": "explorer.lessons.quantization.view:QuantizationLesson",
+    "SaliencyLesson": "explorer.lessons.saliency.view:SaliencyLesson",
 }
 
 __all__ = sorted(_LAZY)

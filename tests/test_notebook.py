@@ -40,6 +40,15 @@ def test_resources_are_inline_and_nothing_is_fetched_from_a_server(executed):
     assert not remote, f"{len(remote)} remote resources, first: {remote[0]}"
 
 
+def test_every_lesson_of_the_app_is_shown_in_the_notebook():
+    from explorer.ui.shell import LESSONS
+
+    sources = "".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
+    missing = [name for name, lesson in LESSONS.items()
+               if lesson.target is not None and f"explorer.{lesson.target.partition(':')[2]}(" not in sources]
+    assert missing == [], f"the notebook shows no {', '.join(missing)} lesson"
+
+
 def test_every_view_displays_a_widget(executed):
     view_cells = [c for c in executed.cells if c.cell_type == "code" and c.source.startswith("explorer.")]
     assert view_cells

@@ -22,7 +22,7 @@ from explorer.core import images, trace, zoo
 from explorer.errors import InputError
 from explorer.serve import validation
 
-LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization")
+LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization", "saliency")
 
 
 @dataclass(frozen=True, eq=False)

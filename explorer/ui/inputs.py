@@ -28,7 +28,7 @@ from explorer.core import images
 from explorer.core.gallery import GalleryItem, find, gallery_for
 from explorer.errors import InputError
 from explorer.lessons import plots
-from explorer.session.state import Inference, SessionView, one_update
+from explorer.session.state import Inference, SessionView, default_input, one_update
 from explorer.session.tags import tag_results
 from explorer.ui.camera import CameraInput
 from explorer.ui.canvas import DrawingCanvas
@@ -235,6 +235,7 @@ class InputPicker(SessionView):
         self._drawings = itertools.count(1)
         self._pictures = itertools.count(1)
         self._latest_drawing = 0
+        self._before_drawing: tuple[str, object, str] | None = None  # (preprocess, source, description), for Clear
         self._items: tuple[GalleryItem, ...] = ()
         self.gallery = Thumbnails(sizing_mode="stretch_width", margin=(5, 5))
         self.uploader = ImageUpload(sizing_mode="stretch_width", height=40, margin=(5, 5))
@@ -292,7 +293,7 @@ class InputPicker(SessionView):
         return self.state.set_input(data, f"{CAMERA_PICTURE} {next(self._pictures)}")
 
     def draw(self, strokes: list) -> None:
-        """Classify a drawing (what the canvas sends); an empty canvas keeps the current input."""
+        """Classify a drawing (what the canvas sends); an empty canvas (Clear) goes back to the input before it."""
         self.canvas.strokes = strokes
 
     # --- widget events -------------------------------------------------------------------------------
@@ -337,10 +338,24 @@ class InputPicker(SessionView):
         except InputError as e:
             self.state.error = str(e)
             return
-        if strokes is None:  # cleared: keep the last input, and forget a message about the old drawing
+        if strokes is None:  # cleared: forget a message about the old drawing, and the drawing's prediction
             self.state.error = ""
+            self._undo_drawing()
             return
+        inference = self.state.inference
+        if not isinstance(inference.source, images.Strokes):
+            self._before_drawing = (inference.model.card.preprocess, inference.source, inference.description)
         self.state.set_input(strokes, DRAWING)
+
+    def _undo_drawing(self) -> None:
+        """After Clear nothing on the page may still describe the erased drawing, and every lesson needs an input:
+        show the input from before the drawing again (the model's first gallery image when it no longer fits)."""
+        inference = self.state.inference
+        if not isinstance(inference.source, images.Strokes):
+            return  # the drawing is no longer the input: a gallery pick or an upload came after it
+        before = self._before_drawing
+        if before is None or before[0] != inference.model.card.preprocess or not self.state.set_input(*before[1:]):
+            self.state.set_input(*default_input(inference.model))
 
     # --- what is shown -------------------------------------------------------------------------------
 

@@ -204,6 +204,23 @@ def one_bit_fewer(page: Page) -> Check:
                                    ).to_be_visible(timeout=deadline.ms())
 
 
+# The index of a class menu option that explains another class than the predicted one (option 0 names it).
+OTHER_CLASS = """(select) => {
+  const texts = Array.from(select.options, (o) => o.text);
+  const predicted = texts[0].slice(texts[0].indexOf("(") + 1, -1);
+  return texts.findIndex((t, i) => i > 0 && i !== select.selectedIndex && t !== predicted
+                                   && !t.endsWith(`: ${predicted}`));
+}"""
+
+
+def explain_another_class(page: Page) -> Check:
+    """Select: another class to explain; the gradient map (the first the lesson computes) follows."""
+    select = page.get_by_role("combobox", name="Class explained", exact=True)
+    before = fingerprint(page, "saliency-map-gradient")
+    select.select_option(index=select.evaluate(OTHER_CLASS))
+    return lambda deadline: wait_changed(page, "saliency-map-gradient", before, deadline)
+
+
 @dataclass(frozen=True)
 class Part:
     """One lesson, or one tab of the convolution lesson, as the class visits it."""
@@ -243,6 +260,8 @@ PARTS = (
          (".pruning-prediction", "Dense model"), prune_one_percent_more),
     Part("Quantization", None, ("quantization-histogram", "quantization-predictions", "quantization-sqnr"),
          ("body", re.compile(r"^\d+-bit \w+ per-\w+ weights")), one_bit_fewer),
+    Part("Saliency", None, ("saliency-picture", "saliency-map-gradient"), (".saliency-target", "Explaining class"),
+         explain_another_class),
 )
 
 

@@ -149,12 +149,38 @@ def test_a_vertical_line_drawn_is_read_as_one_by_mnist_cnn(picker):
     np.testing.assert_array_equal(shown_view(picker), images.model_view(expected, inference.model.card))
 
 
-def test_clearing_the_canvas_keeps_the_input_and_shows_no_error(picker):
+def test_clearing_the_canvas_goes_back_to_the_input_before_the_drawing(picker, rnd):
+    item = rnd.choice(mnist_gallery())
+    picker.pick(item.key)
     picker.draw(VERTICAL_LINE)
-    before = picker.state.inference
-    picker.draw([])
-    assert picker.state.inference is before
+    picker.draw([[[140.0, 40.0], [1e6, 40.0]]])  # an invalid drawing leaves a message about it
+    assert picker.state.error
+    picker.draw([])  # Clear
+    inference = picker.state.inference
+    assert inference.description == item.description and inference.source is item.source
+    assert top1(picker) == traced_label("mnist-cnn", item.source)
+    np.testing.assert_array_equal(shown_view(picker), images.model_view(item.source, inference.model.card))
+    assert picker.gallery.value == item.key
     assert picker.state.error == "" and not picker.error_alert.visible
+
+
+def test_clearing_after_a_switch_to_mnist_vit_shows_the_earlier_digit_on_mnist_vit(picker, rnd):
+    item = rnd.choice(mnist_gallery())
+    picker.pick(item.key)
+    picker.draw(VERTICAL_LINE)
+    picker.state.model = "mnist-vit"
+    picker.draw([])
+    assert picker.state.inference.model.name == "mnist-vit"
+    assert picker.state.inference.description == item.description
+    assert top1(picker) == traced_label("mnist-vit", item.source)
+
+
+def test_clearing_after_a_gallery_pick_keeps_the_pick(picker, rnd):
+    picker.draw(VERTICAL_LINE)
+    item = rnd.choice(mnist_gallery()[1:])
+    picker.pick(item.key)
+    picker.draw([])  # the canvas still held the old drawing: clearing it now changes nothing
+    assert picker.state.inference.description == item.description
 
 
 def test_an_invalid_drawing_sets_the_error_and_does_not_change_the_input(picker):

@@ -19,6 +19,7 @@ from explorer.lessons.attention.view import AttentionLesson
 from explorer.lessons.convolution.view import ConvolutionLesson
 from explorer.lessons.normalization.view import NormalizationLesson
 from explorer.lessons.quantization.view import QuantizationLesson
+from explorer.lessons.saliency.view import SaliencyLesson
 from explorer.session.state import ExplorerState
 from explorer.ui.inputs import InputPicker
 from explorer.ui.overview import Overview
@@ -55,19 +56,24 @@ VIEWS = {
     "normalization": NormalizationLesson,
     "attention": AttentionLesson,
     "quantization": QuantizationLesson,
+    "saliency": SaliencyLesson,
 }
 
 
 def check_describes(page: Page, state: ExplorerState, what: str) -> None:
     """Every tag on screen names the state's model, there is one at least, and no layer menu on screen lists a layer
     that the model does not have."""
-    model, names = state.model, set(state.inference.trace.names)
+    # a layer is a traced record, or a module of the model (Grad-CAM's menu lists a ViT's blocks, not traced alone)
+    model = state.model
+    names = set(state.inference.trace.names) | {n for n, _ in state.inference.model.module.named_modules()}
     tags = page.model_tags()
     assert tags, f"{what}: nothing on screen is tagged {model}, so nothing says which model it shows"
     stale = sorted({f"{where} says {name}" for name, where in tags if name != model})
     assert stale == [], f"{what}, after switching to {model}: {stale}"
     for menu in (m for m in page.on_screen() if isinstance(m, Select)):
-        options = [o if isinstance(o, str) else o[0] for o in menu.options]
+        # a menu's values are the layers' names (a dict of options labels each by what it does)
+        options = list(menu.options.values()) if isinstance(menu.options, dict) else \
+            [o if isinstance(o, str) else o[0] for o in menu.options]
         layers = [o for o in options if o in layer_names()]
         assert layers == [o for o in layers if o in names], f"{what}: the menu {menu.title!r} lists {options}"
 

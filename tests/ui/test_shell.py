@@ -88,7 +88,8 @@ def test_the_tour_sets_layers_that_exist_in_every_model(state, model):
     state.model = model
     tour = Narrative(shell.TOUR, state)
     names = state.inference.trace.names
-    for i in range(1, len(shell.TOUR)):
+    assert tour.index == -1 and tour._prev.disabled and "Next ▶** starts the tour" in tour._text.object
+    for i in range(len(shell.TOUR)):  # the first Next starts the tour: step 1 with its settings
         tour._next.clicks += 1
         assert tour.index == i
         assert state.layer in names
@@ -206,3 +207,28 @@ def test_a_link_with_an_unknown_model_applies_the_rest_and_says_so(state):
     shell.apply_link(state, {"model": "resnet-9000", "lesson": "pruning"})
     assert state.model == "mnist-cnn" and state.lesson == "pruning"
     assert "model=resnet-9000" in state.error and "not available here" in state.error
+
+
+def test_the_lesson_strip_lists_every_lesson_and_follows_the_state_both_ways(state):
+    strip = shell.LessonStripView(state=state)
+    assert strip._strip.lessons == [[name, lesson.title] for name, lesson in shell.LESSONS.items()]
+    assert strip._strip.value == state.lesson
+    state.lesson = "quantization"
+    assert strip._strip.value == "quantization"
+    strip._strip.value = "attention"  # what a click on its link sends
+    assert state.lesson == "attention"
+
+
+def test_a_lesson_opened_from_elsewhere_is_scrolled_into_view_but_not_one_opened_by_its_tab(state):
+    frame = shell.LessonFrame(state=state)
+    assert frame._reveal.count == 0
+    state.lesson = "pruning"  # the overview or the lesson strip
+    assert frame._reveal.count == 1 and frame._tabs.active == LESSON_NAMES.index("pruning")
+    frame._tabs.active = LESSON_NAMES.index("attention")  # its tab header: already in view
+    assert state.lesson == "attention" and frame._reveal.count == 1
+
+
+def test_the_page_has_a_device_width_viewport_and_the_narrow_layout():
+    template = shell.build_app(ExplorerState())
+    assert template.meta_viewport == "width=device-width, initial-scale=1"
+    assert shell.PAGE_CSS.read_text() in template.config.raw_css
