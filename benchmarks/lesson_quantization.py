@@ -71,8 +71,8 @@ def measure_int8(model_name: str) -> None:
     m = int8.measure(files, evalset)
     print(f"int8 {model_name}: built in {built:.1f} s (0 when cached); size {files.float_bytes:,} → "
           f"{files.int8_bytes:,} bytes ({files.float_bytes / files.int8_bytes:.2f}× smaller); latency per "
-          f"{m.batch} images {m.float_ms:.1f} → {m.int8_ms:.1f} ms ({m.float_ms / m.int8_ms:.2f}×); {meaning} "
-          f"{m.float_top1:.2%} → {m.int8_top1:.2%} on {m.dataset}", flush=True)
+          f"{m.batch} images {m.float_time.median:.1f} → {m.int8_time.median:.1f} ms (medians; {m.speedup:.2f}×); "
+          f"{meaning} {m.float_top1:.2%} → {m.int8_top1:.2%} on {m.dataset}", flush=True)
 
 
 def open_once(model_name: str, case: str) -> None:

@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from explorer.core import zoo  # noqa: E402
 from explorer.core.gallery import gallery_for  # noqa: E402
+from explorer.core.names import labelled_name  # noqa: E402
 from explorer.session.state import ExplorerState  # noqa: E402
 from explorer.ui.overview import CELL, GRID_H, GRID_W  # noqa: E402
-from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_BOX, FIGURE_POINT, free_port  # noqa: E402
 
 # Arm a timer: it starts at the next `startEvent` anywhere in the page (pointerup, for a click), or now when
 # `startEvent` is null (a select: its events stay inside the widget's shadow DOM), and stops one frame after
@@ -95,6 +96,8 @@ def timed_click(page: Page, source: str, click, start_event: str | None = "point
 
 
 def click_point(page: Page, title: str, x: float, y: float) -> None:
+    # into view first: a click that opens another lesson scrolls the page down to it (explorer/ui/shell.py)
+    page.evaluate(FIGURE_BOX, title)
     page.mouse.click(*page.evaluate(FIGURE_POINT, [title, x, y]))
 
 
@@ -121,7 +124,8 @@ def measure_model(browser, url: str, model: str, repeats: int) -> dict[str, list
         page.wait_for_timeout(350)  # past Bokeh's double-tap window, so that each click is a plain tap
         channel = 1 + i % 3
         times["channel"].append(timed_click(page, "overview-channel", functools.partial(
-            click_point, page, f"{layer}:", channel * GRID_W + GRID_W / 2, GRID_H / 2)))
+            click_point, page, f"{labelled_name(state.inference.model.module, layer)}:", channel * GRID_W + GRID_W / 2,
+            GRID_H / 2)))
         page.wait_for_timeout(350)
         if i < 0:
             times = {control: [] for control in times}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
 
 from explorer.core.architectures import Attention
 from explorer.errors import InputError, choice
@@ -341,11 +342,13 @@ def model_lock(model: nn.Module) -> threading.Lock:
 
 def private_copy(model: nn.Module) -> nn.Module:
     """A deep copy of a shared model, for a lesson to change (prune, quantize, randomise): taken under the model's
-    trace lock, so never mid-way through another session's hooked forward, and without any forward hook."""
+    trace lock, so never mid-way through another session's hooked forward, and without forward hooks other than a
+    pruned copy's masks (torch.nn.utils.prune keeps them as hooks: they are that copy's weights, not a trace)."""
     with model_lock(model):
         duplicate = copy.deepcopy(model)
     for module in duplicate.modules():
         for hooks in (module._forward_hooks, module._forward_pre_hooks, module._forward_hooks_with_kwargs,
                       module._forward_pre_hooks_with_kwargs, module._forward_hooks_always_called):
-            hooks.clear()
+            for key in [k for k, hook in hooks.items() if not isinstance(hook, torch_prune.BasePruningMethod)]:
+                del hooks[key]
     return duplicate

@@ -61,6 +61,7 @@ def test_dragging_the_slider_changes_prediction_and_measured_accuracy(page: Page
     assert page.evaluate(SHOWN_PROBS) != before  # the pruned model's bars changed
     expect(accuracy).to_contain_text(re.compile(r"Accuracy at 9\d %: \*?\*?\d+\.\d\d%"), timeout=MEASURED)
     expect(accuracy).to_contain_text("measured on MNIST test set, 10,000 images")
+    expect(accuracy).to_contain_text("n = 10,000")  # with its 95 % interval
     expect(accuracy).to_contain_text("dense model: 99.60%")
     page.wait_for_timeout(300)
     screenshot(page, "pruning-mnist-cnn", full_page=True)

@@ -53,6 +53,7 @@ def test_fewer_bits_change_the_accuracy_and_the_prediction_shown(page: Page, qua
     expect(accuracy).to_contain_text("10,000 images")  # at once: kept, or said to be measuring
     expect(accuracy).not_to_contain_text("measuring", timeout=MEASURED)
     expect(accuracy).to_contain_text("quantized")
+    expect(accuracy).to_contain_text("n = 10,000")  # each accuracy with its 95 % interval
     expect(summary).to_contain_text("8-bit symmetric per-tensor weights")  # the input's explanation has arrived
     before_accuracy, before_summary = text_of(page, "quantization-accuracy"), text_of(page, "quantization-summary")
     assert "8-bit symmetric per-tensor weights" in before_summary

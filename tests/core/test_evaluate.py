@@ -61,3 +61,52 @@ def test_empty_sets_and_training_mode_are_refused(rng):
         evaluate.accuracy(model, EvalSet("empty", torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(InputError, match="measured in eval mode"):
         evaluate.accuracy(model.train(), random_set(rng), key="training")
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_interval_matches_scipy_binomtest(confidence, rng):
+    from scipy.stats import binomtest
+
+    for _ in range(25):
+        n = int(torch.randint(1, 2000, (1,), generator=rng))
+        k = int(torch.randint(0, n + 1, (1,), generator=rng))
+        ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        low, high = evaluate.wilson_interval(k, n, confidence)
+        assert low == pytest.approx(ref.low, abs=1e-12) and high == pytest.approx(ref.high, abs=1e-12), (k, n)
+
+
+def test_the_interval_of_a_kept_fraction_and_its_words_come_from_its_count(rng):
+    n = int(torch.randint(50, 500, (1,), generator=rng))
+    k = int(torch.randint(0, n + 1, (1,), generator=rng))
+    low, high = evaluate.wilson_interval(k, n)
+    assert evaluate.interval_of(k / n, n) == (low, high)
+    assert evaluate.interval_text(k / n, n) == f"95 % CI {100 * low:.1f}–{100 * high:.1f} %, n = {n:,}"
+    with pytest.raises(InputError, match="0 ≤ correct ≤ n and n ≥ 1; got 3 of 2"):
+        evaluate.wilson_interval(3, 2)
+
+
+def test_timing_median_and_quartiles_match_numpy(rng):
+    times = tuple(float(t) for t in torch.rand(15, generator=rng) * 50 + 10)
+    timing = evaluate.Timing(times)
+    assert timing.median == pytest.approx(np.median(times))
+    assert timing.quartiles == pytest.approx(tuple(np.percentile(times, [25, 75])))  # NumPy's default: linear
+
+
+def test_timings_whose_ranges_overlap_show_no_measurable_difference(rng):
+    base = torch.rand(15, generator=rng) * 4 + 20  # 20-24 ms, like one model timed on a noisy machine
+    a = evaluate.Timing(tuple(base.tolist()))
+    shifted = evaluate.Timing(tuple((base + 1).tolist()))  # a 1-ms shift inside a 4-ms spread
+    apart = evaluate.Timing(tuple((base * 2 + 20).tolist()))  # 60-68 ms: clearly slower
+    assert a.overlaps(shifted) and shifted.overlaps(a)
+    assert not a.overlaps(apart) and not apart.overlaps(a)
+
+
+def test_interleaved_timing_alternates_the_candidates_after_the_warmup(monkeypatch):
+    order: list[str] = []
+    clock = iter(range(1000))
+    monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(clock) / 1000)  # every call 1 ms later
+    timings = evaluate.interleaved_ms({"dense": lambda: order.append("dense"),
+                                       "pruned": lambda: order.append("pruned")}, repeats=4, warmup=2)
+    assert order == ["dense", "pruned"] * 6
+    assert {k: len(t.times_ms) for k, t in timings.items()} == {"dense": 4, "pruned": 4}
+    assert timings["dense"].times_ms == pytest.approx((1.0,) * 4)  # start and stop: consecutive clock ticks

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import agreement, zoo
+from explorer.core import agreement, evaluate, zoo
 from explorer.core.architectures import MnistCNN, MnistViT
 from explorer.core.data import EvalSet
 from explorer.errors import InputError
@@ -334,10 +334,13 @@ def test_speed_times_the_masked_model_or_the_shrunk_ones_counts(build, rng):
     model = build(rng)
     x = torch.randn(4, 1, 28, 28, generator=rng)
     scattered = pm.speed(model, pm.prune(model, "magnitude", 0.5), x, structured=False)
-    assert (scattered.batch, scattered.dense, scattered.shrunk) == (4, None, None)
-    assert scattered.dense_ms > 0 and scattered.pruned_ms > 0
+    assert (scattered.batch, scattered.dense_counts, scattered.shrunk_counts) == (4, None, None)
+    for timing in (scattered.dense, scattered.pruned):  # every repeat of both, interleaved (tests/core/test_evaluate)
+        assert len(timing.times_ms) == evaluate.LATENCY_REPEATS and min(timing.times_ms) > 0
+    assert scattered.speedup == scattered.dense.median / scattered.pruned.median
     pruned = pm.prune(model, "filters-l2", 0.5)
     units = pm.speed(model, pruned, x, structured=True)
     # the counts are the dense model's and the shrunk model's own, on the first image of the batch
-    assert units.dense == pm.counts(model, x[:1]) and units.shrunk == pm.counts(pm.shrink(pruned), x[:1])
-    assert units.shrunk.params < units.dense.params and units.pruned_ms > 0
+    assert units.dense_counts == pm.counts(model, x[:1])
+    assert units.shrunk_counts == pm.counts(pm.shrink(pruned), x[:1])
+    assert units.shrunk_counts.params < units.dense_counts.params and units.pruned.median > 0

@@ -187,13 +187,24 @@ def test_a_photo_models_key_is_its_agreement_set_and_changes_with_the_photos(rng
     assert measured.kept(model, point) is None  # other photos: the value kept for the old ones is not theirs
 
 
-def test_a_curve_holds_the_known_points_of_its_method_and_scope_in_percent():
-    known = {Point("magnitude", a).key: 1 - a / 2 for a in measured.CURVE_AMOUNTS[:4]}
+def test_a_curve_holds_the_known_points_of_its_method_and_scope_in_percent_with_scipys_wilson_interval(rng):
+    from scipy.stats import binomtest
+
+    n = int(torch.randint(20, 2000, (1,), generator=rng))
+    correct = torch.randint(0, n + 1, (4,), generator=rng).tolist()
+    known = {Point("magnitude", a).key: k / n for a, k in zip(measured.CURVE_AMOUNTS[:4], correct, strict=True)}
     known[Point("random", 0.5).key] = 0.1  # another method
     known[Point("magnitude", 0.5, "global").key] = 0.2  # another scope
-    xs, ys = measured.curve(known, "magnitude", "layer")
-    assert xs == [100 * a for a in measured.CURVE_AMOUNTS[:4]]
-    assert ys == [100 * (1 - a / 2) for a in measured.CURVE_AMOUNTS[:4]]
+    c = measured.curve(known, "magnitude", "layer", n)
+    assert c.sparsity == [100 * a for a in measured.CURVE_AMOUNTS[:4]]
+    assert c.value == pytest.approx([100 * k / n for k in correct])
+    ref = [binomtest(k, n).proportion_ci(method="wilson") for k in correct]
+    assert c.low == pytest.approx([100 * r.low for r in ref]) and c.high == pytest.approx([100 * r.high for r in ref])
+
+
+def test_the_sample_size_is_the_held_out_sets_or_the_agreement_sets(rng):
+    assert measured.sample_size(zoo.load("mnist-cnn")) == len(measured.held_out("mnist-cnn")) == 10_000
+    assert measured.sample_size(photo_model(rng)) == agreement.count() == len(agreement.photos())
 
 
 def test_read_off_is_the_straight_line_between_the_neighbouring_points():

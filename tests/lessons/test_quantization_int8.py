@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import numpy as np
 import onnx
 import onnx.numpy_helper
 import pytest
 import torch
 
-from explorer.core import data, zoo
+from explorer.core import data, evaluate, zoo
 from explorer.core.data import EvalSet
-from explorer.lessons.quantization import int8
+from explorer.lessons.quantization import int8, view_text
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,19 @@ def cnn_files(tmp_path_factory) -> int8.Int8Files:
     int8.export_float(model.module, files, calibration)
     int8.quantize_int8(files, calibration)
     return files
+
+
+def test_the_int8_file_is_rebuilt_only_when_its_calibration_images_change(cnn_files, tmp_path):
+    files = int8.Int8Files(cnn_files.float_path, tmp_path / "cnn-int8.onnx")
+    model = zoo.load("mnist-cnn")
+    digits = data.normalize_digits(data.mnist("train").images[:64], model.card.mean, model.card.std)
+    int8.quantize_int8(files, digits)
+    built = files.int8_path.stat().st_mtime_ns
+    int8.quantize_int8(files, digits.clone())  # the same images: the cached file
+    assert files.int8_path.stat().st_mtime_ns == built
+    int8.quantize_int8(files, digits[:32])  # other images (say, a changed agreement set): calibrated again
+    assert files.int8_path.stat().st_mtime_ns != built
+    assert int8.calibration_stamp(files).read_text() == hashlib.sha256(digits[:32].numpy().tobytes()).hexdigest()
 
 
 def test_the_int8_file_stores_int8_weights_per_channel(cnn_files):
@@ -42,7 +58,30 @@ def test_int8_is_at_least_3_5_times_smaller_and_keeps_its_accuracy(cnn_files):
     sample = EvalSet("first 2,000 test digits", test.inputs[:2000], test.labels[:2000])
     measured = int8.measure(cnn_files, sample)
     assert measured.float_top1 - measured.int8_top1 <= 0.005  # the target: within 0.5 point
-    assert measured.float_ms > 0 and measured.int8_ms > 0 and measured.batch == int8.LATENCY_BATCH
+    assert measured.batch == int8.LATENCY_BATCH and measured.n == len(sample) == 2000
+    for timing in (measured.float_time, measured.int8_time):  # each file run alternately, repeated
+        assert len(timing.times_ms) == evaluate.LATENCY_REPEATS and min(timing.times_ms) > 0
+    assert measured.speedup == measured.float_time.median / measured.int8_time.median
+
+
+def test_the_int8_table_gives_medians_spreads_and_intervals_and_no_difference_where_timings_overlap(rng):
+    from scipy.stats import binomtest
+
+    base = (torch.rand(15, generator=rng) * 4 + 20).tolist()  # 20-24 ms
+    n = int(torch.randint(100, 3000, (1,), generator=rng))
+    k_float, k_int8 = sorted(torch.randint(0, n + 1, (2,), generator=rng).tolist(), reverse=True)
+    close = int8.Int8Measurement(evaluate.Timing(tuple(base)), evaluate.Timing(tuple(t + 0.5 for t in base)), 100,
+                                 k_float / n, k_int8 / n, "some digits", n)
+    table = view_text.int8_table(4000, 1000, close, "accuracy")
+    q1, q3 = np.percentile(base, [25, 75])
+    assert f"| latency, 100 images (median of 15) | {np.median(base):.1f} ms (middle half {q1:.1f}–{q3:.1f}) |" in table
+    assert "| no measurable difference |" in table
+    for name, k in (("float32", k_float), ("int8", k_int8)):
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        assert f"{name} 95 % CI {100 * ci.low:.1f}–{100 * ci.high:.1f} %, n = {n:,}" in table
+    slower = dataclasses.replace(close, int8_time=evaluate.Timing(tuple(3 * t for t in base)))
+    assert f"| {np.median(base) / np.median([3 * t for t in base]):.2f}× slower |" in \
+        view_text.int8_table(4000, 1000, slower, "accuracy")
 
 
 def test_the_float_onnx_file_matches_the_torch_model(cnn_files, rng):

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -205,15 +204,16 @@ def test_two_threads_asking_for_one_setting_measure_it_once(private_cache, monke
 
 
 @pytest.mark.skipif(not zoo.is_available("mobilenet_v2"), reason="MobileNetV2 is not fetched here")
-def test_mobilenet_agreement_is_on_the_gallery_photos_and_their_mirror_images():
+def test_mobilenet_agreement_is_on_the_versions_of_the_gallery_photos():
     model = zoo.load("mobilenet_v2")
     photos = [item.source for item in photo_gallery()]
-    pictures = photos + [np.ascontiguousarray(p[:, ::-1]) for p in photos]
+    pictures = [agreement.version(p, recipe) for recipe in agreement.RECIPES for p in photos]
     inputs = torch.cat([images.to_input(p, model.card) for p in pictures])
     evalset = measured.heldout("mobilenet_v2")
     words = measured.dataset_name(model)
     digest = hashlib.sha256(inputs.numpy().tobytes()).hexdigest()[:16]  # the set's identity in the keys
-    assert words == "8 gallery photos and their mirror images"
+    assert words == agreement.description() and words.startswith(f"{len(pictures)} images: 8 gallery photos")
+    assert measured.sample_size(model) == len(pictures) >= 100
     assert evalset.name == measured.dataset_id(model) == f"{words}, inputs sha256 {digest}"
     assert torch.equal(evalset.inputs, inputs)
     with torch.no_grad():

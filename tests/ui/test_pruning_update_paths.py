@@ -18,15 +18,16 @@ import pytest
 import torch
 from bokeh.document import Document
 from panel.io.state import set_curdoc
+from scipy.stats import binomtest
 
-from explorer.core import data, measurements, zoo
+from explorer.core import agreement, data, evaluate, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.core.gallery import mnist_gallery
 from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
 from explorer.lessons.pruning.measured import Point
-from explorer.lessons.pruning.view import PruningLesson
+from explorer.lessons.pruning.view import PruningLesson, speed_words
 from explorer.session.state import ExplorerState
 from tests.ui.doc_events import Page, as_served
 
@@ -161,7 +162,7 @@ def test_switching_to_the_vit_keeps_the_figures_and_lists_its_layers(lessons):
 
     assert page.act(switch, allow_new=("ImportedStyleSheet",)) == []
     assert figures == {m.id for m in page.doc.models if type(m).__name__ == "figure"}
-    assert "blocks.0.attn.qkv" in lesson._layer_input.options
+    assert "blocks.0.attn.qkv" in lesson._layer_input.values
     bars = shown(page, lesson, "pruning-sparsity")
 
     def structured() -> None:
@@ -180,14 +181,25 @@ def test_curves_accuracy_and_sensitivity_are_the_pruned_models_measured_on_the_d
     lesson.wait()
     top1, dense = reference_top1(model, Point("filters-l1", 0.6)), reference_top1(model, Point("magnitude", 0.0))
     accuracy = lesson.measurements.accuracy_text.object
-    assert f"at 60 %: **{top1:.2%}** (measured on {SMALL}); dense model: {dense:.2%}." in accuracy
+    n = len(measured.held_out(model.name))
+    assert f"at 60 %: **{top1:.2%}** ({wilson_text(top1, n)}; measured on {SMALL}); dense model: {dense:.2%}." \
+        in accuracy
     curves = lesson.figures.curve_source.data
     for method, xs, ys in zip(pm.METHODS, curves["xs"], curves["ys"], strict=True):
         assert xs == [100 * a for a in measured.CURVE_AMOUNTS]
         assert ys == [100 * reference_top1(model, Point(method, a)) for a in measured.CURVE_AMOUNTS], method
+    points = lesson.figures.curve_points.data  # each point's error bar: its Wilson interval, from SciPy
+    for y, low, high in zip(points["y"], points["low"], points["high"], strict=True):
+        ref = binomtest(round(y * n / 100), n).proportion_ci(method="wilson")
+        assert (low, high) == pytest.approx((100 * ref.low, 100 * ref.high))
+    assert lesson.figures.curve_fig.yaxis.axis_label == "accuracy (%)"
     bars = lesson.figures.sensitivity_source.data
     assert bars["layer"] == list(pm.structured_layers(model.module))
-    assert bars["top1"] == [100 * reference_top1(model, Point("filters-l1", 0.6, "layer", n)) for n in bars["layer"]]
+    assert bars["top1"] == [100 * reference_top1(model, Point("filters-l1", 0.6, "layer", name))
+                            for name in bars["layer"]]
+    for top1_, low, high in zip(bars["top1"], bars["low"], bars["high"], strict=True):  # whiskers: SciPy's interval
+        ref = binomtest(round(top1_ * n / 100), n).proportion_ci(method="wilson")
+        assert (low, high) == pytest.approx((100 * ref.low, 100 * ref.high))
     title = lesson.figures.sensitivity_fig.title.text
     assert title == "Accuracy when only this layer loses 60 % (whole units, L1 norm)"
     lesson.method = "magnitude"
@@ -195,6 +207,33 @@ def test_curves_accuracy_and_sensitivity_are_the_pruned_models_measured_on_the_d
     lesson.method = "filters-l1"
     assert "physically smaller model" in lesson.speed_report()
     assert f"**{top1:.2%} →" in lesson.recalibration_report()
+    assert f"before: {wilson_text(top1, n)}; after: " in lesson.recalibration_report()
+
+
+def wilson_text(fraction: float, n: int) -> str:
+    """The interval as the lesson writes it, computed by SciPy."""
+    ci = binomtest(round(fraction * n), n).proportion_ci(method="wilson")
+    return f"95 % CI {100 * ci.low:.1f}–{100 * ci.high:.1f} %, n = {n:,}"
+
+
+def speed_of(dense_ms: list[float], pruned_ms: list[float], structured: bool = False) -> pm.Speed:
+    counts = (pm.Counts(1000, 500, 9000, 4000), pm.Counts(600, 600, 5000, 5000)) if structured else (None, None)
+    return pm.Speed(256, evaluate.Timing(tuple(dense_ms)), evaluate.Timing(tuple(pruned_ms)), *counts)
+
+
+def test_the_latency_report_gives_medians_middle_halves_and_no_difference_where_they_overlap(rng):
+    dense = (torch.rand(15, generator=rng) * 4 + 20).tolist()  # 20-24 ms
+    close = [t + 0.5 for t in dense]
+    text = speed_words(speed_of(dense, close))
+    q1, q3 = np.percentile(dense, [25, 75])
+    assert "timed 15 times, alternating, after a warm-up" in text
+    assert f"dense **{np.median(dense):.2f} ms** (middle half {q1:.2f}–{q3:.2f} ms)" in text
+    assert f"pruned **{np.median(close):.2f} ms**" in text and "**no measurable difference**" in text
+    far = [2 * t for t in dense]  # 40-48 ms: slower, and clearly so
+    text = speed_words(speed_of(far, dense, structured=True))
+    assert "no measurable difference" not in text
+    assert f"**×{np.median(far) / np.median(dense):.2f}** (faster when pruned)" in text
+    assert "600 instead of 1,000 parameters" in text
 
 
 def test_kept_measurements_are_shown_at_once_on_opening(lessons, monkeypatch):
@@ -257,7 +296,7 @@ def test_after_a_model_switch_every_tagged_result_names_the_new_model(served, le
         assert lesson.figures.sensitivity_source.data["layer"] == []
         assert lesson.measurements.accuracy_text.object == "Measuring the agreement at 50 % …"
         assert lesson.measurements.curve_text.object.startswith(
-            "Measuring the curves: 37 points on 8 gallery photos")
+            f"Measuring the curves: 37 points on {agreement.description()}")
         assert lesson.figures.curve_source.data["ys"] == [[], [], [], []]
 
 
@@ -286,8 +325,8 @@ def test_mobilenet_switching_from_whole_units_to_smallest_weights_while_measurin
         assert measured.kept(model, point) == reference_top1(model, point)
     top1, dense = reference_top1(model, Point("magnitude", 0.5)), reference_top1(model, Point("magnitude", 0.0))
     assert lesson.measurements.accuracy_text.object.startswith(
-        f"Agreement at 50 %: **{top1:.2%}** (measured on 8 gallery photos and their mirror images); "
-        f"dense model: {dense:.2%}.")
+        f"Agreement at 50 %: **{top1:.2%}** ({evaluate.interval_text(top1, agreement.count())}; measured on "
+        f"{agreement.description()}); dense model: {dense:.2%}.")
 
 
 def wait_for_new_work(lesson: PruningLesson, old_jobs: set, timeout: float = 300) -> None:
@@ -359,10 +398,12 @@ def test_bad_setting_is_shown_not_raised(lessons):
 def test_the_drawn_layer_is_the_sessions_among_the_prunable_ones(lessons):
     lesson = lessons()
     layers = list(pm.prunable_layers(zoo.load("mnist-cnn").module))
-    assert lesson._layer_input.options == layers
+    assert lesson._layer_input.values == layers
     lesson._layer_input.value = "classifier"  # the student picks a layer: it is the session's
     assert lesson.state.layer == "classifier" and lesson._weights_text.object.startswith("**classifier**")
     lesson.state.layer = "features.0"  # another view picks one
     assert lesson._layer_input.value == "features.0" and lesson._weights_text.object.startswith("**features.0**")
     lesson.state.layer = "features.1"  # a ReLU: no weights; the first full weight matrix is drawn
     assert lesson._weights_text.object.startswith("**features.4**")
+    # the menu shows it, and does not write it back: the session's layer stays the ReLU the student chose
+    assert lesson._layer_input.value == "features.4" and lesson.state.layer == "features.1"

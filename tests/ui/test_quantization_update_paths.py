@@ -20,8 +20,9 @@ import pytest
 import torch
 from bokeh.document import Document
 from panel.io.state import set_curdoc
+from scipy.stats import binomtest
 
-from explorer.core import evaluate, measurements, zoo
+from explorer.core import agreement, evaluate, measurements, zoo
 from explorer.core.data import EvalSet
 from explorer.core.gallery import mnist_gallery
 from explorer.lessons import plots
@@ -33,6 +34,12 @@ from tests.measurements_cache import empty_measurements_cache
 from tests.ui.doc_events import Page, ServedContext, as_served
 
 SMALL = 300  # held-out images: enough to tell settings apart, quick enough for a test
+
+
+def wilson(fraction: float, n: int) -> str:
+    """The 95 % interval of `fraction` of n images as the lesson writes it, computed by SciPy."""
+    ci = binomtest(round(fraction * n), n).proportion_ci(method="wilson")
+    return f"95 % CI {100 * ci.low:.1f}–{100 * ci.high:.1f} %, n = {n:,}"
 
 
 def served_document(next_tick) -> tuple[Document, ServedContext]:
@@ -183,12 +190,19 @@ def test_opening_shows_the_kept_curves_and_accuracy_at_once(name, queued, monkey
     lesson = view.QuantizationLesson(state=ExplorerState(model=name))
     assert queued.names() == ["QuantizationLesson.result"]  # nothing to measure: only the input's explanation
     float_top1, top1 = values[None], values[measured.DEFAULT]
+    n = len(measured.heldout(name))
     assert lesson.accuracy.object.startswith(
-        f"**Accuracy** on {measured.dataset_name(model)}: float32 **{float_top1:.2%}**, quantized **{top1:.2%}** (")
+        f"**Accuracy** on {measured.dataset_name(model)}: float32 **{float_top1:.2%}** ({wilson(float_top1, n)}), "
+        f"quantized **{top1:.2%}** ({wilson(top1, n)}) (")
     settings = qm.sweep_settings(measured.DEFAULT)
-    assert lesson.curves.points.data["label"] == [s.describe() for s in settings]
-    assert lesson.curves.points.data["y"] == pytest.approx([100 * values[s] for s in settings])
-    assert lesson.curves.points.data["text"] == [f"{values[s]:.2%}" for s in settings]
+    points = lesson.curves.points.data
+    assert points["label"] == [s.describe() for s in settings]
+    assert points["y"] == pytest.approx([100 * values[s] for s in settings])
+    assert points["text"] == [f"{values[s]:.2%} ({wilson(values[s], n)})" for s in settings]
+    for s, low, high in zip(settings, points["low"], points["high"], strict=True):  # error bars: SciPy's interval
+        ref = binomtest(round(values[s] * n), n).proportion_ci(method="wilson")
+        assert (low, high) == pytest.approx((100 * ref.low, 100 * ref.high))
+    assert lesson.curves.fig.yaxis.axis_label == "accuracy (%)"
     curves = dict(zip(lesson.curves.lines.data["label"], lesson.curves.lines.data["ys"], strict=True))
     for scheme in qm.SCHEMES:
         for granularity in qm.GRANULARITIES:
@@ -202,7 +216,7 @@ def test_opening_shows_the_kept_curves_and_accuracy_at_once(name, queued, monkey
 def test_a_setting_not_kept_is_measured_in_the_background_and_kept(queued):
     lesson = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))
     model = zoo.load("mnist-cnn")
-    assert "float32 ⏳ measuring … quantized ⏳ measuring …" in lesson.accuracy.object  # no number yet
+    assert "float32 ◔ measuring … quantized ◔ measuring …" in lesson.accuracy.object  # no number yet
     assert lesson.progress.visible and lesson.curves.points.data["y"] == []
     assert "0 of 30 settings done" in lesson.progress_text.object
     queued.run()
@@ -309,7 +323,7 @@ def test_after_a_model_switch_nothing_of_the_previous_model_is_shown(new, queued
         assert lesson.summary.object.startswith(described)
 
     nothing_of_the_previous_model()
-    waiting = f"**{measured.meaning(model).capitalize()}** on {measured.dataset_name(model)}: float32 ⏳ measuring"
+    waiting = f"**{measured.meaning(model).capitalize()}** on {measured.dataset_name(model)}: float32 ◔ measuring"
     assert lesson.accuracy.object.startswith(waiting) and "%" not in lesson.accuracy.object
     assert lesson.curves.points.data["y"] == [] and not lesson.curves.float_line.visible
     for _strand, work in previous:  # mnist-cnn's results arrive after the switch: none is shown
@@ -319,7 +333,9 @@ def test_after_a_model_switch_nothing_of_the_previous_model_is_shown(new, queued
     queued.run()  # the new model's own
     nothing_of_the_previous_model()
     float_top1, top1 = measured.known(model, None), measured.known(model, lesson.setting)
-    assert f"float32 **{float_top1:.2%}**, quantized **{top1:.2%}**" in lesson.accuracy.object
+    n = measured.sample_size(model)
+    assert (f"float32 **{float_top1:.2%}** ({wilson(float_top1, n)}), quantized **{top1:.2%}** ({wilson(top1, n)})"
+            in lesson.accuracy.object)
     assert lesson.curves.points.data["y"] == pytest.approx(
         [100 * measured.known(model, s) for s in qm.sweep_settings(lesson.setting)])
 
@@ -357,7 +373,9 @@ def test_the_narrative_steps_drive_the_controls(synchronous):
 def test_mobilenet_measures_agreement_with_float_on_the_gallery_photos(synchronous):
     lesson = view.QuantizationLesson(model="mobilenet_v2")
     text = lesson.accuracy.object
-    assert text.startswith("**Agreement** on 8 gallery photos and their mirror images, first 300: float32 **100.00%**")
+    assert text.startswith(f"**Agreement** on {agreement.description()}, first 300: float32 **100.00%** "
+                           f"({wilson(1.0, agreement.count())}), quantized")
+    assert lesson.curves.fig.yaxis.axis_label == "agreement with the unchanged model (%)"
     assert "how often the quantized model's top class is the float32 model's" in text
     lesson.granularity = "per-channel"
     assert lesson.layer == "features.0.0" and "float32 **100.00%**" in lesson.accuracy.object

@@ -21,18 +21,15 @@ Tests (tests/lessons/test_pruning_math.py) check: the achieved sparsity against 
 layer and globally; the masks against an independent NumPy selection of the smallest |w| (and norms);
 the shrunk model's outputs against the masked model's; measured accuracy against the shown model's own
 count; MACs against a count by hand; the BatchNorm re-estimate against torch's cumulative running
-statistics; `speed`'s counts against the shrunk model's; that the shared model is unchanged; and traces and
-sweeps in several threads at once.
+statistics; `speed`'s counts against the shrunk model's and its timings' count; that the shared model is
+unchanged; and traces and sweeps in several threads at once.
 """
 
 from __future__ import annotations
 
-import copy
-import statistics
 import threading
-import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -543,20 +540,16 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> nn.Mod
     return fixed.eval()
 
 
-def latency_ms(model: nn.Module, x: Tensor, repeats: int = 20) -> float:
-    """Median wall time of one forward pass on `x`, after two warm-up runs."""
+def forward(model: nn.Module, x: Tensor) -> Callable[[], None]:
+    """One timed run: a forward pass of `model` on `x`, finished (CUDA kernels are asynchronous)."""
     x = x.to(trace.device_of(model))
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 2):
-            start = time.perf_counter()
-            model(x)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= 2:
-                times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize()
+    return run
 
 
 @dataclass(frozen=True)
@@ -564,17 +557,24 @@ class Speed:
     """What pruning buys in time: the dense model against the one the pruning leaves."""
 
     batch: int
-    dense_ms: float
-    pruned_ms: float              # the masked copy (unstructured), or the shrunk model (structured)
-    dense: Counts | None = None   # structured only: the counts of the dense and of the shrunk model
-    shrunk: Counts | None = None
+    dense: evaluate.Timing
+    pruned: evaluate.Timing       # the masked copy (unstructured), or the shrunk model (structured)
+    dense_counts: Counts | None = None   # structured only: the counts of the dense and of the shrunk model
+    shrunk_counts: Counts | None = None
+
+    @property
+    def speedup(self) -> float:
+        """Median dense time over median pruned time."""
+        return self.dense.median / self.pruned.median
 
 
 def speed(model: nn.Module, pruned: nn.Module, x: Tensor, structured: bool) -> Speed:
-    """Median latency (`latency_ms`) on the batch `x` of `model` and of what `pruned` becomes: itself when the zeros
-    are scattered (dense kernels multiply by them all the same), else its `shrink`ed, physically smaller model."""
-    dense_ms = latency_ms(model, x)
+    """Latency on the batch `x` of `model` and of what `pruned` becomes, timed interleaved (evaluate.interleaved_ms):
+    `pruned` itself when the zeros are scattered (dense kernels multiply by them all the same), else its
+    `shrink`ed, physically smaller model."""
     if not structured:
-        return Speed(len(x), dense_ms, latency_ms(pruned, x))
+        t = evaluate.interleaved_ms({"dense": forward(model, x), "pruned": forward(pruned, x)})
+        return Speed(len(x), t["dense"], t["pruned"])
     small = shrink(pruned)
-    return Speed(len(x), dense_ms, latency_ms(small, x), counts(model, x[:1]), counts(small, x[:1]))
+    t = evaluate.interleaved_ms({"dense": forward(model, x), "pruned": forward(small, x)})
+    return Speed(len(x), t["dense"], t["pruned"], counts(model, x[:1]), counts(small, x[:1]))

@@ -1,14 +1,16 @@
 """The pruning lesson's accuracies, kept: measured once per model and setting, then shown at once.
 
 A point is the top-1 accuracy (MNIST) or agreement with the dense model (other models: core/agreement.py, the
-photos the quantization lesson uses too) of `math.prune(...)` on `held_out(model)`: the same pruned model whose
-predictions the lesson shows (`math.measure`). Points are kept by core/measurements.py under what="pruning",
+images the quantization lesson uses too) of `math.prune(...)` on `held_out(model)`: the same pruned model whose
+predictions the lesson shows (`math.measure`). `sample_size` is how many images that is: the n of the 95 % Wilson
+interval the views show (core/evaluate.py). Points are kept by core/measurements.py under what="pruning",
 setting {"method", "amount", "scope", "only"} and the held-out set's name (`dataset_id`; for the photos it holds
 the digest of their inputs): stored beside the card by `explorer measure NAME` for the points `plan` lists, in the
 on-disk cache (shared by every session and server process) for any other point the lesson measures. A lookup
 builds nothing: no pruned copy, no labels for the photos.
 
-The lesson's reading of them is here too: `curve` (the known points of one curve), `read_off` (the slider's
+The lesson's reading of them is here too: `curve` (the known points of one curve, with their 95 % Wilson
+intervals: core/evaluate.py), `read_off` (the slider's
 value between two of them, until its own is measured), `recalibrated` (the BatchNorm repair's before and after).
 
 `plan` lists every point of the accuracy-vs-sparsity curves (each method and scope at CURVE_AMOUNTS) and the
@@ -61,6 +63,11 @@ def quantity(model: zoo.ZooModel) -> str:
 def dataset_name(model: zoo.ZooModel) -> str:
     """The images the accuracy (or agreement) is measured on, in words, for the student."""
     return held_out(model.name).name if model.card.preprocess == "mnist" else agreement.description()
+
+
+def sample_size(model: zoo.ZooModel) -> int:
+    """How many images a point is measured on (the n of its confidence interval), without labelling the photos."""
+    return len(held_out(model.name)) if model.card.preprocess == "mnist" else agreement.count()
 
 
 def dataset_id(model: zoo.ZooModel) -> str:
@@ -148,14 +155,26 @@ def plan(model: zoo.ZooModel) -> list[measurements.Planned]:
             for p in unique.values()]
 
 
-def curve(known: dict[str, float], method: str, scope: str) -> tuple[list[float], list[float]]:
-    """The points of one accuracy-vs-sparsity curve that `known` (Point.key -> value) holds, in % and by sparsity."""
-    xs, ys = [], []
+@dataclass(frozen=True)
+class Curve:
+    """One accuracy-vs-sparsity curve as far as it is known, in %: the points and their 95 % Wilson intervals."""
+
+    sparsity: list[float]
+    value: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def curve(known: dict[str, float], method: str, scope: str, n: int) -> Curve:
+    """The points of one curve that `known` (Point.key -> value, each measured on n images) holds, by sparsity."""
+    c = Curve([], [], [], [])
     for point in curve_points(scope):
         if point.method == method and point.key in known:
-            xs.append(100 * point.amount)
-            ys.append(100 * known[point.key])
-    return xs, ys
+            value = known[point.key]
+            low, high = evaluate.interval_of(value, n)
+            for column, v in zip((c.sparsity, c.value, c.low, c.high), (point.amount, value, low, high), strict=True):
+                column.append(100 * v)
+    return c
 
 
 def read_off(xs: list[float], ys: list[float], at: float) -> float | None:

@@ -9,8 +9,9 @@ Accuracies on the held-out set are kept measurements (measured.py), shown by vie
 per-layer sensitivity and the slider's accuracy at once where kept, and whatever is missing measured through the
 lesson's slow work (Lesson.slow), never on a session's event loop, with progress shown. So are the latency and
 BatchNorm reports of the buttons. Every result carries its model's tag (plots.model_tag). MobileNetV2 has no test
-set here: its "accuracy" is top-1 agreement with the dense model over the gallery photos and their mirror images,
-and is labelled as agreement.
+set here: its "accuracy" is top-1 agreement with the dense model over the gallery photos in several versions each
+(core/agreement.py), and is labelled as agreement. Every measured accuracy or agreement is shown with its 95 %
+Wilson interval and its n; latencies as medians of interleaved runs with their interquartile range.
 
 Figures are built once (view_figures.py); updates replace source data and properties inside one_update().
 """
@@ -25,7 +26,8 @@ import panel as pn
 import param
 import torch
 
-from explorer.core import zoo
+from explorer.core import evaluate, zoo
+from explorer.core.names import labelled_name
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
@@ -84,8 +86,9 @@ class PruningLesson(Lesson):
         self._released_slider = pn.widgets.IntSlider.from_param(self.param.sparsity, name=SLIDER_LABEL, width=360,
                                                                 throttled=True)
         self._slider = pn.Column(self._live_slider, margin=0)
-        # the session's layer, among this model's prunable layers (set with the model)
-        self._layer_input = pn.widgets.Select.from_param(self.state.param.layer, name="Weights of layer", width=260)
+        # shows `layer` (the session's, among this model's prunable layers); a pick sets the session's layer
+        self._layer_input = pn.widgets.Select(label="Weights of layer", width=260)
+        self._layer_input.param.watch(self._layer_picked, "value")
         self._sensitivity_button = pn.widgets.Button(label="Measure per-layer sensitivity")
         self._bn_button = pn.widgets.Button(label="Re-estimate BatchNorm statistics")
         self._speed_button = pn.widgets.Button(label="Measure latency")
@@ -123,11 +126,17 @@ class PruningLesson(Lesson):
         """The layer whose weights are drawn: the session's, where it is a prunable layer of this model."""
         return self.state.layer if self.state.layer in self._layers else self._default_layer
 
+    def _layer_picked(self, event) -> None:
+        if event.new in self._layers and event.new != self.layer:
+            self.state.layer = event.new
+
     @follows("state.inference", "state.layer")
     def _follow_state(self) -> None:
         model = self.state.inference.model
         if self._model_name == model.name:
-            self._update()
+            with one_update():
+                self._layer_input.value = self.layer
+                self._update()
             return
         self._model_name = model.name
         self.measurements.new_model(model)
@@ -145,7 +154,8 @@ class PruningLesson(Lesson):
                 self._slider.objects = [slider]
             self._sensitivity_button.disabled = self._bn_button.disabled = self._speed_button.disabled = False
             self.figures.new_model(list(self._layers), measured.quantity(model))
-            self._layer_input.options = list(self._layers)
+            self._layer_input.param.update(options={labelled_name(model.module, n): n for n in self._layers},
+                                           value=self.layer)
             self._update()
 
     # --- the live update ---
@@ -249,11 +259,11 @@ class PruningLesson(Lesson):
             pn.Row(bokeh(f.dense_fig), bokeh(f.pruned_fig)),
             m.accuracy_text,
             self._counts_text,
-            pn.Row(pn.Column(pn.Row(bokeh(f.before_fig), bokeh(f.after_fig)), self._weights_text, width=640),
-                   bokeh(f.sparsity_fig)),
-            pn.Row(pn.Column(bokeh(f.curve_fig), m.curve_progress, m.curve_text, width=740),
-                   pn.Column(self._sensitivity_button, bokeh(f.sensitivity_fig), m.sensitivity_progress,
-                             m.sensitivity_text, width=440)),
+            pn.FlexBox(pn.Column(pn.Row(bokeh(f.before_fig), bokeh(f.after_fig)), self._weights_text, width=640),
+                       bokeh(f.sparsity_fig), flex_wrap="wrap", sizing_mode="stretch_width"),
+            pn.FlexBox(pn.Column(bokeh(f.curve_fig), m.curve_progress, m.curve_text, width=740),
+                       pn.Column(self._sensitivity_button, bokeh(f.sensitivity_fig), m.sensitivity_progress,
+                                 m.sensitivity_text, width=440), flex_wrap="wrap", sizing_mode="stretch_width"),
             pn.Row(self._bn_button, self._speed_button),
             self._bn_text,
             self._speed_text,
@@ -270,10 +280,11 @@ def _recalibration_text(snapshot: Snapshot) -> str:
         return f"{e} (Its LayerNorms compute their statistics from each token as it comes.)"
     source = (f"the first {measured.CALIBRATION_IMAGES:,} MNIST training digits" if what == "accuracy"
               else "the same gallery photos the agreement is measured on (there is no other data here)")
+    n = measured.sample_size(model)
     return (f"BatchNorm running mean and variance re-estimated on {source}, nothing else changed: "
-            f"{what} **{before:.2%} → {after:.2%}** at {sparsity} % "
-            f"({pm.METHODS[method].label}). Pruning shifts every later layer's statistics; the stored "
-            f"ones describe the dense model.")
+            f"{what} **{before:.2%} → {after:.2%}** at {sparsity} % ({pm.METHODS[method].label}; before: "
+            f"{evaluate.interval_text(before, n)}; after: {evaluate.interval_text(after, n)}). Pruning shifts every "
+            "later layer's statistics; the stored ones describe the dense model.")
 
 
 def _speed_text(snapshot: Snapshot) -> str:
@@ -282,18 +293,35 @@ def _speed_text(snapshot: Snapshot) -> str:
     # MNIST models are so small that one image times mostly Python overhead: time a batch
     x = inference.x.repeat(LATENCY_BATCH, 1, 1, 1) if model.card.preprocess == "mnist" else inference.x
     pruned = pm.prune(model.module, method, sparsity / 100, scope)
-    s = pm.speed(model.module, pruned, x, pm.METHODS[method].structured)
-    if s.shrunk is None:
-        return (f"Batch of {s.batch}: dense **{s.dense_ms:.2f} ms**, pruned **{s.pruned_ms:.2f} ms** (median of 20). "
+    return speed_words(pm.speed(model.module, pruned, x, pm.METHODS[method].structured))
+
+
+def timing_words(t: evaluate.Timing) -> str:
+    """"**21.3 ms** (middle half 20.9–22.0 ms)": a median and its interquartile range."""
+    q1, q3 = t.quartiles
+    return f"**{t.median:.2f} ms** (middle half {q1:.2f}–{q3:.2f} ms)"
+
+
+def speed_words(s: pm.Speed) -> str:
+    """What the timings of `pm.speed` say, with "no measurable difference" where their ranges overlap."""
+    runs = (f"Batch of {s.batch}, each model timed {len(s.dense.times_ms)} times, alternating, after a warm-up; "
+            "medians:")
+    if s.dense.overlaps(s.pruned):
+        verdict = ("**no measurable difference**: the middle halves of the two sets of timings overlap (timings "
+                   "on a shared machine vary)")
+    else:
+        verdict = f"**×{s.speedup:.2f}** ({'faster' if s.speedup > 1 else 'slower'} when pruned)"
+    if s.shrunk_counts is None:
+        return (f"{runs} dense {timing_words(s.dense)}, pruned {timing_words(s.pruned)}: {verdict}. "
                 "Unstructured zeros sit scattered inside dense weight tensors; dense kernels multiply by them "
-                "like any other number, so the time does not drop. It would need sparse kernels or hardware "
-                "that skips zeros (e.g. 2:4 sparsity on recent GPUs).")
-    return (f"Batch of {s.batch}: dense **{s.dense_ms:.2f} ms**, physically smaller model **{s.pruned_ms:.2f} ms** "
-            f"(speed-up ×{s.dense_ms / s.pruned_ms:.2f}, median of 20 runs; timings on a shared machine vary). "
+                "like any other number, so the time does not drop (the masked copy even multiplies each weight "
+                "tensor by its mask on every pass). It would need sparse kernels or hardware that skips zeros "
+                "(e.g. 2:4 sparsity on recent GPUs).")
+    return (f"{runs} dense {timing_words(s.dense)}, physically smaller model {timing_words(s.pruned)}: {verdict}. "
             "The removed units are gone: "
-            f"{s.shrunk.params:,} instead of {s.dense.params:,} parameters, "
-            f"{plots.format_si(s.shrunk.macs, 'MACs')} instead of {plots.format_si(s.dense.macs, 'MACs')}; "
-            "its outputs equal the masked model's.")
+            f"{s.shrunk_counts.params:,} instead of {s.dense_counts.params:,} parameters, "
+            f"{plots.format_si(s.shrunk_counts.macs, 'MACs')} instead of "
+            f"{plots.format_si(s.dense_counts.macs, 'MACs')}; its outputs equal the masked model's.")
 
 
 INTRO = ("### Pruning: how many weights does the network need?\n"
@@ -326,8 +354,9 @@ STEPS = (
          {"method": "magnitude", "scope": "global", "sparsity": 80}),
     Step("Remove whole filters",
          "Structured pruning drops entire filters (whole dark rows in the weight picture) with their BatchNorm "
-         "channel. Accuracy falls sooner than with scattered zeros, but press *Measure latency*: the smaller model "
-         "really is faster, unlike the unstructured one.",
+         "channel. Accuracy falls sooner than with scattered zeros, but the removed filters are really gone: press "
+         "*Measure latency* to see whether the smaller model is measurably faster on this machine (scattered "
+         "zeros never are).",
          {"method": "filters-l1", "scope": "layer", "sparsity": 40}),
     Step("Repair the statistics",
          "After removing filters, the BatchNorm layers still hold the dense model's running mean and variance. "

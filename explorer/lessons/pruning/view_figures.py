@@ -9,8 +9,10 @@ import torch
 from bokeh.models import ColorBar, HoverTool, LabelSet, Legend, LegendItem, LinearColorMapper, Range1d, Span
 from bokeh.plotting import figure
 
+from explorer.core import evaluate
 from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
+from explorer.lessons.pruning import measured
 
 TOP_K = 5
 MAP_SIDE = 160             # largest side of a weight picture sent (block means beyond it)
@@ -65,13 +67,19 @@ class Figures:
             "Zero weights per layer", "pruning-sparsity", "weights that are zero (%)", "zero", PRUNED_BAR, 200)
         self.sensitivity_fig, self.sensitivity_source = _layer_bars(
             "Per-layer sensitivity", "pruning-sensitivity", "accuracy (%)", "top1", DENSE_COLOUR, 120)
+        self.sensitivity_source.data.update(low=[], high=[])
+        self.sensitivity_fig.segment(x0="low", x1="high", y0="layer", y1="layer", line_color="black", line_width=1.5,
+                                     source=self.sensitivity_source)  # each bar's 95 % interval
 
         self.curve_source = plots.source("xs", "ys", "colour", "method", name="pruning-curves")
-        self.curve_points = plots.source("x", "y", "colour", "method", "text")
+        self.curve_points = plots.source("x", "y", "low", "high", "colour", "method", "text",
+                                         name="pruning-curve-points")
         fig = figure(width=720, height=300, x_range=Range1d(0, 100), y_range=Range1d(0, 102), toolbar_location=None,
                      title="accuracy against sparsity", x_axis_label="sparsity (%); dashed line: the slider",
                      y_axis_label="accuracy (%)")
         lines = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2, source=self.curve_source)
+        fig.segment(x0="x", x1="x", y0="low", y1="high", line_color="colour", line_width=1.5, line_alpha=0.6,
+                    source=self.curve_points)  # each point's 95 % interval
         dots = fig.scatter(x="x", y="y", color="colour", size=6, source=self.curve_points)
         fig.add_layout(Legend(items=[LegendItem(label=dict(field="method"), renderers=[lines])]), "right")
         fig.add_tools(HoverTool(renderers=[dots], tooltips=[("method", "@method"), ("sparsity", "@x %"),
@@ -81,7 +89,7 @@ class Figures:
         self.curve_fig = fig
 
     def new_model(self, layers: list[str], what: str) -> None:
-        self.curve_fig.yaxis.axis_label = f"{what} (%)"
+        self.curve_fig.yaxis.axis_label = axis_label(what)
         self.sparsity_fig.y_range.factors = list(reversed(layers))
         self.sparsity_fig.height = 60 + 16 * len(layers)
 
@@ -117,30 +125,34 @@ class Figures:
             text=[f"{100 * s:.1f} %" for s in layer_sparsity.values()])
         self.sparsity_source.tags = self.sparsity_fig.tags = tag
 
-    def show_curves(self, curves: dict[str, tuple[list[float], list[float]]], title: str, tag: list) -> None:
-        """`curves`: method -> (sparsities, values), both in %."""
+    def show_curves(self, curves: dict[str, measured.Curve], title: str, tag: list) -> None:
+        """`curves`: method -> its known points, in %, with their intervals (drawn as error bars)."""
         cols: dict[str, list] = {k: [] for k in ("xs", "ys", "colour", "method")}
-        points: dict[str, list] = {k: [] for k in ("x", "y", "colour", "method", "text")}
-        for method, (xs, ys) in curves.items():
+        points: dict[str, list] = {k: [] for k in ("x", "y", "low", "high", "colour", "method", "text")}
+        for method, c in curves.items():
             colour, name = METHOD_COLOURS[method], pm.METHODS[method].label
-            for k, v in zip(cols, (xs, ys, colour, name), strict=True):
+            for k, v in zip(cols, (c.sparsity, c.value, colour, name), strict=True):
                 cols[k].append(v)
-            for x, y in zip(xs, ys, strict=True):
-                for k, v in zip(points, (x, y, colour, name, f"{y:.1f} %"), strict=True):
+            for x, y, low, high in zip(c.sparsity, c.value, c.low, c.high, strict=True):
+                text = f"{y:.1f} % (95 % CI {low:.1f}–{high:.1f} %)"
+                for k, v in zip(points, (x, y, low, high, colour, name, text), strict=True):
                     points[k].append(v)
         self.curve_source.data = cols
         self.curve_points.data = points
         self.curve_source.tags = self.curve_points.tags = self.curve_fig.tags = tag
         self.curve_fig.title.text = title
 
-    def show_sensitivity(self, rows: list[tuple[str, float]], title: str, what: str, tag: list) -> None:
-        """`rows`: (layer, value in [0, 1]) from the top down."""
-        self.sensitivity_fig.y_range.factors = [n for n, _ in reversed(rows)]
+    def show_sensitivity(self, rows: list[tuple[str, float]], title: str, what: str, n: int, tag: list) -> None:
+        """`rows`: (layer, value in [0, 1], measured on n images) from the top down, with their 95 % intervals."""
+        self.sensitivity_fig.y_range.factors = [name for name, _ in reversed(rows)]
         self.sensitivity_fig.height = 70 + 16 * len(rows)
-        self.sensitivity_source.data = dict(layer=[n for n, _ in rows], top1=[100 * a for _, a in rows],
-                                            text=[f"{100 * a:.1f} %" for _, a in rows])
+        intervals = [evaluate.interval_of(a, n) for _, a in rows]
+        self.sensitivity_source.data = dict(layer=[name for name, _ in rows], top1=[100 * a for _, a in rows],
+                                            text=[f"{100 * a:.1f} %" for _, a in rows],
+                                            low=[100 * low for low, _ in intervals],
+                                            high=[100 * high for _, high in intervals])
         self.sensitivity_fig.title.text = title
-        self.sensitivity_fig.xaxis.axis_label = f"{what} (%)"
+        self.sensitivity_fig.xaxis.axis_label = axis_label(what)
         self.sensitivity_source.tags = self.sensitivity_fig.tags = tag
 
     def results(self) -> tuple:
@@ -148,6 +160,11 @@ class Figures:
         return (self.curve_fig, self.curve_source, self.curve_points, self.sensitivity_fig, self.sensitivity_source,
                 self.sparsity_fig, self.sparsity_source, self.dense_fig, self.dense_source, self.pruned_fig,
                 self.pruned_source, self.before_fig, self.before_source, self.after_fig, self.after_source)
+
+
+def axis_label(what: str) -> str:
+    """An axis of measured values: accuracy, or agreement, which is not accuracy (measured.quantity)."""
+    return "accuracy (%)" if what == "accuracy" else "agreement with the unchanged model (%)"
 
 
 def label(labels: tuple[str, ...], i: int) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Hashable
 
 import panel as pn
 
-from explorer.core import zoo
+from explorer.core import evaluate, zoo
 from explorer.lessons import plots
 from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
@@ -97,7 +97,8 @@ class Measurements:
                 dense_top1 = measured.accuracy(model, dense, background.request_turn)
                 return measured.accuracy(model, point, background.request_turn), dense_top1
 
-            self.lesson.slow("accuracy").request(key, compute, functools.partial(self._measured, key, point))
+            self.lesson.slow("accuracy", background=True).request(key, compute,
+                                                                  functools.partial(self._measured, key, point))
 
     def _measured(self, key: tuple, point: Point, result: tuple[float, float] | None) -> None:
         if result is None or self._wanted.get("accuracy") != key:
@@ -109,16 +110,18 @@ class Measurements:
 
     def _show_estimate(self, model: zoo.ZooModel, method: str, scope: str, sparsity: int) -> None:
         what = measured.quantity(model)
-        estimate = measured.read_off(*measured.curve(self.known, method, scope), sparsity)
+        points = measured.curve(self.known, method, scope, measured.sample_size(model))
+        estimate = measured.read_off(points.sparsity, points.value, sparsity)
         text = (f"Measuring the {what} at {sparsity} % …" if estimate is None else
                 f"{what.capitalize()} ≈ **{estimate:.1f} %** (read off the curve; measuring this exact setting …)")
         self.accuracy_text.param.update(object=text, tags=plots.model_tag(model.name))
 
     def _show_measured(self, model: zoo.ZooModel, point: Point, top1: float, dense_top1: float) -> None:
-        what = measured.quantity(model)
+        what, n = measured.quantity(model), measured.sample_size(model)
         self.accuracy_text.param.update(tags=plots.model_tag(model.name), object=(
-            f"{what.capitalize()} at {round(100 * point.amount)} %: **{top1:.2%}** (measured on "
-            f"{measured.dataset_name(model)}); dense model: {dense_top1:.2%}."
+            f"{what.capitalize()} at {round(100 * point.amount)} %: **{top1:.2%}** "
+            f"({evaluate.interval_text(top1, n)}; measured on {measured.dataset_name(model)}); dense model: "
+            f"{dense_top1:.2%}."
             + ("" if what == "accuracy" else " Agreement = the pruned model's top class equals the dense model's; "
                "there is no ImageNet test set here, so this is not accuracy.")))
 
@@ -145,7 +148,8 @@ class Measurements:
         self._sweep("curves", key, model, missing, 0)
 
     def _paint_curves(self, model: zoo.ZooModel, scope: str) -> None:
-        curves = {method: measured.curve(self.known, method, scope) for method in pm.METHODS}
+        n = measured.sample_size(model)
+        curves = {method: measured.curve(self.known, method, scope, n) for method in pm.METHODS}
         title = f"{measured.quantity(model).capitalize()} against sparsity ({pm.SCOPES[scope]})"
         self.figures.show_curves(curves, title, plots.model_tag(model.name))
 
@@ -178,7 +182,7 @@ class Measurements:
             title = ("Per-layer sensitivity at 0 %: nothing is pruned" if not points else
                      f"Per-layer sensitivity at {sparsity} % ({label}): "
                      + ("measuring …" if self._wanted.get("sensitivity") == key else "press Measure"))
-        self.figures.show_sensitivity(rows, title, what, plots.model_tag(model.name))
+        self.figures.show_sensitivity(rows, title, what, measured.sample_size(model), plots.model_tag(model.name))
 
     def measure_sensitivity(self) -> None:
         """Measure the missing per-layer points at the slider's setting (the button)."""
@@ -228,8 +232,10 @@ class Measurements:
             if done + 1 < len(missing):
                 self._sweep(part, key, model, missing, done + 1)
 
-        self.lesson.slow(part).request((key, done), compute, show)
+        self.lesson.slow(part, background=True).request((key, done), compute, show)
 
 
 def _curves_source(model: zoo.ZooModel) -> str:
-    return f"Each point: the pruned model's {measured.quantity(model)} on {measured.dataset_name(model)}."
+    return (f"Each point: the pruned model's {measured.quantity(model)} on {measured.dataset_name(model)}; "
+            f"the bars span its 95 % confidence interval (Wilson, n = {measured.sample_size(model):,}): "
+            "differences inside them may be chance.")

@@ -4,22 +4,23 @@ The simulation in math.py stores rounded values as floats; here the weights real
 Export: `explorer.core.export.to_onnx` (the legacy exporter folds BatchNorm into the convolutions).
 Quantization: `onnxruntime.quantization.quantize_static`, QDQ format, int8 weights per output
 channel, int8 activations per tensor with min-max ranges calibrated on images given by a
-CalibrationDataReader. Measured: both files' sizes, the median latency of one batch in each
-onnxruntime session (same thread count), and top-1 on the held-out set.
+CalibrationDataReader. Measured: both files' sizes, the latency of one batch in each onnxruntime
+session (same thread count), run alternately and repeated (core/evaluate.interleaved_ms: the median and
+the interquartile range of each), and top-1 on the held-out set with its size (the n of its interval).
 
 Both files are compacted the same way before they are measured (`compact`): tensor and node names
 become short ids and the shape annotations are dropped, so that for a model as small as the MNIST CNN
 the file size is the weights, not their names.
 
-Files are cached under `cache_dir()/int8/`, keyed by the model's name and weights hash; measurements
-are cached in memory per process.
+Files are cached under `cache_dir()/int8/`, keyed by the model's name and weights hash; the int8 file
+is rebuilt when its calibration images change (`calibration_stamp`). Measurements are cached in memory
+per process.
 """
 
 from __future__ import annotations
 
 import functools
-import statistics
-import time
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +32,13 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from torch import Tensor, nn
 
-from explorer.core import trace
+from explorer.core import evaluate, trace
 from explorer.core.data import EvalSet
 from explorer.core.export import INPUT_NAME, to_onnx
 from explorer.core.paths import cache_dir
 
 CALIBRATION_BATCH = 64
 LATENCY_BATCH = 100   # images per timed run
-LATENCY_RUNS = 20
 EVAL_BATCH = 500
 
 
@@ -58,12 +58,18 @@ class Int8Files:
 
 @dataclass(frozen=True)
 class Int8Measurement:
-    float_ms: float      # median latency of one batch of `batch` images, float32 ONNX
-    int8_ms: float       # the same for the int8 ONNX
+    float_time: evaluate.Timing   # one batch of `batch` images, float32 ONNX, repeated
+    int8_time: evaluate.Timing    # the same for the int8 ONNX, alternating with it
     batch: int
     float_top1: float    # on `dataset`
     int8_top1: float
     dataset: str
+    n: int               # images in `dataset`
+
+    @property
+    def speedup(self) -> float:
+        """Median float32 time over median int8 time."""
+        return self.float_time.median / self.int8_time.median
 
 
 class _Batches(CalibrationDataReader):
@@ -128,14 +134,23 @@ def export_float(model: nn.Module, files: Int8Files, example: Tensor) -> None:
         partial.replace(files.float_path)
 
 
+def calibration_stamp(files: Int8Files) -> Path:
+    """Beside the int8 file: the SHA-256 of the images that calibrated it (other images, another file)."""
+    return files.int8_path.with_suffix(".calibration")
+
+
 def quantize_int8(files: Int8Files, calibration: Tensor) -> None:
-    """Step 2: calibrate activation ranges and write the int8 file (skipped when cached)."""
-    if not files.int8_path.exists():
-        partial = files.int8_path.with_suffix(".partial.onnx")
-        quantize_static(str(files.float_path), str(partial), _Batches(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        compact(partial)
-        partial.replace(files.int8_path)
+    """Step 2: calibrate activation ranges and write the int8 file (skipped when cached for these same images)."""
+    digest = hashlib.sha256(calibration.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+    stamp = calibration_stamp(files)
+    if files.int8_path.exists() and stamp.exists() and stamp.read_text() == digest:
+        return
+    partial = files.int8_path.with_suffix(".partial.onnx")
+    quantize_static(str(files.float_path), str(partial), _Batches(calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    compact(partial)
+    partial.replace(files.int8_path)
+    stamp.write_text(digest)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -152,15 +167,9 @@ def predictions(sess: ort.InferenceSession, inputs: Tensor) -> np.ndarray:
                            for i in range(0, len(x), EVAL_BATCH)])
 
 
-def latency_ms(sess: ort.InferenceSession, batch: np.ndarray, runs: int = LATENCY_RUNS) -> float:
-    """Median wall time of one run on `batch`, after one warm-up run."""
-    sess.run(None, {INPUT_NAME: batch})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, {INPUT_NAME: batch})
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def run(sess: ort.InferenceSession, batch: np.ndarray) -> functools.partial:
+    """One timed run of `sess` on `batch`."""
+    return functools.partial(sess.run, None, {INPUT_NAME: batch})
 
 
 @functools.lru_cache(maxsize=8)
@@ -171,5 +180,6 @@ def measure(files: Int8Files, dataset: EvalSet) -> Int8Measurement:
     float_top1 = float((predictions(float_sess, dataset.inputs) == labels).mean())
     int8_top1 = float((predictions(int8_sess, dataset.inputs) == labels).mean())
     batch = np.ascontiguousarray(dataset.inputs[:LATENCY_BATCH].detach().cpu().float().numpy())
-    return Int8Measurement(latency_ms(float_sess, batch), latency_ms(int8_sess, batch), len(batch), float_top1,
-                           int8_top1, dataset.name)
+    times = evaluate.interleaved_ms({"float32": run(float_sess, batch), "int8": run(int8_sess, batch)})
+    return Int8Measurement(times["float32"], times["int8"], len(batch), float_top1, int8_top1, dataset.name,
+                           len(dataset))

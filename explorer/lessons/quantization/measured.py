@@ -11,8 +11,9 @@ photos it holds the digest of their inputs, so other photos never find these val
 
 Accuracy is top-1 on the MNIST test set for MNIST models. Other models (MobileNetV2) have no labelled set here: their
 "accuracy" is agreement with the float32 model (its own top-1 as the label) on the agreement photos of
-core/agreement.py, the one set the pruning lesson measures agreement on too. Activation ranges are calibrated on the
-first CALIBRATION_IMAGES MNIST training digits, or on those photos.
+core/agreement.py, the one set the pruning lesson measures agreement on too. `sample_size` is the number of images
+either is measured on: the n of the 95 % Wilson interval the views show (core/evaluate.py). Activation ranges are
+calibrated on the first CALIBRATION_IMAGES MNIST training digits, or on those photos.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def dataset_name(model: zoo.ZooModel) -> str:
     if model.card.preprocess == "mnist":
         return data.mnist("test").name
     return agreement.description()
+
+
+def sample_size(model: zoo.ZooModel) -> int:
+    """How many images an accuracy is measured on (the n of its confidence interval), without labelling the photos."""
+    return len(heldout(model.name)) if model.card.preprocess == "mnist" else agreement.count()
 
 
 def dataset_id(model: zoo.ZooModel) -> str:

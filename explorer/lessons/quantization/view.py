@@ -78,7 +78,7 @@ class QuantizationLesson(Lesson):
         # on every change (docs/performance.md measured that cost for a figure's height).
         self.summary = pn.pane.Markdown("", sizing_mode="stretch_width", height=64, margin=(0, 10),
                                         css_classes=["quantization-summary"])
-        self.accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", height=48, margin=(0, 10),
+        self.accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", height=72, margin=(0, 10),
                                          css_classes=["quantization-accuracy"])
         self.arithmetic = pn.pane.Markdown("", sizing_mode="stretch_width", height=540, margin=(0, 10),
                                            styles={"overflow-y": "auto"}, css_classes=["quantization-arithmetic"])
@@ -216,13 +216,14 @@ class QuantizationLesson(Lesson):
         model, setting = self.state.inference.model, self.setting
         mine = {s: top1 for (name, s), top1 in self._measured.items() if name == model.name}
         settings = qm.sweep_settings(setting)
-        self.curves.show(mine, settings, model.name)
+        n, meaning = measured.sample_size(model), measured.meaning(model)
+        self.curves.show(mine, settings, model.name, meaning, n)
         self.curves.show_current(setting, mine.get(setting), model.name)
         done = sum(s in mine for s in settings)
         dataset = measured.dataset_name(model)
         self.progress.param.update(value=done, max=len(settings), visible=done < len(settings))
         self.progress_text.object = text.progress(done, len(settings), dataset, setting)
-        self.accuracy.object = text.accuracy(measured.meaning(model), dataset, mine.get(None), mine.get(setting))
+        self.accuracy.object = text.accuracy(meaning, dataset, n, mine.get(None), mine.get(setting))
         tag_results(model.name, self.progress, self.progress_text, self.accuracy)
 
     # --- real int8 ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 from bokeh.models import HoverTool, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 
+from explorer.core import evaluate
 from explorer.lessons import plots
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import view_text as text
@@ -122,17 +123,19 @@ class LayerSqnr:
 
 
 class Curves:
-    """Accuracy against bits per weight: one line per scheme × granularity, dots for binary and ternary, the float32
-    accuracy as a dotted line and the student's setting as a star."""
+    """Accuracy against bits per weight: one line per scheme × granularity, dots for binary and ternary with their
+    95 % intervals as error bars, the float32 accuracy as a dotted line and the student's setting as a star."""
 
     def __init__(self):
         self.lines = plots.source("xs", "ys", "colour", "label", name="quantization-curves")
-        self.points = plots.source("x", "y", "colour", "label", "text", name="quantization-points")
+        self.points = plots.source("x", "y", "low", "high", "colour", "label", "text", name="quantization-points")
         self.current = plots.source("x", "y", name="quantization-current")
         fig = figure(height=300, sizing_mode="stretch_width", title="accuracy vs bits per weight",
                      x_axis_label="bits per weight", y_axis_label="accuracy (%)", x_range=Range1d(0.6, 8.4),
                      y_range=Range1d(0, 102), toolbar_location=None, tools="")
         fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2, legend_field="label", source=self.lines)
+        fig.segment(x0="x", x1="x", y0="low", y1="high", line_color="colour", line_width=1.5, line_alpha=0.6,
+                    source=self.points)  # each point's 95 % interval
         dots = fig.scatter(x="x", y="y", color="colour", size=7, source=self.points)
         fig.scatter(x="x", y="y", marker="star", size=20, fill_color="#fde047", line_color="black",
                     source=self.current, legend_label="your setting")
@@ -142,16 +145,18 @@ class Curves:
         self.float_line = Span(location=0, dimension="width", line_color=FLOAT_COLOUR, line_dash="dotted",
                                line_width=2)
         fig.add_layout(self.float_line)
-        fig.add_tools(HoverTool(renderers=[dots], tooltips=[("setting", "@label"), ("accuracy", "@text")]))
+        fig.add_tools(HoverTool(renderers=[dots], tooltips=[("setting", "@label"), ("measured", "@text")]))
         fig.xaxis.ticker = list(range(1, 9))
         fig.legend.location = "bottom_right"
         fig.legend.label_text_font_size = "10px"
         self.fig = fig
 
-    def show(self, measured: dict[qm.Setting | None, float], settings: list[qm.Setting], model_name: str) -> None:
-        """The curves of `settings` as far as `measured` has them (None: the float32 model)."""
+    def show(self, measured: dict[qm.Setting | None, float], settings: list[qm.Setting], model_name: str,
+             meaning: str, n: int) -> None:
+        """The curves of `settings` as far as `measured` has them (None: the float32 model), each value a fraction of
+        n images: `meaning` "accuracy", or "agreement" (with the float32 model)."""
         lines = {key: ([], []) for key in CURVE_COLOURS}
-        dots = dict(x=[], y=[], colour=[], label=[], text=[])
+        dots = dict(x=[], y=[], low=[], high=[], colour=[], label=[], text=[])
         for setting in settings:
             top1 = measured.get(setting)
             if top1 is None:
@@ -163,11 +168,11 @@ class Curves:
                 colour, x = CURVE_COLOURS[(setting.scheme, setting.granularity)], setting.weight_bits
             else:
                 colour, x = "#000000", 1 if setting.format == "binary" else TERNARY_X
-            dots["x"].append(x)
-            dots["y"].append(100 * top1)
-            dots["colour"].append(colour)
-            dots["label"].append(setting.describe())
-            dots["text"].append(f"{top1:.2%}")
+            low, high = evaluate.interval_of(top1, n)
+            for column, value in (("x", x), ("y", 100 * top1), ("low", 100 * low), ("high", 100 * high),
+                                  ("colour", colour), ("label", setting.describe()),
+                                  ("text", f"{top1:.2%} ({evaluate.interval_text(top1, n)})")):
+                dots[column].append(value)
         drawn = [key for key, (xs, _) in lines.items() if xs]
         self.lines.data = dict(xs=[lines[k][0] for k in drawn], ys=[lines[k][1] for k in drawn],
                                colour=[CURVE_COLOURS[k] for k in drawn], label=[f"{s}, {g}" for s, g in drawn])
@@ -175,6 +180,9 @@ class Curves:
         float_top1 = measured.get(None)
         self.float_line.location = 0.0 if float_top1 is None else 100 * float_top1
         self.float_line.visible = float_top1 is not None
+        unchanged = "agreement with the unchanged model (%)"
+        self.fig.yaxis.axis_label = "accuracy (%)" if meaning == "accuracy" else unchanged
+        self.fig.title.text = f"{meaning} vs bits per weight (bars: 95 % interval, n = {n:,})"
         tag_results(model_name, self.fig, self.lines, self.points, self.float_line)
 
     def show_current(self, setting: qm.Setting, top1: float | None, model_name: str) -> None:

@@ -1,11 +1,14 @@
 """The quantization lesson's words: numbers as the lesson writes them, the arithmetic of one layer, the real-int8
-table and the guided tour. Text only: the numbers come from math.py (math.Explained) and int8.py."""
+table and the guided tour. Text only: the numbers come from math.py (math.Explained), int8.py and core/evaluate.py
+(the 95 % Wilson interval of an accuracy or agreement on n images, the spread of repeated timings)."""
 
 from __future__ import annotations
 
 import torch
 
+from explorer.core import evaluate
 from explorer.lessons import plots
+from explorer.lessons.quantization import int8
 from explorer.lessons.quantization import math as qm
 from explorer.session.narrative import Step
 
@@ -58,7 +61,7 @@ def _end_to_end(s: qm.SpelledOut, zero: int, qmin: int, qmax: int) -> str:
             f"code **{num(s.code)}** → (q − z) · s = **{num(s.dequantized)}**; error {num(s.error)}.")
 
 
-MEASURING = "⏳ measuring …"
+MEASURING = "◔ measuring …"
 INT8_INTRO = ("Everything above is simulated: rounded values kept as float32. The button exports this model to "
               "ONNX and lets onnxruntime quantize it for real: int8 weights per output channel, int8 activations "
               "with ranges calibrated on example images (static, QDQ format). Then both files are measured.")
@@ -123,11 +126,14 @@ def summary(e: qm.Explained, description: str, labels: tuple[str, ...], float_pr
             f"({ratio:.1f}× smaller).")
 
 
-def accuracy(what: str, dataset: str, base: float | None, quant: float | None) -> str:
-    """Float32 and quantized accuracy (or agreement) as far as measured; a placeholder for the rest."""
+def accuracy(what: str, dataset: str, n: int, base: float | None, quant: float | None) -> str:
+    """Float32 and quantized accuracy (or agreement) on n images as far as measured, each with its 95 % interval; a
+    placeholder for the rest."""
     shown = [f"**{what.capitalize()}** on {dataset}:",
-             f"float32 **{base:.2%}**," if base is not None else "float32 " + MEASURING,
-             f"quantized **{quant:.2%}**" if quant is not None else "quantized " + MEASURING]
+             f"float32 **{base:.2%}** ({evaluate.interval_text(base, n)})," if base is not None
+             else "float32 " + MEASURING,
+             f"quantized **{quant:.2%}** ({evaluate.interval_text(quant, n)})" if quant is not None
+             else "quantized " + MEASURING]
     if base is not None and quant is not None:
         drop = 100 * (base - quant)
         shown.append(f"({drop:.2f} points lost)." if drop >= 0 else
@@ -141,25 +147,40 @@ def progress(done: int, total: int, dataset: str, base: qm.Setting) -> str:
     """Where the measuring of the curves stands."""
     if done == total:
         return f"{total} settings, each measured on {dataset}; clipping {base.clip}, {acts(base.act_bits)}."
-    return (f"⏳ Measuring the curves on {dataset}: {done} of {total} settings done (clipping {base.clip}, "
+    return (f"◔ Measuring the curves on {dataset}: {done} of {total} settings done (clipping {base.clip}, "
             f"{acts(base.act_bits)}) …")
 
 
-def int8_table(float_bytes: int, int8_bytes: int, measured, meaning: str) -> str:
-    """The real int8 model against the float32 one: file sizes, latency and accuracy (or agreement)."""
+def timing(t: evaluate.Timing) -> str:
+    """A median with its interquartile range."""
+    q1, q3 = t.quartiles
+    return f"{t.median:.1f} ms (middle half {q1:.1f}–{q3:.1f})"
+
+
+def int8_table(float_bytes: int, int8_bytes: int, measured: int8.Int8Measurement, meaning: str) -> str:
+    """The real int8 model against the float32 one: file sizes, latency and accuracy (or agreement), each measured
+    number with its spread: latencies with their interquartile range, accuracies with their 95 % interval."""
     size_ratio = float_bytes / int8_bytes
-    speed = measured.float_ms / measured.int8_ms
     drop = 100 * (measured.float_top1 - measured.int8_top1)
+    if measured.float_time.overlaps(measured.int8_time):
+        speed = "no measurable difference"
+    else:
+        speed = f"{measured.speedup:.2f}× {'faster' if measured.speedup >= 1 else 'slower'}"
+    runs = len(measured.float_time.times_ms)
     return (f"| | float32 ONNX | int8 ONNX | |\n|---|---:|---:|---|\n"
             f"| file size | {plots.format_bytes(float_bytes)} | {plots.format_bytes(int8_bytes)} | "
             f"{size_ratio:.2f}× smaller |\n"
-            f"| latency, {measured.batch} images (median) | {measured.float_ms:.1f} ms | {measured.int8_ms:.1f} ms | "
-            f"{speed:.2f}× {'faster' if speed >= 1 else 'slower'} |\n"
+            f"| latency, {measured.batch} images (median of {runs}) | {timing(measured.float_time)} | "
+            f"{timing(measured.int8_time)} | {speed} |\n"
             f"| {meaning} on {measured.dataset} | {measured.float_top1:.2%} | {measured.int8_top1:.2%} | "
             f"{drop:.2f} points {'lost' if drop >= 0 else 'gained'} |\n\n"
+            f"95 % intervals of the {meaning}: float32 {evaluate.interval_text(measured.float_top1, measured.n)}; "
+            f"int8 {evaluate.interval_text(measured.int8_top1, measured.n)}.\n\n"
             "Both files are ONNX graphs written the same way (short tensor names, no shape annotations), so their "
             "sizes are mostly the weights: four bytes per float32 weight, one per int8 weight (plus their scales). "
-            "Latency is measured on this server's CPU with onnxruntime, the same number of threads for both.")
+            "Latency is measured on this server's CPU with onnxruntime, the same number of threads for both, the two "
+            f"files run alternately {runs} times each after a warm-up; where the middle halves of their timings "
+            "overlap, the difference is within the machine's noise.")
 
 
 def steps() -> tuple[Step, ...]:
