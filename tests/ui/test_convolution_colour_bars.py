@@ -39,13 +39,12 @@ def bar_of(fig) -> ColorBar:
 
 
 def assert_scale(bar: ColorBar, limit: float, signed: bool) -> None:
-    """The bar spans [-limit, limit] (signed) or [0, limit], with ticks at the ends and 0, labelled by format_value."""
+    """The bar spans [-limit, limit] (signed) or [0, limit], with the diverging or sequential palette; BokehJS ticks
+    it (no tick or label of ours to relabel on every update)."""
     low, high = (-limit, limit) if signed else (0.0, limit)
     assert (bar.color_mapper.low, bar.color_mapper.high) == pytest.approx((low, high), rel=REL)
     assert list(bar.color_mapper.palette) == list(plots.DIVERGING if signed else plots.SEQUENTIAL)
-    ticks = [low, 0.0, high] if signed else [low, high]
-    assert bar.ticker.ticks == pytest.approx(ticks, rel=REL)
-    assert [bar.major_label_overrides[t] for t in bar.ticker.ticks] == [plots.format_value(t) for t in bar.ticker.ticks]
+    assert not bar.major_label_overrides and type(bar.ticker).__name__ != "FixedTicker"
 
 
 def random_digit(state: ExplorerState, generator: torch.Generator) -> None:
