@@ -90,7 +90,8 @@ def test_real_int8_is_built_and_measured(page: Page, quantization_url: str):
     result = page.locator(".quantization-int8")
     expect(result).to_contain_text("× smaller", timeout=MEASURED)
     text = text_of(page, "quantization-int8")
-    assert "file size" in text and "latency, 100 images (median)" in text and "MNIST test set, 10,000 images" in text
+    assert "file size" in text and "latency, 100 images (median of" in text and "MNIST test set, 10,000 images" in text
+    assert "95 % intervals of the accuracy" in text
     page.wait_for_timeout(300)
     screenshot(page, "quantization-int8", full_page=True)
     assert errors == []
