@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -140,6 +141,20 @@ FIGURE_BOX = f"""(title) => {{
   const b = view.el.getBoundingClientRect();
   return {{x: b.left, y: b.top, width: b.width, height: b.height}};
 }}"""
+
+
+def draw_vertical_line(page: Page, wiggle: bool = False, pause_ms: float = 0) -> None:
+    """Draw a "1" on the Draw tab's canvas with the mouse: top to bottom in 20 moves, `wiggle` moving 2 px sideways
+    on every other one (a hand is not a ruler), `pause_ms` between moves."""
+    box = page.get_by_role("img", name=re.compile("Drawing area")).bounding_box()
+    x, top, bottom = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15, box["y"] + box["height"] * 0.85
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(x + 2 * (i % 2) * wiggle, top + (bottom - top) * i / 20)
+        if pause_ms:
+            page.wait_for_timeout(pause_ms)
+    page.mouse.up()
 
 
 def select_layer(menu: Locator, layer: str) -> None:

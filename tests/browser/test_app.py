@@ -12,7 +12,7 @@ from explorer.core import device, images, trace, zoo
 from explorer.core.gallery import mnist_gallery
 from explorer.ui.overview import CELL
 
-from .conftest import FIGURE_POINT, screenshot
+from .conftest import FIGURE_POINT, draw_vertical_line, screenshot
 
 
 def open_app(page: Page, url: str) -> list[str]:
@@ -227,14 +227,7 @@ def test_a_corrupt_upload_shows_an_error_and_the_app_keeps_working(page: Page, a
 def test_drawing_on_the_canvas_updates_the_prediction(page: Page, app_url: str):
     problems = open_app(page, app_url)
     page.get_by_role("button", name="Draw", exact=True).click()
-    box = page.get_by_role("img", name=re.compile("Drawing area")).bounding_box()
-    x, top, bottom = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15, box["y"] + box["height"] * 0.85
-    page.mouse.move(x, top)
-    page.mouse.down()
-    for i in range(1, 21):
-        page.mouse.move(x + 2 * (i % 2), top + (bottom - top) * i / 20)
-        page.wait_for_timeout(20)
-    page.mouse.up()
+    draw_vertical_line(page, wiggle=True, pause_ms=20)
     expect(page.locator(".prediction-summary")).to_contain_text(re.compile(r"The model says 1 \(.*\) for your drawing"))
     screenshot(page, "app-draw")
     assert problems == []

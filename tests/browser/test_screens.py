@@ -20,7 +20,7 @@ from explorer.core.gallery import mnist_gallery
 from explorer.ui.overview import CELL
 from explorer.ui.shell import LESSONS
 
-from .conftest import FIGURE_POINT
+from .conftest import FIGURE_POINT, draw_vertical_line
 
 DESKTOP = dict(viewport={"width": 1440, "height": 900})
 PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True)
@@ -204,13 +204,7 @@ def test_clear_takes_the_drawings_prediction_away_and_shows_the_input_from_befor
     page.get_by_role("button", name=item.description).click()
     expect(page.locator(".prediction-summary")).to_have_text(traced_summary(item.source, item.description))
     page.get_by_role("button", name="Draw", exact=True).click()
-    box = page.get_by_role("img", name=re.compile("Drawing area")).bounding_box()
-    x, top, bottom = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.15, box["y"] + box["height"] * 0.85
-    page.mouse.move(x, top)
-    page.mouse.down()
-    for i in range(1, 21):
-        page.mouse.move(x, top + (bottom - top) * i / 20)
-    page.mouse.up()
+    draw_vertical_line(page)
     expect(page.locator(".prediction-summary")).to_contain_text("for your drawing")
     page.get_by_role("button", name="Clear", exact=True).click()
     expect(page.locator(".prediction-summary")).to_have_text(traced_summary(item.source, item.description))
