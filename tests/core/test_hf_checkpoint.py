@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import socket
 import sys
 import zipfile
 from pathlib import Path
@@ -98,6 +99,22 @@ def test_logits_match_the_transformers_model_on_random_inputs(model_class, confi
     torch.testing.assert_close(trace.run(model.module, x).logits, expected, rtol=1e-5, atol=1e-5)
     assert model.card.input_shape == (1, 28, 28) and model.card.family == "vit"
     assert not model.module.training and model.module.model.config._attn_implementation == "eager"
+
+
+def test_a_folder_loads_without_the_network(rng, tmp_path, monkeypatch):
+    """`from_pretrained(None, state_dict=...)` builds from the folder's bytes alone: no connection is tried (the app
+    works offline)."""
+    files = folder_files(small_model(rng), tmp_path)
+    tried: list[object] = []
+
+    def no_network(_socket, address):
+        tried.append(address)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    model = uploads.from_upload(list(files.items()), "mnist-cnn", "hf-offline")
+    assert tried == []
+    assert model.module(torch.randn(1, 1, 28, 28, generator=rng)).shape == (1, 10)
 
 
 def test_a_float16_checkpoint_computes_in_float32_with_its_rounded_weights(rng, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core import zoo
+from explorer.core import gallery, zoo
 from explorer.errors import InputError
 from explorer.lessons.saliency import faithfulness as fa
 from explorer.lessons.saliency import math as sm
@@ -63,11 +63,8 @@ def test_curve_matches_a_numpy_loop(kind, name, rng):
 
 
 def test_deleting_by_the_gradient_x_input_map_lowers_the_probability_faster_than_a_random_order(rng):
-    """On the trained CNN, the map's order beats random orders on average: the point of the curve."""
-    if not zoo.is_available("mnist-cnn"):
-        pytest.skip("mnist-cnn is not here")
-    from explorer.core import gallery
-
+    """On the trained CNN (shipped with the project), the map's order beats random orders on average: the point of
+    the curve."""
     model = zoo.load("mnist-cnn")
     digit = next(item for item in gallery.mnist_gallery())
     x = model.preprocess(digit.source)
