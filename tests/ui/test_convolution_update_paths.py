@@ -161,18 +161,22 @@ def test_lesson_follows_the_state_and_leaves_other_layers_selected():
 
 
 def test_every_number_the_page_writes_is_formatted_by_python(session):
-    """The browser only picks a position's strings: each is plots.format_value of the value beside it."""
+    """The browser only picks a position's strings: each is plots.format_value of the value beside it. Each kind of
+    string comes as one text of lines (a list of strings would cost the server one serializer step per string)."""
     from explorer.lessons.plots import format_value
 
     state, _, page = session
     state.param.update(layer="features.0", channel=3)  # 3×3 cells of one channel: the numbers are written
+    strings = page.model_named("convolution-strings").data
+    assert all(len(column) == 1 and isinstance(column[0], str) for column in strings.values())
+    lines = {name: column[0].split("\n") for name, column in strings.items()}
     positions = page.model_named("convolution-positions").data
-    assert positions["value_text"] == [format_value(float(v)) for v in positions["value"]]
-    assert positions["sum_text"] == [format_value(float(v)) for v in positions["sum"]]
+    assert lines["value"] == [format_value(float(v)) for v in positions["value"]]
+    assert lines["sum"] == [format_value(float(v)) for v in positions["sum"]]
     following = page.model_named("convolution-following").data
-    assert following["text"] == [format_value(float(v)) for v in following["value"]]
+    assert len(following["value"]) > 0
+    assert lines["following"] == [format_value(float(v)) for v in following["value"]]
     patches, labels = page.model_named("convolution-patches").data, page.model_named("convolution-patch-labels").data
-    texts = page.model_named("convolution-texts").data["text"]
     for column in ("patch", "product"):
         assert len(labels[column]) == len(patches[column]) > 0
-        assert [texts[i] for i in labels[column]] == [format_value(float(v)) for v in patches[column]]
+        assert [lines["labels"][i] for i in labels[column]] == [format_value(float(v)) for v in patches[column]]

@@ -17,7 +17,7 @@ import param
 from explorer.core import names
 from explorer.lessons import plots
 from explorer.lessons.convolution import math
-from explorer.lessons.convolution.view_step_figures import CELLS_FRAME, StepFigures
+from explorer.lessons.convolution.view_step_figures import CELLS_FRAME, STRINGS, StepFigures
 from explorer.session.tags import tag_results
 
 MAX_LABELLED_BLOCKS = 16    # name the input channel above each block of the patch up to this many
@@ -28,6 +28,12 @@ ZOOM_FROM, ZOOM_SIDE = 48, 32  # an input wider than ZOOM_FROM px is shown ZOOM_
 def texts(values: np.ndarray) -> list[str]:
     """Each value as the page writes it."""
     return [plots.format_value(v) for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
+
+
+def joined(strings: list[str]) -> str:
+    """Strings as the one text the page splits back into them (view_step_figures.STRINGS); a formatted number
+    spans no lines."""
+    return "\n".join(strings)
 
 
 def labelled(*arrays: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
@@ -59,7 +65,7 @@ class StepThrough(param.Parameterized):
                 "maps of the layer before deeper in. At each position the input values under it are multiplied by "
                 "the kernel's weights, the products are added up, the bias is added: one output value. Press "
                 "**Play**, or step with the buttons or the slider; the output map fills in as the window moves. "
-                + plots.COLOUR_LEGEND, sizing_mode="stretch_width", margin=(0, 10)),
+                + plots.COLOUR_LEGEND, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             # the text is a root of its own: a change of it does not lay out the figures again
             self._step_controls, self._layer_text, self._board, self._arithmetic_pane, sizing_mode="stretch_width")
 
@@ -237,16 +243,17 @@ class StepThrough(param.Parameterized):
         f = self.figures
         f.after.data = dict(name=[a.name for a in after], module_type=[a.module_type for a in after],
                             formula=[a.formula for a in after])
-        f.following.data = dict(value=text["following"], text=text["following_text"])
+        f.following.data = dict(value=text["following"])
         f.patches.data = dict(patch=steps.patches.flatten().numpy(), product=steps.products.flatten().numpy())
         strings, (patch, product) = text.get("labels", ([], [np.zeros(0, np.int32)] * 2))
-        f.texts.data = dict(text=strings)
         f.labels.data = dict(patch=patch, product=product)
+        f.strings.data = {name: [joined(lines)] for name, lines in
+                          zip(STRINGS, (strings, text["sum"], text["value"], text["following_text"]), strict=True)}
         f.slider.update(end=max(steps.positions - 1, 1), value=0)
         # last: the page renders position 0 when the positions arrive (view_step_figures.RENDER)
         f.positions.data = dict(top=steps.tops.numpy() - steps.pads[2], left=steps.lefts.numpy() - steps.pads[0],
                                 sum=steps.sums.numpy(), value=steps.output.flatten().numpy(),
-                                index=np.arange(steps.positions), sum_text=text["sum"], value_text=text["value"])
+                                index=np.arange(steps.positions))
         f.arithmetic.text = self._arithmetic_text(steps, after, text, 0)
 
     @staticmethod

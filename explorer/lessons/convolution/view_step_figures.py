@@ -16,6 +16,9 @@ from explorer.lessons import plots
 FRAME = 280                 # input and output pictures (px)
 CELLS_FRAME = 230           # patch, kernel and product grids (px)
 DEFAULT_SPEED = 8           # window positions per second when playing
+# The strings the page writes for every position, each kind sent as one text of lines: a list of strings costs the
+# server one step of Bokeh's serializer per string (about 4 000 of them per input change on mnist-cnn).
+STRINGS = ("labels", "sum", "value", "following")
 
 # Renders window position `slider.value` from the arrays the server sent: the patch and product cells,
 # the window on the input, the output map up to this position and the arithmetic as text. Runs on every
@@ -24,14 +27,21 @@ RENDER = """
 const n = positions.data.value.length;
 const P = taps.data.kernel.length;
 if (n === 0 || patches.data.patch.length !== n * P) return;  // a new layer's data is still arriving
+// The strings came as one text per kind, one string per line (STRINGS): split once per new data, kept in the page
+const cache = window["__convolution_strings_" + strings.id] ??= {text: {}, lines: {}};
+for (const name of Object.keys(strings.data)) {
+  const text = strings.data[name][0] ?? "";
+  if (cache.text[name] !== text) { cache.text[name] = text; cache.lines[name] = text.split("\\n"); }
+}
+const lines = cache.lines;
 const k = Math.max(0, Math.min(Math.round(slider.value), n - 1));
 const numbers = meta.data.numbers[0] && labels.data.patch.length === n * P;
 const t = taps.data;
 for (let p = 0; p < P; p++) {
   t.patch[p] = patches.data.patch[k * P + p];
   t.product[p] = patches.data.product[k * P + p];
-  t.patch_text[p] = numbers ? texts.data.text[labels.data.patch[k * P + p]] : "";
-  t.product_text[p] = numbers ? texts.data.text[labels.data.product[k * P + p]] : "";
+  t.patch_text[p] = numbers ? lines.labels[labels.data.patch[k * P + p]] : "";
+  t.product_text[p] = numbers ? lines.labels[labels.data.product[k * P + p]] : "";
 }
 taps.change.emit();
 const top = positions.data.top[k], left = positions.data.left[k];
@@ -58,13 +68,12 @@ const i = Math.floor(k / width), j = k % width;
 cursor.data.left[0] = j; cursor.data.right[0] = j + 1; cursor.data.top[0] = i; cursor.data.bottom[0] = i + 1;
 cursor.change.emit();
 const F = after.data.name.length;
-const pos = positions.data;
 let html = `<div class="conv-arithmetic"><b>Window position ${k}</b> (of 0–${n - 1}): output row ${i}, column ${j}<br>`;
-html += `Σ of ${P} products = ${pos.sum_text[k]}`;
-html += ` &nbsp;+ bias ${meta.data.bias_text[0]} &nbsp;= <b class="conv-value">${pos.value_text[k]}</b>`;
-let v = pos.value_text[k];
+html += `Σ of ${P} products = ${lines.sum[k]}`;
+html += ` &nbsp;+ bias ${meta.data.bias_text[0]} &nbsp;= <b class="conv-value">${lines.value[k]}</b>`;
+let v = lines.value[k];
 for (let f = 0; f < F; f++) {
-  const next = following.data.text[k * F + f];
+  const next = lines.following[k * F + f];
   const formula = after.data.formula[f].split("{v}").join(v);
   html += `<br>→ ${after.data.module_type[f]} (${after.data.name[f]}): ${formula} = `;
   html += `<b class="conv-after">${next}</b>`;
@@ -123,12 +132,13 @@ class StepFigures:
         self.block_labels = source("text", "x", "y", name="convolution-block-labels")
         self.shown_block = source("left", "right", "top", "bottom", name="convolution-shown-block")
         self.patches = source("patch", "product", name="convolution-patches")
-        # where the cells' numbers are written: each value's index into `texts` (empty when no numbers are written)
+        # where the cells' numbers are written: each value's index into the `labels` strings (empty: none written)
         self.labels = source("patch", "product", name="convolution-patch-labels")
-        self.texts = source("text", name="convolution-texts")
-        self.positions = source("top", "left", "sum", "value", "index", "sum_text", "value_text",
-                                name="convolution-positions")
-        self.following = source("value", "text", name="convolution-following")  # (L·F,) position-major
+        # every string the page writes, one text per kind (STRINGS): the cells' labels, each position's sum and
+        # value, and the values after the layers that follow (position-major)
+        self.strings = source(*STRINGS, name="convolution-strings")
+        self.positions = source("top", "left", "sum", "value", "index", name="convolution-positions")
+        self.following = source("value", name="convolution-following")  # (L·F,) position-major
         self.after = source("name", "module_type", "formula", name="convolution-after")
         self.meta = source("numbers", "bias", "bias_text", "out_w", "zoom", "bounds", name="convolution-meta")
         self.input_source = source("image", "x", "y", "dw", "dh", name="convolution-input")
@@ -143,7 +153,7 @@ class StepFigures:
         # what shows the chosen convolution's numbers (tagged with its model, see explorer.session.tags.tag_results)
         self.figures = (self.patch_fig, self.kernel_fig, self.product_fig, self.input_fig, self.output_fig)
         self.sources = (self.taps, self.kernel_cells, self.block_labels, self.shown_block, self.patches, self.labels,
-                        self.texts, self.positions, self.following, self.after, self.meta, self.input_source,
+                        self.strings, self.positions, self.following, self.after, self.meta, self.input_source,
                         self.input_frame, self.window, self.span, self.output_source, self.cursor)
         self.layout = column(row(self.back, self.play, self.forward, self.slider, self.speed),
                              row(self.input_fig, self.output_fig),
@@ -209,17 +219,18 @@ class StepFigures:
                 axis.minor_tick_line_color = None
 
     def _build_player(self) -> None:
-        self.slider = Slider(start=0, end=1, value=0, step=1, title="Window position", width=360,
+        # the player's row fits a 768-px tablet: Bokeh's row does not wrap
+        self.slider = Slider(start=0, end=1, value=0, step=1, title="Window position", width=290,
                              name="convolution-position")
         self.speed = Slider(start=1, end=60, value=DEFAULT_SPEED, step=1, title="Speed (positions per second)",
-                            width=200, name="convolution-speed")
+                            width=180, name="convolution-speed")
         self.play = Button(label="▶ Play", width=90, button_type="primary", name="convolution-play")
         self.back = Button(label="◀ Step", width=70, name="convolution-back")
         self.forward = Button(label="Step ▶", width=70, name="convolution-forward")
         self.arithmetic = Div(text="", width=760, height=120, name="convolution-arithmetic",
                               styles={"font-size": "14px", "line-height": "1.6"})
         render = CustomJS(args=dict(positions=self.positions, patches=self.patches, labels=self.labels,
-                                    texts=self.texts, taps=self.taps, win=self.window, span=self.span,
+                                    strings=self.strings, taps=self.taps, win=self.window, span=self.span,
                                     output=self.output_source, cursor=self.cursor, after=self.after,
                                     following=self.following, meta=self.meta, slider=self.slider,
                                     xr=self.input_fig.x_range, yr=self.input_fig.y_range, div=self.arithmetic),
