@@ -23,11 +23,14 @@ from bokeh.protocol.message import Message
 from bokeh.server.connection import ServerConnection
 from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
+from bokeh.core.property.descriptors import PropertyDescriptor
 from bokeh.protocol.messages.patch_doc import patch_doc
 from panel.reactive import Syncable
 from explorer.serve import gate
 
-PATCHED = {"patch_doc.create": (patch_doc, "create"), "WSHandler.open": (WSHandler, "open"), "WSHandler.on_message": (WSHandler, "on_message"),
+PATCHED = {"patch_doc.create": (patch_doc, "create"),
+           "PropertyDescriptor._get_default": (PropertyDescriptor, "_get_default"),
+           "WSHandler.open": (WSHandler, "open"), "WSHandler.on_message": (WSHandler, "on_message"),
            "WSHandler.on_close": (WSHandler, "on_close"), "Message.send": (Message, "send"),
            "ServerConnection.send_patch_document": (ServerConnection, "send_patch_document"),
            "ServerSession.pull": (ServerSession, "pull"), "ServerSession.push": (ServerSession, "push"),
@@ -67,7 +70,8 @@ print(json.dumps({"changed": sorted(name for name in before if before[name] != a
                   "changed again": sorted(name for name in first if first[name] != after[name])}))
 """
 
-ALL_CHANGED = sorted(["patch_doc.create", "WSHandler.open", "WSHandler.on_message", "WSHandler.on_close", "Message.send",
+ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
+                      "WSHandler.open", "WSHandler.on_message", "WSHandler.on_close", "Message.send",
                       "ServerConnection.send_patch_document", "ServerSession.pull", "ServerSession.push",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated"])
@@ -102,7 +106,7 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     changed, lines = probe(2, untested=("bokeh",))
     gated = [tuning.name for tuning in tunings.TUNINGS if "bokeh" in tuning.tested_on]
     assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "references_on_demand",
-                     "skip_validation", "idle_collections", "bokehjs"]
+                     "cached_defaults", "skip_validation", "idle_collections", "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     assert changed == ["OMP_WAIT_POLICY", "Syncable._debounce"]  # Panel's debounce and OpenMP: not Bokeh's

@@ -1,0 +1,64 @@
+"""The cached_defaults tuning (explorer/serve/defaults.py) reads every default as Bokeh does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from bokeh.core.has_props import HasProps
+from bokeh.core.property.descriptors import AliasPropertyDescriptor, PropertyDescriptor
+from bokeh.model import Model
+from bokeh.models import Div
+from bokeh.themes import Theme
+
+from explorer.serve import defaults
+
+BOKEH_GET_DEFAULT = getattr(PropertyDescriptor._get_default, "__wrapped__", PropertyDescriptor._get_default)
+
+
+def concrete_models() -> list[type[Model]]:
+    import bokeh.models  # noqa: F401  (registers every model class)
+
+    return sorted((cls for cls in Model.model_class_reverse_map.values()
+                   if not getattr(cls, "__abstract__", False) and cls.__module__.startswith("bokeh.")),
+                  key=lambda cls: cls.__qualname__)
+
+
+def default_of(obj: HasProps, name: str, get_default) -> object:
+    return get_default(obj.lookup(name), obj)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_default_of_random_bokeh_models_is_the_one_bokeh_makes(seed):
+    cached = defaults._cached(BOKEH_GET_DEFAULT)
+    classes = random.Random(seed).sample(concrete_models(), 40)
+    for cls in classes:
+        try:
+            first, second = cls(), cls()
+        except Exception:  # a model that needs arguments to be made
+            continue
+        for name in sorted(first.properties()):
+            if name in first._property_values or isinstance(first.lookup(name), AliasPropertyDescriptor):
+                continue  # set by the constructor, or another name for a property
+            theirs = default_of(second, name, BOKEH_GET_DEFAULT)
+            for _ in range(2):  # made, then taken from the cache
+                ours = default_of(first, name, cached)
+                assert type(ours) is type(theirs), (cls.__name__, name)
+                if isinstance(theirs, HasProps):  # a model made for each instance: never one of another's
+                    assert ours is not theirs and ours is default_of(first, name, cached)
+                else:
+                    assert ours == theirs, (cls.__name__, name)
+
+
+def test_a_property_a_theme_sets_is_the_theme_s_not_a_cached_default():
+    cached = defaults._cached(BOKEH_GET_DEFAULT)
+    plain, themed = Div(), Div()
+    assert default_of(plain, "text", cached) == ""
+    themed.apply_theme(Theme(json={"attrs": {"Div": {"text": "from the theme"}}})._for_class(Div))
+    assert default_of(themed, "text", cached) == "from the theme"
+    assert default_of(plain, "text", cached) == ""
+
+
+def test_only_immutable_values_are_kept():
+    assert all(defaults.is_immutable(v) for v in (None, True, 3, 2.5, "a", (1, ("b", None))))
+    assert not any(defaults.is_immutable(v) for v in ([], {}, (1, []), {"a"}))
