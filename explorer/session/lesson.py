@@ -10,7 +10,9 @@ every lesson needs, once:
 - `slow(name)`: the lesson's slow work (explorer/session/work.py), off the event loop in a served page, newest
   answer only, dropped when the session ends; a failure lands in `errors`.
 - `tour`: the lesson's guided tour (explorer/session/narrative.py), from `steps()`. A step's `layer` and `channel`
-  are the session's (`shared_settings`), so a tour moves the whole page, not a copy inside the lesson.
+  are the session's (`shared_settings`), so a tour moves the whole page, not a copy inside the lesson. The lesson
+  does not place it: `open_tour` is the one tour to show (its own, or an open part's), and the app shows it in
+  one place above the lesson (explorer/ui/shell.py); alone (a notebook, a test page), `lesson.with_tour()`.
 
 A lesson fills in the rest: `steps()` and its parts, each deriving its numbers from the lesson's math.py and then
 showing them (data only: its figures are made once).
@@ -19,6 +21,7 @@ showing them (data only: its figures are made once).
 from __future__ import annotations
 
 import panel as pn
+import param
 
 from explorer.session.narrative import Narrative, Step
 from explorer.session.state import SessionView, one_update
@@ -32,6 +35,11 @@ class Lesson(SessionView):
     tour_title = "Guided tour"
     # A tour step's settings that belong to the session's state: the step's name -> the state's parameter.
     shared_settings: dict[str, str] = {"layer": "layer", "channel": "channel"}
+    # The lesson's settings a shared link keeps: the name in the URL -> the lesson's parameter (explorer/ui/link.py).
+    # URL names are public (old links must still open) and unique across the page: a test checks.
+    url_settings: dict[str, str] = {}
+
+    open_tour = param.ClassSelector(class_=Narrative, doc="The tour to show: the lesson's, or its open part's.")
 
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
@@ -41,10 +49,16 @@ class Lesson(SessionView):
                                     css_classes=["lesson-error"])
         self.tour = Narrative(self.steps(), self, title=self.tour_title, state=self.state,
                               shared=self.shared_settings)
+        self.open_tour = self.tour
 
     def steps(self) -> tuple[Step, ...]:
         """The lesson's guided tour."""
         raise NotImplementedError
+
+    def with_tour(self) -> pn.Column:
+        """The lesson under its open tour, for showing it alone; the app places the tour itself."""
+        tour = pn.bind(lambda open_tour: pn.Spacer(height=0) if open_tour is None else open_tour, self.param.open_tour)
+        return pn.Column(pn.panel(tour), self, sizing_mode="stretch_width")
 
     def changed(self, part: str, key: object) -> bool:
         """True (and `key` remembered) when `part` last showed something else than `key`."""

@@ -2,7 +2,8 @@
 
 Every view reads `state.inference` (computed once per change of model or input) and writes only
 the parameters it owns: the input picker calls `set_input`, the overview sets `layer`/`channel`/
-`lesson`, the model picker `model`. The shell syncs `model`, `lesson` and `layer` with the URL.
+`lesson`, the model picker `model`. The shell syncs `model`, `lesson`, `layer`, `channel` and `input` (the input as
+a link names it, explorer/core/input_link.py) with the URL (explorer/ui/link.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import panel as pn
 import param
 import torch
 
-from explorer.core import images, trace, zoo
+from explorer.core import images, input_link, trace, zoo
 from explorer.errors import InputError
 from explorer.serve import validation
 
@@ -78,6 +79,8 @@ class ExplorerState(param.Parameterized):
     channel = param.Integer(default=0, bounds=(0, None), doc="Selected channel (or head) of the layer.")
     inference = param.ClassSelector(class_=Inference, allow_None=True, doc="Current model + input result.")
     error = param.String(default="", doc="Message for the student about the last input, or ''.")
+    input = param.String(default="", doc="The input as a link names it: 'gallery:<key>', 'drawing:<code>', or '' "
+                                         "for one a link cannot hold (an upload, a camera picture).")
 
     def __init__(self, **params):
         model = params.pop("model", None)
@@ -85,6 +88,7 @@ class ExplorerState(param.Parameterized):
         # The page's AfterPaint when served in the shell (a Deferrer): the views that follow the state update after
         # the page has painted what the control changed (explorer/ui/after_paint.py). None: at once.
         self.after_paint: Deferrer | None = None
+        self._named: tuple[Inference | None, str] = (None, "")  # (inference, its name for `input`), see _name_input
         names = zoo.list(available_only=True)
         self.param.model.objects = names
         if model is not None:
@@ -109,12 +113,42 @@ class ExplorerState(param.Parameterized):
 
     @param.depends("model", watch=True)
     def _model_changed(self) -> None:
+        if self.input and self.input != self._named[1]:  # a link names the input too, set before or after the model
+            self._show_named_input(otherwise=self._keep_or_default_input)
+        else:
+            self._keep_or_default_input()
+
+    def _keep_or_default_input(self) -> None:
         model = zoo.load(self.model)
         previous = self.inference
         same_kind = previous is not None and previous.model.card.preprocess == model.card.preprocess
         if not (same_kind and self.set_input(previous.source, previous.description)):
             source, description = default_input(model)
             self.set_input(source, description)
+
+    @param.depends("inference", watch=True)
+    def _name_input(self) -> None:
+        self._named = (self.inference, input_link.name_of(self.inference.source, self.inference.model.card))
+        self.input = self._named[1]
+
+    @param.depends("input", watch=True)
+    def _input_named(self) -> None:
+        if self.input and (self.inference is None or self._named != (self.inference, self.input)):
+            self._show_named_input(otherwise=self.ensure)
+
+    def _show_named_input(self, otherwise: Callable[[], object]) -> None:
+        """Show the input that `input` names (a link's). When it cannot be shown, `otherwise()` shows one, and `error`
+        says why: after it, since a new input clears the error."""
+        model = zoo.load(self.model)
+        try:
+            result = infer(model, *input_link.input_named(self.input, model.card))
+        except InputError as e:
+            self.input = self._named[1]
+            otherwise()
+            self.error = f"The link's input cannot be shown: {e}"
+            return
+        self.error = ""
+        self._set_inference(result)
 
     def _set_inference(self, result: Inference) -> None:
         layer = self.layer if self.layer in result.trace.names else first_layer(result.trace)

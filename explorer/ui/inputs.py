@@ -24,11 +24,11 @@ import param
 from panel.custom import JSComponent
 from PIL import Image, ImageOps
 
-from explorer.core import images
+from explorer.core import images, input_link
 from explorer.core.gallery import GalleryItem, find, gallery_for
 from explorer.errors import InputError
 from explorer.lessons import plots
-from explorer.session.state import Inference, SessionView, default_input, one_update
+from explorer.session.state import Inference, SessionView, default_input, making_models, one_update
 from explorer.session.tags import tag_results
 from explorer.ui.camera import CameraInput
 from explorer.ui.canvas import DrawingCanvas
@@ -37,7 +37,7 @@ from explorer.ui.live import LIVE_MODELS, LiveInference
 log = logging.getLogger(__name__)
 
 ACCEPT = ".png,.jpg,.jpeg,.gif,.bmp,.webp,.tif,.tiff,image/*"
-DRAWING = "your drawing"
+DRAWING = input_link.DRAWING_DESCRIPTION
 CAMERA_PICTURE = "camera picture"  # numbered in each picture's description
 MODES = ("Gallery", "Upload", "Draw", "Camera")
 DRAW, CAMERA = MODES[2:]
@@ -244,14 +244,14 @@ class InputPicker(SessionView):
         self._live_slot = pn.Column(sizing_mode="stretch_width", margin=0)
         self._camera: CameraInput | None = None  # built when the camera is first chosen: it exports the model
         self._camera_slot = pn.Column(sizing_mode="stretch_width", margin=0)
-        self.hints = tuple(pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.9em"}) for _ in MODES)
+        self.hints = tuple(pn.pane.Markdown("", margin=(0, 5)) for _ in MODES)
         self.error_alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.mode = pn.widgets.RadioButtonGroup(label="Input from", options=list(MODES), value=MODES[0],
                                                 color="primary", variant="outline", sizing_mode="stretch_width")
         self.input_label = pn.pane.Markdown("", margin=(0, 5))
         self.view_heading = pn.pane.Markdown("", margin=(0, 5))
         self.view_image = pn.pane.PNG(None, margin=(0, 5), stylesheets=["img { image-rendering: pixelated; }"])
-        self.view_caption = pn.pane.Markdown("", margin=(0, 5), styles={"font-size": "0.85em"})
+        self.view_caption = pn.pane.Markdown("", margin=(0, 5))
         self._modes = self._mode_panels()
         super().__init__(**params)
         self.mode.param.watch(self._show_mode, "value")
@@ -345,6 +345,8 @@ class InputPicker(SessionView):
         inference = self.state.inference
         if not isinstance(inference.source, images.Strokes):
             self._before_drawing = (inference.model.card.preprocess, inference.source, inference.description)
+        elif strokes == inference.source:  # the canvas showing the input's own drawing (a link's)
+            return
         self.state.set_input(strokes, DRAWING)
 
     def _undo_drawing(self) -> None:
@@ -375,6 +377,7 @@ class InputPicker(SessionView):
                 for pane, text in zip(self.hints, HINTS[kind], strict=True):
                     pane.object = text
             self.gallery.value = next((item.key for item in items if item.source is inference.source), "")
+            self._show_linked_drawing(inference)
             self.input_label.object = f"**Input:** {markdown_text(inference.description)}"
             if self.state.after_paint is None:
                 self._show_view(inference)
@@ -385,6 +388,14 @@ class InputPicker(SessionView):
             self.view_caption.object = (f"{caption[0].upper()}{caption[1:]}. Then each pixel is scaled to 0…1 and "
                                         "normalized, (x − mean) / std.")
             tag_results(inference.model.name, self.view_heading, self.view_caption)
+
+    def _show_linked_drawing(self, inference: Inference) -> None:
+        """A drawing that came with a link, on the canvas in the Draw tab, as the student who shared it saw it. Only
+        on a canvas that has sent nothing yet: a drawing under way is never replaced by an older one."""
+        if isinstance(inference.source, images.Strokes) and self._latest_drawing == 0:
+            with making_models():  # the Draw tab makes its live view on first opening
+                self.mode.value = DRAW
+            self.canvas.strokes = [[list(point) for point in stroke] for stroke in inference.source.strokes]
 
     def _show_view(self, inference: Inference) -> None:
         """The picture of what the model sees: the input after preprocessing, before normalization."""
@@ -435,8 +446,7 @@ class InputPicker(SessionView):
 
     def _mode_panels(self) -> dict[str, pn.Column]:
         gallery_hint, upload_hint, draw_hint, camera_hint = self.hints
-        limit = pn.pane.Markdown(f"{images.FORMATS}, up to {images.MAX_BYTES // 2**20} MB.", margin=(0, 5),
-                                 styles={"font-size": "0.85em"})
+        limit = pn.pane.Markdown(f"{images.FORMATS}, up to {images.MAX_BYTES // 2**20} MB.", margin=(0, 5))
         panels = dict(zip(MODES, [
             pn.Column(gallery_hint, self.gallery, sizing_mode="stretch_width"),
             pn.Column(upload_hint, self.uploader, limit, sizing_mode="stretch_width"),

@@ -37,6 +37,7 @@ from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
 from explorer.session.state import ExplorerState, Inference, SessionView, one_update
 from explorer.session.tags import tag_results
+from explorer.ui.saving import make_savable
 
 LESSON_FOR_KIND = {"conv": "convolution", "norm": "normalization", "attention": "attention"}
 CHANNEL_KEEPING = ("norm", "activation", "pool")  # kinds whose output channel c comes from input channel c
@@ -299,7 +300,8 @@ class Overview(SessionView):
         self._build_strip()
         self._build_grid()
         self._build_big()
-        self._intro = pn.pane.Markdown(self._intro_text(), sizing_mode="stretch_width", margin=(0, 10))
+        self._intro = pn.pane.Markdown(self._intro_text(), sizing_mode="stretch_width", margin=(0, 10),
+                                       css_classes=["explanation"])
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10), css_classes=["layer-summary"])
         self._grid_note = pn.pane.Markdown("", margin=(0, 10))
         self._channel_text = pn.pane.Markdown("", width=BIG + 120, margin=(0, 10))
@@ -327,6 +329,7 @@ class Overview(SessionView):
             ),
             sizing_mode="stretch_width",
         )
+        make_savable(self._layout, "overview")
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
@@ -577,6 +580,8 @@ class Overview(SessionView):
     # --- figures, built once ---
 
     def _build_strip(self) -> None:
+        # No colour bar on the strip's 22-36 px thumbnails nor the channel grid's 56 px ones (_build_grid): a map each,
+        # too small for a bar to be read; the channel view (_build_big) shows the chosen map with its bar.
         self._strip_pictures = _source("image", "x", "y", "dw", "dh", name="overview-strip-pictures")
         self._strip_source = _source("cx", "left", "right", "name", "label", "note", "kind",
                                      "module_type", "kind_label", "shape", "shape_label", "params", "params_text",
@@ -593,7 +598,7 @@ class Overview(SessionView):
         fig.title.text_font_size = "13px"
         fig.quad(left="left", right="right", top=0, bottom=BAND, fill_color="colour", line_color=None,
                  source=self._band_source)
-        fig.text(x="left", y=BAND / 2, text="label", x_offset=4, text_baseline="middle", text_font_size="11px",
+        fig.text(x="left", y=BAND / 2, text="label", x_offset=4, text_baseline="middle", text_font_size="12px",
                  text_color="#334155", source=self._band_source)
         _selection_frame(fig, self._highlight_source, top=BAND + 1, bottom=STRIP_HEIGHT - 1)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self._input_source)
@@ -602,7 +607,7 @@ class Overview(SessionView):
             fig.text(x="cx", y=BAND + THUMB + 8, text="kind_label", text_align="center", text_baseline="top",
                      text_font_size="12px", text_color="#1e293b", source=source)
             fig.text(x="cx", y=BAND + THUMB + 23, text="shape_label", text_align="center", text_baseline="top",
-                     text_font_size="11px", text_color="#475569", source=source)
+                     text_font_size="12px", text_color="#475569", source=source)
         hit = fig.quad(left="left", right="right", top=BAND, bottom=STRIP_HEIGHT, fill_alpha=0, line_alpha=0,
                        source=self._strip_source)
         fig.add_tools(HoverTool(renderers=[hit], tooltips=[

@@ -22,12 +22,12 @@ BAR_COLOR = "#0072B2"  # Okabe-Ito blue: colour-blind safe
 TOP_COLOR = "#D55E00"  # Okabe-Ito vermillion for the winner
 
 STYLE = f"""
-.bars {{ list-style: none; margin: 0; padding: 0; font-size: 12px; color: #1e293b; }}
+.bars {{ list-style: none; margin: 0; padding: 0; font-size: var(--bokeh-font-size, 12px); color: #1e293b; }}
 .bars li {{ display: grid; grid-template-columns: minmax(8em, 14em) 1fr; align-items: center; gap: 8px;
            margin: 3px 0; }}
 .name {{ overflow: hidden; text-overflow: ellipsis; white-space: nowrap; text-align: right; }}
 .track {{ display: flex; align-items: center; gap: 4px; }}
-.bar {{ height: 14px; background: {BAR_COLOR}; min-width: 1px; }}
+.bar {{ height: 1.2em; background: {BAR_COLOR}; min-width: 1px; }}
 .top .bar {{ background: {TOP_COLOR}; }}
 .top .name {{ font-weight: 600; }}
 .value {{ color: #334155; font-variant-numeric: tabular-nums; }}

@@ -13,17 +13,24 @@ from pathlib import Path
 
 import panel as pn
 import param
+from bokeh.themes import Theme
 from panel.custom import JSComponent
 
-from explorer.core import trace
-from explorer.session.narrative import Narrative, Step
-from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, first_layer, one_update
+from explorer.session.lesson import Lesson as LessonView
+from explorer.session.narrative import Reveal, input_noun
+from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, follows, one_update
 from explorer.ui.after_paint import AfterPaint
+from explorer.ui.link import link_lesson, link_page
+from explorer.ui.presentation import PresentationDesign, add_presentation_mode
+from explorer.ui.saving import make_savable
 
 TITLE = "Neural network explorer"
-URL_PARAMS = {"model": "model", "lesson": "lesson", "layer": "layer"}
 PAGE_CSS = Path(__file__).with_name("page.css")  # the narrow-window layout of the template's page
 VIEWPORT = "width=device-width, initial-scale=1"  # phones draw the page at their own width, not zoomed out from 980 px
+# Bokeh draws tick labels at 11 px unless a figure says otherwise: no text on the page is under 12 px
+READABLE_TICKS = {"attrs": {"Axis": {"major_label_text_font_size": "12px"},
+                            "CategoricalAxis": {"group_text_font_size": "12px", "subgroup_text_font_size": "12px"},
+                            "ColorBar": {"major_label_text_font_size": "12px"}}}
 
 
 @dataclass(frozen=True)
@@ -58,26 +65,37 @@ LESSONS: dict[str, Lesson] = {
 }
 assert tuple(LESSONS) == LESSON_NAMES, "the state's lesson names and the table must agree"
 
-TOUR = (
-    Step("Pick an input", "Choose a digit from the gallery, upload a picture or draw a digit in the sidebar. "
-         "The bars show what the model believes, as probabilities that add up to 1."),
-    Step("The first layer", "The strip below shows every layer of the network, in order, with what it computed "
-         "for your input. The first convolution is selected: each small square is one of its channels, one "
-         "filter's response to your image (red above zero, blue below).",
-         {"layer": lambda state: first_layer(state.ensure().trace), "channel": 0}),
-    Step("Deeper layers", "Further in, the maps get smaller and there are more of them: each channel now "
-         "combines many channels of the layer before. Click any layer in the strip to see its channels.",
-         {"layer": lambda state: deepest_map(state.ensure().trace), "channel": 0}),
-    Step("The decision", "The last layer turns everything into one score per class; the softmax turns the "
-         "scores into the probabilities in the bar chart. Try drawing a digit badly and watch them change.",
-         {"layer": lambda state: state.ensure().trace.records[-1].name}),
-)
 
 
-def deepest_map(t: trace.Trace) -> str:
-    """The last layer whose output is still a stack of 2-D maps (or tokens), before the classifier."""
-    spatial = [r for r in t.records if r.output.dim() >= 3 and r.kind in ("conv", "norm", "activation", "pool")]
-    return (spatial[-1] if spatial else t.records[-1]).name
+class PageIntro(SessionView):
+    """How to read the page, in three sentences worded for the loaded model. A text, not a tour: the one tour on
+    the page is the open lesson's (LessonFrame), so that two sets of Prev / Next never compete."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._text = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["page-intro", "explanation"])
+        self._follow()
+
+    @follows("state.inference")
+    def _follow(self) -> None:
+        self._text.object = intro_text(self.state)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._text
+
+
+def intro_text(state: ExplorerState) -> str:
+    """What to do first and where to look, true of the loaded model's inputs."""
+    if input_noun(state) == "digit":
+        pick = "Pick a handwritten digit in the sidebar, upload a photo of one, or draw one"
+        change = "Draw a digit badly and watch them change."
+    else:
+        pick = "Pick a photo in the sidebar, upload your own, or draw something"
+        change = "Upload a photo of something else and watch them change."
+    return (f"**How to read this page.** {pick}: the bars show what the model believes, as probabilities that add "
+            f"up to 1. {change} Below them, the strip holds every layer of the network in order with what it "
+            "computed for your input; click one to see its channels. Each lesson further down has its guided "
+            "tour at its top: **Next ▶** sets the controls and brings into view what a step talks about.")
 
 
 class LessonStrip(JSComponent):
@@ -169,23 +187,14 @@ class LessonStripView(pn.viewable.Viewer):
         return self._strip
 
 
-class Reveal(JSComponent):
-    """An empty line that scrolls itself to the top of the window, smoothly, each time `count` grows."""
-
-    count = param.Integer(default=0, doc="Times asked to come into view.")
-
-    _esm = """
-    export function render({ model }) {
-      const mark = document.createElement("div")
-      model.on("count", () => mark.scrollIntoView({ behavior: "smooth", block: "start" }))
-      return mark
-    }
-    """
-
-
 class LessonFrame(pn.viewable.Viewer):
     """Tabs for the lessons, synced with `state.lesson`; each lesson is built on first opening. A lesson opened
-    from elsewhere on the page (the overview, the lesson strip) is scrolled into view: it sits below the fold."""
+    from elsewhere on the page (the overview, the lesson strip) is scrolled into view: it sits below the fold.
+
+    The open lesson's tour (its open part's, in a lesson with parts) is the only one on the page, in one place:
+    above the lesson's tabs, sticky at the top of the window while the lesson is in view. A step scrolls to the
+    figure it talks about, often far below the lesson's top; the tour stays in sight, so Next is always one click
+    away and the step's words stay beside the figure."""
 
     state = param.ClassSelector(class_=ExplorerState, constant=True)
 
@@ -197,6 +206,10 @@ class LessonFrame(pn.viewable.Viewer):
                              sizing_mode="stretch_width", dynamic=False, css_classes=["lesson-tabs"],
                              stylesheets=[".bk-headers-wrapper { flex-wrap: wrap; }"])  # titles on two lines on a phone
         self._reveal = Reveal(height=0, margin=0, sizing_mode="stretch_width")
+        self._tour = pn.Column(sizing_mode="stretch_width", margin=0, css_classes=["lesson-tour"],
+                               styles={"position": "sticky", "top": "0", "z-index": "10", "background": "white",
+                                       "border-bottom": "1px solid #ddd"})
+        self._tour_boxes: dict[int, pn.Column] = {}  # id of a tour -> the box that shows it in self._tour
         self._tabs.param.watch(self._tab_clicked, "active")
         self._tabs.active = LESSON_NAMES.index(self.state.lesson)
         # The open lesson is built once the page has been sent, so the first paint does not wait for it
@@ -220,7 +233,10 @@ class LessonFrame(pn.viewable.Viewer):
         if name not in self._built:  # outside one_update(): Bokeh's validation converts values while models are made
             self._built[name] = build_lesson(name, self.state)
             self._bodies[name].objects = [self._built[name]]
+            if isinstance(self._built[name], LessonView):
+                self._built[name].param.watch(lambda _: self._show_tour(), "open_tour")
         with one_update():
+            self._show_tour()
             self._tabs.active = LESSON_NAMES.index(name)
             for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state
                 if isinstance(lesson, SessionView):
@@ -228,8 +244,30 @@ class LessonFrame(pn.viewable.Viewer):
             if reveal:
                 self._reveal.count += 1
 
+    @property
+    def open_tour(self):
+        """The tour shown: the open lesson's (or its open part's); None before the lesson is built."""
+        lesson = self._built.get(self.state.lesson)
+        return lesson.open_tour if isinstance(lesson, LessonView) else None
+
+    def step_tour(self, delta: int) -> None:
+        """Step the open lesson's tour by `delta` (the first step forward starts it): Prev / Next, or ←/→."""
+        if self.open_tour is not None:
+            self.open_tour.step(delta)
+
+    def _show_tour(self) -> None:
+        """Show the open tour and hide the others. Each tour joins the column the first time it is shown and stays:
+        put back into the page on every lesson switch, its widgets would be made anew (new Bokeh models)."""
+        tour = self.open_tour
+        if tour is not None and id(tour) not in self._tour_boxes:
+            self._tour_boxes[id(tour)] = box = pn.Column(tour, sizing_mode="stretch_width", margin=0)
+            self._tour.append(box)
+        for key, box in self._tour_boxes.items():
+            box.visible = tour is not None and key == id(tour)
+        self._tour.visible = tour is not None
+
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._reveal, self._tabs, sizing_mode="stretch_width", margin=0)
+        return pn.Column(self._reveal, self._tour, self._tabs, sizing_mode="stretch_width", margin=0)
 
 
 def sideways_box(*objects: pn.viewable.Viewable) -> pn.Column:
@@ -247,20 +285,10 @@ def build_lesson(name: str, state: ExplorerState) -> pn.viewable.Viewable:
         return pn.pane.Markdown(f"### {lesson.title}: coming soon\n\nThis lesson is not built yet. It will show: "
                                 f"{lesson.coming}", css_classes=["lesson-coming"], sizing_mode="stretch_width")
     module, cls = lesson.target.split(":")
-    return getattr(importlib.import_module(module), cls)(state=state)
-
-
-def apply_link(state: ExplorerState, values: dict[str, object]) -> None:
-    """Apply what a shared link asks for one value at a time, and say which values could not be used."""
-    refused = []
-    for name, value in values.items():
-        try:
-            state.param.update(**{name: value})
-        except ValueError:
-            refused.append(f"{name}={value}")
-    if refused:
-        state.error = (f"The link asked for {', '.join(refused)}, which is not available here; "
-                       f"showing {state.model} instead.")
+    view = getattr(importlib.import_module(module), cls)(state=state)
+    make_savable(view, name)  # every figure, also those its parts make later
+    link_lesson(view, state, pn.state.location)  # what the URL asks of the lesson applies now that it is built
+    return view
 
 
 def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTemplate:
@@ -272,25 +300,28 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
 
     state = state or ExplorerState()
     after_paint = state.after_paint = AfterPaint()
-    if pn.state.location is not None:
-        pn.state.location.sync(state, URL_PARAMS, on_error=lambda values: apply_link(state, values))
+    link_page(state, pn.state.location)
     state.ensure()
-    tour = Narrative(TOUR, state, title="Guided tour")
+    frame = LessonFrame(state=state)
     # Bootstrap rather than Fast: the Fast design loads its font from Google's CDN, and the app must work offline.
     # busy_indicator=None: Panel's spinner cost every click a message before its work (docs/performance.md);
     # the model picker has its own, the one slow choice.
     template = pn.template.BootstrapTemplate(
         title=TITLE, sidebar_width=360, header_background="#0072B2", busy_indicator=None, meta_viewport=VIEWPORT,
+        design=PresentationDesign,  # Bootstrap's, with presentation mode's rule inside every Markdown pane
         # One root each for sidebar and main: Bokeh recomputes the whole document once per root added.
         sidebar=[pn.Column(pn.pane.Markdown("### Model"), ModelPicker(state=state), pn.pane.Markdown("### Input"),
                            InputPicker(state=state), sizing_mode="stretch_width")],
-        # The prediction and the tour side by side where there is room, one above the other on a phone
+        # The prediction and how to read the page side by side where there is room, one above the other on a phone
         main=[pn.Column(LessonStripView(state=state),
-                        pn.FlexBox(side_by_side(Predictions(state=state)), side_by_side(tour), flex_wrap="wrap",
-                                   sizing_mode="stretch_width"),
-                        sideways_box(Overview(state=state)), LessonFrame(state=state), after_paint,
+                        pn.FlexBox(side_by_side(Predictions(state=state)), side_by_side(PageIntro(state=state)),
+                                   flex_wrap="wrap", sizing_mode="stretch_width"),
+                        sideways_box(Overview(state=state)), frame, after_paint,
                         sizing_mode="stretch_width")])
     template.config.raw_css.append(PAGE_CSS.read_text())
+    if pn.state.curdoc is not None:  # every figure of the session's document, also those its lessons make later
+        pn.state.curdoc.theme = Theme(json=READABLE_TICKS)
+    add_presentation_mode(template, frame.step_tour)
     return template
 
 

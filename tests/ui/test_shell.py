@@ -16,7 +16,6 @@ from explorer.core import fetch, images, trace, zoo
 from explorer.core.architectures import MnistCNN
 from explorer.core.gallery import mnist_gallery
 from explorer.errors import InputError
-from explorer.session.narrative import Narrative
 from explorer.session.state import LESSON_NAMES, ExplorerState
 from explorer.ui import shell
 from explorer.ui.models import ModelPicker
@@ -81,25 +80,6 @@ def test_a_part_in_a_closed_tab_of_a_lesson_is_hidden_with_it(state):
     assert atlas.layer == "features.8"
     state.lesson = "pruning"
     assert not atlas.shown
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_the_tour_sets_layers_that_exist_in_every_model(state, model):
-    state.model = model
-    tour = Narrative(shell.TOUR, state)
-    names = state.inference.trace.names
-    assert tour.index == -1 and tour._prev.disabled and "Next ▶** starts the tour" in tour._text.object
-    for i in range(len(shell.TOUR)):  # the first Next starts the tour: step 1 with its settings
-        tour._next.clicks += 1
-        assert tour.index == i
-        assert state.layer in names
-    assert tour._next.disabled and state.layer == names[-1]
-    tour._prev.clicks += 1
-    assert tour.index == len(shell.TOUR) - 2
-
-
-def test_deepest_map_is_the_last_spatial_layer(state):
-    assert shell.deepest_map(state.inference.trace) == "features.11"  # mnist-cnn's last pool: 64×3×3
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -201,12 +181,6 @@ def test_the_full_card_lists_every_field(state):
     card = zoo.card("mnist-cnn")
     for text in (f"{card.n_params:,}", f"{card.top1:.2%}", card.sha256, card.license, card.evaluated_by):
         assert text in picker._full_card.object
-
-
-def test_a_link_with_an_unknown_model_applies_the_rest_and_says_so(state):
-    shell.apply_link(state, {"model": "resnet-9000", "lesson": "pruning"})
-    assert state.model == "mnist-cnn" and state.lesson == "pruning"
-    assert "model=resnet-9000" in state.error and "not available here" in state.error
 
 
 def test_the_lesson_strip_lists_every_lesson_and_follows_the_state_both_ways(state):

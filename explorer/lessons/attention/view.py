@@ -39,7 +39,7 @@ from explorer.lessons.attention.view_patches import Patches
 from explorer.lessons.attention.view_rollout import Rollout
 from explorer.lessons.attention.view_step import StepByStep
 from explorer.session.lesson import Lesson
-from explorer.session.narrative import Narrative, Step
+from explorer.session.narrative import Narrative, Step, input_noun
 from explorer.session.state import Inference, follows, making_models, one_update
 
 INTRO = (
@@ -54,6 +54,7 @@ class AttentionLesson(Lesson):
     """Patches, attention per layer and head, one head step by step, rollout and attention distance."""
 
     tour_title = "Guided tour: attention"
+    url_settings = {"query": "query", "temperature": "temperature", "fusion": "head_fusion", "discard": "discard_ratio"}
 
     query = param.Selector(default=0, objects={"class token": 0}, doc="Token whose attention is shown.")
     temperature = param.Number(default=1.0, bounds=(0.1, 5.0), step=0.05,
@@ -67,7 +68,8 @@ class AttentionLesson(Lesson):
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
         # the tour's steps set the lesson's settings, and its layer and head as the session's (TourTarget)
-        self.tour = Narrative(self.steps(), TourTarget(self), title=self.tour_title)
+        self.tour = self.open_tour = Narrative(self.steps(), TourTarget(self), title=self.tour_title,
+                                               state=self.state)
         self._analysis: am.Analysis | None = None
         self._analysed: Inference | None = None
         self._widgets = dict(
@@ -88,7 +90,8 @@ class AttentionLesson(Lesson):
         with making_models():
             self._frequency = Frequency(self.changed, self.slow("frequency"),
                                         lambda layer: setattr(self, "frequency_layer", layer))
-        self._page = pn.Column(pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)), self.errors,
+        self._page = pn.Column(pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10),
+                                                css_classes=["explanation"]), self.errors,
                                pn.Column(*self._frequency.layout(), sizing_mode="stretch_width", margin=(10, 0)),
                                sizing_mode="stretch_width")
         self._update()
@@ -144,42 +147,44 @@ class AttentionLesson(Lesson):
                  "embedding. On the right, each small square belongs to one patch and shows how similar its learned "
                  "position vector is to every other patch's: nearby patches have similar positions, although the "
                  "model was never told the image is 2-D.",
-                 {"query": 0, "layer": first, "head": 0, "temperature": 1.0}),
+                 {"query": 0, "layer": first, "head": 0, "temperature": 1.0}, section="attention-part-1"),
             Step("Where the class token looks",
-                 "Section 2: each small picture is one head of one layer, the class token's attention over the "
-                 "patches, drawn over your digit (bright = much attention). Heads of one layer look at different "
-                 "places; the last column averages them. Deeper layers usually gather from the strokes.",
-                 {"query": 0, "layer": last, "head": 0}),
+                 lambda tour: "Section 2: each small picture is one head of one layer, the class token's attention "
+                 f"over the patches, drawn over your {input_noun(tour.lesson.state)} (bright = much attention). "
+                 "Heads of one layer look at different places; the last column averages them.",
+                 {"query": 0, "layer": last, "head": 0}, section="attention-part-2"),
             Step("Any patch can ask",
                  "Click a patch (in any picture of section 1 or 2) to see where *that* token looks instead of the "
-                 "class token. Here the query is the patch with the most ink: many heads look at its neighbours.",
-                 {"query": lambda tour: tour.lesson.inkiest_patch(), "layer": first}),
+                 "class token. Here the query is the brightest patch (on a digit, the most ink): see which "
+                 "heads look at its neighbours and which look far away.",
+                 {"query": lambda tour: tour.lesson.inkiest_patch(), "layer": first}, section="attention-part-2"),
             Step("One head, step by step",
                  "Section 3 computes one head from the block's input: LayerNorm, then the query, key and value "
                  "matrices, the dot products Q·Kᵀ, the division by √d, the softmax of each row and finally P·V. "
                  "Hover any cell for its value: these are the model's own numbers.",
-                 {"layer": first, "head": 0, "temperature": 1.0, "query": 0}),
+                 {"layer": first, "head": 0, "temperature": 1.0, "query": 0}, section="attention-part-3"),
             Step("Temperature: sharp and flat attention",
                  "A temperature below 1 divides the scores by a small number before the softmax: the largest score "
                  "takes almost everything (sharp attention). Above 1 the weights flatten towards equal. Drag τ and "
                  "watch the bars and matrix 8; τ = 1 is what the model really does.",
-                 {"temperature": 0.3}),
+                 {"temperature": 0.3}, section="attention-part-3"),
             Step("Rollout: following attention through all layers",
                  "Section 4: each layer mixes tokens, and the residual connection keeps a copy of each token. "
                  "Rollout multiplies the layers' attention (plus that identity) to estimate which patches reach the "
                  "class token in the end, compared with the last layer alone. Try max fusion and a discard ratio.",
-                 {"temperature": 1.0, "query": 0, "head_fusion": "mean", "discard_ratio": 0.0}),
+                 {"temperature": 1.0, "query": 0, "head_fusion": "mean", "discard_ratio": 0.0},
+                 section="attention-part-4"),
             Step("Local and global heads",
                  "Section 5: for every head, the average distance between a patch and the patches it attends to. "
                  "Small values are local heads (like a convolution), large ones global; the dashed line is a head "
-                 "that looks everywhere equally. ViTs mix both already in early layers.",
-                 {"layer": first, "head_fusion": "mean"}),
+                 "that looks everywhere equally: see whether this model mixes both already in its first layer.",
+                 {"layer": first, "head_fusion": "mean"}, section="attention-part-5"),
             Step("What attention filters",
                  "Section 6: the Fourier transform of each layer's output, averaged over its channels, from the zero "
                  "frequency to the highest. Park & Kim found attention lowers the high frequencies and convolutions "
                  "raise them; the text under the figure says what your input shows in these small models, beside "
                  "the CNN's.",
-                 {"frequency_layer": last}),
+                 {"frequency_layer": last}, section="attention-part-6"),
         )
 
     # --- updates: data only, inside one_update() ---
@@ -221,12 +226,14 @@ class AttentionLesson(Lesson):
                             "any model: it compares this one with the shipped ViT and CNN.")
             if self._content is not None:
                 self._content.visible = False
+            self.open_tour = None  # its steps would point at hidden figures
 
     def _adopt(self, inference: Inference, analysis: am.Analysis) -> None:
         """Show a new analysis: the lesson's choices (layers, heads, queries) and figure sizes for its model."""
         self._analysis = analysis
         self.clear_error()
         self._content.visible = True
+        self.open_tour = self.tour
         heads, grid = analysis.maps.shape[1], analysis.grid
         self._heads.resize(inference, analysis)
         self._stepper.resize(inference, analysis)
@@ -255,7 +262,7 @@ class AttentionLesson(Lesson):
             self._patches, self._heads, self._stepper = patches, heads, stepper
             w = self._widgets
             self._content = pn.Column(
-                self.tour, *patches.layout(),
+                *patches.layout(),
                 *heads.layout(pn.Row(w["layer"], w["head"], w["query"])),
                 *stepper.layout(w["temperature"]),
                 *rollout.layout(pn.Row(pn.Column(pn.pane.Markdown("Head fusion", margin=(0, 10)), w["head_fusion"]),

@@ -35,7 +35,7 @@ class Distance:
                  legend_label="mean over heads")
         points = fig.scatter(x="x", y="distance", size=11, fill_color=plots.SEQUENTIAL[60], line_color="white",
                              source=self._source, legend_label="one head")
-        fig.text(x="x", y="distance", text="text", text_align="center", text_baseline="middle", text_font_size="11px",
+        fig.text(x="x", y="distance", text="text", text_align="center", text_baseline="middle", text_font_size="12px",
                  text_color="white", source=self._source)
         fig.scatter(x="x", y="distance", size=17, fill_alpha=0, line_color=QUERY_COLOUR, line_width=2,
                     source=self._selected, legend_label="selected head")
@@ -48,7 +48,8 @@ class Distance:
         self._fig = fig
 
     def layout(self) -> list:
-        return [pn.pane.Markdown("#### 5. Attention distance: local and global heads", margin=(0, 10)), self.text,
+        return [pn.pane.Markdown("#### 5. Attention distance: local and global heads", margin=(0, 10),
+                                 css_classes=["attention-part-5"]), self.text,
                 pn.pane.Bokeh(self._fig)]
 
     def draw(self, s: Shown) -> None:

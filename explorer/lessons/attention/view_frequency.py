@@ -82,7 +82,8 @@ class Frequency:
                                 pn.pane.Bokeh(self._curves_fig), sizing_mode="stretch_width", margin=0)
 
     def layout(self) -> list:
-        return [pn.pane.Markdown("#### 6. What attention filters: high and low frequencies", margin=(0, 10)),
+        return [pn.pane.Markdown("#### 6. What attention filters: high and low frequencies", margin=(0, 10),
+                                 css_classes=["attention-part-6"]),
                 self.status, self._shown]
 
     def draw(self, inference: Inference, layer: str) -> None:

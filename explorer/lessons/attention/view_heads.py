@@ -51,6 +51,8 @@ class Heads:
         self._labels = plots.source("x", "y", "text", "align")
         self._highlight = plots.source("left", "right", "top", "bottom")
         self._query = plots.source("left", "right", "top", "bottom")
+        # No colour bar: thumbnails, each head on its own scale (hover: its largest weight); the enlarged head beside
+        # them has one.
         fig = figure(width=200, height=200, x_range=Range1d(0, 1), y_range=plots.pixel_range(1), tools="",
                      toolbar_location=None, min_border=0, outline_line_color=None,
                      title="where the query looks: layers × heads (click a patch)")
@@ -62,7 +64,7 @@ class Heads:
                        source=self.grid_source)
         fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_color=QUERY_COLOUR,
                  line_width=1.5, source=self._query)
-        fig.text(x="x", y="y", text="text", text_align="align", text_baseline="middle", text_font_size="11px",
+        fig.text(x="x", y="y", text="text", text_align="align", text_baseline="middle", text_font_size="12px",
                  text_color="#334155", source=self._labels)
         hit = fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_alpha=0,
                        source=self.grid_source)
@@ -89,7 +91,8 @@ class Heads:
         self.big_fig = fig
 
     def layout(self, controls: pn.viewable.Viewable) -> list:
-        return [pn.pane.Markdown("#### 2. Where every head looks", margin=(0, 10)), self.text, controls,
+        return [pn.pane.Markdown("#### 2. Where every head looks", margin=(0, 10),
+                                 css_classes=["attention-part-2"]), self.text, controls,
                 pn.Row(pn.pane.Bokeh(self.grid_fig),
                        pn.Column(pn.pane.Bokeh(self.big_fig), self.big_text, width=380))]
 

@@ -78,7 +78,8 @@ class Patches:
         self._pos_fig = fig
 
     def layout(self) -> list:
-        return [pn.pane.Markdown("#### 1. Patches, patch embedding and positions", margin=(0, 10)), self.text,
+        return [pn.pane.Markdown("#### 1. Patches, patch embedding and positions", margin=(0, 10),
+                                 css_classes=["attention-part-1"]), self.text,
                 pn.Row(pn.pane.Bokeh(self.picture_fig), pn.pane.Bokeh(self._embed_fig), pn.pane.Bokeh(self._pos_fig))]
 
     def draw(self, s: Shown) -> None:

@@ -7,7 +7,7 @@ Source "attention-rollout": both maps over the input picture, for the lesson's q
 from __future__ import annotations
 
 import panel as pn
-from bokeh.models import HoverTool, Range1d
+from bokeh.models import HoverTool, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
 from explorer.lessons import plots
@@ -17,6 +17,7 @@ from explorer.session.tags import tag_results
 
 LEFT = (5, PICTURE + 35)  # x of the two pictures (px)
 TOP = 25                  # y of both, under their labels (px)
+BAR_ROOM = 56             # under the pictures: a colour bar each, its ticks and title (px)
 
 
 class Rollout:
@@ -29,8 +30,8 @@ class Rollout:
         self._source = plots.source("image", "x", "y", "dw", "dh", "what", "max_text", "left", "right", "top",
                                     "bottom", name="attention-rollout")
         self._labels = plots.source("x", "text")
-        fig = figure(width=2 * PICTURE + 40, height=PICTURE + 60, x_range=Range1d(0, 2 * PICTURE + 40),
-                     y_range=plots.pixel_range(PICTURE + 30), tools="", toolbar_location=None, min_border=0,
+        fig = figure(width=2 * PICTURE + 40, height=PICTURE + 60 + BAR_ROOM, x_range=Range1d(0, 2 * PICTURE + 40),
+                     y_range=plots.pixel_range(PICTURE + 30 + BAR_ROOM), tools="", toolbar_location=None, min_border=0,
                      outline_line_color=None, title="rollout")
         bare(fig)
         fig.text(x="x", y=12, text="text", text_align="center", text_baseline="middle", text_font_size="12px",
@@ -40,10 +41,17 @@ class Rollout:
         hit = fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_alpha=0,
                        source=self._source)
         fig.add_tools(HoverTool(renderers=[hit], tooltips=[("map", "@what"), ("largest weight", "@max_text")]))
+        # each map is coloured from 0 to its own largest weight: a bar under each, in the frame's bottom strip
+        self.bars = [plots.colour_bar(LinearColorMapper(palette=list(plots.SEQUENTIAL), low=0, high=1),
+                                      "attention weight") for _ in LEFT]
+        for bar, x in zip(self.bars, LEFT, strict=True):
+            bar.update(orientation="horizontal", width=PICTURE - 10, height=12, location=(x, 0), padding=0)
+            fig.add_layout(bar, "center")
         self._fig = fig
 
     def layout(self, controls: pn.viewable.Viewable) -> list:
-        return [pn.pane.Markdown("#### 4. Attention rollout", margin=(0, 10)), self.text, controls,
+        return [pn.pane.Markdown("#### 4. Attention rollout", margin=(0, 10),
+                                 css_classes=["attention-part-4"]), self.text, controls,
                 pn.pane.Bokeh(self._fig)]
 
     def draw(self, s: Shown) -> None:
@@ -66,6 +74,8 @@ class Rollout:
             image=[plots.to_rgba(m, signed=False) for m in maps], x=list(LEFT), y=[TOP, TOP], dw=[w * scale] * 2,
             dh=[h * scale] * 2, what=list(whats), max_text=[plots.format_value(m.max()) for m in maps],
             left=list(LEFT), right=[x + w * scale for x in LEFT], top=[TOP, TOP], bottom=[TOP + h * scale] * 2)
+        for bar, m in zip(self.bars, maps, strict=True):
+            plots.set_colour_scale(bar, signed=False, limit=plots.max_abs(m))
         self._fig.title.text = f"what reaches {s.query_name}"
         tag_results(s.model, self._source, self._fig, self.text)
         kept = "the class token's" if a.grid.first else "token 0's"

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import panel as pn
-from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
+from bokeh.models import ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
 from explorer.lessons import plots
@@ -40,6 +40,13 @@ STEPS = (
     Matrix("out", "9. out = P·V ({T}×{d})", True, "feature of the head"),
 )
 QUERY_ROWS = ("q", "scores", "scaled", "probs", "out")  # matrices whose row q belongs to the query token alone
+BAR_HEIGHT = 56  # a matrix's colour bar under it, with its ticks and title (px)
+
+
+def with_bar(frame_width: int, frame_height: int) -> dict[str, int]:
+    """`outer` of a matrix with its colour bar below."""
+    size = outer(frame_width, frame_height)
+    return dict(size, height=size["height"] + BAR_HEIGHT)
 
 
 class StepByStep:
@@ -52,27 +59,30 @@ class StepByStep:
         self._gap = 0.0                           # largest |own probabilities - traced ones|
         self.text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
         self._sources: dict[str, ColumnDataSource] = {}
-        self._mappers: dict[str, LinearColorMapper] = {}
+        self._bars: dict[str, ColorBar] = {}
         self.figs: dict[str, figure] = {}
         self._query_row = plots.source("left", "right", "top", "bottom", name="attention-step-row")
         for m in STEPS:
             source = plots.source("image", "dw", "dh", name=f"attention-step-{m.key}")
             mapper = LinearColorMapper(palette=list(plots.palette(m.signed)), low=-1 if m.signed else 0, high=1)
-            fig = figure(**outer(120, 120), x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
+            fig = figure(**with_bar(120, 120), x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
                          tools="", toolbar_location=None, title=m.title, x_axis_location="above", min_border=4)
             fig.title.text_font_size = "12px"
             fig.grid.visible = False
             fig.xaxis.axis_label, fig.yaxis.axis_label = m.columns, "token"
             fig.axis.axis_label_text_font_size = "12px"
-            fig.axis.major_label_text_font_size = "11px"
+            fig.axis.major_label_text_font_size = "12px"
             image = fig.image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=mapper, source=source)
+            bar = plots.colour_bar(mapper, "weight" if m.key == "probs" else "value")
+            bar.update(orientation="horizontal", width="auto", height=10)  # below: rows of matrices keep their width
+            fig.add_layout(bar, "below")
             if m.key in QUERY_ROWS:
                 fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0, line_color=QUERY_COLOUR,
                          line_width=1.5, source=self._query_row)
             tooltips = [("token (row)", "$y{custom}"), (m.columns, "$x{custom}"), ("value", "@image{0.0000}")]
             fig.add_tools(HoverTool(renderers=[image], tooltips=tooltips,
                                     formatters={"$x": cell_hover, "$y": cell_hover}))
-            self._sources[m.key], self._mappers[m.key], self.figs[m.key] = source, mapper, fig
+            self._sources[m.key], self._bars[m.key], self.figs[m.key] = source, bar, fig
 
         self._row_source = plots.source("token", "label", "probs", "own", name="attention-softmax-row")
         fig = figure(height=220, width=560, x_range=Range1d(-0.5, 1), y_range=Range1d(0, 1.05), tools="",
@@ -91,7 +101,8 @@ class StepByStep:
         self._row_fig = fig
 
     def layout(self, controls: pn.viewable.Viewable) -> list:
-        return [pn.pane.Markdown("#### 3. One head, step by step", margin=(0, 10)), self.text, controls,
+        return [pn.pane.Markdown("#### 3. One head, step by step", margin=(0, 10),
+                                 css_classes=["attention-part-3"]), self.text, controls,
                 pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[:2])),
                 pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[2:5])),
                 pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[5:])),
@@ -108,7 +119,7 @@ class StepByStep:
         for m in STEPS:
             cols = {"feature": d_model, "feature of the head": d, "key token": tokens}[m.columns]
             fig = self.figs[m.key]
-            fig.update(**outer(int(min(2.2 * STEP_SIDE, max(40, cols * px))), int(tokens * px)))
+            fig.update(**with_bar(int(min(2.2 * STEP_SIDE, max(40, cols * px))), int(tokens * px)))
             fig.x_range.end, fig.y_range.start = cols, tokens
             fig.title.text = m.title.format(T=tokens, D=d_model, d=d)
         self._row_fig.x_range.end = tokens - 0.5
@@ -125,8 +136,7 @@ class StepByStep:
             for m in STEPS:
                 values = getattr(step, m.key).float().numpy()
                 self._sources[m.key].data = dict(image=[values], dw=[values.shape[1]], dh=[values.shape[0]])
-                low, high = plots.colour_range(m.signed, plots.max_abs(values))
-                self._mappers[m.key].update(low=low, high=high)
+                plots.set_colour_scale(self._bars[m.key], m.signed, plots.max_abs(values))
             tag_results(s.model, *self._sources.values(), *self.figs.values())
         if not self._changed("step-row", key + (s.query,)):
             return

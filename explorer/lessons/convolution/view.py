@@ -36,6 +36,8 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
 
     tab = param.Selector(default=STEP_TABS[0], objects=list(STEP_TABS), doc="Open part of the lesson.")
     tour_title = "Convolution, step by step"
+    url_settings = {"tab": "tab", "kernel": "preset", "size": "size", "stride": "stride", "padding": "padding",
+                    "dilation": "dilation"}
 
     def __init__(self, model: str | None = None, parts: tuple[str, ...] | None = None, **params):
         """`parts`: the optional tabs to include (see OPTIONAL_TABS); all by default."""
@@ -65,7 +67,7 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self._tabs.param.watch(lambda e: setattr(self, "tab", self.param.tab.objects[e.new]), "active")
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self.tour, self.errors, self._tabs, sizing_mode="stretch_width")
+        return pn.Column(self.errors, self._tabs, sizing_mode="stretch_width")
 
     def steps(self) -> tuple[Step, ...]:
         return narrative_steps()
@@ -102,6 +104,8 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
             body.objects = [self._built[self.tab]]
         for title, part in self._built.items():  # a part in a closed tab does not follow the state
             part.shown = self.shown and title == self.tab
+        # the open part's tour, else the lesson's own, whose steps stay on the step-through and playground tabs
+        self.open_tour = self._built[self.tab].tour if self.tab in self._built else self.tour
 
     # --- the session's layer and channel ---
 
@@ -163,42 +167,37 @@ def _grouped_or_deepest(lesson: ConvolutionLesson) -> str:
     return grouped[0] if grouped else _deepest_conv(lesson)
 
 
-def _tab_if_present(title: str, fallback: str):
-    return lambda lesson: title if title in lesson.titles else fallback
-
-
 def narrative_steps() -> tuple[Step, ...]:
     """A step's `layer` and `channel` are the session's (Lesson.shared_settings); callables name layers of the loaded
-    model."""
+    model. The steps stay on the step-through and playground tabs: the other tabs have tours of their own."""
     return (
         Step("One window, one number",
              "The orange window covers a few pixels of your image. Each pixel is multiplied by the weight at the "
              "same place in the kernel, the products are added up and the bias is added: that is **one** output "
              "value. Press *Step ▶* a few times and check the sum under the pictures; then press *Play*.",
-             {"tab": "Step through", "layer": _first_conv, "channel": 0}),
+             {"tab": "Step through", "layer": _first_conv, "channel": 0}, section="convolution-layer"),
         Step("Padding keeps the size",
-             "With a 3×3 kernel and no padding the window cannot be centred on the border pixels, so a 28×28 "
-             "image gives 26×26. Padding adds one pixel all round and the output keeps the input's size. Set "
-             "padding to 0 and read the formula; try the padding modes to see what fills the border.",
+             "With a 3×3 kernel and no padding the window cannot be centred on the border pixels, so the output "
+             "is one pixel smaller on every side. Padding adds one pixel all round and the output keeps the "
+             "input's size: the formula below says it with your image's numbers. Set padding to 0 and read it "
+             "again; try the padding modes to see what fills the border.",
              {"tab": "Playground", "preset": "box blur", "size": 3, "stride": 1, "padding": 1, "dilation": 1,
-              "groups": 1}),
+              "groups": 1}, section="playground-formula"),
         Step("Stride skips",
              "Stride 2 moves the window two pixels at a time: only every second position is computed, and the "
              "output is half as wide and half as high (a quarter of the work).",
-             {"tab": "Playground", "preset": "Sobel x", "stride": 2, "padding": 1, "dilation": 1}),
+             {"tab": "Playground", "preset": "Sobel x", "stride": 2, "padding": 1, "dilation": 1},
+             section="playground-formula"),
         Step("Dilation spreads the taps",
              "Dilation 2 leaves a gap between the kernel's taps: the same 9 weights now cover a 5×5 area, with no "
              "extra parameters or work.",
-             {"tab": "Playground", "preset": "Laplacian", "stride": 1, "padding": 2, "dilation": 2}),
+             {"tab": "Playground", "preset": "Laplacian", "stride": 1, "padding": 2, "dilation": 2},
+             section="playground-formula"),
         Step("Deeper units see more",
              "Deeper in, the window slides over feature maps, not pixels: each input value is already a summary "
              "of a patch of the image, so one output value here depends on a much larger part of your image. "
              "In a grouped or depthwise convolution (MobileNetV2) each output channel sees only its own group of "
-             "input channels: look at the patch.",
-             {"tab": _tab_if_present("Receptive field", "Step through"), "layer": _grouped_or_deepest,
-              "channel": 0}),
-        Step("What the first layer learned",
-             "The first layer's kernels are small pictures: many look like the edge detectors (Sobel) and "
-             "blurs of the playground. Compare them, and look at which parts of your image each one lights up.",
-             {"tab": _tab_if_present("Filter atlas", "Step through"), "layer": _first_conv, "channel": 1}),
+             "input channels: look at the patch. The *Receptive field* and *Filter atlas* tabs go further, each "
+             "with its own tour.",
+             {"tab": "Step through", "layer": _grouped_or_deepest, "channel": 0}, section="convolution-layer"),
     )

@@ -65,7 +65,6 @@ class FilterAtlas(OneLayerLesson):
         self._legend = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["atlas-legend"])
         self._follow_state()
         self._layout = pn.Column(
-            self.tour,
             pn.Row(self.layer_menu,
                    pn.Column(pn.pane.Markdown("Sort by", margin=(0, 5)),
                              pn.widgets.RadioButtonGroup.from_param(self.param.sort)),
@@ -277,22 +276,22 @@ def narrative_steps() -> tuple[Step, ...]:
     return (
         Step("What the first layer learned",
              "Each picture is one filter of the first convolution: many look like edge detectors at different "
-             "angles, some like blobs or colour opponents.",
-             {"layer": _first, "sort": "index", "spectrum": False}),
+             "angles, some like blobs (and, in a colour model, colour opponents).",
+             {"layer": _first, "sort": "index", "spectrum": False}, section="atlas-legend"),
         Step("Strong and weak filters",
              "Sorted by L2 norm: the filters with the largest weights come first. The last ones are faint; "
              "a red frame marks those that are practically zero.",
-             {"layer": _first, "sort": "L2 norm", "spectrum": False}),
+             {"layer": _first, "sort": "L2 norm", "spectrum": False}, section="atlas-legend"),
         Step("What fires on your image",
              "Sorted by mean |activation| on your input: the first maps below are where this image excites the "
              "layer most. Change the input and watch the order change.",
-             {"layer": _first, "sort": "activation", "spectrum": False}),
+             {"layer": _first, "sort": "activation", "spectrum": False}, section="atlas-legend"),
         Step("Frequencies",
              "The amplitude spectrum shows which spatial frequencies a filter passes: a bright centre is a "
              "blur (low-pass), a bright ring or pair of dots an edge or stripe detector at that angle.",
-             {"layer": _first, "sort": "L2 norm", "spectrum": True}),
+             {"layer": _first, "sort": "L2 norm", "spectrum": True}, section="atlas-legend"),
         Step("Deeper, and depthwise",
-             "A deeper (in MobileNetV2 a depthwise) layer: one kernel per channel. Its filters are less "
-             "picture-like and more of them are flagged as degenerate.",
-             {"layer": _depthwise_or_last, "sort": "L2 norm", "spectrum": False}),
+             "A deeper layer (in MobileNetV2 a depthwise one, with one kernel per channel). Its filters are less "
+             "picture-like; compare how many are flagged as degenerate with the first layer.",
+             {"layer": _depthwise_or_last, "sort": "L2 norm", "spectrum": False}, section="atlas-legend"),
     )

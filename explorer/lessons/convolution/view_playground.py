@@ -183,7 +183,7 @@ class Playground(param.Parameterized):
                 "With an RGB image, groups = 1 adds up the three colour channels; groups = 3 filters each alone. "
                 "The kernel's colours are darkest at a weight of ±1 (a weight that copies a pixel unchanged), or "
                 "at its largest |weight| where that is larger: a blur's small weights look small.",
-                sizing_mode="stretch_width", margin=(0, 10)),
+                sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             pn.Row(kernel_controls, pn.pane.Bokeh(self._play_kernel_fig), settings),
             self._play_formula, self._play_error,
             pn.pane.Bokeh(row(self._play_input_fig, self._play_output_fig)),

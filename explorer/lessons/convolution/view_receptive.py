@@ -29,7 +29,7 @@ from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
-FRAME = 260          # side of the three pictures (px)
+FRAME = 240          # side of the three pictures (px): the three fit beside the sidebar at 1440 px
 BOX_COLOUR = "#d97706"
 MARK_COLOUR = "#dc2626"
 
@@ -63,10 +63,10 @@ class ReceptiveFieldPanel(OneLayerLesson):
         self._column_input = pn.widgets.IntInput.from_param(self.param.column, name="Unit column", width=100)
         self._follow_state()
         self._layout = pn.Column(
-            self.tour,
             pn.Row(self.layer_menu, self.channel_input, self._row_input, self._column_input),
             self.errors,
-            pn.Row(pn.pane.Bokeh(self._map_fig), pn.pane.Bokeh(self._input_fig), pn.pane.Bokeh(self._erf_fig)),
+            pn.Row(pn.pane.Bokeh(self._map_fig), pn.pane.Bokeh(self._input_fig), pn.pane.Bokeh(self._erf_fig),
+                   css_classes=["rf-figures"]),
             self._summary,
             pn.pane.Bokeh(self._depth_fig),
             sizing_mode="stretch_width",
@@ -209,6 +209,7 @@ class ReceptiveFieldPanel(OneLayerLesson):
         h, w = values.shape
         signed = bool(values.min() < 0)
         self._map_source.data = dict(image=[plots.to_rgba(values, signed)], dw=[w], dh=[h])
+        plots.set_colour_scale(self._map_bar, signed, plots.max_abs(values))
         self._map_fig.x_range.end, self._map_fig.y_range.start = w, h
         self._map_fig.title.text = f"{f.name}, channel {self.channel}: click a unit"
         self._mark_source.data = dict(left=[self.column], right=[self.column + 1], top=[self.row],
@@ -282,6 +283,9 @@ class ReceptiveFieldPanel(OneLayerLesson):
         self._mark_source = plots.source("left", "right", "top", "bottom", name="convolution-rf-unit")
         self._map_fig = _picture_figure("layer output: click a unit", "column (unit)", "row (unit)")
         self._map_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._map_source)
+        self._map_bar = plots.colour_bar(LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1),
+                                         "output value")
+        self._map_fig.add_layout(self._map_bar, "right")
         self._map_fig.quad(left="left", right="right", top="top", bottom="bottom", fill_alpha=0,
                            line_color=MARK_COLOUR, line_width=2.5, source=self._mark_source)
         self._map_fig.on_event(Tap, self._map_tapped)
@@ -353,30 +357,35 @@ def _first_pool_or_second(panel: ReceptiveFieldPanel) -> str:
     return pools[0] if pools else names[min(1, len(names) - 1)]
 
 
+def _first_field_text(panel: ReceptiveFieldPanel) -> str:
+    """The first layer's field, in pixels, as the rectangle draws it."""
+    first = panel._fields[0] if panel._fields else None
+    size = "its kernel's few" if first is None else "×".join(map(str, first.size))
+    return (f"A unit of the first layer sees only its kernel's window: {size} pixels. The rectangle on the input "
+            "shows them; the heat map shows how strongly each pixel moves the unit (the kernel's weights, in "
+            "absolute value).")
+
+
 def narrative_steps() -> tuple[Step, ...]:
     """Settings are functions of the panel, so that they name layers of whichever model is loaded."""
     return (
-        Step("One unit, one small patch",
-             "A unit of the first convolution sees only its kernel's window: 3×3 pixels. The rectangle on the "
-             "input shows them; the heat map shows how strongly each pixel moves the unit (the kernel's weights, "
-             "in absolute value).",
-             {"layer": lambda p: p.layers[0]}),
+        Step("One unit, one small patch", _first_field_text, {"layer": lambda p: p.layers[0]}, section="rf-figures"),
         Step("Pooling and stride double the step",
              "After a 2×2 pooling (or a stride-2 convolution), neighbouring units are two input pixels apart: "
              "the *jump* doubles, and every later kernel tap reaches twice as far.",
-             {"layer": _first_pool_or_second}),
+             {"layer": _first_pool_or_second}, section="rf-figures"),
         Step("Deeper units see more",
              "Each layer adds (kernel − 1) × jump pixels. Look at the curve below: the field grows slowly at "
              "first, then fast once the strides have multiplied.",
-             {"layer": _deepest}),
+             {"layer": _deepest}, section="rf-summary"),
         Step("Effective is smaller than theoretical",
              "The heat map is concentrated in the middle of the rectangle: the centre pixels reach the unit "
              "through many paths, the border pixels through few (Luo et al. 2016). Compare the percentage "
              "below with the rectangle's size.",
-             {"layer": _deepest}),
+             {"layer": _deepest}, section="rf-figures"),
         Step("When does one unit see the whole image?",
              "This is the first layer whose theoretical field is as wide as the input (the dashed line in the "
              "plot). Click units near the border: part of their field is padding.",
-             {"layer": _first_covering}),
+             {"layer": _first_covering}, section="rf-summary"),
     )
 

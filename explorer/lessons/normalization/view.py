@@ -44,6 +44,7 @@ class NormalizationLesson(OneLayerLesson):
     batch = param.Selector(default=8, objects=list(nm.BATCH_SIZES), doc="Images per batch for BatchNorm's statistics.")
 
     tour_title = "Guided tour: normalization"
+    url_settings = {"norm": "kind", "groups": "groups", "batch": "batch"}
     layer_label = "Norm layer"
 
     def __init__(self, model: str | None = None, **params):
@@ -177,14 +178,14 @@ class NormalizationLesson(OneLayerLesson):
 
     def _build_layout(self) -> pn.viewable.Viewable:
         def section(title: str, *items) -> pn.Column:
+            number = title.split(".")[0]  # "normalization-part-3": where a tour step about section 3 scrolls to
             return pn.Column(pn.pane.Markdown(f"#### {title}", margin=(10, 10, 0, 10)), *items,
-                             sizing_mode="stretch_width")
+                             sizing_mode="stretch_width", css_classes=[f"normalization-part-{number}"])
 
         bokeh = pn.pane.Bokeh
         stats, batch, fold = self._stats, self._batch_part, self._fold
         return pn.Column(
-            pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)),
-            self.tour,
+            pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             pn.Row(self.layer_menu, self._channel_input, self._groups_input),
             pn.Row(pn.pane.Markdown("Kind:", margin=(12, 5)), self._kind_input),
             pn.Row(pn.pane.Markdown("Batch size:", margin=(12, 5)), self._batch_input),
@@ -206,6 +207,35 @@ INTRO = ("### Normalization\n"
          "Below, everything is computed live on your input at the chosen layer. " + plots.COLOUR_LEGEND)
 
 
+def large_batches_text(lesson: NormalizationLesson) -> str:
+    """What section 3's BatchNorm curve shows at the largest batch, read from the same numbers the curve draws."""
+    study, largest = lesson._study(), nm.BATCH_SIZES[-1]
+    flat = "LayerNorm's and GroupNorm's curves stay flat: they never depend on the batch."
+    if lesson.layer not in study.records:
+        return f"This model has no norm layer, so there is no curve to read. {flat}"
+    if not study.batchable:
+        return ("Batches of other images need the MNIST sample, which this model does not read: section 3 shows "
+                f"your image alone, whatever the batch size. {flat}")
+    layer = study.layer(lesson.layer)
+    if not nm.is_batch_norm(layer.module):
+        return (f"{lesson.layer} is a {layer.record.module_type}: it never looks at the other images, so its "
+                f"curve is flat at every batch size. {flat}")
+    curve = {n: layer.difference("batch", n, lesson.groups) for n in nm.BATCH_SIZES}
+    lowest = min(curve, key=curve.get)
+    value = plots.format_value
+    said = (f"With **{largest}** images, BatchNorm's batch statistics give a mean difference of "
+            f"{value(curve[largest])} from eval mode (the orange curve), against {value(curve[1])} with your image "
+            "alone. ")
+    if lowest == largest:
+        said += "The curve is lowest here: a large batch's statistics come close to the running statistics. "
+    else:
+        said += (f"The curve is lowest at batch {lowest} ({value(curve[lowest])}), not at the largest batch: the "
+                 "running statistics average the training batches, and these are a few test digits, so more of "
+                 "them need not come closer. ")
+    return said + ("It never reaches zero: the running statistics are not any one batch's. " if curve[lowest] > 0
+                   else "") + flat
+
+
 def _some_groups(lesson: NormalizationLesson) -> int:
     """A group count between LayerNorm (1) and InstanceNorm (all channels): 4 where it divides the channels."""
     divisors = lesson.param.groups.objects
@@ -224,28 +254,26 @@ STEPS = (
     Step("BatchNorm shares across the batch",
          "Section 1: with **BatchNorm**, one mean and variance per channel is taken over every image of the batch "
          "and every position. Your image's statistics depend on the other images in its batch.",
-         {"layer": _first_batch_norm, "kind": "batch", "batch": 8}),
+         {"layer": _first_batch_norm, "kind": "batch", "batch": 8}, section="normalization-part-1"),
     Step("LayerNorm looks at one sample only",
          "Switch to **LayerNorm**: the highlighted values stay inside your sample (in a ViT, inside one token). "
          "Nothing from other images enters, so training and test time compute the same thing.",
-         {"kind": "layer"}),
+         {"kind": "layer"}, section="normalization-part-1"),
     Step("GroupNorm and InstanceNorm sit in between",
          "**GroupNorm** splits the channels into groups, each with its own statistics; with one group it is "
          "LayerNorm, with one channel per group it is InstanceNorm. Change *Groups* and watch the highlight.",
-         {"kind": "group", "groups": _some_groups}),
+         {"kind": "group", "groups": _some_groups}, section="normalization-part-1"),
     Step("One image is not a batch",
          "Section 3 with a batch of **1**: BatchNorm in train mode normalizes your image by its own statistics, "
          "far from the running statistics the model uses at test time. Read the train-vs-eval difference and the "
-         "prediction.", {"kind": "batch", "batch": 1}),
-    Step("Large batches approach eval mode",
-         "With **256** images the batch statistics come closer to the running statistics, so the orange curve drops "
-         "(not to zero: the running statistics average the training batches, and these are test digits). "
-         "LayerNorm's and GroupNorm's curves stay flat: they never depend on the batch.", {"batch": 256}),
+         "prediction.", {"kind": "batch", "batch": 1}, section="normalization-part-3"),
+    Step("Large batches and eval mode", large_batches_text,
+         {"batch": nm.BATCH_SIZES[-1]}, section="normalization-part-3"),
     Step("Folding: BatchNorm disappears at inference",
          "Section 5: in eval mode BatchNorm is a fixed scale and shift per channel, so it can be merged into the "
          "convolution before it. The folded layer gives the same output (differences near 1e-6: float rounding).",
-         {"layer": _first_batch_norm}),
+         {"layer": _first_batch_norm}, section="normalization-part-5"),
     Step("Channels that γ switches off",
          "Section 6: a channel whose |γ| is near zero contributes almost only its β: the network has learned to "
-         "switch it off.", {}),
+         "switch it off.", {}, section="normalization-part-6"),
 )

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import panel as pn
 import torch
-from bokeh.models import ColumnDataSource, Range1d
+from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 
 from explorer.lessons import plots
 from explorer.lessons.normalization import math as nm
 
 TILE, TILE_GAP = 92, 16  # image tiles: side and gap (px)
+TILE_BAR = 40            # under the tiles: a colour bar each, with its ticks (px)
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,24 @@ class Tiles:
     def __init__(self, title: str, n: int, name: str):
         self.source = plots.source("image", "x", "y", "dw", "dh", "cx", "label", "range", name=name)
         # one data unit per screen pixel, so that the tiles keep their shape
-        fig = figure(title=title, frame_width=n * (TILE + TILE_GAP), frame_height=TILE + 34, tools="",
+        fig = figure(title=title, frame_width=n * (TILE + TILE_GAP), frame_height=TILE + 34 + TILE_BAR, tools="",
                      toolbar_location=None, x_range=Range1d(0, n * (TILE + TILE_GAP)),
-                     y_range=plots.pixel_range(TILE + 34), min_border=4)
+                     y_range=plots.pixel_range(TILE + 34 + TILE_BAR), min_border=4)
         fig.title.text_font_size = "13px"
         fig.axis.visible = False
         fig.grid.visible = False
-        fig.text(x="cx", y=2, text="label", text_align="center", text_baseline="top", text_font_size="11px",
+        fig.text(x="cx", y=2, text="label", text_align="center", text_baseline="top", text_font_size="12px",
                  source=self.source)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
-        fig.text(x="cx", y=TILE + 20, text="range", text_align="center", text_baseline="top", text_font_size="11px",
+        fig.text(x="cx", y=TILE + 20, text="range", text_align="center", text_baseline="top", text_font_size="12px",
                  text_color="#475569", source=self.source)
+        # each tile is coloured on its own scale (plots.to_rgba: its largest |value|): a bar under each
+        self.bars = [plots.colour_bar(LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1), "")
+                     for _ in range(n)]
+        for i, bar in enumerate(self.bars):
+            bar.update(orientation="horizontal", width=TILE, height=8, location=(i * (TILE + TILE_GAP), 0),
+                       padding=0, title=None)
+            fig.add_layout(bar, "center")
         self.fig = fig
 
     def show(self, tiles: dict[str, torch.Tensor]) -> None:
@@ -95,6 +103,9 @@ class Tiles:
             cols["label"].append(label)
             low, high = plots.format_value(float(values.min())), plots.format_value(float(values.max()))
             cols["range"].append(f"{low} … {high}")
+            plots.set_colour_scale(self.bars[i], True, plots.max_abs(v))
+        for i, bar in enumerate(self.bars):
+            bar.visible = i < len(tiles)
         self.source.data = cols
 
 

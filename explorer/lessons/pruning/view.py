@@ -51,6 +51,7 @@ class PruningLesson(Lesson):
     """Prune a private copy of the model and see what it changes: prediction, weights, counts, accuracy, speed."""
 
     tour_title = "Guided tour: pruning"
+    url_settings = {"prune": "method", "scope": "scope", "sparsity": "sparsity"}
 
     method = param.Selector(default="magnitude", objects={m.label: k for k, m in pm.METHODS.items()},
                             doc="Which weights go first.")
@@ -252,9 +253,9 @@ class PruningLesson(Lesson):
             pn.pane.Markdown("**Ranked**", margin=(0, 10)), self._scope_input, self._slider,
             self._layer_input, width=400)
         return pn.Column(
-            pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)),
+            pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             self.errors,
-            pn.Row(controls, self.tour, sizing_mode="stretch_width"),
+            controls,
             self._prediction_text,
             pn.Row(bokeh(f.dense_fig), bokeh(f.pruned_fig)),
             m.accuracy_text,
@@ -333,36 +334,80 @@ METHODS_HELP = ("Unstructured: single weights anywhere, the smallest |w| or rand
                 "units with the smallest L1 or L2 norm of their weights: conv filters (with their BatchNorm "
                 "channel), MLP neurons, attention heads. Each layer keeps at least one unit.")
 
+CLOSE = 0.02  # within two points of the dense model's accuracy (or agreement): "close"
+BEHIND = 0.05  # five points below: "falls far earlier"
+
+
+def kept_pair(lesson: PruningLesson, first: Point, second: Point) -> tuple[float, float] | None:
+    """The kept values of two points (what the curves below draw), None while either is not measured: a step states
+    no trend the curves do not show."""
+    model = lesson.state.inference.model
+    values = measured.kept(model, first), measured.kept(model, second)
+    return None if None in values else values
+
+
+def not_measured(lesson: PruningLesson) -> str:
+    return (f"The curves below compare the measured {measured.quantity(lesson.state.inference.model)} once it is "
+            "measured.")
+
+
+def small_weights_text(lesson: PruningLesson) -> str:
+    said = "In every layer, the 40 % of weights with the smallest |w| are now zero (dark in the picture). "
+    pair = kept_pair(lesson, Point("magnitude", 0.4), Point("magnitude", 0.0))
+    if pair is None:
+        return said + not_measured(lesson)
+    pruned, dense = pair
+    said += (f"Measured {measured.quantity(lesson.state.inference.model)}: {pruned:.1%}, against {dense:.1%} for "
+             "the dense model")
+    return said + (": trained networks have many more weights than they need." if dense - pruned < CLOSE else ".")
+
+
+def random_text(lesson: PruningLesson) -> str:
+    said = "The same number of zeros, picked at random (the grey curve below). "
+    pair = kept_pair(lesson, Point("random", 0.4), Point("magnitude", 0.4))
+    if pair is None:
+        return said + not_measured(lesson)
+    random, magnitude = pair
+    said += (f"Measured {measured.quantity(lesson.state.inference.model)} at 40 %: {random:.1%} at random, against "
+             f"{magnitude:.1%} for the smallest |w|")
+    return said + (": which weights go matters, not only how many." if magnitude - random > BEHIND else ".")
+
+
+def filters_text(lesson: PruningLesson) -> str:
+    said = ("Structured pruning drops entire filters (whole dark rows in the weight picture) with their BatchNorm "
+            "channel. ")
+    latency = ("The removed filters are really gone: press *Measure latency* to see whether the smaller model is "
+               "measurably faster on this machine (scattered zeros never are).")
+    pair = kept_pair(lesson, Point("filters-l1", 0.4), Point("magnitude", 0.4))
+    if pair is None:
+        return said + latency
+    filters, scattered = pair
+    said += (f"Measured {measured.quantity(lesson.state.inference.model)} at 40 %: {filters:.1%} with whole filters, "
+             f"against {scattered:.1%} with scattered zeros")
+    return said + (": it falls sooner. " if filters < scattered else ". ") + latency
+
+
 STEPS = (
-    Step("Small weights matter little",
-         "In every layer, the 40 % of weights with the smallest |w| are now zero (dark in the picture). The "
-         "prediction hardly moves, and the measured accuracy stays close to the dense model's: trained networks "
-         "have many more weights than they need.",
-         {"method": "magnitude", "scope": "layer", "sparsity": 40}),
-    Step("Compare with random",
-         "The same number of zeros, picked at random. In the curves below, the grey random curve falls far "
-         "earlier than magnitude pruning. Which weights go matters, not only how many.",
-         {"method": "random", "scope": "layer", "sparsity": 40}),
+    Step("Small weights matter little", small_weights_text,
+         {"method": "magnitude", "scope": "layer", "sparsity": 40}, section="pruning-prediction"),
+    Step("Compare with random", random_text,
+         {"method": "random", "scope": "layer", "sparsity": 40}, section="pruning-accuracy"),
     Step("Push it further",
-         "Eight weights in ten are gone. Look at the per-layer bars and the curves: where does accuracy collapse? "
+         "Eight weights in ten are gone. Look at the per-layer bars and the curves: where do they collapse? "
          "The per-layer sensitivity shows which layer is most fragile on its own (press *Measure per-layer "
          "sensitivity* where it is not measured yet).",
-         {"method": "magnitude", "scope": "layer", "sparsity": 80}),
+         {"method": "magnitude", "scope": "layer", "sparsity": 80}, section="pruning-counts"),
     Step("One threshold for the whole network",
-         "Global pruning ranks all weights together. Layers with small weights (often the large ones) lose most, "
-         "small layers keep theirs: compare the per-layer bars with the previous step.",
-         {"method": "magnitude", "scope": "global", "sparsity": 80}),
-    Step("Remove whole filters",
-         "Structured pruning drops entire filters (whole dark rows in the weight picture) with their BatchNorm "
-         "channel. Accuracy falls sooner than with scattered zeros, but the removed filters are really gone: press "
-         "*Measure latency* to see whether the smaller model is measurably faster on this machine (scattered "
-         "zeros never are).",
-         {"method": "filters-l1", "scope": "layer", "sparsity": 40}),
+         "Global pruning ranks all weights together: layers whose weights are small lose more than 80 %, layers "
+         "whose weights are large keep more. Compare the per-layer bars with the previous step.",
+         {"method": "magnitude", "scope": "global", "sparsity": 80}, section="pruning-counts"),
+    Step("Remove whole filters", filters_text,
+         {"method": "filters-l1", "scope": "layer", "sparsity": 40}, section="pruning-accuracy"),
     Step("Repair the statistics",
          "After removing filters, the BatchNorm layers still hold the dense model's running mean and variance. "
-         "Press *Re-estimate BatchNorm statistics*: recomputing them on a few images, with no training at all, "
-         "often wins back much of the lost accuracy.",
-         {"method": "filters-l2", "scope": "layer", "sparsity": 50}),
+         "Press *Re-estimate BatchNorm statistics*: they are recomputed on a few images, with no training at all; "
+         "read how much of the lost accuracy comes back.",
+         {"method": "filters-l2", "scope": "layer", "sparsity": 50}, section="pruning-bn"),
 )
 
 

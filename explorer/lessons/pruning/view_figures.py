@@ -27,7 +27,7 @@ def _bars(title: str, name: str) -> tuple[figure, object]:
                  title=title, x_axis_label="probability")
     fig.hbar(y="label", right="prob", height=0.7, color="colour", source=source)
     fig.add_layout(LabelSet(x="prob", y="label", text="text", source=source, x_offset=4, y_offset=-7,
-                            text_font_size="11px"))
+                            text_font_size="12px"))
     fig.xaxis.ticker = [0, 0.5, 1]
     return fig, source
 
@@ -48,8 +48,8 @@ def _layer_bars(title: str, name: str, x_label: str, value: str, colour: str, he
                  title=title, x_axis_label=x_label)
     fig.hbar(y="layer", right=value, height=0.7, color=colour, source=source)
     fig.add_layout(LabelSet(x=value, y="layer", text="text", source=source, x_offset=3, y_offset=-6,
-                            text_font_size="10px"))
-    fig.yaxis.major_label_text_font_size = "10px"
+                            text_font_size="12px"))
+    fig.yaxis.major_label_text_font_size = "12px"
     return fig, source
 
 
@@ -62,6 +62,7 @@ class Figures:
         self.colour_mapper = LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1)
         self.before_fig, self.before_source = _weights("Weights before", "pruning-weights-before")
         self.after_fig, self.after_source = _weights("After pruning (dark: exactly 0)", "pruning-weights-after")
+        # one mapper for both pictures (show_weights): this bar is also the scale of the weights before
         self.after_fig.add_layout(ColorBar(color_mapper=self.colour_mapper, title="weight", width=10), "right")
         self.sparsity_fig, self.sparsity_source = _layer_bars(
             "Zero weights per layer", "pruning-sparsity", "weights that are zero (%)", "zero", PRUNED_BAR, 200)

@@ -55,6 +55,8 @@ class QuantizationLesson(Lesson):
     """What rounding weights (and activations) to fewer bits does to them, to the prediction and to accuracy."""
 
     tour_title = "Quantization, step by step"
+    url_settings = {"bits": "bits", "act_bits": "act_bits", "granularity": "granularity", "scheme": "scheme",
+                    "clip": "clip"}
 
     bits = param.Integer(default=measured.DEFAULT.weight_bits, bounds=(1, 8),
                          doc="Bits per weight; 1 bit is XNOR-Net's sign · mean |w|.")
@@ -80,8 +82,9 @@ class QuantizationLesson(Lesson):
                                         css_classes=["quantization-summary"])
         self.accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", height=72, margin=(0, 10),
                                          css_classes=["quantization-accuracy"])
-        self.arithmetic = pn.pane.Markdown("", sizing_mode="stretch_width", height=540, margin=(0, 10),
-                                           styles={"overflow-y": "auto"}, css_classes=["quantization-arithmetic"])
+        # Its full height, no inner scroll box: "one weight, end to end", "one activation" and the SQNR stay in view
+        self.arithmetic = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10),
+                                           css_classes=["quantization-arithmetic"])
         self.progress = pn.indicators.Progress(value=0, max=len(qm.sweep_settings(measured.DEFAULT)), width=260,
                                                bar_color="primary", visible=False)
         self.progress_text = pn.pane.Markdown("", css_classes=["quantization-progress"])
@@ -275,18 +278,20 @@ class QuantizationLesson(Lesson):
 
     def __panel__(self) -> pn.viewable.Viewable:
         curves = pn.Column(pn.pane.Bokeh(self.curves.fig, sizing_mode="stretch_width"),
-                           pn.Row(self.progress, self.progress_text), sizing_mode="stretch_width")
+                           pn.Row(self.progress, self.progress_text), sizing_mode="stretch_width",
+                           css_classes=["quantization-curves"])
         main = pn.Column(
             self.errors, self.summary, self.accuracy,
-            pn.Row(pn.pane.Bokeh(self.histogram.fig, sizing_mode="stretch_width"), self.arithmetic,
-                   sizing_mode="stretch_width"),
+            # the histogram across the whole width, its arithmetic under it
+            pn.pane.Bokeh(self.histogram.fig, sizing_mode="stretch_width"), self.arithmetic,
             pn.Row(pn.pane.Bokeh(self.predictions.fig),
                    pn.pane.Bokeh(self.layer_sqnr.fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
             curves,
             pn.pane.Markdown("### Real integers: int8 with onnxruntime", margin=(15, 10, 0, 10)),
             pn.Row(self.int8_button, self.int8_progress), self.int8_text,
-            sizing_mode="stretch_width")
-        return pn.Row(pn.Column(self.tour, self.controls(), width=300), main, sizing_mode="stretch_width")
+            sizing_mode="stretch_width", styles={"flex": "1 1 600px"})
+        # the controls beside the figures on a wide screen, above them on a narrow one
+        return pn.FlexBox(pn.Column(self.controls(), width=300), main, flex_wrap="wrap", sizing_mode="stretch_width")
 
 
 def _measure(model: zoo.ZooModel, settings: list[qm.Setting | None], urgent: bool) -> dict[qm.Setting | None, float]:

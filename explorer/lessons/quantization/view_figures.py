@@ -47,7 +47,7 @@ class Histogram:
                                      LegendItem(label="after quantization", renderers=[deq]),
                                      LegendItem(label="grid: the values the codes stand for", renderers=[grid]),
                                      LegendItem(label="clipping range [lo, hi]", renderers=[clip])],
-                              orientation="horizontal", ncols=2, label_text_font_size="10px"), "below")
+                              orientation="horizontal", ncols=2, label_text_font_size="12px"), "below")
         fig.add_tools(HoverTool(renderers=[floats, deq], tooltips=[("from", "@left{0.0000}"), ("to", "@right{0.0000}"),
                                                                    ("weights", "@top")]))
         self.fig = fig
@@ -77,12 +77,12 @@ class Predictions:
                      x_range=Range1d(0, 1.25), y_range=Range1d(-0.6, 4.6), toolbar_location=None,
                      x_axis_label="probability", tools="")
         fig.hbar(y="y", right="prob", height=0.38, color="colour", source=self.source, legend_field="kind")
-        fig.text(x="prob", y="y", text="text", x_offset=4, text_baseline="middle", text_font_size="10px",
+        fig.text(x="prob", y="y", text="text", x_offset=4, text_baseline="middle", text_font_size="12px",
                  source=self.source)
         fig.yaxis.axis_label = "class"
         fig.yaxis.ticker = list(range(5))
         fig.legend.location = "bottom_right"
-        fig.legend.label_text_font_size = "10px"
+        fig.legend.label_text_font_size = "12px"
         self.fig = fig
 
     def show(self, float_probs: torch.Tensor, quant_probs: torch.Tensor, labels: tuple[str, ...],
@@ -141,14 +141,14 @@ class Curves:
                     source=self.current, legend_label="your setting")
         labels = plots.source("x", "y", "label", name="quantization-labels")
         labels.data = dict(x=[1, TERNARY_X], y=[0, 0], label=["binary", "ternary"])
-        fig.text(x="x", y="y", text="label", x_offset=6, y_offset=-4, text_font_size="10px", source=labels)
+        fig.text(x="x", y="y", text="label", x_offset=6, y_offset=-4, text_font_size="12px", source=labels)
         self.float_line = Span(location=0, dimension="width", line_color=FLOAT_COLOUR, line_dash="dotted",
                                line_width=2)
         fig.add_layout(self.float_line)
         fig.add_tools(HoverTool(renderers=[dots], tooltips=[("setting", "@label"), ("measured", "@text")]))
         fig.xaxis.ticker = list(range(1, 9))
         fig.legend.location = "bottom_right"
-        fig.legend.label_text_font_size = "10px"
+        fig.legend.label_text_font_size = "12px"
         self.fig = fig
 
     def show(self, measured: dict[qm.Setting | None, float], settings: list[qm.Setting], model_name: str,

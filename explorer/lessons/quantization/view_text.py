@@ -191,12 +191,13 @@ def steps() -> tuple[Step, ...]:
              "are: every weight is rounded to the nearest mark. The histogram shows the weights in grey, the marks "
              "as thin lines and what the weights became in blue. At 8 bits the blue sits right on the grey, and the "
              "prediction does not move.",
-             {"bits": 8, "granularity": "per-tensor", "scheme": "symmetric", "clip": "min-max", "act_bits": 0}),
+             {"bits": 8, "granularity": "per-tensor", "scheme": "symmetric", "clip": "min-max", "act_bits": 0},
+             section="quantization-summary"),
         Step("Where to put the ends",
              "With only 16 marks (4 bits), where the ruler ends matters. **min-max** covers every weight but spaces "
              "the marks widely; **percentile** ignores the most extreme 0.1 % and clips them (red dashed lines); "
              "**mse** searches for the range with the smallest error. Compare the weight SQNR under the table.",
-             {"bits": 4, "granularity": "per-tensor", "clip": "percentile"}),
+             {"bits": 4, "granularity": "per-tensor", "clip": "percentile"}, section="quantization-summary"),
         Step("One scale per channel",
              "Output channels can have very different ranges. One scale for the whole tensor must fit the widest, "
              "so small channels get only a few marks. **Per-channel** gives each output channel its own scale, at "
@@ -204,25 +205,28 @@ def steps() -> tuple[Step, ...]:
              "(per-tensor) and blue (per-channel): on the digit models per-tensor falls behind at 4 bits and by "
              "more than a point at 3. The **affine** pair (pink and green) stays closer together at 3 bits: how "
              "much per-channel buys depends on the scheme.",
-             {"bits": 4, "granularity": "per-channel", "scheme": "symmetric", "clip": "min-max"}),
+             {"bits": 4, "granularity": "per-channel", "scheme": "symmetric", "clip": "min-max"},
+             section="quantization-curves"),
         Step("The cliff below 4 bits",
              "Down to 4 bits the accuracy barely moves; at 3 and 2 it falls off a cliff, on the digit models most "
              "steeply per-tensor with either scheme, and symmetric per-tensor (orange) most of all. Each bit less "
              "doubles the step and costs about 6 dB of SQNR (the bars per layer).",
-             {"bits": 2, "granularity": "per-tensor", "clip": "min-max"}),
+             {"bits": 2, "granularity": "per-tensor", "clip": "min-max"}, section="quantization-curves"),
         Step("Binary and ternary",
              "One bit: only the sign survives, times one scale per output channel, the mean |w| (XNOR-Net). The "
              "black dots on the curve are binary (1 bit) and ternary {−1, 0, +1} (1.58 bits, BitNet b1.58). "
-             "Without retraining, this small network does not survive: those papers train with the rounding in place.",
-             {"bits": 1}),
+             "Without retraining, the network does not survive: those papers train with the rounding in place.",
+             {"bits": 1}, section="quantization-curves"),
         Step("Activations too",
              "Real integer arithmetic needs integer inputs as well. Activations after ReLU are never negative, so a "
              "**symmetric** grid wastes half its codes; **affine** shifts the grid with the zero point z. Ranges "
              "come from calibration images. Try 4 activation bits.",
-             {"bits": 8, "granularity": "per-channel", "scheme": "affine", "act_bits": 8, "clip": "min-max"}),
+             {"bits": 8, "granularity": "per-channel", "scheme": "affine", "act_bits": 8, "clip": "min-max"},
+             section="quantization-arithmetic"),
         Step("Real integers",
              "Everything above is simulated: rounded values stored as floats. Press **Build real int8** at the "
              "bottom: the same network is exported to ONNX and quantized by onnxruntime to real int8 (per-channel "
              "weights, calibrated activations): a file about 4× smaller, with its measured speed and accuracy.",
-             {"bits": 8, "granularity": "per-channel", "scheme": "symmetric", "act_bits": 8}),
+             {"bits": 8, "granularity": "per-channel", "scheme": "symmetric", "act_bits": 8},
+             section="quantization-int8"),
     )

@@ -64,6 +64,8 @@ class SaliencyLesson(Lesson):
     """Five saliency methods on the student's input, their faithfulness, and the randomisation sanity check."""
 
     tour_title = "Guided tour: saliency"
+    url_settings = {"target": "target", "baseline": "baseline", "ig_steps": "ig_steps", "noise": "noise",
+                    "samples": "samples"}
 
     target = param.Integer(default=None, allow_None=True, bounds=(0, None),
                            doc="Class explained; None: the class the model predicts.")
@@ -285,8 +287,9 @@ class SaliencyLesson(Lesson):
 
     def _layout(self) -> pn.Column:
         return pn.Column(
-            pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10)), self.errors,
-            self.tour, pn.Row(self.progress, self.progress_text),
+            pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
+            self.errors,
+            pn.Row(self.progress, self.progress_text),
             *self.maps.layout(self._controls), *self.faithfulness.layout(), *self.sanity.layout(),
             sizing_mode="stretch_width")
 
@@ -319,29 +322,30 @@ STEPS = (
          "the pixel itself; **SmoothGrad** averages the gradient over noisy copies of the input; **Integrated "
          "Gradients** adds gradients up along a path from a black image to yours; **Grad-CAM** weighs a deep "
          "layer's feature maps. Red raises the class score, blue lowers it.",
-         {"target": None, "noise": 0.15, "samples": 16, "baseline": "black", "ig_steps": 32}),
+         {"target": None, "noise": 0.15, "samples": 16, "baseline": "black", "ig_steps": 32},
+         section="saliency-target"),
     Step("Explain another class",
          "The class menu now asks about the model's second most likely class. The maps change: each now shows the "
          "pixels that speak for and against *that* class. A map always explains one class, never the image.",
-         {"target": lambda lesson: lesson.runner_up()}),
+         {"target": lambda lesson: lesson.runner_up()}, section="saliency-target"),
     Step("SmoothGrad: more noise, more samples",
          "SmoothGrad now adds noise of 30 % of the input's range to 48 copies and averages their gradients. "
          "Compare its map with the vanilla gradient's: averaging smooths out the speckle of single gradients.",
-         {"target": None, "noise": 0.3, "samples": 48}),
+         {"target": None, "noise": 0.3, "samples": 48}, section="saliency-target"),
     Step("Integrated Gradients: the completeness check",
          "With only 4 steps the integral from the black image to yours is coarse. The completeness gap under the "
          "maps says by how much the attributions miss the rise in the class score; drag *IG steps* up and watch "
          "the gap shrink.",
-         {"noise": 0.15, "samples": 16, "baseline": "black", "ig_steps": 4}),
+         {"noise": 0.15, "samples": 16, "baseline": "black", "ig_steps": 4}, section="saliency-target"),
     Step("Faithfulness",
          "Section 2 removes the pixels each map calls most important, and separately puts them back into the "
          "baseline, and follows the class probability. The table and the sentence under the curves say which "
          "method's pixels mattered most to the model on this input.",
-         {"ig_steps": 32}),
+         {"ig_steps": 32}, section="saliency-part-2"),
     Step("Sanity check: does the map depend on the model?",
          "Section 3 replaces the model's weights with random ones, layer by layer from the output down, and "
          "compares each new map with the original (rank correlation; 1 = the same ranking of pixels). Press *Run "
          "the sanity check*: a map that stays the same although the model is destroyed shows the input, not what "
          "the model learned, and is flagged.",
-         {}),
+         {}, section="saliency-part-3"),
 )

@@ -33,7 +33,7 @@ def _curve_figure(title: str, name: str, xlabel: str) -> tuple[figure, object]:
                  tools="", title=title, x_axis_label=xlabel, y_axis_label="probability of the class")
     lines = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2.5, source=source)
     fig.add_layout(Legend(items=[LegendItem(label=dict(field="method"), renderers=[lines])],
-                          label_text_font_size="11px"), "right")
+                          label_text_font_size="12px"), "right")
     fig.add_tools(HoverTool(renderers=[lines], tooltips=[("method", "@method"), ("fraction", "$x{0%}"),
                                                          ("probability", "$y{0.0%}")]))
     fig.xaxis.formatter = NumeralTickFormatter(format="0%")
@@ -75,7 +75,8 @@ class Faithfulness:
         tag_results(model, self.text)
 
     def layout(self) -> list:
-        return [pn.pane.Markdown("#### 2. Faithfulness: do the pixels a map points at matter?", margin=(0, 10)),
+        return [pn.pane.Markdown("#### 2. Faithfulness: do the pixels a map points at matter?", margin=(0, 10),
+                                 css_classes=["saliency-part-2"]),
                 pn.pane.Markdown(EXPLAIN, sizing_mode="stretch_width", margin=(0, 10)),
                 pn.Row(pn.pane.Bokeh(self.deletion_fig), pn.pane.Bokeh(self.insertion_fig)),
                 self.progress, self.text]

@@ -53,7 +53,7 @@ class Sanity:
         lines = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2.5, source=self.source)
         dots = fig.scatter(x="x", y="y", color="colour", size=6, source=self.points)
         fig.add_layout(Legend(items=[LegendItem(label=dict(field="method"), renderers=[lines])],
-                              label_text_font_size="11px"), "right")
+                              label_text_font_size="12px"), "right")
         fig.add_tools(HoverTool(renderers=[dots], tooltips=[("method", "@method"), ("randomised down to", "@layer"),
                                                             ("rank correlation", "@y{0.000}")]))
         fig.add_layout(Span(location=0, dimension="width", line_color="#94a3b8"))
@@ -168,6 +168,7 @@ class Sanity:
         tag_results(model, self.text)
 
     def layout(self) -> list:
-        return [pn.pane.Markdown("#### 3. Sanity check: randomise the model", margin=(0, 10)),
+        return [pn.pane.Markdown("#### 3. Sanity check: randomise the model", margin=(0, 10),
+                                 css_classes=["saliency-part-3"]),
                 pn.pane.Markdown(EXPLAIN, sizing_mode="stretch_width", margin=(0, 10)),
                 pn.Row(self.button, self.progress), pn.pane.Bokeh(self.fig), self.text]

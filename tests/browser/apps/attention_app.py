@@ -25,4 +25,4 @@ def shown(*_changes) -> str:
 
 pn.Column(pn.pane.Str(pn.bind(shown, state.param.layer, state.param.channel, lesson.param.query),
                       css_classes=["selection"]),
-          lesson, sizing_mode="stretch_width").servable(title="Attention")
+          lesson.with_tour(), sizing_mode="stretch_width").servable(title="Attention")

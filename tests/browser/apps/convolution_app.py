@@ -23,5 +23,5 @@ def shown(layer: str, channel: int) -> str:
     return f"layer={layer} channel={channel}"
 
 
-pn.Column(pn.pane.Str(pn.bind(shown, state.param.layer, state.param.channel)), lesson,
+pn.Column(pn.pane.Str(pn.bind(shown, state.param.layer, state.param.channel)), lesson.with_tour(),
           sizing_mode="stretch_width").servable(title="Convolution")

@@ -15,4 +15,4 @@ state = ExplorerState()
 requested = pn.state.session_args.get("model", [b""])[0].decode()
 if requested in state.param.model.objects:
     state.model = requested
-pn.Column(NormalizationLesson(state=state), sizing_mode="stretch_width").servable(title="Normalization")
+pn.Column(NormalizationLesson(state=state).with_tour(), sizing_mode="stretch_width").servable(title="Normalization")

@@ -23,4 +23,4 @@ def shown(method: str, scope: str, sparsity: int) -> str:
 
 pn.Column(pn.pane.Str(pn.bind(shown, lesson.param.method, lesson.param.scope, lesson.param.sparsity),
                       css_classes=["settings"]),
-          lesson, sizing_mode="stretch_width").servable(title="Pruning")
+          lesson.with_tour(), sizing_mode="stretch_width").servable(title="Pruning")

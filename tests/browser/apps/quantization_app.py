@@ -28,5 +28,5 @@ def shown(bits: int, act_bits: int, granularity: str, scheme: str, clip: str) ->
 settings = pn.bind(shown, lesson.param.bits, lesson.param.act_bits, lesson.param.granularity, lesson.param.scheme,
                    lesson.param.clip)
 picker = pn.widgets.Select.from_param(state.param.model, name="Model", css_classes=["model-picker"], width=200)
-pn.Column(pn.pane.Str(settings, css_classes=["settings"]), picker, lesson, sizing_mode="stretch_width").servable(
-    title="Quantization")
+pn.Column(pn.pane.Str(settings, css_classes=["settings"]), picker, lesson.with_tour(),
+          sizing_mode="stretch_width").servable(title="Quantization")
