@@ -260,7 +260,7 @@ class Student:
             if point is None:
                 raise Error(f"layer {self.layer} of the overview strip is not on screen")
             await page.mouse.click(*point)
-            check, arg = TEXT_SHOWN, ["layer-summary", f"{self.layer} ·"]
+            check, arg = TEXT_SHOWN, ["layer-summary", f"({self.layer}) ·"]
         else:
             active = await page.evaluate(ACTIVE_LESSON)
             lessons = [title for title in LESSONS if title != active]

@@ -3,8 +3,8 @@
     python scripts/screenshots.py [--out screenshots]
 
 Serves `panel serve app.py` on a free port, opens each lesson in Debian's chromium (as tests/browser does), and for
-each size scrolls the lesson's tabs to the top of the window and saves that screen, the lesson's first screen as a
-student sees it after choosing it (not the full page): `<lesson>-<width>x<height>.png`, and
+each size scrolls the lesson's tour and tabs to the top of the window and saves that screen, the lesson's first
+screen as a student sees it after choosing it (the page brings the lesson into view so; not the full page): `<lesson>-<width>x<height>.png`, and
 `convolution-<part>-<width>x<height>.png` for the convolution lesson's other parts. Attention is shown on mnist-vit
 (on a CNN it only says that it needs a ViT), every other lesson on mnist-cnn.
 """
@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Scrolls the lesson's tabs to just under the page's fixed header, in whichever box scrolls the main area (the main
+# Scrolls the lesson (its tour, above its tabs) to just under the page's fixed header, in whichever box scrolls the main area (the main
 # column beside the sidebar, the whole content under it on a narrow screen).
-LESSON_AT_TOP = """(tabs) => {
+LESSON_AT_TOP = """(lesson) => {
   const header = document.getElementById("header").getBoundingClientRect().bottom;
   for (const box of [document.getElementById("main"), document.getElementById("content"), document.scrollingElement])
     if (box.scrollHeight > box.clientHeight && getComputedStyle(box).overflowY !== "visible") {
-      box.scrollTop += tabs.getBoundingClientRect().top - header;
+      box.scrollTop += lesson.getBoundingClientRect().top - header;
       return;
     }
 }"""
@@ -54,7 +54,7 @@ def main() -> None:
                 for width, height in SIZES:
                     page.set_viewport_size({"width": width, "height": height})
                     settle(page)
-                    page.locator(".lesson-tabs").first.evaluate(LESSON_AT_TOP)
+                    page.locator(".lesson-tour").first.evaluate(LESSON_AT_TOP)
                     page.wait_for_timeout(200)  # a scrolled page paints its canvases in the next frames
                     path = args.out / f"{name}-{width}x{height}.png"
                     page.screenshot(path=path)

@@ -12,7 +12,7 @@ every lesson needs, once:
 - `tour`: the lesson's guided tour (explorer/session/narrative.py), from `steps()`. A step's `layer` and `channel`
   are the session's (`shared_settings`), so a tour moves the whole page, not a copy inside the lesson. The lesson
   does not place it: `open_tour` is the one tour to show (its own, or an open part's), and the app shows it in
-  one place above the lesson (explorer/ui/shell.py); alone (a notebook, a test page), `lesson.with_tour()`.
+  one place under the lesson (explorer/ui/shell.py); alone (a notebook, a test page), `lesson.with_tour()`.
 
 A lesson fills in the rest: `steps()` and its parts, each deriving its numbers from the lesson's math.py and then
 showing them (data only: its figures are made once).

@@ -40,8 +40,8 @@ def input_noun(state: ExplorerState) -> str:
 
 class Reveal(JSComponent):
     """An empty line that, each time `count` grows, scrolls smoothly to the top of the window: itself, or the first
-    element on screen with the CSS class `section` (searched through Bokeh's shadow roots), kept clear of a sticky
-    bar above it (the tour's own)."""
+    element on screen with the CSS class `section` (searched through Bokeh's shadow roots), kept clear of a bar stuck
+    to the window's top above it."""
 
     count = param.Integer(default=0, doc="Times asked to bring something into view.")
     section = param.String(default="", doc="CSS class of the element to bring into view; '' for this line itself.")
@@ -62,10 +62,11 @@ class Reveal(JSComponent):
       return null
     }
 
-    function stickyAbove(el) {  // the height of a sticky ancestor (across shadow roots), 0 if none
+    function stickyAbove(el) {  // the height of an ancestor stuck to the window's top (across shadow roots), or 0
       for (let node = el; node; node = node.parentNode || node.host) {
-        if (node instanceof Element && getComputedStyle(node).position === "sticky") {
-          return node.getBoundingClientRect().height
+        if (node instanceof Element) {
+          const style = getComputedStyle(node)
+          if (style.position === "sticky" && style.top !== "auto") return node.getBoundingClientRect().height
         }
       }
       return 0

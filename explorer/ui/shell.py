@@ -192,9 +192,9 @@ class LessonFrame(pn.viewable.Viewer):
     from elsewhere on the page (the overview, the lesson strip) is scrolled into view: it sits below the fold.
 
     The open lesson's tour (its open part's, in a lesson with parts) is the only one on the page, in one place:
-    above the lesson's tabs, sticky at the top of the window while the lesson is in view. A step scrolls to the
-    figure it talks about, often far below the lesson's top; the tour stays in sight, so Next is always one click
-    away and the step's words stay beside the figure."""
+    under the lesson, held at the bottom of the window while the lesson is in view. A step scrolls to the figure it
+    talks about, often far below the lesson's top; the tour stays in sight, so Next is always one click away and the
+    step's words stay beside the figure. At the top of the window it covered the lesson's tab headers."""
 
     state = param.ClassSelector(class_=ExplorerState, constant=True)
 
@@ -207,8 +207,8 @@ class LessonFrame(pn.viewable.Viewer):
                              stylesheets=[".bk-headers-wrapper { flex-wrap: wrap; }"])  # titles on two lines on a phone
         self._reveal = Reveal(height=0, margin=0, sizing_mode="stretch_width")
         self._tour = pn.Column(sizing_mode="stretch_width", margin=0, css_classes=["lesson-tour"],
-                               styles={"position": "sticky", "top": "0", "z-index": "10", "background": "white",
-                                       "border-bottom": "1px solid #ddd"})
+                               styles={"position": "sticky", "bottom": "0", "z-index": "10", "background": "white",
+                                       "border-top": "1px solid #ddd", "box-shadow": "0 -2px 6px rgba(0, 0, 0, 0.08)"})
         self._tour_boxes: dict[int, pn.Column] = {}  # id of a tour -> the box that shows it in self._tour
         self._tabs.param.watch(self._tab_clicked, "active")
         self._tabs.active = LESSON_NAMES.index(self.state.lesson)
@@ -267,7 +267,7 @@ class LessonFrame(pn.viewable.Viewer):
         self._tour.visible = tour is not None
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._reveal, self._tour, self._tabs, sizing_mode="stretch_width", margin=0)
+        return pn.Column(self._reveal, self._tabs, self._tour, sizing_mode="stretch_width", margin=0)
 
 
 def sideways_box(*objects: pn.viewable.Viewable) -> pn.Column:

@@ -1,5 +1,5 @@
-"""The real app (`panel serve app.py`): one tour on the page, above the open lesson; Next brings the step's section
-into view, below the tour, which stays in sight."""
+"""The real app (`panel serve app.py`): one tour on the page, under the open lesson and held at the window's bottom;
+Next brings the step's section into view, above the tour, which stays in sight."""
 
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ BOXES = """([section]) => {
   return {top: t.top, height: t.height, tourTop: b.top, tourBottom: b.bottom, viewport: window.innerHeight}
 }"""
 
-# True once the section's top is inside the window, below the tour, and the tour itself is in the window.
+# True once the section's top is inside the window, above the tour, and the tour itself is in the window.
 IN_VIEW = f"""([section]) => {{
   const box = ({BOXES})([section])
-  return box !== null && box.tourTop >= 0 && box.tourBottom <= box.viewport
-      && box.top >= box.tourBottom - 1 && box.top < box.viewport - 40
+  return box !== null && box.tourTop >= 0 && box.tourBottom <= box.viewport + 1
+      && box.top >= -1 && box.top < box.tourTop - 40
 }}"""
 
 
-def test_next_scrolls_the_steps_section_into_view_below_the_tour(page: Page, app_url: str):
+def test_next_scrolls_the_steps_section_into_view_above_the_tour(page: Page, app_url: str):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_viewport_size({"width": 1300, "height": 900})

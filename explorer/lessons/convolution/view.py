@@ -23,7 +23,7 @@ from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
 from explorer.lessons.convolution.view_step import StepThrough
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
-from explorer.session.state import follows, one_update
+from explorer.session.state import follows, making_models, one_update
 from explorer.session.tags import tag_results
 
 STEP_TABS = ("Step through", "Playground")
@@ -95,13 +95,17 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
     @param.depends("tab", "shown", watch=True)
     def _show_tab(self) -> None:
         self._tabs.active = self.param.tab.objects.index(self.tab)
+        # A tab is built on its first opening, which may come inside one_update() (a tour step, a link): its
+        # models are made with Bokeh's conversions on
         if self.tab == "Playground" and not self.playground_built:
-            self._play_body.objects = [self._build_playground()]
+            with making_models():
+                self._play_body.objects = [self._build_playground()]
             self._update_playground()
         if self.tab in self._pending:
             body = dict(self._extra_tabs)[self.tab]
-            self._built[self.tab] = self._pending.pop(self.tab)(state=self.state)
-            body.objects = [self._built[self.tab]]
+            with making_models():
+                self._built[self.tab] = self._pending.pop(self.tab)(state=self.state)
+                body.objects = [self._built[self.tab]]
         for title, part in self._built.items():  # a part in a closed tab does not follow the state
             part.shown = self.shown and title == self.tab
         # the open part's tour, else the lesson's own, whose steps stay on the step-through and playground tabs

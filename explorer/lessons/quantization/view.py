@@ -289,9 +289,10 @@ class QuantizationLesson(Lesson):
             curves,
             pn.pane.Markdown("### Real integers: int8 with onnxruntime", margin=(15, 10, 0, 10)),
             pn.Row(self.int8_button, self.int8_progress), self.int8_text,
-            sizing_mode="stretch_width", styles={"flex": "1 1 600px"})
-        # the controls beside the figures on a wide screen, above them on a narrow one
-        return pn.FlexBox(pn.Column(self.controls(), width=300), main, flex_wrap="wrap", sizing_mode="stretch_width")
+            sizing_mode="stretch_width")
+        # A Row, not a wrapping FlexBox: in one, BokehJS laid the stretching figures out without end (the page threw
+        # "Maximum call stack size exceeded" as the lesson opened)
+        return pn.Row(pn.Column(self.controls(), width=300), main, sizing_mode="stretch_width")
 
 
 def _measure(model: zoo.ZooModel, settings: list[qm.Setting | None], urgent: bool) -> dict[qm.Setting | None, float]:
