@@ -93,7 +93,10 @@ def test_timing_median_and_quartiles_match_numpy(rng):
 
 
 def test_timings_whose_ranges_overlap_show_no_measurable_difference(rng):
-    base = torch.rand(15, generator=rng) * 4 + 20  # 20-24 ms, like one model timed on a noisy machine
+    # 20-24 ms spread evenly, in a random order with a little jitter, like one model timed on a noisy machine: its
+    # interquartile range is about 21-23 ms (uniform random draws may bunch up and leave a range narrower than 1 ms)
+    spread = torch.linspace(20, 24, 15)[torch.randperm(15, generator=rng)]
+    base = spread + (torch.rand(15, generator=rng) - 0.5) * 0.1
     a = evaluate.Timing(tuple(base.tolist()))
     shifted = evaluate.Timing(tuple((base + 1).tolist()))  # a 1-ms shift inside a 4-ms spread
     apart = evaluate.Timing(tuple((base * 2 + 20).tolist()))  # 60-68 ms: clearly slower
