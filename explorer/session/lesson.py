@@ -77,7 +77,7 @@ class Lesson(SessionView):
         yields the CPU to every student's interactive work (see SlowWork)."""
         if name not in self._slow:
             self._slow[name] = SlowWork(f"{type(self).__name__}.{name}", on_error=self._slow_failed,
-                                        background=background)
+                                        background=background, document=self.state.document)
         return self._slow[name]
 
     def show_error(self, text: str) -> None:

@@ -88,6 +88,9 @@ class ExplorerState(param.Parameterized):
         # The page's AfterPaint when served in the shell (a Deferrer): the views that follow the state update after
         # the page has painted what the control changed (explorer/ui/after_paint.py). None: at once.
         self.after_paint: Deferrer | None = None
+        # The session's served document, set by the shell as it builds the page (None in a notebook or a test): the
+        # one document this session's slow work answers to, whatever callback asks (explorer/session/work.py)
+        self.document = None
         self._named: tuple[Inference | None, str] = (None, "")  # (inference, its name for `input`), see _name_input
         names = zoo.list(available_only=True)
         self.param.model.objects = names

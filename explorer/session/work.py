@@ -45,10 +45,15 @@ def served_document() -> Document | None:
 class SlowWork:
     """The newest of a view's requests for one kind of slow work (see the module's docstring)."""
 
-    def __init__(self, name: str, on_error: Callable[[Exception], None] | None = None, background: bool = False):
+    def __init__(self, name: str, on_error: Callable[[Exception], None] | None = None, background: bool = False,
+                 document: Document | None = None):
         """`background`: a measurement (an evaluation over a test set, a sweep) that yields the CPU to every
         session's interactive work; otherwise the answer a student waits for, at the server's own priority (at
-        background priority it waited behind the browsers and sweeps: +11-14 ms per convolution follow-up)."""
+        background priority it waited behind the browsers and sweeps: +11-14 ms per convolution follow-up).
+        `document`: the view's session's served document, where known (the state's); else the served document of the
+        first request's callback. Taken from a callback, it once named another student's document under a class's
+        load (30 students: Bokeh's "_pending_writes should be non-None" as an answer changed this page's models
+        under the other page's lock)."""
         self.name = name
         self.background = background
         self._on_error = on_error
@@ -57,7 +62,8 @@ class SlowWork:
         self._pending = 0  # requests made and not yet shown or dropped
         self._ended = False
         self.job: Future | None = None   # the newest request's worker (served pages); tests wait on it
-        self._doc: Document | None = None  # the served document of the view's session, once seen
+        self._watching = False  # whether the end of the document's session cancels this strand
+        self._doc: Document | None = document  # the served document of the view's session, once known
 
     @property
     def busy(self) -> bool:
@@ -68,11 +74,12 @@ class SlowWork:
         """Compute for `key`, off the event loop when served, and show the result if `key` is still the newest."""
         with self._lock:
             self._newest, self._pending = key, self._pending + 1
-        if self._doc is None:
+        if not self._watching:
             # A view belongs to one session: its strand keeps the first served document it saw. Asked again from a
             # worker thread or a callback of another session's, the current document would be someone else's.
-            self._doc = served_document()
+            self._doc = self._doc or served_document()
             if self._doc is not None:
+                self._watching = True
                 self._doc.on_session_destroyed(lambda _context: self.cancel())
         doc = self._doc
         if doc is None:

@@ -19,6 +19,7 @@ from panel.custom import JSComponent
 from explorer.session.lesson import Lesson as LessonView
 from explorer.session.narrative import Reveal, input_noun
 from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, follows, one_update
+from explorer.session.work import served_document
 from explorer.ui.after_paint import AfterPaint
 from explorer.ui.link import link_lesson, link_page
 from explorer.ui.presentation import PresentationDesign, add_presentation_mode
@@ -299,6 +300,7 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
     from explorer.ui.predictions import Predictions
 
     state = state or ExplorerState()
+    state.document = served_document()  # the page being built is this session's: its slow work answers here
     after_paint = state.after_paint = AfterPaint()
     link_page(state, pn.state.location)
     state.ensure()

@@ -135,3 +135,20 @@ def test_a_measurement_yields_the_cpu_and_an_answer_a_student_waits_for_does_not
         work.job.result(timeout=10)
         served.run()
     assert seen == {False: ours, True: max(ours, background.BACKGROUND_NICE)}
+
+
+def test_an_answer_goes_to_the_views_own_document_even_when_another_sessions_is_current():
+    """Under a class's load the current document of a callback once named another student's page; a strand given its
+    session's document answers there, whichever document is current when it is asked."""
+    own, other = Document(), Document()
+    contexts = as_served(own), as_served(other)  # noqa: F841  (the documents hold them weakly)
+    own_loop, other_loop = Loop(own), Loop(other)
+    shown = []
+    work = SlowWork("test", document=own)
+    with set_curdoc(other):
+        work.request("key", lambda: 42, shown.append)
+    work.job.result(timeout=10)
+    other_loop.run()
+    assert shown == [] and other_loop.destroyed == []
+    own_loop.run()
+    assert shown == [42] and len(own_loop.destroyed) == 1  # the end of its own session cancels it
