@@ -161,10 +161,13 @@ def mnist_digit(ink: np.ndarray, subject: str = "the image") -> np.ndarray:
     h, w = (max(1, round(n * scale)) for n in crop.shape)
     area_or_bilinear = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR  # neither rings
     digit = np.asarray(Image.fromarray(crop).resize((w, h), area_or_bilinear)).clip(0, 1)
-    total = float(digit.sum())
+    # Moments in float64: float32 sums put a symmetric digit's exact half-pixel centre at 9.4999994, which rounds
+    # the other way.
+    weights = digit.astype(np.float64)
+    total = float(weights.sum())
     assert total > 0, "area averaging and bilinear interpolation keep the crop's positive ink"
-    centre_row = float((digit.sum(axis=1) * np.arange(h)).sum()) / total
-    centre_col = float((digit.sum(axis=0) * np.arange(w)).sum()) / total
+    centre_row = float(weights.sum(axis=1) @ np.arange(h)) / total
+    centre_col = float(weights.sum(axis=0) @ np.arange(w)) / total
     top = min(max(round(MNIST_CENTRE - centre_row), 0), MNIST_SIDE - h)
     left = min(max(round(MNIST_CENTRE - centre_col), 0), MNIST_SIDE - w)
     field = np.zeros((MNIST_SIDE, MNIST_SIDE), np.float32)

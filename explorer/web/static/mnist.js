@@ -115,33 +115,30 @@ function coefficients(inSize, outSize, filter) {
   return result
 }
 
-// Pillow's resize of a mode "F" image: horizontal pass, then vertical, double sums stored as float32.
+// One pass of Pillow's resize of a mode "F" image along rows (horizontal) or columns: double sums stored as float32.
+function resizePass(img, width, height, outSize, filter, horizontal) {
+  const cs = coefficients(horizontal ? width : height, outSize, filter)
+  const outW = horizontal ? outSize : width, outH = horizontal ? height : outSize, next = new Float32Array(outW * outH)
+  for (let y = 0; y < outH; y++) {
+    for (let x = 0; x < outW; x++) {
+      const { lo, weights } = cs[horizontal ? x : y]
+      let sum = 0
+      weights.forEach((k, j) => { sum += img[horizontal ? y * width + lo + j : (lo + j) * width + x] * k })
+      next[y * outW + x] = sum
+    }
+  }
+  return next
+}
+
+// Pillow's resize (13 and later): horizontal pass, then vertical, except when the height loses more than twice as
+// many pixels as the width; then the vertical pass goes first, and the last bit of a value can differ.
 export function resize(pixels, w, h, outW, outH, filterName) {
   const filter = FILTERS[filterName]
-  let img = pixels, width = w
-  if (outW !== w) {
-    const cs = coefficients(w, outW, filter), next = new Float32Array(outW * h)
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < outW; x++) {
-        let sum = 0
-        cs[x].weights.forEach((k, j) => { sum += img[y * width + cs[x].lo + j] * k })
-        next[y * outW + x] = sum
-      }
-    }
-    img = next
-    width = outW
-  }
-  if (outH !== h) {
-    const cs = coefficients(h, outH, filter), next = new Float32Array(width * outH)
-    for (let y = 0; y < outH; y++) {
-      for (let x = 0; x < width; x++) {
-        let sum = 0
-        cs[y].weights.forEach((k, j) => { sum += img[(cs[y].lo + j) * width + x] * k })
-        next[y * width + x] = sum
-      }
-    }
-    img = next
-  }
+  const verticalFirst = h - outH > 0 && h - outH > (w - outW) * 2
+  let img = pixels
+  if (verticalFirst && outH !== h) img = resizePass(img, w, h, outH, filter, false)
+  if (outW !== w) img = resizePass(img, w, verticalFirst ? outH : h, outW, filter, true)
+  if (!verticalFirst && outH !== h) img = resizePass(img, outW, h, outH, filter, false)
   return img
 }
 
