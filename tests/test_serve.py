@@ -45,6 +45,8 @@ def state(doc):
     found["page scripts"] = len(doc.callbacks._js_event_callbacks.get("document_ready", []))
     from explorer.serve import validation
     found["updates unvalidated"] = validation._skipping
+    from explorer.serve import recompute
+    found["one walk per update"] = recompute._freezing
     return found
 
 untested = set(sys.argv[2].split(",")) - {""}
@@ -74,7 +76,8 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "WSHandler.open", "WSHandler.on_message", "WSHandler.on_close", "Message.send",
                       "ServerConnection.send_patch_document", "ServerSession.pull", "ServerSession.push",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
-                      "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated"])
+                      "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
+                      "one walk per update"])
 
 
 def probe(calls: int, tune: str | None = None, untested: tuple[str, ...] = (), again: bool = False
@@ -106,7 +109,7 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     changed, lines = probe(2, untested=("bokeh",))
     gated = [tuning.name for tuning in tunings.TUNINGS if "bokeh" in tuning.tested_on]
     assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "references_on_demand",
-                     "cached_defaults", "skip_validation", "idle_collections", "bokehjs"]
+                     "cached_defaults", "one_recompute", "skip_validation", "idle_collections", "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     assert changed == ["OMP_WAIT_POLICY", "Syncable._debounce"]  # Panel's debounce and OpenMP: not Bokeh's

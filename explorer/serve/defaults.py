@@ -9,8 +9,13 @@ this was about 40 % of the server's time.
 
 Here a default that Bokeh itself treats as stable (not a container, not made by a function: Bokeh does not keep it
 per model either) and that is an immutable value (None, a bool, a number, a string, or a tuple of those) is made once
-per (property, class) and then returned as is. A model whose theme sets the property, and every other default, goes
-through Bokeh's own path.
+per (property, class) and then returned as is.
+
+Most reads are of the other kind: a container default (a model's `tags`, its callbacks, a source's `data`), which
+Bokeh makes anew for each model on its first read and then keeps in the model, owned by it. Where Bokeh's own path
+made an empty container for a (property, class), a new empty container of the same type is made, owned and kept the
+same way, without that path. A model whose theme sets the property, and every other default, goes through Bokeh's
+own path.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from typing import Any
 
 from bokeh.core.has_props import HasProps
 from bokeh.core.property.descriptors import PropertyDescriptor
+from bokeh.core.property.wrappers import PropertyValueContainer
 
 IMMUTABLE = (type(None), bool, int, float, str)
 
 _made: dict[tuple[int, type], Any] = {}  # (id of the descriptor, the model's class) -> its default
+_empty: dict[tuple[int, type], type] = {}  # the same key -> the type of the empty container Bokeh made as its default
 
 
 def is_immutable(value: Any) -> bool:
@@ -39,8 +46,19 @@ def _cached(get_default):
             return _made[key]
         except KeyError:
             pass
+        kept = obj._unstable_default_values
+        if self.name in kept:
+            return kept[self.name]
+        container = _empty.get(key)
+        if container is not None:  # what Bokeh's path ends with, for a default it made empty before
+            value = kept[self.name] = container()
+            value._register_owner(obj, self)
+            return value
         value = get_default(self, obj)
-        if not self.has_unstable_default(obj) and is_immutable(value):
+        if self.has_unstable_default(obj):
+            if isinstance(value, PropertyValueContainer) and len(value) == 0:
+                _empty[key] = type(value)
+        elif is_immutable(value):
             _made[key] = value
         return value
 

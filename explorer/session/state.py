@@ -21,7 +21,7 @@ import torch
 
 from explorer.core import images, input_link, trace, zoo
 from explorer.errors import InputError
-from explorer.serve import validation
+from explorer.serve import recompute, validation
 
 LESSON_NAMES = ("convolution", "normalization", "attention", "pruning", "quantization", "saliency")
 
@@ -53,10 +53,11 @@ def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
 
 @contextlib.contextmanager
 def one_update() -> Iterator[None]:
-    """Wrap all the changes of one interaction: they reach the page as one message, and Bokeh does not re-validate
-    every value set where the server is tuned (explorer/serve/validation.py). Make no Bokeh model inside, or only
+    """Wrap all the changes of one interaction: they reach the page as one message, and where the server is tuned
+    Bokeh neither re-validates every value set (explorer/serve/validation.py) nor walks the page's models more than
+    once (explorer/serve/recompute.py). Make no Bokeh model inside, or only
     within `making_models()`: without validation Bokeh also skips the conversions it does on assignment."""
-    with pn.io.hold(), validation.unvalidated():
+    with pn.io.hold(freeze=recompute.freezing()), validation.unvalidated():
         yield
 
 

@@ -18,7 +18,7 @@ from panel.custom import JSComponent
 
 from explorer.session.lesson import Lesson as LessonView
 from explorer.session.narrative import Reveal, input_noun
-from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, follows, one_update
+from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, follows, making_models, one_update
 from explorer.session.work import served_document
 from explorer.ui.after_paint import AfterPaint
 from explorer.ui.link import link_lesson, link_page
@@ -231,12 +231,13 @@ class LessonFrame(pn.viewable.Viewer):
 
     def _show_lesson(self, reveal: bool = False) -> None:
         name = self.state.lesson
-        if name not in self._built:  # outside one_update(): Bokeh's validation converts values while models are made
-            self._built[name] = build_lesson(name, self.state)
-            self._bodies[name].objects = [self._built[name]]
-            if isinstance(self._built[name], LessonView):
-                self._built[name].param.watch(lambda _: self._show_tour(), "open_tour")
-        with one_update():
+        with one_update():  # the lesson and its tour reach the page together, in one walk over its models
+            if name not in self._built:
+                with making_models():
+                    self._built[name] = build_lesson(name, self.state)
+                    self._bodies[name].objects = [self._built[name]]
+                if isinstance(self._built[name], LessonView):
+                    self._built[name].param.watch(lambda _: self._show_tour(), "open_tour")
             self._show_tour()
             self._tabs.active = LESSON_NAMES.index(name)
             for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state

@@ -7,6 +7,7 @@ import random
 import pytest
 from bokeh.core.has_props import HasProps
 from bokeh.core.property.descriptors import AliasPropertyDescriptor, PropertyDescriptor
+from bokeh.core.property.wrappers import PropertyValueContainer
 from bokeh.model import Model
 from bokeh.models import Div
 from bokeh.themes import Theme
@@ -34,20 +35,33 @@ def test_every_default_of_random_bokeh_models_is_the_one_bokeh_makes(seed):
     classes = random.Random(seed).sample(concrete_models(), 40)
     for cls in classes:
         try:
-            first, second = cls(), cls()
+            first, second, third = cls(), cls(), cls()
         except Exception:  # a model that needs arguments to be made
             continue
         for name in sorted(first.properties()):
             if name in first._property_values or isinstance(first.lookup(name), AliasPropertyDescriptor):
                 continue  # set by the constructor, or another name for a property
             theirs = default_of(second, name, BOKEH_GET_DEFAULT)
-            for _ in range(2):  # made, then taken from the cache
-                ours = default_of(first, name, cached)
+            made = []
+            for model in (first, third):  # the first by Bokeh's path, the next from what the cache learnt of it
+                ours = default_of(model, name, cached)
                 assert type(ours) is type(theirs), (cls.__name__, name)
-                if isinstance(theirs, HasProps):  # a model made for each instance: never one of another's
-                    assert ours is not theirs and ours is default_of(first, name, cached)
-                else:
+                if isinstance(theirs, HasProps | PropertyValueContainer):  # made for each model, kept by it
+                    assert ours is not theirs and ours is default_of(model, name, cached), (cls.__name__, name)
+                    made.append(ours)
+                if isinstance(theirs, PropertyValueContainer):  # owned: a change inside it is the model's change
+                    assert (model, model.lookup(name)) in ours._owners, (cls.__name__, name)
+                if not isinstance(theirs, HasProps):
                     assert ours == theirs, (cls.__name__, name)
+            assert made == [] or made[0] is not made[1], (cls.__name__, name)  # never another model's container
+
+
+def test_a_new_model_s_empty_container_default_is_its_own():
+    cached = defaults._cached(BOKEH_GET_DEFAULT)
+    first, second = Div(), Div()
+    default_of(first, "tags", cached).append("first's")
+    assert default_of(second, "tags", cached) == []
+    assert first.tags == ["first's"]
 
 
 def test_a_property_a_theme_sets_is_the_theme_s_not_a_cached_default():

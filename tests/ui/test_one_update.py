@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import threading
 
+import panel as pn
 import pytest
 from bokeh.core.property.bases import validation_on
 from bokeh.core.property.validation import validate
+from bokeh.document import Document
+from bokeh.document.models import DocumentModelManager
 from bokeh.plotting import figure
+from panel.models.markup import HTML as Markdown
 
-from explorer.serve import validation
+from explorer.serve import recompute, validation
 from explorer.session.state import making_models, one_update
 
 
@@ -55,3 +59,25 @@ def test_a_worker_thread_overlapping_the_main_threads_update_leaves_validation_o
     validate(True)  # whatever happened, the tests after this one validate
     assert on
     assert figure(title="accuracy").title.text == "accuracy"  # a str became a Title, as Bokeh converts it
+
+
+@pytest.mark.parametrize("freezing", [True, False])
+def test_an_update_that_changes_two_layouts_walks_the_page_once_where_tuned(monkeypatch, freezing):
+    """The one_recompute tuning (explorer/serve/recompute.py): one walk over the document's models per update, after
+    which the new models are the document's and the replaced ones are not. (That the page is sent them: every
+    browser test, which opens lessons through one_update().)"""
+    monkeypatch.setattr(recompute, "_freezing", freezing)
+    first, second = pn.Column(pn.pane.Markdown("old a")), pn.Column(pn.pane.Markdown("old b"))
+    doc = Document()
+    pn.Column(first, second).server_doc(doc)
+    monkeypatch.setattr(pn.state, "curdoc", doc)
+    walks = []
+    real = DocumentModelManager.recompute
+    monkeypatch.setattr(DocumentModelManager, "recompute", lambda self: (walks.append(1), real(self)))
+    with one_update(), making_models():
+        first.objects = [pn.pane.Markdown("new a")]
+        second.objects = [pn.pane.Markdown("new b"), pn.pane.Markdown("new c")]
+    assert len(walks) == (1 if freezing else 2)
+    texts = " ".join(model.text for model in doc.models if isinstance(model, Markdown))
+    assert all(word in texts for word in ("new a", "new b", "new c")) and "old" not in texts
+    assert all(model.document is doc for model in doc.models)
