@@ -52,12 +52,15 @@ def infer(model: zoo.ZooModel, source: object, description: str) -> Inference:
 
 
 @contextlib.contextmanager
-def one_update() -> Iterator[None]:
-    """Wrap all the changes of one interaction: they reach the page as one message, and where the server is tuned
-    Bokeh neither re-validates every value set (explorer/serve/validation.py) nor walks the page's models more than
-    once (explorer/serve/recompute.py). Make no Bokeh model inside, or only
-    within `making_models()`: without validation Bokeh also skips the conversions it does on assignment."""
-    with pn.io.hold(freeze=recompute.freezing()), validation.unvalidated():
+def one_update(adding_views: bool = False) -> Iterator[None]:
+    """Wrap all the changes of one interaction: they reach the page as one message, and Bokeh does not re-validate
+    every value set where the server is tuned (explorer/serve/validation.py). Make no Bokeh model inside, or only
+    within `making_models()`: without validation Bokeh also skips the conversions it does on assignment.
+
+    `adding_views` for an update that gives several layouts new views (a lesson being built): Bokeh then walks the
+    page's models once, at the end, instead of once per layout (explorer/serve/recompute.py). Not for other
+    updates: the walk at the end happens whether or not a view was added."""
+    with pn.io.hold(freeze=adding_views and recompute.freezing()), validation.unvalidated():
         yield
 
 

@@ -231,8 +231,9 @@ class LessonFrame(pn.viewable.Viewer):
 
     def _show_lesson(self, reveal: bool = False) -> None:
         name = self.state.lesson
-        with one_update():  # the lesson and its tour reach the page together, in one walk over its models
-            if name not in self._built:
+        building = name not in self._built
+        with one_update(adding_views=building):  # the lesson and its tour reach the page together
+            if building:
                 with making_models():
                     self._built[name] = build_lesson(name, self.state)
                     self._bodies[name].objects = [self._built[name]]

@@ -74,10 +74,13 @@ def test_an_update_that_changes_two_layouts_walks_the_page_once_where_tuned(monk
     walks = []
     real = DocumentModelManager.recompute
     monkeypatch.setattr(DocumentModelManager, "recompute", lambda self: (walks.append(1), real(self)))
-    with one_update(), making_models():
+    with one_update(adding_views=True), making_models():
         first.objects = [pn.pane.Markdown("new a")]
         second.objects = [pn.pane.Markdown("new b"), pn.pane.Markdown("new c")]
     assert len(walks) == (1 if freezing else 2)
     texts = " ".join(model.text for model in doc.models if isinstance(model, Markdown))
     assert all(word in texts for word in ("new a", "new b", "new c")) and "old" not in texts
     assert all(model.document is doc for model in doc.models)
+    with one_update():  # an update that adds no view (a gallery click): no walk at all
+        first.objects[0].object = "another text"
+    assert len(walks) == (1 if freezing else 2)
