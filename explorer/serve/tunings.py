@@ -57,8 +57,9 @@ TUNINGS: tuple[Tuning, ...] = (
            gain="a lesson's first opening, built headless on mnist-cnn after the lessons before it: one walk over "
                 "the page's models instead of two, pruning 436 -> 370 ms, quantization 374 -> 285 ms, saliency "
                 "459 -> 365 ms of CPU (mean of two runs)",
-           upstream="none: Panel's hold(freeze=True) is the upstream way, marked experimental in Panel 1.9. Delete "
-                    "this switch (and keep freeze=True) once Panel makes it the default or drops the mark"),
+           upstream="none: Bokeh's DocumentModelManager.freeze() is public; Panel's hold(freeze=True), marked "
+                    "experimental in 1.9, ends its freeze after its hold and sent new figures unthemed (no issue "
+                    "found). Delete the switch, keeping the freeze, once benchmarks show it is always a gain"),
     Tuning("skip_validation", validation.skip_in_updates, BOKEH,
            gain="validation took 15-25 % of an input change's server time (one_update() in explorer/session/state.py)",
            upstream="none: Bokeh validates every assignment by design. Delete if benchmarks/ui_latency.py shows no "

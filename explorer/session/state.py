@@ -60,7 +60,7 @@ def one_update(adding_views: bool = False) -> Iterator[None]:
     `adding_views` for an update that gives several layouts new views (a lesson being built): Bokeh then walks the
     page's models once, at the end, instead of once per layout (explorer/serve/recompute.py). Not for other
     updates: the walk at the end happens whether or not a view was added."""
-    with pn.io.hold(freeze=adding_views and recompute.freezing()), validation.unvalidated():
+    with pn.io.hold(), recompute.once(adding_views), validation.unvalidated():
         yield
 
 

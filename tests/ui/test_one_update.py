@@ -71,13 +71,21 @@ def test_an_update_that_changes_two_layouts_walks_the_page_once_where_tuned(monk
     doc = Document()
     pn.Column(first, second).server_doc(doc)
     monkeypatch.setattr(pn.state, "curdoc", doc)
-    walks = []
+    monkeypatch.setitem(pn.state._connected, doc, True)  # a served page, on its event loop's thread: the hold's
+    monkeypatch.setattr(pn.state, "_thread_id", threading.get_ident())  # end sends what it held
+    walks, sent = [], []
     real = DocumentModelManager.recompute
     monkeypatch.setattr(DocumentModelManager, "recompute", lambda self: (walks.append(1), real(self)))
+    real_unhold = Document.unhold
+    # When the hold sends the update, every new model is the document's already (themed as the page's models are)
+    monkeypatch.setattr(Document, "unhold", lambda self: (
+        sent.append([model.document is doc for view in (*first.objects, *second.objects)
+                     for model, _ in view._models.values()]), real_unhold(self)))
     with one_update(adding_views=True), making_models():
         first.objects = [pn.pane.Markdown("new a")]
         second.objects = [pn.pane.Markdown("new b"), pn.pane.Markdown("new c")]
     assert len(walks) == (1 if freezing else 2)
+    assert sent == [[True, True, True]]
     texts = " ".join(model.text for model in doc.models if isinstance(model, Markdown))
     assert all(word in texts for word in ("new a", "new b", "new c")) and "old" not in texts
     assert all(model.document is doc for model in doc.models)
