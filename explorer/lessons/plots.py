@@ -291,6 +291,16 @@ def pixel_range(extent: float) -> Range1d:
     return Range1d(start=extent, end=0)
 
 
+# The stylesheet of a row of fixed-size figures or widgets that goes on under itself where its box is narrower (a
+# phone, a tablet upright): Bokeh's (and Panel's) Row is a flex box that never wraps on its own. A Bokeh row with it
+# stretches to its box's width; a Panel Row gets no sizing_mode (stretched, its minimum width would be the sum of its
+# children's). Never around a figure that stretches: its width and the row's would wait on each other without end.
+WRAPS = ":host { flex-wrap: wrap; }"
+# A figure sized by its frame (`frame_width`) and what is around it, which a stretching row does not widen: BokehJS
+# gives such a figure the policy "fit" and would widen its box, its canvas staying behind.
+NATURAL_SIZE = dict(width=None, width_policy="fixed")
+
+
 def format_si(n: float, unit: str) -> str:
     """'640 MACs', '113 K MACs', '1.92 M MACs': three significant digits, decimal prefixes."""
     for size, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):

@@ -23,6 +23,7 @@ from bokeh.models import CustomJS, Plot, SaveTool, Title
 from panel.layout.base import ListLike, NamedListLike
 
 MAX_NAME = 60  # characters of a file name taken from a title: enough to say what it is
+NO_OVERFLOW = ".bk-tool-overflow { display: none; }"
 # `slug` in the page, run when a title changes: the file is named after the title shown when it is saved. Silent:
 # the page keeps the name to itself rather than send the server a message on every channel click.
 RENAME = """
@@ -74,6 +75,9 @@ class _Saver:
             plot.toolbar.update(autohide=True, logo=None)
             if plot.toolbar_location is None:  # a toolbar shown now: only for saving, the other tools work as before
                 plot.update(toolbar_location="above", toolbar_inner=True)
+                # One button never needs the "more tools" one, which BokehJS draws while it lays out a figure
+                # narrower than the toolbar for a moment: up to 12 px past the lesson's edge, for up to a second.
+                plot.toolbar.stylesheets = [*plot.toolbar.stylesheets, NO_OVERFLOW]
                 for tool in plot.toolbar.tools:
                     tool.visible = tool is tools[0]
 

@@ -85,18 +85,22 @@ class PageIntro(SessionView):
         return self._text
 
 
+WHERE_INPUT = "in the sidebar; on a phone, after the lessons"  # page.css puts the main area first on a phone
+
+
 def intro_text(state: ExplorerState) -> str:
     """What to do first and where to look, true of the loaded model's inputs."""
     if input_noun(state) == "digit":
-        pick = "Pick a handwritten digit in the sidebar, upload a photo of one, or draw one"
+        pick = f"Pick a handwritten digit under **Input** ({WHERE_INPUT}), upload a photo of one, or draw one"
         change = "Draw a digit badly and watch them change."
     else:
-        pick = "Pick a photo in the sidebar, upload your own, or draw something"
+        pick = f"Pick a photo under **Input** ({WHERE_INPUT}), upload your own, or draw something"
         change = "Upload a photo of something else and watch them change."
     return (f"**How to read this page.** {pick}: the bars show what the model believes, as probabilities that add "
             f"up to 1. {change} Below them, the strip holds every layer of the network in order with what it "
-            "computed for your input; click one to see its channels. Each lesson further down has its guided "
-            "tour at its top: **Next ▶** sets the controls and brings into view what a step talks about.")
+            "computed for your input; click one to see its channels. Each lesson further down has a guided tour, "
+            "held at the bottom of the window while the lesson is in view: **Next ▶** sets the controls and brings "
+            "into view what a step talks about.")
 
 
 class LessonStrip(JSComponent):

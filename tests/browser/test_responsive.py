@@ -1,6 +1,6 @@
 """Every lesson of the real app.py at a phone's 390×844, a tablet's 768×1024, a laptop's 1440×900 and a projector's
-1920×1080: nothing wider than the window, the open lesson no wider than its box where there is room for it, no box
-that scrolls up and down inside the page (it hides what is below its first screenful), and no text under 12 px.
+1920×1080: nothing wider than the window, the open lesson no wider than its box, no box that scrolls up and down
+inside the page (it hides what is below its first screenful), and no text under 12 px.
 
 Text: every visible text node of the page, in open shadow roots too (Panel and Bokeh draw there), by its element's
 computed font size; and the text Bokeh draws on its canvases (tick labels, legends, labels), by the font size its
@@ -22,10 +22,6 @@ from .test_screens import LESSON_BUILT
 
 SIZES = ((390, 844), (768, 1024), (1440, 900), (1920, 1080))  # narrowest first
 LEAST_FONT_PX = 12
-# The narrowest window whose lesson must fit its box. Below it (a phone, a tablet upright) a lesson's widest
-# fixed-size figure may scroll sideways inside the lesson's own box (at 768 px: the convolution board, 824 px, and
-# normalization's picture of the values that share a mean, 890 px); the page never does.
-LESSON_FITS_FROM_PX = 1440
 CONVOLUTION_PARTS = ("Step through", "Playground", "Receptive field", "Filter atlas")
 # A lesson that adds its sections after slow work: the text that says they have arrived
 ADDED_LATER = {"attention": "1. Patches, patch embedding and positions"}
@@ -137,7 +133,7 @@ def problems_at_each_size(page: Page) -> dict[str, list[str]]:
             wrong.append(f"the page is {m['page'][0]} px wide in a {m['page'][1]}-px window")
         if m["lesson"] is None:
             wrong.append("no open lesson found")
-        elif width >= LESSON_FITS_FROM_PX and m["lesson"][0] > m["lesson"][1]:
+        elif m["lesson"][0] > m["lesson"][1]:
             wrong.append(f"the lesson is {m['lesson'][0]} px wide in its {m['lesson'][1]}-px box")
         if wrong:
             found[f"{width}x{height}"] = wrong

@@ -33,7 +33,7 @@ def lesson_page():
 
 
 def bar_of(fig) -> ColorBar:
-    bars = [r for r in fig.right if isinstance(r, ColorBar)]
+    bars = [r for r in fig.right + fig.below if isinstance(r, ColorBar)]
     assert len(bars) == 1, f"{fig.title.text}: {len(bars)} colour bars"
     return bars[0]
 

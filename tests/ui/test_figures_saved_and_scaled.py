@@ -25,7 +25,7 @@ from explorer.lessons.normalization.view_figures import TILE, Tiles
 from explorer.session.state import LESSON_NAMES, ExplorerState
 from explorer.ui import shell
 from explorer.ui.overview import Overview
-from explorer.ui.saving import make_savable, slug
+from explorer.ui.saving import NO_OVERFLOW, make_savable, slug
 from tests.lessons.test_attention_math import vit_explain_rollout
 from tests.ui.doc_events import Page
 
@@ -84,8 +84,9 @@ def test_every_figure_of_every_lesson_and_the_overview_has_one_save_tool_named_a
             # shown only under the pointer, inside the frame (or where the figure already had its toolbar)
             assert plot.toolbar.autohide and plot.toolbar_location is not None
             assert plot.toolbar.logo is None
-            if plot.toolbar_inner:  # a toolbar that was hidden: it shows the save button alone
-                assert [tool for tool in plot.toolbar.tools if tool.visible] == tools
+            if plot.toolbar_inner:  # a toolbar that was hidden: it shows the save button alone, and never the
+                assert [tool for tool in plot.toolbar.tools if tool.visible] == tools  # "more tools" button, which a
+                assert NO_OVERFLOW in plot.toolbar.stylesheets  # browser showed past a narrow figure's edge
         assert len(set(names)) == len(names), f"{name}: two figures would save to one file name: {sorted(names)}"
 
 

@@ -47,7 +47,7 @@ INTRO = (
     "A ViT cuts the image into square **patches**, turns each into a vector (a *token*), adds a learned "
     "**position** vector, and puts a **class token** in front. In every layer each token asks every other token "
     "how relevant it is (**attention**), in several **heads** at once, and takes a weighted mix of their values. "
-    "The class token's final vector decides the class. " + plots.COLOUR_LEGEND)
+    "The class token's final vector decides the class.")  # no colour legend: the overview gives it, each map its bar
 
 
 class AttentionLesson(Lesson):
@@ -263,10 +263,11 @@ class AttentionLesson(Lesson):
             w = self._widgets
             self._content = pn.Column(
                 *patches.layout(),
-                *heads.layout(pn.Row(w["layer"], w["head"], w["query"])),
+                # the controls' rows go on under themselves on a phone
+                *heads.layout(pn.Row(w["layer"], w["head"], w["query"], stylesheets=[plots.WRAPS])),
                 *stepper.layout(w["temperature"]),
                 *rollout.layout(pn.Row(pn.Column(pn.pane.Markdown("Head fusion", margin=(0, 10)), w["head_fusion"]),
-                                       w["discard_ratio"])),
+                                       w["discard_ratio"], stylesheets=[plots.WRAPS])),
                 *distance.layout(), sizing_mode="stretch_width", margin=(10, 0))
             self._page.insert(2, self._content)  # after the intro and the errors, before section 6
 

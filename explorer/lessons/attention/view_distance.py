@@ -12,7 +12,7 @@ from bokeh.plotting import figure
 
 from explorer.lessons import plots
 from explorer.lessons.attention import math as am
-from explorer.lessons.attention.view_figures import QUERY_COLOUR, Changed, Shown
+from explorer.lessons.attention.view_figures import PHONE_WIDTH, QUERY_COLOUR, Changed, Shown
 from explorer.session.tags import tag_results
 
 
@@ -25,8 +25,9 @@ class Distance:
         self._source = plots.source("x", "distance", "layer", "head", "label", "text", name="attention-distance")
         self._mean = plots.source("x", "distance")
         self._selected = plots.source("x", "distance")
-        fig = figure(width=560, height=300, x_range=Range1d(-0.5, 1), y_range=Range1d(0, 1), tools="",
-                     toolbar_location=None, title="mean attention distance of every head")
+        fig = figure(width=PHONE_WIDTH, height=300, sizing_mode="stretch_width", max_width=560,
+                     x_range=Range1d(-0.5, 1), y_range=Range1d(0, 1), tools="", toolbar_location=None,
+                     title="mean attention distance of every head")
         fig.title.text_font_size = "13px"
         fig.xaxis.axis_label, fig.yaxis.axis_label = "layer", "mean attention distance (px)"
         fig.xaxis.ticker.min_interval = 1
@@ -50,7 +51,7 @@ class Distance:
     def layout(self) -> list:
         return [pn.pane.Markdown("#### 5. Attention distance: local and global heads", margin=(0, 10),
                                  css_classes=["attention-part-5"]), self.text,
-                pn.pane.Bokeh(self._fig)]
+                pn.pane.Bokeh(self._fig, sizing_mode="stretch_width")]
 
     def draw(self, s: Shown) -> None:
         a, inference = s.analysis, s.inference

@@ -16,6 +16,7 @@ from explorer.session.state import Inference
 PICTURE = 240        # side of the input picture with its patch grid (px)
 CELL_MAX = 86        # side of one cell of the layer × head grid (px), smaller for models with many heads
 STEP_SIDE = 150      # the largest side of one matrix of the step-by-step view (px)
+PHONE_WIDTH = 370    # the widest fixed-size figure: a phone's 390-px window, less the panes' margins (px)
 OVERLAY_ALPHA = 0.72  # attention drawn over the picture: the digit stays visible underneath
 QUERY_COLOUR = "#e11d48"
 CELL_CODE = "return Math.floor(value).toString()"  # a hover formatter: the cell under the pointer, not rounded

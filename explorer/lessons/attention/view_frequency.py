@@ -20,7 +20,7 @@ from bokeh.plotting import figure
 
 from explorer.lessons import plots
 from explorer.lessons.attention import frequency as fq
-from explorer.lessons.attention.view_figures import QUERY_COLOUR, Changed
+from explorer.lessons.attention.view_figures import PHONE_WIDTH, QUERY_COLOUR, Changed
 from explorer.session.state import Inference
 from explorer.session.tags import tag_results
 from explorer.session.work import SlowWork
@@ -49,8 +49,9 @@ class Frequency:
                                     name="attention-frequency-layers")
         self._attention = plots.source("depth", "high", "model", "layer", "kind", "change", "colour")
         self._chosen_point = plots.source("depth", "high")
-        fig = figure(width=760, height=340, x_range=Range1d(-0.03, 1.03), y_range=Range1d(-1, 1), tools="",
-                     toolbar_location=None, title="high frequencies through the network")
+        fig = figure(width=PHONE_WIDTH, height=340, sizing_mode="stretch_width", max_width=760,
+                     x_range=Range1d(-0.03, 1.03), y_range=Range1d(-1, 1), tools="", toolbar_location=None,
+                     title="high frequencies through the network")
         fig.title.text_font_size = "13px"
         fig.xaxis.axis_label = "relative depth (0 = first layer, 1 = last)"
         fig.yaxis.axis_label = "Δ log amplitude at the highest frequency"
@@ -69,8 +70,9 @@ class Frequency:
 
         self._curves = plots.source("xs", "ys", "layer", "colour", name="attention-frequency-curves")
         self._chosen_curve = plots.source("xs", "ys", "layer")
-        fig = figure(width=620, height=320, x_range=Range1d(0, 1), y_range=Range1d(-1, 1), tools="",
-                     toolbar_location=None, title="Δ log amplitude over frequency")
+        fig = figure(width=PHONE_WIDTH, height=320, sizing_mode="stretch_width", max_width=620,
+                     x_range=Range1d(0, 1), y_range=Range1d(-1, 1), tools="", toolbar_location=None,
+                     title="Δ log amplitude over frequency")
         fig.title.text_font_size = "13px"
         fig.xaxis.axis_label, fig.yaxis.axis_label = "frequency ω (× π rad per sample)", "Δ log amplitude"
         curves = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=1.5, line_alpha=0.8,
@@ -78,8 +80,9 @@ class Frequency:
         chosen = fig.multi_line(xs="xs", ys="ys", line_color=QUERY_COLOUR, line_width=4, source=self._chosen_curve)
         fig.add_tools(HoverTool(renderers=[curves, chosen], tooltips=[("layer", "@layer")]))
         self._curves_fig = fig
-        self._shown = pn.Column(self.text, pn.pane.Bokeh(self._high_fig), self.layer_menu, self.curves_text,
-                                pn.pane.Bokeh(self._curves_fig), sizing_mode="stretch_width", margin=0)
+        self._shown = pn.Column(self.text, pn.pane.Bokeh(self._high_fig, sizing_mode="stretch_width"), self.layer_menu,
+                                self.curves_text, pn.pane.Bokeh(self._curves_fig, sizing_mode="stretch_width"),
+                                sizing_mode="stretch_width", margin=0)
 
     def layout(self) -> list:
         return [pn.pane.Markdown("#### 6. What attention filters: high and low frequencies", margin=(0, 10),

@@ -20,6 +20,7 @@ from explorer.lessons.attention import math as am
 from explorer.lessons.attention.view_figures import (
     CELL_MAX,
     OVERLAY_ALPHA,
+    PHONE_WIDTH,
     PICTURE,
     QUERY_COLOUR,
     Changed,
@@ -55,7 +56,7 @@ class Heads:
         # them has one.
         fig = figure(width=200, height=200, x_range=Range1d(0, 1), y_range=plots.pixel_range(1), tools="",
                      toolbar_location=None, min_border=0, outline_line_color=None,
-                     title="where the query looks: layers × heads (click a patch)")
+                     title="where the query looks")
         bare(fig)
         fig.quad(left="left", right="right", top="top", bottom="bottom", fill_color="#fde68a", line_color="#b45309",
                  line_width=2, source=self._highlight)
@@ -94,7 +95,7 @@ class Heads:
         return [pn.pane.Markdown("#### 2. Where every head looks", margin=(0, 10),
                                  css_classes=["attention-part-2"]), self.text, controls,
                 pn.Row(pn.pane.Bokeh(self.grid_fig),
-                       pn.Column(pn.pane.Bokeh(self.big_fig), self.big_text, width=380))]
+                       pn.Column(pn.pane.Bokeh(self.big_fig), self.big_text, width=380), stylesheets=[plots.WRAPS])]
 
     def resize(self, inference, a: am.Analysis) -> None:
         """The grid's cells for a model's layers and heads."""
@@ -102,7 +103,8 @@ class Heads:
         layers, heads = a.maps.shape[:2]
         if not self._changed("grid-size", (layers, heads)):
             return
-        self.cell = max(40, min(CELL_MAX, 600 // (heads + 1)))
+        # the whole grid fits a phone: a column per head and the mean, beside the row labels
+        self.cell = max(40, min(CELL_MAX, (PHONE_WIDTH - MARGIN[0]) // (heads + 1)))
         width, height = MARGIN[0] + (heads + 1) * self.cell, MARGIN[1] + layers * self.cell
         self.grid_fig.width, self.grid_fig.height = width, height + 30
         self.grid_fig.x_range.end, self.grid_fig.y_range.start = width, height
@@ -149,7 +151,7 @@ class Heads:
                         cols[k].append(v)
             self.grid_source.data = cols
             self._query.data = self._query_boxes(a, s.query)
-            self.grid_fig.title.text = f"where {s.query_name} looks: layers × heads (click a patch)"
+            self.grid_fig.title.text = f"where {s.query_name} looks"  # short: the grid is a phone's width
             tag_results(s.model, self.grid_source, self._query, self.grid_fig)
         if self._changed("grid-highlight", (inference, self.cell, s.index, s.head)):
             left, top, *_ = self.cell_geometry(s.index, s.head)
@@ -161,7 +163,7 @@ class Heads:
             f"Each picture is one head of one layer: the weights {s.query_name} gives the {a.grid.n} patches "
             f"(row {s.query} of that head's attention matrix), drawn over your input, from dark purple (0) to "
             "yellow (that picture's largest weight). The last column averages the heads. Click a patch in any "
-            "picture to make it the query; the highlighted picture is enlarged on the right and computed step by "
+            "picture to make it the query; the highlighted picture is enlarged beside the grid and computed step by "
             "step below.")
 
     def _query_boxes(self, a: am.Analysis, query: int) -> dict[str, list]:

@@ -47,7 +47,7 @@ class Patches:
         self._embed_source = plots.source("image", "dw", "dh", name="attention-embedding")
         self._embed_row_source = plots.source("left", "right", "top", "bottom")
         self._embed_mapper = LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1)
-        fig = figure(**outer(260, PICTURE, colour_bar=True), x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
+        fig = figure(**outer(230, PICTURE, colour_bar=True), x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
                      tools="", toolbar_location=None, title="patch embedding", x_axis_location="above")
         pictured(fig, "embedding feature", "patch (row by row)")
         image = fig.image(image="image", x=0, y=0, dw="dw", dh="dh", color_mapper=self._embed_mapper,
@@ -80,7 +80,8 @@ class Patches:
     def layout(self) -> list:
         return [pn.pane.Markdown("#### 1. Patches, patch embedding and positions", margin=(0, 10),
                                  css_classes=["attention-part-1"]), self.text,
-                pn.Row(pn.pane.Bokeh(self.picture_fig), pn.pane.Bokeh(self._embed_fig), pn.pane.Bokeh(self._pos_fig))]
+                pn.Row(pn.pane.Bokeh(self.picture_fig), pn.pane.Bokeh(self._embed_fig), pn.pane.Bokeh(self._pos_fig),
+                       stylesheets=[plots.WRAPS])]  # one under the other on a phone
 
     def draw(self, s: Shown) -> None:
         inference, grid = s.inference, s.analysis.grid
@@ -120,7 +121,7 @@ class Patches:
             self._embed_source.data = dict(image=[values], dw=[values.shape[1]], dh=[values.shape[0]])
             self._embed_fig.x_range.end, self._embed_fig.y_range.start = values.shape[1], values.shape[0]
             self._embed_mapper.low, self._embed_mapper.high = plots.colour_range(True, plots.max_abs(values))
-            self._embed_fig.title.text = f"patch embedding ({name}): one row per patch"
+            self._embed_fig.title.text = f"patch embedding ({name})"  # its y axis says: one row per patch
         else:
             self._embed_source.data = dict(image=[], dw=[], dh=[])
             self._embed_fig.title.text = "patch embedding: no convolution makes the patches"

@@ -16,7 +16,7 @@ from bokeh.plotting import figure
 
 from explorer.lessons import plots
 from explorer.lessons.attention import math as am
-from explorer.lessons.attention.view_figures import QUERY_COLOUR, STEP_SIDE, Changed, Shown, outer
+from explorer.lessons.attention.view_figures import PHONE_WIDTH, QUERY_COLOUR, STEP_SIDE, Changed, Shown, outer
 from explorer.session.tags import tag_results
 
 
@@ -85,8 +85,9 @@ class StepByStep:
             self._sources[m.key], self._bars[m.key], self.figs[m.key] = source, bar, fig
 
         self._row_source = plots.source("token", "label", "probs", "own", name="attention-softmax-row")
-        fig = figure(height=220, width=560, x_range=Range1d(-0.5, 1), y_range=Range1d(0, 1.05), tools="",
-                     toolbar_location=None, title="the query's row of P")
+        fig = figure(height=220, width=PHONE_WIDTH, sizing_mode="stretch_width", max_width=560,
+                     x_range=Range1d(-0.5, 1), y_range=Range1d(0, 1.05), tools="", toolbar_location=None,
+                     title="the query's row of P")
         fig.title.text_font_size = "13px"
         fig.xaxis.axis_label, fig.yaxis.axis_label = "key token (0 = class token)", "attention weight"
         fig.xgrid.visible = False
@@ -103,10 +104,11 @@ class StepByStep:
     def layout(self, controls: pn.viewable.Viewable) -> list:
         return [pn.pane.Markdown("#### 3. One head, step by step", margin=(0, 10),
                                  css_classes=["attention-part-3"]), self.text, controls,
-                pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[:2])),
-                pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[2:5])),
-                pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[5:])),
-                pn.pane.Bokeh(self._row_fig)]
+                # each row of matrices goes on under itself where the lesson is narrower (a phone, a tablet)
+                pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[:2]), stylesheets=[plots.WRAPS]),
+                pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[2:5]), stylesheets=[plots.WRAPS]),
+                pn.Row(*(pn.pane.Bokeh(self.figs[m.key]) for m in STEPS[5:]), stylesheets=[plots.WRAPS]),
+                pn.pane.Bokeh(self._row_fig, sizing_mode="stretch_width")]
 
     def resize(self, inference, a: am.Analysis) -> None:
         """The matrices' sizes for a model's tokens, width D and heads."""
@@ -119,7 +121,8 @@ class StepByStep:
         for m in STEPS:
             cols = {"feature": d_model, "feature of the head": d, "key token": tokens}[m.columns]
             fig = self.figs[m.key]
-            fig.update(**with_bar(int(min(2.2 * STEP_SIDE, max(40, cols * px))), int(tokens * px)))
+            widest = min(2.2 * STEP_SIDE, PHONE_WIDTH - outer(0, 0)["width"])  # wide x, a phone's width at most
+            fig.update(**with_bar(int(min(widest, max(40, cols * px))), int(tokens * px)))
             fig.x_range.end, fig.y_range.start = cols, tokens
             fig.title.text = m.title.format(T=tokens, D=d_model, d=d)
         self._row_fig.x_range.end = tokens - 0.5
@@ -145,7 +148,7 @@ class StepByStep:
         labels = [("class" if i < a.grid.first else str(i)) for i in range(tokens)]
         self._row_source.data = dict(token=list(range(tokens)), label=labels, probs=step.probs[q].tolist(),
                                      own=a.maps[s.index, s.head, q].tolist())
-        self._row_fig.title.text = f"row {q} of P ({s.query_name}): how its attention is split over the tokens"
+        self._row_fig.title.text = f"row {q} of P ({s.query_name})"  # short: the figure is a phone's width
         tag_results(s.model, self._query_row, self._row_source, self._row_fig, self.text)
         d = step.q.shape[1]
         self.text.object = (

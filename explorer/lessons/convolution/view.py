@@ -63,7 +63,8 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self.kernel_text = math.format_kernel(math.preset(self.preset, self.size, self.angle, self.frequency))
         self._update_playground()
         self._tabs = pn.Tabs(("Step through", step_layout), ("Playground", self._play_body), *self._extra_tabs,
-                             dynamic=False, sizing_mode="stretch_width")
+                             dynamic=False, sizing_mode="stretch_width",
+                             stylesheets=[".bk-headers-wrapper { flex-wrap: wrap; }"])  # on two lines on a phone
         self._tabs.param.watch(lambda e: setattr(self, "tab", self.param.tab.objects[e.new]), "active")
 
     def __panel__(self) -> pn.viewable.Viewable:

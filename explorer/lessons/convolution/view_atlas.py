@@ -28,14 +28,16 @@ from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
-COLS, CELL, PICTURE = 12, 60, 50      # cells per row, cell side and picture side (px): readable on a projector
+COLS, CELL, PICTURE = 6, 60, 50       # cells per row, cell side and picture side (px): readable on a projector,
+                                      # 360 px wide for a phone; the two grids side by side where there is room
 LABEL = 16                            # px under a picture for its number
 MAX_SHOWN = 256
 FLAG_COLOUR = "#dc2626"
 
 
 def _grid_figure(title: str) -> figure:
-    fig = figure(frame_width=COLS * CELL, frame_height=CELL + LABEL, x_range=Range1d(0, COLS * CELL),
+    fig = figure(frame_width=COLS * CELL, frame_height=CELL + LABEL, **plots.NATURAL_SIZE,
+                 x_range=Range1d(0, COLS * CELL),
                  y_range=plots.pixel_range(CELL + LABEL), tools="", toolbar_location=None, min_border=0,
                  outline_line_color=None, title=title)
     fig.axis.visible = False
@@ -69,11 +71,11 @@ class FilterAtlas(OneLayerLesson):
                    pn.Column(pn.pane.Markdown("Sort by", margin=(0, 5)),
                              pn.widgets.RadioButtonGroup.from_param(self.param.sort)),
                    pn.Column(pn.pane.Markdown("Show", margin=(0, 5)),
-                             pn.widgets.Toggle.from_param(self.param.spectrum, name="amplitude spectra", width=160))),
+                             pn.widgets.Toggle.from_param(self.param.spectrum, name="amplitude spectra", width=160)),
+                   stylesheets=[plots.WRAPS]),
             self.errors,
             self._legend,
-            pn.pane.Bokeh(self._filter_fig),
-            pn.pane.Bokeh(self._maps_fig),
+            pn.Row(pn.pane.Bokeh(self._filter_fig), pn.pane.Bokeh(self._maps_fig), stylesheets=[plots.WRAPS]),
             sizing_mode="stretch_width",
         )
 
@@ -186,7 +188,7 @@ class FilterAtlas(OneLayerLesson):
         flagged = [k for k, i in enumerate(shown) if degenerate[i]]
         self._flag_source.data = {k: [cells[k][j] for j in flagged] for k in ("left", "right", "top", "bottom")}
         what = "amplitude spectra" if spectra else "filters"
-        self._filter_fig.title.text = f"{self._name()}: {what}, by {self.sort} (hover for numbers)"
+        self._filter_fig.title.text = f"{self._name()}:\n{what}, by {self.sort} (hover for numbers)"
 
     def _show_maps(self, atlas: receptive.Atlas, shown: np.ndarray) -> None:
         self._maps_bar.visible = atlas.maps is not None
@@ -202,7 +204,7 @@ class FilterAtlas(OneLayerLesson):
         self._maps_source.data = dict(image=images, **self._placed(images, cells), **cells,
                                       number=[str(i) for i in shown])
         h, w = maps.shape[1:]
-        self._maps_fig.title.text = f"{self._name()}: output on this input, {h}×{w} maps"
+        self._maps_fig.title.text = f"{self._name()}:\noutput on this input, {h}×{w} maps"
 
     def _name(self) -> str:
         return names.labelled_name(self.state.inference.model.module, self.layer)
@@ -241,8 +243,9 @@ class FilterAtlas(OneLayerLesson):
         self._filter_bar, self._maps_bar = (
             plots.colour_bar(LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1), title)
             for title in ("weight", "activation"))
-        self._filter_fig.add_layout(self._filter_bar, "right")
-        self._maps_fig.add_layout(self._maps_bar, "right")
+        for fig, bar in ((self._filter_fig, self._filter_bar), (self._maps_fig, self._maps_bar)):
+            bar.update(orientation="horizontal", width="auto", height=14)
+            fig.add_layout(bar, "below")  # under the grid, which fills a phone's width
         for fig, source in ((self._filter_fig, self._filter_source), (self._maps_fig, self._maps_source)):
             fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=source)
             fig.text(x="cx", y="label_y", text="number", text_align="center", text_baseline="top",

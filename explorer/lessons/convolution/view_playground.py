@@ -139,10 +139,10 @@ class Playground(param.Parameterized):
         self._play_output = plots.source("image", "x", "dw", "dh", name="convolution-playground-output")
         self._play_kernel = plots.source("left", "right", "top", "bottom", "cx", "cy", "value", "text",
                                          name="convolution-playground-kernel")
-        self._play_input_fig = picture_figure("Your image", "x (pixel)", "y (pixel)", frame=240)
+        self._play_input_fig = picture_figure("Your image", "x (pixel)", "y (pixel)")
         self._play_input_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._play_picture)
         self._play_mapper = LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1, nan_color="#00000000")
-        self._play_output_fig = picture_figure("Output", "x (output pixel)", "y (output pixel)", frame=300)
+        self._play_output_fig = picture_figure("Output", "x (output pixel)", "y (output pixel)")
         self._play_output_fig.image(image="image", x="x", y=0, dw="dw", dh="dh", color_mapper=self._play_mapper,
                                     source=self._play_output)
         self._play_bar = plots.colour_bar(self._play_mapper, "output value")
@@ -184,8 +184,9 @@ class Playground(param.Parameterized):
                 "The kernel's colours are darkest at a weight of ±1 (a weight that copies a pixel unchanged), or "
                 "at its largest |weight| where that is larger: a blur's small weights look small.",
                 sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
-            pn.Row(kernel_controls, pn.pane.Bokeh(self._play_kernel_fig), settings),
+            pn.Row(kernel_controls, pn.pane.Bokeh(self._play_kernel_fig), settings, stylesheets=[plots.WRAPS]),
             self._play_formula, self._play_error,
-            pn.pane.Bokeh(row(self._play_input_fig, self._play_output_fig)),
+            pn.pane.Bokeh(row(self._play_input_fig, self._play_output_fig, sizing_mode="stretch_width",
+                              stylesheets=[plots.WRAPS]), sizing_mode="stretch_width"),
             sizing_mode="stretch_width")
         return self._play_layout

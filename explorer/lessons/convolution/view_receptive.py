@@ -29,7 +29,7 @@ from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
 from explorer.session.tags import tag_results
 
-FRAME = 240          # side of the three pictures (px): the three fit beside the sidebar at 1440 px
+FRAME = 240          # side of the three pictures (px): the three fit beside the sidebar at 1440 px, one on a phone
 BOX_COLOUR = "#d97706"
 MARK_COLOUR = "#dc2626"
 
@@ -63,10 +63,11 @@ class ReceptiveFieldPanel(OneLayerLesson):
         self._column_input = pn.widgets.IntInput.from_param(self.param.column, name="Unit column", width=100)
         self._follow_state()
         self._layout = pn.Column(
-            pn.Row(self.layer_menu, self.channel_input, self._row_input, self._column_input),
+            pn.Row(self.layer_menu, self.channel_input, self._row_input, self._column_input,
+                   stylesheets=[plots.WRAPS]),
             self.errors,
             pn.Row(pn.pane.Bokeh(self._map_fig), pn.pane.Bokeh(self._input_fig), pn.pane.Bokeh(self._erf_fig),
-                   css_classes=["rf-figures"]),
+                   css_classes=["rf-figures"], stylesheets=[plots.WRAPS]),
             self._summary,
             pn.pane.Bokeh(self._depth_fig),
             sizing_mode="stretch_width",
@@ -310,8 +311,8 @@ class ReceptiveFieldPanel(OneLayerLesson):
         self._current_source = plots.source("depth", "size", "name", "kind", "jump", name="convolution-rf-current")
         fig = figure(height=230, sizing_mode="stretch_width", x_range=Range1d(0.5, 1.5), y_range=Range1d(0, 1),
                      tools="", toolbar_location=None,
-                     title="receptive-field size against depth (dashed: the input's side; click a point to pick "
-                           "that layer)")
+                     title="receptive-field size against depth\n(dashed: the input's side; click a point to pick "
+                           "that layer)")  # two lines fit a phone
         fig.title.text_font_size = "13px"
         fig.xaxis.axis_label = "depth (conv and pooling layers run so far)"
         fig.yaxis.axis_label = "receptive field side (px)"

@@ -55,9 +55,10 @@ class StepThrough(param.Parameterized):
         self._numbers = False
         self._layer_text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10),
                                             css_classes=["convolution-layer"])
-        self._step_controls = pn.Row(*controls, pn.widgets.Select.from_param(
-            self.param.shown_input, name="Input channel drawn", width=150))
-        self._board = pn.pane.Bokeh(self.figures.layout)
+        # widgets only (figures in a FlexBox were laid out without end): on two lines on a phone
+        self._step_controls = pn.FlexBox(*controls, pn.widgets.Select.from_param(
+            self.param.shown_input, name="Input channel drawn", width=150), sizing_mode="stretch_width")
+        self._board = pn.pane.Bokeh(self.figures.layout, sizing_mode="stretch_width")
         self._arithmetic_pane = pn.pane.Bokeh(self.figures.arithmetic)
         return pn.Column(
             pn.pane.Markdown(

@@ -13,7 +13,7 @@ from bokeh.plotting import figure
 
 from explorer.lessons import plots
 
-FRAME = 280                 # input and output pictures (px)
+FRAME = 240                 # input and output pictures (px): with axes and colour bar, under 390 px wide
 CELLS_FRAME = 230           # patch, kernel and product grids (px)
 DEFAULT_SPEED = 8           # window positions per second when playing
 # The strings the page writes for every position, each kind sent as one text of lines: a list of strings costs the
@@ -103,7 +103,7 @@ STEP = "slider.value = Math.max(slider.start, Math.min(slider.end, slider.value 
 
 
 def cells_figure(title: str) -> figure:
-    fig = figure(frame_width=CELLS_FRAME, frame_height=CELLS_FRAME, x_range=Range1d(0, 1),
+    fig = figure(frame_width=CELLS_FRAME, frame_height=CELLS_FRAME, **plots.NATURAL_SIZE, x_range=Range1d(0, 1),
                  y_range=plots.pixel_range(1), tools="", toolbar_location=None, title=title, min_border=4)
     fig.axis.visible = False
     fig.grid.visible = False
@@ -111,10 +111,10 @@ def cells_figure(title: str) -> figure:
     return fig
 
 
-def picture_figure(title: str, x_label: str, y_label: str, frame: int = FRAME) -> figure:
-    fig = figure(frame_width=frame, frame_height=frame, x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
-                 tools="", toolbar_location=None, title=title, x_axis_location="above", x_axis_label=x_label,
-                 y_axis_label=y_label, match_aspect=True)
+def picture_figure(title: str, x_label: str, y_label: str) -> figure:
+    fig = figure(frame_width=FRAME, frame_height=FRAME, **plots.NATURAL_SIZE, x_range=Range1d(0, 1),
+                 y_range=plots.pixel_range(1), tools="", toolbar_location=None, title=title, x_axis_location="above",
+                 x_axis_label=x_label, y_axis_label=y_label, match_aspect=True)
     fig.grid.visible = False
     fig.title.text_font_size = "13px"
     return fig
@@ -155,9 +155,12 @@ class StepFigures:
         self.sources = (self.taps, self.kernel_cells, self.block_labels, self.shown_block, self.patches, self.labels,
                         self.strings, self.positions, self.following, self.after, self.meta, self.input_source,
                         self.input_frame, self.window, self.span, self.output_source, self.cursor)
-        self.layout = column(row(self.back, self.play, self.forward, self.slider, self.speed),
-                             row(self.input_fig, self.output_fig),
-                             row(self.patch_fig, self.kernel_fig, self.product_fig))
+        # each row goes on under itself where the lesson is narrower than it (a phone, a tablet upright)
+        wraps = dict(sizing_mode="stretch_width", stylesheets=[plots.WRAPS])
+        self.layout = column(row(self.back, self.play, self.forward, self.slider, self.speed, **wraps),
+                             row(self.input_fig, self.output_fig, **wraps),
+                             row(self.patch_fig, self.kernel_fig, self.product_fig, **wraps),
+                             sizing_mode="stretch_width")
 
     def _build_cells(self) -> None:
         self.patch_mapper, self.kernel_mapper, self.product_mapper = (
@@ -219,7 +222,6 @@ class StepFigures:
                 axis.minor_tick_line_color = None
 
     def _build_player(self) -> None:
-        # the player's row fits a 768-px tablet: Bokeh's row does not wrap
         self.slider = Slider(start=0, end=1, value=0, step=1, title="Window position", width=290,
                              name="convolution-position")
         self.speed = Slider(start=1, end=60, value=DEFAULT_SPEED, step=1, title="Speed (positions per second)",
@@ -227,7 +229,9 @@ class StepFigures:
         self.play = Button(label="▶ Play", width=90, button_type="primary", name="convolution-play")
         self.back = Button(label="◀ Step", width=70, name="convolution-back")
         self.forward = Button(label="Step ▶", width=70, name="convolution-forward")
-        self.arithmetic = Div(text="", width=760, height=120, name="convolution-arithmetic",
+        # a fixed size gets each step's text in place, without a layout of the page (explorer/serve/bokehjs_fixes.js):
+        # narrow enough for a phone, high enough for the lines its text wraps into
+        self.arithmetic = Div(text="", width=370, height=230, name="convolution-arithmetic",
                               styles={"font-size": "14px", "line-height": "1.6"})
         render = CustomJS(args=dict(positions=self.positions, patches=self.patches, labels=self.labels,
                                     strings=self.strings, taps=self.taps, win=self.window, span=self.span,

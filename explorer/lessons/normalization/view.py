@@ -55,10 +55,16 @@ class NormalizationLesson(OneLayerLesson):
         self._sections = (self._axes, self._stats, self._hist, self._batch_part, self._whatif, self._fold,
                           self._gamma)
         self._axes.text.object = "*Computing the statistics of your input…*"
-        self._kind_input = pn.widgets.RadioButtonGroup.from_param(self.param.kind, options=KIND_LABELS, name="Kind")
-        self._groups_input = pn.widgets.Select.from_param(self.param.groups, name="Groups (GroupNorm)", width=140)
-        self._batch_input = pn.widgets.RadioButtonGroup.from_param(self.param.batch, name="Batch size")
-        self._channel_input = pn.widgets.IntInput.from_param(self.state.param.channel, name="Channel", width=100)
+        # as wide as the lesson, up to their own width; their buttons go on under themselves on a phone
+        choice = dict(sizing_mode="stretch_width", stylesheets=[".bk-btn-group { flex-wrap: wrap; }"])
+        self._kind_input = pn.widgets.RadioButtonGroup.from_param(self.param.kind, options=KIND_LABELS, name="Kind",
+                                                                  max_width=520, **choice)
+        self._groups_input = pn.widgets.Select.from_param(self.param.groups, name="GroupNorm: number of groups",
+                                                          width=200)
+        self._batch_input = pn.widgets.RadioButtonGroup.from_param(self.param.batch, name="Batch size",
+                                                                   max_width=400, **choice)
+        self._channel_input = pn.widgets.IntInput.from_param(self.state.param.channel, name="Channel shown",
+                                                             width=130)
         self._layout = self._build_layout()
         # Served, the numbers are computed once the page has loaded, so that it opens quickly; elsewhere now.
         pn.state.onload(self._model_changed)
@@ -88,7 +94,8 @@ class NormalizationLesson(OneLayerLesson):
             if self.state.channel >= max(channels, 1):
                 self.state.channel = 0
             tokens = record is not None and nm.layout_of(record.input) == "tokens"
-            self._channel_input.param.update(end=max(channels - 1, 0), name="Feature" if tokens else "Channel")
+            noun = "Feature" if tokens else "Channel"
+            self._channel_input.param.update(end=max(channels - 1, 0), name=f"{noun} shown")
             self._update()
 
     @follows("kind", "groups", "batch", "state.channel")
@@ -186,18 +193,22 @@ class NormalizationLesson(OneLayerLesson):
         stats, batch, fold = self._stats, self._batch_part, self._fold
         return pn.Column(
             pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
-            pn.Row(self.layer_menu, self._channel_input, self._groups_input),
+            # a row that goes on under itself on a phone (plots.WRAPS)
+            pn.Row(self.layer_menu, self._channel_input, self._groups_input, stylesheets=[plots.WRAPS]),
             pn.Row(pn.pane.Markdown("Kind:", margin=(12, 5)), self._kind_input),
             pn.Row(pn.pane.Markdown("Batch size:", margin=(12, 5)), self._batch_input),
             self.errors,
-            section("1. Which values share one mean and variance", bokeh(self._axes.fig), self._axes.text),
-            section("2. Live statistics on your input", pn.Row(bokeh(stats.figs[0]), bokeh(stats.figs[1])),
-                    stats.text, pn.Row(bokeh(stats.maps.fig), bokeh(self._hist.fig))),
+            section("1. Which values share one mean and variance",
+                    pn.Row(bokeh(self._axes.fig), self._axes.text, stylesheets=[plots.WRAPS])),
+            section("2. Live statistics on your input",
+                    pn.Row(bokeh(stats.figs[0]), bokeh(stats.figs[1]), stylesheets=[plots.WRAPS]), stats.text,
+                    pn.Row(bokeh(stats.maps.fig), bokeh(self._hist.fig), stylesheets=[plots.WRAPS])),
             section("3. Batch size: train mode vs eval mode", bokeh(batch.fig), batch.text, batch.prediction),
             section("4. What if the layer were another kind?", bokeh(self._whatif.tiles.fig), self._whatif.text),
-            section("5. Folding BatchNorm into the convolution", bokeh(fold.tiles.fig), bokeh(fold.bias_fig),
-                    fold.text),
-            section("6. Switched-off channels: |γ| near zero", bokeh(self._gamma.fig), self._gamma.text),
+            section("5. Folding BatchNorm into the convolution",
+                    pn.Row(bokeh(fold.tiles.fig), bokeh(fold.bias_fig), stylesheets=[plots.WRAPS]), fold.text),
+            section("6. Switched-off channels: |γ| near zero", bokeh(self._gamma.fig, sizing_mode="stretch_width"),
+                    self._gamma.text),
             sizing_mode="stretch_width")
 
 

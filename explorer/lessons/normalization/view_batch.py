@@ -16,7 +16,7 @@ from explorer.lessons.normalization.view_figures import Shown, Tiles, clear, num
 from explorer.session.tags import tag_results
 
 CURVES = {"batch": "#D55E00", "layer": "#0072B2", "group": "#009E73"}
-FOLD_INPUTS = 4  # input channels of a kernel shown before/after folding
+FOLD_INPUTS = 3  # input channels of a kernel shown before (top row) and after folding (bottom row)
 OFF_COLOUR, ON_COLOUR = "#D55E00", "#56B4E9"
 RUNNING = "*Running the whole network in train mode…*"
 
@@ -29,7 +29,7 @@ class BatchSize:
         self.source = plots.source("size", *CURVES, name="normalization-batch")
         self.now = plots.source("size", "value", "colour", name="normalization-batch-now")
         self.text, self.prediction = text("batch"), text("prediction")
-        fig = plain_figure("Your output vs the model's eval-mode output", 420, 260, x_axis_type="log",
+        fig = plain_figure("Your output vs the model's eval-mode output", 360, 300, x_axis_type="log",
                            x_axis_label="batch size (images; yours is one of them)",
                            y_axis_label="mean |difference|", y_range=Range1d(0, 1))
         items = []
@@ -40,7 +40,7 @@ class BatchSize:
                                     renderers=[line, dots]))
         fig.scatter(x="size", y="value", color="colour", size=12, marker="circle", fill_alpha=0.3,
                     line_width=2, source=self.now)
-        fig.add_layout(Legend(items=items, label_text_font_size="12px", orientation="horizontal", padding=2), "below")
+        fig.add_layout(Legend(items=items, label_text_font_size="12px", padding=2), "below")  # one a line
         fig.xaxis.ticker.base = 2
         fig.add_tools(HoverTool(tooltips=[("batch size", "@size"), ("BatchNorm", "@batch{0.0000}"),
                                           ("LayerNorm", "@layer{0.0000}"), ("GroupNorm", "@group{0.0000}")],
@@ -98,7 +98,7 @@ class WhatIf:
     """Section 4: the student's activations normalized by each kind, with the layer's own γ and β."""
 
     def __init__(self):
-        self.tiles = Tiles("", 6, "normalization-whatif")
+        self.tiles = Tiles("", 6, "normalization-whatif")  # the model's output and the five kinds: two rows
         self.text = text("whatif")
         self.sources, self.results = [self.tiles.source], [self.tiles.source, self.tiles.fig, self.text]
 
@@ -115,7 +115,7 @@ class WhatIf:
                         f"{plots.format_value(study.difference(kind, size, s.groups))} |")
         self.tiles.show(tiles)
         what = "features × tokens" if study.layout == "tokens" else f"channel {s.channel}"
-        self.tiles.fig.title.text = f"Your input at {record.name} ({what}) normalized five ways, same γ and β"
+        self.tiles.fig.title.text = f"Your input at {record.name}, {what},\nnormalized five ways, same γ and β"
         tag_results(s.model, *self.results)
         self.text.object = (
             f"Each kind applied to the same activations (a batch of {size}, yours first), then the layer's own γ and "
@@ -129,17 +129,17 @@ class Fold:
     """Section 5: a BatchNorm after a convolution, folded into it: the kernels and biases before and after."""
 
     def __init__(self):
-        self.tiles = Tiles("Kernels of one output channel: before (W), folded (W′)", 2 * FOLD_INPUTS,
-                           "normalization-fold")
+        self.tiles = Tiles("Kernels of one output channel:\nbefore (W, above), folded (W′, below)", 2 * FOLD_INPUTS,
+                           "normalization-fold", columns=FOLD_INPUTS)
         self.bias = plots.source("channel", "before", "after", name="normalization-fold-bias")
         self.text = text("fold")
-        fig = plain_figure("Bias per output channel", 420, 220, x_range=Range1d(-0.5, 1), x_axis_label="output channel",
-                           y_axis_label="bias")
+        fig = plain_figure("Bias per output channel", 360, 240, x_range=Range1d(-0.5, 1),
+                           x_axis_label="output channel", y_axis_label="bias")
         b = fig.scatter(x="channel", y="before", color="#0072B2", size=5, source=self.bias)
         a = fig.vbar(x="channel", top="after", width=0.7, color="#D55E00", alpha=0.7, source=self.bias)
         fig.add_layout(Legend(items=[LegendItem(label="conv bias b (0 where it has none)", renderers=[b]),
                                      LegendItem(label="folded bias b′", renderers=[a])],
-                              label_text_font_size="12px", orientation="horizontal", padding=2), "below")
+                              label_text_font_size="12px", padding=2), "below")
         self.bias_fig = fig
         self.sources = [self.tiles.source, self.bias]
         self.results = [self.tiles.source, self.bias, self.tiles.fig, self.bias_fig, self.text]
@@ -158,7 +158,7 @@ class Fold:
         shown = min(before.shape[0], FOLD_INPUTS)
         tiles = {f"W[{c}, {i}]": before[i] for i in range(shown)}
         tiles.update({f"W′[{c}, {i}]": after[i] for i in range(shown)})
-        self.tiles.show(tiles)
+        self.tiles.show(tiles, columns=shown)  # the kernels before folding above the folded ones
         channels = len(fold.bias)
         self.bias.data = dict(channel=np.arange(channels), before=numpy(fold.bias), after=numpy(fold.folded.bias))
         self.bias_fig.x_range.end = channels - 0.5
@@ -176,8 +176,9 @@ class Gamma:
     def __init__(self):
         self.source = plots.source("x", "gamma", "colour", "layer", "channel", "size", name="normalization-gamma")
         self.text = text("gamma")
-        fig = plain_figure("|γ| per channel, one column per norm layer", 500, 300, x_range=[""],
-                           y_axis_label="|γ| (scale after normalizing)")
+        # as wide as the lesson, up to a column of 30 px per layer (set in show)
+        fig = plain_figure("|γ| per channel, one column per norm layer", 360, 300, x_range=[""],
+                           y_axis_label="|γ| (scale after normalizing)", sizing_mode="stretch_width")
         points = fig.scatter(x="x", y="gamma", color="colour", size="size", alpha=0.7, source=self.source)
         fig.add_tools(HoverTool(renderers=[points], tooltips=[("layer", "@layer"), ("channel", "@channel"),
                                                               ("|γ|", "@gamma{0.0000}")]))
@@ -200,7 +201,7 @@ class Gamma:
         names = [s.name for s in summaries]
         self.fig.x_range.factors = names
         self.fig.xaxis.major_label_orientation = 0.9 if len(names) > 6 else 0
-        self.fig.width = max(360, min(1100, 30 * len(names) + 120))
+        self.fig.max_width = max(360, min(1100, 30 * len(names) + 120))
         off = sum(int(s.near_zero.sum()) for s in summaries)
         total = sum(len(s.magnitude) for s in summaries)
         worst = max(summaries, key=lambda s: float(s.near_zero.float().mean()), default=None)

@@ -18,6 +18,7 @@ from explorer.lessons.normalization import math as nm
 
 TILE, TILE_GAP = 92, 16  # image tiles: side and gap (px)
 TILE_BAR = 40            # under the tiles: a colour bar each, with its ticks (px)
+TILE_ROW = TILE + 34 + TILE_BAR  # a row of tiles: label, picture, range, colour bar (px)
 
 
 @dataclass(frozen=True)
@@ -61,42 +62,59 @@ def clear(*sources: ColumnDataSource) -> None:
 
 
 class Tiles:
-    """A row of `n` pictures (a feature map, a kernel), each with a label above and its value range below."""
+    """`n` pictures (a feature map, a kernel) in rows of `columns`, each with a label above and its value range
+    below. Three columns fit a phone's 390 px."""
 
-    def __init__(self, title: str, n: int, name: str):
-        self.source = plots.source("image", "x", "y", "dw", "dh", "cx", "label", "range", name=name)
+    def __init__(self, title: str, n: int, name: str, columns: int = 3):
+        self.source = plots.source("image", "x", "y", "dw", "dh", "cx", "label", "label_y", "range", "range_y",
+                                   name=name)
+        self.columns = columns
+        width, self._height = columns * (TILE + TILE_GAP), -(-n // columns) * TILE_ROW
         # one data unit per screen pixel, so that the tiles keep their shape
-        fig = figure(title=title, frame_width=n * (TILE + TILE_GAP), frame_height=TILE + 34 + TILE_BAR, tools="",
-                     toolbar_location=None, x_range=Range1d(0, n * (TILE + TILE_GAP)),
-                     y_range=plots.pixel_range(TILE + 34 + TILE_BAR), min_border=4)
+        fig = figure(title=title, frame_width=width, frame_height=self._height, **plots.NATURAL_SIZE,
+                     tools="", toolbar_location=None, x_range=Range1d(0, width),
+                     y_range=plots.pixel_range(self._height), min_border=4)
         fig.title.text_font_size = "13px"
         fig.axis.visible = False
         fig.grid.visible = False
-        fig.text(x="cx", y=2, text="label", text_align="center", text_baseline="top", text_font_size="12px",
+        fig.text(x="cx", y="label_y", text="label", text_align="center", text_baseline="top", text_font_size="12px",
                  source=self.source)
         fig.image_rgba(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source)
-        fig.text(x="cx", y=TILE + 20, text="range", text_align="center", text_baseline="top", text_font_size="12px",
+        fig.text(x="cx", y="range_y", text="range", text_align="center", text_baseline="top", text_font_size="12px",
                  text_color="#475569", source=self.source)
         # each tile is coloured on its own scale (plots.to_rgba: its largest |value|): a bar under each
         self.bars = [plots.colour_bar(LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1), "")
                      for _ in range(n)]
         for i, bar in enumerate(self.bars):
-            bar.update(orientation="horizontal", width=TILE, height=8, location=(i * (TILE + TILE_GAP), 0),
+            bar.update(orientation="horizontal", width=TILE, height=8, location=self._bar_corner(i, columns),
                        padding=0, title=None)
             fig.add_layout(bar, "center")
         self.fig = fig
 
-    def show(self, tiles: dict[str, torch.Tensor]) -> None:
-        """Draw each (label: 2-D values) tile, on the signed colour scale."""
+    @staticmethod
+    def _corner(i: int, columns: int) -> tuple[int, int]:
+        """Top-left corner of tile i's cell (px, y down)."""
+        return i % columns * (TILE + TILE_GAP), i // columns * TILE_ROW
+
+    def _bar_corner(self, i: int, columns: int) -> tuple[int, int]:
+        """Bottom-left corner of tile i's colour bar, in screen pixels from the frame's bottom left."""
+        left, top = self._corner(i, columns)
+        return left, self._height - top - TILE_ROW
+
+    def show(self, tiles: dict[str, torch.Tensor], columns: int | None = None) -> None:
+        """Draw each (label: 2-D values) tile, on the signed colour scale, `columns` to a row (as built if None)."""
+        columns = columns or self.columns
         cols: dict[str, list] = {k: [] for k in self.source.data}
         for i, (label, values) in enumerate(tiles.items()):
             v = plots.downsample(numpy(values), TILE)
             scale = TILE / max(v.shape)  # the longer side fills the tile
             dw, dh = v.shape[1] * scale, v.shape[0] * scale
-            left = i * (TILE + TILE_GAP)
+            left, top = self._corner(i, columns)
             cols["image"].append(plots.to_rgba(v, True))
             cols["x"].append(left + (TILE - dw) / 2)
-            cols["y"].append(18 + (TILE - dh) / 2)
+            cols["y"].append(top + 18 + (TILE - dh) / 2)
+            cols["label_y"].append(top + 2)
+            cols["range_y"].append(top + TILE + 20)
             cols["dw"].append(dw)
             cols["dh"].append(dh)
             cols["cx"].append(left + TILE / 2)
@@ -105,7 +123,7 @@ class Tiles:
             cols["range"].append(f"{low} … {high}")
             plots.set_colour_scale(self.bars[i], True, plots.max_abs(v))
         for i, bar in enumerate(self.bars):
-            bar.visible = i < len(tiles)
+            bar.update(visible=i < len(tiles), location=self._bar_corner(i, columns))
         self.source.data = cols
 
 

@@ -14,7 +14,9 @@ from explorer.lessons.normalization import math as nm
 from explorer.lessons.normalization.view_figures import Shown, Tiles, numpy, picked, plain_figure, text
 from explorer.session.tags import tag_results
 
-SHOW_SAMPLES, SHOW_ROWS, SHOW_COLS, CELL = 4, 16, 16, 11  # axes picture: samples, channels, positions, px
+SHOW_SAMPLES, SHOW_ROWS, SHOW_COLS, CELL = 4, 16, 16, 10  # axes picture: samples, channels, positions, px
+SAMPLES_PER_ROW = 2  # the samples' blocks two by two: the picture fits a phone's 390 px
+LABEL_ROW = 24       # px under a block for its sample's name
 HIGHLIGHT, HIGHLIGHT_SELF, OTHER = "#E69F00", "#9a3412", "#e2e8f0"
 SERIES = {"image": ("#0072B2", "your input alone"), "batch": ("#D55E00", "the batch (train mode)"),
           "running": ("#000000", "running statistics (eval mode)")}
@@ -28,10 +30,12 @@ class Axes:
         self.source = plots.source("x", "y", "colour", "sample", "channel", "position", name="normalization-axes")
         self.labels = plots.source("x", "y", "text")
         self.text = text("axes")
-        # A fixed size, room for every sample block shown: a figure that changes size makes the browser lay out
-        # the whole page again (100-250 ms, explorer/ui/overview.py)
-        width, height = SHOW_SAMPLES * (SHOW_COLS + 2) * CELL + 90, SHOW_ROWS * CELL + 18
-        fig = figure(title="", frame_width=width, frame_height=height, x_range=Range1d(0, width),
+        self.text.param.update(sizing_mode="fixed", width=360)  # beside the picture, or under it on a phone
+        # A fixed size, room for every sample block shown and a line under them for the samples not shown: a figure
+        # that changes size makes the browser lay out the whole page again (100-250 ms, explorer/ui/overview.py)
+        width = SAMPLES_PER_ROW * (SHOW_COLS + 2) * CELL - 2 * CELL
+        height = -(-SHOW_SAMPLES // SAMPLES_PER_ROW) * (SHOW_ROWS * CELL + LABEL_ROW) + 18
+        fig = figure(title="", frame_width=width, frame_height=height, **plots.NATURAL_SIZE, x_range=Range1d(0, width),
                      y_range=plots.pixel_range(height), tools="", toolbar_location=None, min_border=4)
         fig.title.text_font_size = "13px"
         fig.axis.visible = False
@@ -58,15 +62,17 @@ class Axes:
         rows = range(first_row, min(channels, first_row + SHOW_ROWS))
         cols = range(min(positions, SHOW_COLS))
         samples = range(min(size, SHOW_SAMPLES))
-        block = (len(cols) + 2) * CELL
+        block_w, block_h = (len(cols) + 2) * CELL, len(rows) * CELL + LABEL_ROW
+        corners = [(n % SAMPLES_PER_ROW * block_w, n // SAMPLES_PER_ROW * block_h) for n in samples]
         cells: dict[str, list] = {k: [] for k in self.source.data}
         for n in samples:
+            left, top = corners[n]
             for i, ch in enumerate(rows):
                 for j in cols:
                     shared = n in box[0] and ch in chan_box and j in pos_box
                     mine = (n, ch, j) == (0, c, 0)
-                    cells["x"].append(n * block + (j + 0.5) * CELL)
-                    cells["y"].append((i + 0.5) * CELL)
+                    cells["x"].append(left + (j + 0.5) * CELL)
+                    cells["y"].append(top + (i + 0.5) * CELL)
                     cells["colour"].append(HIGHLIGHT_SELF if mine else HIGHLIGHT if shared else OTHER)
                     cells["sample"].append(n + 1)
                     cells["channel"].append(ch)
@@ -74,17 +80,17 @@ class Axes:
         self.source.data = cells
         labels: dict[str, list] = {"x": [], "y": [], "text": []}
         for n in samples:
-            labels["x"].append(n * block)
-            labels["y"].append(len(rows) * CELL + 4)
+            labels["x"].append(corners[n][0])
+            labels["y"].append(corners[n][1] + len(rows) * CELL + 4)
             labels["text"].append("sample 1 (yours)" if n == 0 else f"sample {n + 1}")
-        if size > len(samples):
-            labels["x"].append(len(samples) * block - CELL)
-            labels["y"].append(len(rows) * CELL / 2)
-            labels["text"].append(f"… {size - len(samples)} more")
+        if size > len(samples):  # on the line under the blocks
+            labels["x"].append(0)
+            labels["y"].append(-(-len(samples) // SAMPLES_PER_ROW) * block_h)
+            labels["text"].append(f"… and {size - len(samples)} more samples in the batch")
         self.labels.data = labels
         noun, where = s.noun, s.where
-        self.fig.title.text = (f"{s.study.record.name}: {noun}s {rows.start}–{rows.stop - 1} of {channels} (rows) × "
-                               f"{where}s 0–{cols.stop - 1} of {positions} (columns)")
+        self.fig.title.text = (f"{s.study.record.name}: {noun}s {rows.start}–{rows.stop - 1} of {channels} (rows)\n"
+                               f"× {where}s 0–{cols.stop - 1} of {positions} (columns)")  # two lines fit a phone
         shared_count = int(np.prod([len(r) for r in box]))
         stats = nm.count_statistics(s.kind, shape, s.groups, layout)
         per = {"batch": f"one per {noun}, shared by every sample of the batch and every {where}",
@@ -114,7 +120,7 @@ class Statistics:
         self.figs = []
         self._series: dict[str, list] = {series: [] for series in SERIES}  # glyphs and legend items
         for quantity in ("mean", "var"):
-            fig = plain_figure(f"{'Mean' if quantity == 'mean' else 'Variance'} before normalization", 380, 220,
+            fig = plain_figure(f"{'Mean' if quantity == 'mean' else 'Variance'} before normalization", 360, 280,
                                x_range=Range1d(-0.5, 1), y_axis_label=quantity.replace("var", "variance"))
             items = []
             for series, (colour, label) in SERIES.items():
@@ -122,8 +128,7 @@ class Statistics:
                 dots = fig.scatter(x="x", y=f"{series}_{quantity}", color=colour, size=4, source=self.source)
                 items.append(LegendItem(label=label, renderers=[line, dots]))
                 self._series[series] += [line, dots, items[-1]]
-            fig.add_layout(Legend(items=items, label_text_font_size="12px", orientation="horizontal", padding=2),
-                           "below")
+            fig.add_layout(Legend(items=items, label_text_font_size="12px", padding=2), "below")  # one a line
             fig.add_tools(HoverTool(tooltips=[("index", "@x"), ("your input", f"@image_{quantity}{{0.000}}"),
                                               ("batch", f"@batch_{quantity}{{0.000}}"),
                                               ("running", f"@running_{quantity}{{0.000}}")], mode="vline"))
@@ -174,7 +179,7 @@ class Statistics:
         pick = lambda t: picked(s.study.layout, c, t[0])  # noqa: E731
         self.maps.show({"before": pick(x), "normalized": pick(out.normalized), "after γ, β": pick(out.after)})
         what = "features × tokens" if s.study.layout == "tokens" else f"channel {c}"
-        self.maps.fig.title.text = f"Your input at {record.name}, {what}"
+        self.maps.fig.title.text = f"Your input at {record.name},\n{what}"
         tag_results(s.model, *self.results)
 
 
@@ -183,7 +188,7 @@ class Histogram:
 
     def __init__(self):
         self.source = plots.source("left", "right", "before", "after", name="normalization-hist")
-        fig = plain_figure("", 380, 220, x_axis_label="value", y_axis_label="count")
+        fig = plain_figure("", 360, 240, x_axis_label="value", y_axis_label="count")
         before = fig.quad(left="left", right="right", top="before", bottom=0, fill_color="#0072B2", fill_alpha=0.45,
                           line_color=None, source=self.source)
         after = fig.quad(left="left", right="right", top="after", bottom=0, fill_color="#D55E00", fill_alpha=0.45,

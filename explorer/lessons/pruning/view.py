@@ -43,6 +43,8 @@ from explorer.session.state import Inference, follows, one_update
 LIVE_PARAMS = 1_000_000   # models up to this size re-prune while the slider is dragged; larger ones on release
 LATENCY_BATCH = 256       # MNIST images per timed forward pass
 SLIDER_LABEL = "Sparsity (% of weights, or of units when structured)"
+MAIN_WIDTH = 700      # the weights before and after side by side, with the after picture's colour bar
+CHOICES_WIDTH = 300   # the column of choices beside them
 
 Snapshot = tuple[Inference, str, str, int]  # (inference, method, scope, sparsity) a report is made for
 
@@ -247,26 +249,35 @@ class PruningLesson(Lesson):
 
     def __panel__(self) -> pn.viewable.Viewable:
         bokeh, f, m = pn.pane.Bokeh, self.figures, self.measurements
-        controls = pn.Column(
-            pn.pane.Markdown("**Which weights go first**", margin=(0, 10)), self._method_input,
-            pn.pane.Markdown(METHODS_HELP, margin=(0, 10), width=380, styles={"font-size": "12px"}),
-            pn.pane.Markdown("**Ranked**", margin=(0, 10)), self._scope_input, self._slider,
-            self._layer_input, width=400)
+        # The first screen is the main figure, the weights before and after, with the slider that empties them right
+        # above and the prediction it changes under it; the other choices beside it, or under it where the lesson is
+        # too narrow for both (a phone), where seeing the weights go dark matters more than the ranking's options.
+        # Rows that wrap (plots.WRAPS), not FlexBoxes: Bokeh figures inside a FlexBox built in a hidden tab were laid
+        # out 0 px wide. Each picture exactly as wide as drawn: stretched by the wrapping row, its frame grew past its
+        # canvas, which was cut at the right.
+        pictures = pn.Row(bokeh(f.before_fig), bokeh(f.after_fig), margin=0, css_classes=["main-figure"],
+                          stylesheets=[plots.WRAPS, ".bk-Figure { flex: none !important; }"])
+        main = pn.Column(self._slider, pictures, self._weights_text, self._prediction_text, margin=0,
+                         sizing_mode="stretch_width", max_width=MAIN_WIDTH, styles={"flex": "1 1 340px"})
+        choices = pn.Column(
+            self._layer_input, pn.pane.Markdown("**Which weights go first**", margin=(0, 10)), self._method_input,
+            pn.pane.Markdown(METHODS_HELP, margin=(0, 10), width=CHOICES_WIDTH - 20, styles={"font-size": "12px"}),
+            pn.pane.Markdown("**Ranked**", margin=(0, 10)), self._scope_input, width=CHOICES_WIDTH)
         return pn.Column(
             pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             self.errors,
-            controls,
-            self._prediction_text,
-            pn.Row(bokeh(f.dense_fig), bokeh(f.pruned_fig)),
+            pn.Row(main, choices, margin=0, sizing_mode="stretch_width", stylesheets=[plots.WRAPS]),
+            pn.Row(bokeh(f.dense_fig), bokeh(f.pruned_fig), stylesheets=[plots.WRAPS]),
             m.accuracy_text,
             self._counts_text,
-            # one above the other, not in a wrapping FlexBox: Bokeh figures in one were laid out 0×0 in the app
-            pn.Column(pn.Row(bokeh(f.before_fig), bokeh(f.after_fig)), self._weights_text, width=640),
-            bokeh(f.sparsity_fig),
-            pn.Column(bokeh(f.curve_fig), m.curve_progress, m.curve_text, width=740),
-            pn.Column(self._sensitivity_button, bokeh(f.sensitivity_fig), m.sensitivity_progress, m.sensitivity_text,
-                      width=440),
-            pn.Row(self._bn_button, self._speed_button),
+            # figures as wide as the lesson up to their own width, so that a phone does not scroll them sideways
+            bokeh(f.sparsity_fig, sizing_mode="stretch_width", max_width=f.sparsity_fig.max_width),
+            pn.Column(bokeh(f.curve_fig, sizing_mode="stretch_width", max_width=f.curve_fig.max_width),
+                      m.curve_progress, m.curve_text, sizing_mode="stretch_width", max_width=740),
+            pn.Column(self._sensitivity_button,
+                      bokeh(f.sensitivity_fig, sizing_mode="stretch_width", max_width=f.sensitivity_fig.max_width),
+                      m.sensitivity_progress, m.sensitivity_text, sizing_mode="stretch_width", max_width=440),
+            pn.Row(self._bn_button, self._speed_button, stylesheets=[plots.WRAPS]),
             self._bn_text,
             self._speed_text,
             sizing_mode="stretch_width")
@@ -327,9 +338,9 @@ def speed_words(s: pm.Speed) -> str:
 
 
 INTRO = ("### Pruning: how many weights does the network need?\n"
-         "Move the slider to set weights to zero in a private copy of the model (the shared one never changes). "
-         "Compare the two predictions for your input, watch the weights go dark, and see what it costs in "
-         "accuracy and what it buys in size and speed. " + plots.COLOUR_LEGEND)
+         "Move the slider to set weights to zero in a private copy of the model (the shared one never changes): "
+         "watch them go dark, compare the two predictions for your input, and see below what it costs in accuracy "
+         "and what it buys in size and speed.")
 
 METHODS_HELP = ("Unstructured: single weights anywhere, the smallest |w| or random ones. Structured: whole "
                 "units with the smallest L1 or L2 norm of their weights: conv filters (with their BatchNorm "

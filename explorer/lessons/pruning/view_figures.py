@@ -44,8 +44,8 @@ def _weights(title: str, name: str) -> tuple[figure, object]:
 
 def _layer_bars(title: str, name: str, x_label: str, value: str, colour: str, height: int) -> tuple[figure, object]:
     source = plots.source("layer", value, "text", name=name)
-    fig = figure(width=420, height=height, x_range=Range1d(0, 118), y_range=[], toolbar_location=None,
-                 title=title, x_axis_label=x_label)
+    fig = figure(sizing_mode="stretch_width", max_width=420, height=height, x_range=Range1d(0, 118), y_range=[],
+                 toolbar_location=None, title=title, x_axis_label=x_label)
     fig.hbar(y="layer", right=value, height=0.7, color=colour, source=source)
     fig.add_layout(LabelSet(x=value, y="layer", text="text", source=source, x_offset=3, y_offset=-6,
                             text_font_size="12px"))
@@ -75,8 +75,9 @@ class Figures:
         self.curve_source = plots.source("xs", "ys", "colour", "method", name="pruning-curves")
         self.curve_points = plots.source("x", "y", "low", "high", "colour", "method", "text",
                                          name="pruning-curve-points")
-        fig = figure(width=720, height=300, x_range=Range1d(0, 100), y_range=Range1d(0, 102), toolbar_location=None,
-                     title="accuracy against sparsity", x_axis_label="sparsity (%); dashed line: the slider",
+        fig = figure(sizing_mode="stretch_width", max_width=720, height=300, x_range=Range1d(0, 100),
+                     y_range=Range1d(0, 102), toolbar_location=None, title="accuracy against sparsity",
+                     x_axis_label="sparsity (%); dashed line: the slider",
                      y_axis_label="accuracy (%)")
         lines = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2, source=self.curve_source)
         fig.segment(x0="x", x1="x", y0="low", y1="high", line_color="colour", line_width=1.5, line_alpha=0.6,

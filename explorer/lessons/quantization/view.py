@@ -32,6 +32,7 @@ import param
 
 from explorer.core import zoo
 from explorer.errors import InputError, choice
+from explorer.lessons import plots
 from explorer.lessons.quantization import int8, measured
 from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import view_text as text
@@ -49,6 +50,10 @@ INT8_STEPS = ("◔ 1/3: exporting the float32 model to ONNX …",
               "◔ 2/3: calibrating on {calibration} and quantizing to int8 …",
               "◔ 3/3: measuring {what} on {dataset} and latency …")
 INT8_INTRO = text.INT8_INTRO
+CONTROLS_WIDTH = 300      # the column of controls beside the figures
+MAIN_LEAST_WIDTH = 480    # the figures' narrowest beside the controls; narrower, they go under them
+PREDICTIONS_WIDTH = 420   # the five classes' bars at their widest
+HALF_LEAST_WIDTH = 340    # a figure's narrowest beside another; narrower, it goes under it
 
 
 class QuantizationLesson(Lesson):
@@ -76,11 +81,12 @@ class QuantizationLesson(Lesson):
         self._int8: dict[str, tuple[int, str]] = {}  # model → (step under way, 3 when done; what it says)
         self.histogram, self.predictions, self.layer_sqnr = Histogram(), Predictions(), LayerSqnr()
         self.curves = Curves()
-        # Fixed heights: text that grows or shrinks by a line would make the browser lay out the whole page again
-        # on every change (docs/performance.md measured that cost for a figure's height).
-        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width", height=64, margin=(0, 10),
+        # Least heights that hold the text beside the controls: text that grows or shrinks by a line would make the
+        # browser lay out the whole page again on every change (docs/performance.md measured that cost for a
+        # figure's height); only on a phone, where the text takes more lines, do they grow.
+        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width", min_height=64, margin=(0, 10),
                                         css_classes=["quantization-summary"])
-        self.accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", height=72, margin=(0, 10),
+        self.accuracy = pn.pane.Markdown("", sizing_mode="stretch_width", min_height=72, margin=(0, 10),
                                          css_classes=["quantization-accuracy"])
         # Its full height, no inner scroll box: "one weight, end to end", "one activation" and the SQNR stay in view
         self.arithmetic = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10),
@@ -277,22 +283,26 @@ class QuantizationLesson(Lesson):
             width=290)
 
     def __panel__(self) -> pn.viewable.Viewable:
+        half = dict(sizing_mode="stretch_width", styles={"flex": f"1 1 {HALF_LEAST_WIDTH}px"})  # of a wrapping row
         curves = pn.Column(pn.pane.Bokeh(self.curves.fig, sizing_mode="stretch_width"),
-                           pn.Row(self.progress, self.progress_text), sizing_mode="stretch_width",
-                           css_classes=["quantization-curves"])
+                           pn.Row(self.progress, self.progress_text, stylesheets=[plots.WRAPS]),
+                           sizing_mode="stretch_width", css_classes=["quantization-curves"])
         main = pn.Column(
             self.errors, self.summary, self.accuracy,
             # the histogram across the whole width, its arithmetic under it
             pn.pane.Bokeh(self.histogram.fig, sizing_mode="stretch_width"), self.arithmetic,
-            pn.Row(pn.pane.Bokeh(self.predictions.fig),
-                   pn.pane.Bokeh(self.layer_sqnr.fig, sizing_mode="stretch_width"), sizing_mode="stretch_width"),
+            # the prediction beside the SQNR bars, or above them on a phone
+            pn.Row(pn.Column(pn.pane.Bokeh(self.predictions.fig), max_width=PREDICTIONS_WIDTH, **half),
+                   pn.Column(pn.pane.Bokeh(self.layer_sqnr.fig), **half), stylesheets=[plots.WRAPS]),
             curves,
             pn.pane.Markdown("### Real integers: int8 with onnxruntime", margin=(15, 10, 0, 10)),
-            pn.Row(self.int8_button, self.int8_progress), self.int8_text,
-            sizing_mode="stretch_width")
-        # A Row, not a wrapping FlexBox: in one, BokehJS laid the stretching figures out without end (the page threw
-        # "Maximum call stack size exceeded" as the lesson opened)
-        return pn.Row(pn.Column(self.controls(), width=300), main, sizing_mode="stretch_width")
+            pn.Row(self.int8_button, self.int8_progress, stylesheets=[plots.WRAPS]), self.int8_text,
+            sizing_mode="stretch_width", styles={"flex": f"1 1 {MAIN_LEAST_WIDTH}px"})
+        # The controls beside the figures, or above them where the lesson is too narrow for both (a phone, a tablet
+        # upright): a row that wraps (plots.WRAPS), not a FlexBox, in which BokehJS laid the stretching figures out
+        # without end (the page threw "Maximum call stack size exceeded" as the lesson opened)
+        return pn.Row(pn.Column(self.controls(), width=CONTROLS_WIDTH), main, sizing_mode="stretch_width",
+                      stylesheets=[plots.WRAPS])
 
 
 def _measure(model: zoo.ZooModel, settings: list[qm.Setting | None], urgent: bool) -> dict[qm.Setting | None, float]:

@@ -63,8 +63,9 @@ class Histogram:
         self.dequantized.data = dict(left=edges[:-1] + quarter, right=edges[1:] - quarter, top=deq_counts)
         self.grid.data = dict(x=levels, y0=np.zeros_like(levels), y1=np.full_like(levels, top * 1.05))
         self.clip.data = dict(x=[float(grid_lo), float(grid_hi)], y0=[0, 0], y1=[top * 1.1] * 2, label=["lo", "hi"])
-        which = f", grid of output channel {c}" if qt.axis is not None else ""
-        self.fig.title.text = f"{e.layer}: {e.weight.numel():,} weights and the {text.grid_name(e.setting)}{which}"
+        which = f"\nof output channel {c}" if qt.axis is not None else ""
+        # lines short enough for a phone
+        self.fig.title.text = f"{e.layer}: {e.weight.numel():,} weights and the\n{text.grid_name(e.setting)}{which}"
         tag_results(model_name, self.fig, self.floats, self.dequantized, self.grid, self.clip)
 
 
@@ -73,7 +74,7 @@ class Predictions:
 
     def __init__(self):
         self.source = plots.source("y", "prob", "label", "kind", "colour", "text", name="quantization-predictions")
-        fig = figure(height=230, width=380, title="prediction on your input: float32 vs quantized",
+        fig = figure(height=230, sizing_mode="stretch_width", title="prediction on your input: float32 vs quantized",
                      x_range=Range1d(0, 1.25), y_range=Range1d(-0.6, 4.6), toolbar_location=None,
                      x_axis_label="probability", tools="")
         fig.hbar(y="y", right="prob", height=0.38, color="colour", source=self.source, legend_field="kind")
@@ -130,7 +131,10 @@ class Curves:
         self.lines = plots.source("xs", "ys", "colour", "label", name="quantization-curves")
         self.points = plots.source("x", "y", "low", "high", "colour", "label", "text", name="quantization-points")
         self.current = plots.source("x", "y", name="quantization-current")
-        fig = figure(height=300, sizing_mode="stretch_width", title="accuracy vs bits per weight",
+        # on two lines from the start, as `show` writes it: a title that gained a line after the first paint left
+        # the old line's lower half drawn above the figure
+        fig = figure(height=300, sizing_mode="stretch_width",
+                     title="accuracy vs bits per weight\n(bars: 95 % interval)",
                      x_axis_label="bits per weight", y_axis_label="accuracy (%)", x_range=Range1d(0.6, 8.4),
                      y_range=Range1d(0, 102), toolbar_location=None, tools="")
         fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2, legend_field="label", source=self.lines)
@@ -139,9 +143,10 @@ class Curves:
         dots = fig.scatter(x="x", y="y", color="colour", size=7, source=self.points)
         fig.scatter(x="x", y="y", marker="star", size=20, fill_color="#fde047", line_color="black",
                     source=self.current, legend_label="your setting")
-        labels = plots.source("x", "y", "label", name="quantization-labels")
-        labels.data = dict(x=[1, TERNARY_X], y=[0, 0], label=["binary", "ternary"])
-        fig.text(x="x", y="y", text="label", x_offset=6, y_offset=-4, text_font_size="12px", source=labels)
+        labels = plots.source("x", "y", "label", "y_offset", name="quantization-labels")
+        # one above the other: 0.58 bits apart, the two words would overlap on a phone
+        labels.data = dict(x=[1, TERNARY_X], y=[0, 0], label=["binary", "ternary"], y_offset=[-4, -20])
+        fig.text(x="x", y="y", text="label", x_offset=6, y_offset="y_offset", text_font_size="12px", source=labels)
         self.float_line = Span(location=0, dimension="width", line_color=FLOAT_COLOUR, line_dash="dotted",
                                line_width=2)
         fig.add_layout(self.float_line)
@@ -182,7 +187,7 @@ class Curves:
         self.float_line.visible = float_top1 is not None
         unchanged = "agreement with the unchanged model (%)"
         self.fig.yaxis.axis_label = "accuracy (%)" if meaning == "accuracy" else unchanged
-        self.fig.title.text = f"{meaning} vs bits per weight (bars: 95 % interval, n = {n:,})"
+        self.fig.title.text = f"{meaning} vs bits per weight\n(bars: 95 % interval, n = {n:,})"  # lines for a phone
         tag_results(model_name, self.fig, self.lines, self.points, self.float_line)
 
     def show_current(self, setting: qm.Setting, top1: float | None, model_name: str) -> None:

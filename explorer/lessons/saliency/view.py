@@ -30,6 +30,7 @@ import panel as pn
 import param
 
 from explorer.errors import InputError
+from explorer.lessons import plots
 from explorer.lessons.saliency import faithfulness as fm
 from explorer.lessons.saliency import math as sm
 from explorer.lessons.saliency.view_faithfulness import Faithfulness
@@ -54,10 +55,9 @@ READS: dict[str, tuple[str, ...]] = {
 INTRO = (
     "### Saliency: what the model looks at, and whether to believe it\n"
     "A saliency map colours each pixel of your input by how much it matters to the model's score for one class. "
-    "There are many ways to compute one, and they disagree. Below, five methods explain the same decision; then two "
-    "tests ask whether to believe them: do the pixels they point at really change the prediction (faithfulness), "
-    "and does the map change at all when the model's weights are replaced by random ones (sanity check)? "
-    "Red pixels raise the class score, blue pixels lower it, white is exactly 0.")
+    "Five methods explain the same decision below, and they disagree; then two tests ask whether to believe them: "
+    "do the pixels they point at really change the prediction, and does a map change at all when the model's "
+    "weights are made random?")
 
 
 class SaliencyLesson(Lesson):
@@ -129,7 +129,7 @@ class SaliencyLesson(Lesson):
             pn.widgets.Select.from_param(self.param.baseline, name="IG baseline", width=120),
             pn.widgets.IntSlider.from_param(self.param.ig_steps, name="IG steps", width=180, throttled=True),
             pn.widgets.FloatSlider.from_param(self.param.opacity, name="Map opacity", width=160, format="0%"),
-            sizing_mode="stretch_width")
+            sizing_mode="stretch_width", css_classes=["saliency-controls"])
 
     def _class_chosen(self, event: param.parameterized.Event) -> None:
         chosen = None if event.new == PREDICTED else event.new
@@ -289,7 +289,7 @@ class SaliencyLesson(Lesson):
         return pn.Column(
             pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             self.errors,
-            pn.Row(self.progress, self.progress_text),
+            pn.Row(self.progress, self.progress_text, stylesheets=[plots.WRAPS]),  # under each other on a phone
             *self.maps.layout(self._controls), *self.faithfulness.layout(), *self.sanity.layout(),
             sizing_mode="stretch_width")
 

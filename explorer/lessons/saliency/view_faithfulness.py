@@ -29,8 +29,9 @@ EXPLAIN = (
 
 def _curve_figure(title: str, name: str, xlabel: str) -> tuple[figure, object]:
     source = plots.source("xs", "ys", "colour", "method", name=name)
-    fig = figure(width=470, height=300, x_range=Range1d(0, 1), y_range=Range1d(0, 1.02), toolbar_location=None,
-                 tools="", title=title, x_axis_label=xlabel, y_axis_label="probability of the class")
+    fig = figure(sizing_mode="stretch_width", max_width=470, height=300, x_range=Range1d(0, 1),
+                 y_range=Range1d(0, 1.02), toolbar_location=None, tools="", title=title, x_axis_label=xlabel,
+                 y_axis_label="probability of the class")
     lines = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2.5, source=source)
     fig.add_layout(Legend(items=[LegendItem(label=dict(field="method"), renderers=[lines])],
                           label_text_font_size="12px"), "right")
@@ -78,7 +79,11 @@ class Faithfulness:
         return [pn.pane.Markdown("#### 2. Faithfulness: do the pixels a map points at matter?", margin=(0, 10),
                                  css_classes=["saliency-part-2"]),
                 pn.pane.Markdown(EXPLAIN, sizing_mode="stretch_width", margin=(0, 10)),
-                pn.Row(pn.pane.Bokeh(self.deletion_fig), pn.pane.Bokeh(self.insertion_fig)),
+                # side by side where they fit, one above the other on a phone (each in a column: plots.WRAPS)
+                pn.Row(*(pn.Column(pn.pane.Bokeh(fig, sizing_mode="stretch_width"), sizing_mode="stretch_width",
+                                   max_width=470, margin=0, styles={"flex": "1 1 360px"})
+                         for fig in (self.deletion_fig, self.insertion_fig)),
+                       sizing_mode="stretch_width", stylesheets=[plots.WRAPS]),
                 self.progress, self.text]
 
 

@@ -1,9 +1,10 @@
 """Section 1 of the saliency lesson: the student's input with each method's map over it, side by side.
 
-One small figure per method (math.METHODS), made once: the input picture (source "saliency-picture", shared), the
-method's map over it (source "saliency-map-<method>": `Attribution.heat` exactly as math.attribute returns it, as
-float32) and a colour bar. Colours follow plots.py: the diverging map, white at exactly 0, red for pixels that raise
-the class score and blue for those that lower it, from −L to +L where L is the largest |value| of that map alone.
+One figure per method (math.METHODS), made once, as large as the lesson's width allows: the input picture (source
+"saliency-picture", shared), the method's map over it (source "saliency-map-<method>": `Attribution.heat` exactly as
+math.attribute returns it, as float32) and a colour bar. Colours follow plots.py: the diverging map, white at exactly
+0, red for pixels that raise the class score and blue for those that lower it, from −L to +L where L is the largest
+|value| of that map alone.
 Each map gets its own L because the methods measure different things in different units (a gradient, a share of
 the logit, a weighted feature map); the colour bar beside each says what L is. Grad-CAM keeps only positive evidence
 (a ReLU), so it has no blue. The map is drawn at the lesson's opacity so that the input stays visible underneath.
@@ -20,8 +21,13 @@ from explorer.lessons import plots
 from explorer.lessons.saliency import math as sm
 from explorer.session.tags import tag_results
 
-FRAME = 200              # side of one map's plot area (px)
-COLUMNS = 3              # maps per row: three of this size fit beside the app's sidebar at 1440 px
+# A map grows with the lesson's width: as many maps of at least LEAST_WIDTH px as fit side by side share a row, none
+# wider than MOST_WIDTH px (two per row at 1440 px beside the sidebar, three at 1920, one on a phone or a tablet).
+LEAST_WIDTH, MOST_WIDTH = 460, 540
+AXES_WIDTH, AXES_HEIGHT = 138, 70  # around the plot area: the y axis and the colour bar; the title and the x axis
+# Width / height of a whole figure whose plot area is square at 470 px wide: from a phone's 390 px to MOST_WIDTH, a
+# pixel is drawn square to within 5 %
+ASPECT = 470 / (470 - AXES_WIDTH + AXES_HEIGHT)
 FLAG_COLOUR = "#D55E00"  # the title and outline of a map that survived the randomisation check
 TITLE_COLOUR = "#1e293b"
 SURVIVES = " ⚠ survives"  # the title of a map that survived the randomisation check (section 3)
@@ -35,9 +41,9 @@ class MapFigure:
         self._state = ""  # after the title: computing, not available, or survives the sanity check
         self.source = plots.source("image", "dw", "dh", name=f"saliency-map-{method}")
         self.mapper = LinearColorMapper(palette=list(plots.DIVERGING), low=-1, high=1)
-        fig = figure(width=FRAME + 58 + 80, height=FRAME + 70, x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
-                     toolbar_location=None, tools="", title=self.title, x_axis_label="x (px)",
-                     y_axis_label="y (px)", min_border_right=4)
+        fig = figure(sizing_mode="scale_width", aspect_ratio=ASPECT, x_range=Range1d(0, 1),
+                     y_range=plots.pixel_range(1), toolbar_location=None, tools="", title=self.title,
+                     x_axis_label="x (px)", y_axis_label="y (px)", min_border_right=4)
         fig.title.text_font_size = "13px"
         fig.grid.visible = False
         fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=picture)
@@ -119,12 +125,20 @@ class Maps:
             tag_results(model, self.gap_text)
 
     def layout(self, controls: pn.viewable.Viewable) -> list:
-        return [pn.pane.Markdown("#### 1. What each method says the model looks at", margin=(0, 10)),
-                self.target_text, controls,
-                pn.GridBox(*(pn.pane.Bokeh(f.fig) for f in self.figures.values()),
-                           pn.pane.Markdown(HOW_TO_READ, width=FRAME + 120, margin=(20, 10)), ncols=COLUMNS),
-                self.gap_text]
+        """The section: its controls (CSS class saliency-controls) above its maps; on a phone under them, where seven
+        controls one above the other would fill the first screen and push the maps off it (PHONE_ORDER)."""
+        return [pn.Column(
+            pn.pane.Markdown("#### 1. What each method says the model looks at", margin=(0, 10)),
+            self.target_text, controls,
+            pn.Row(*(pn.Column(pn.pane.Bokeh(f.fig, sizing_mode="scale_width"), **GROWS)
+                     for f in self.figures.values()),
+                   pn.Column(pn.pane.Markdown(HOW_TO_READ, margin=(20, 10)), **GROWS),
+                   sizing_mode="stretch_width", stylesheets=[plots.WRAPS], css_classes=["main-figure"]),
+            self.gap_text, sizing_mode="stretch_width", margin=0, stylesheets=[PHONE_ORDER])]
 
+
+GROWS = dict(sizing_mode="stretch_width", max_width=MOST_WIDTH, margin=0, styles={"flex": f"1 1 {LEAST_WIDTH}px"})
+PHONE_ORDER = "@media (max-width: 600px) { .saliency-controls, .saliency-gap { order: 1; } }"
 
 HOW_TO_READ = (
     "**How to read the maps.** Each map lies over your input. **Red** pixels raise the class score, **blue** ones "

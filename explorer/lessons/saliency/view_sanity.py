@@ -47,8 +47,9 @@ class Sanity:
         self._strand, self._work = strand, work
         self.source = plots.source("xs", "ys", "colour", "method", name="saliency-sanity")
         self.points = plots.source("x", "y", "colour", "method", "layer")
-        fig = figure(width=760, height=380, x_range=Range1d(0, 1), y_range=Range1d(-0.25, 1.05),
-                     toolbar_location=None, tools="", title="Rank correlation with the original map",
+        fig = figure(sizing_mode="stretch_width", max_width=760, height=380, x_range=Range1d(0, 1),
+                     y_range=Range1d(-0.25, 1.05), toolbar_location=None, tools="",
+                     title="Rank correlation with the original map",
                      x_axis_label="randomised from the output down to this layer", y_axis_label="rank correlation")
         lines = fig.multi_line(xs="xs", ys="ys", line_color="colour", line_width=2.5, source=self.source)
         dots = fig.scatter(x="x", y="y", color="colour", size=6, source=self.points)
@@ -171,4 +172,5 @@ class Sanity:
         return [pn.pane.Markdown("#### 3. Sanity check: randomise the model", margin=(0, 10),
                                  css_classes=["saliency-part-3"]),
                 pn.pane.Markdown(EXPLAIN, sizing_mode="stretch_width", margin=(0, 10)),
-                pn.Row(self.button, self.progress), pn.pane.Bokeh(self.fig), self.text]
+                pn.Row(self.button, self.progress, stylesheets=[plots.WRAPS]),
+                pn.pane.Bokeh(self.fig, sizing_mode="stretch_width", max_width=760), self.text]
