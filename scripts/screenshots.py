@@ -3,9 +3,10 @@
     python scripts/screenshots.py [--out screenshots]
 
 Serves `panel serve app.py` on a free port, opens each lesson in Debian's chromium (as tests/browser does), and for
-each size scrolls the lesson's tour and tabs to the top of the window and saves that screen, the lesson's first
-screen as a student sees it after choosing it (the page brings the lesson into view so; not the full page): `<lesson>-<width>x<height>.png`, and
-`convolution-<part>-<width>x<height>.png` for the convolution lesson's other parts. Attention is shown on mnist-vit
+each size scrolls the lesson's tabs to the top of the window and saves that screen: the lesson's first screen as a
+student sees it after choosing it (the page brings the lesson into view so; not the full page), its tour held at
+the bottom of the window. `<lesson>-<width>x<height>.png`, and `convolution-<part>-<width>x<height>.png` for the
+convolution lesson's other parts. Attention is shown on mnist-vit
 (on a CNN it only says that it needs a ViT), every other lesson on mnist-cnn.
 """
 
@@ -17,8 +18,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Scrolls the lesson (its tour, above its tabs) to just under the page's fixed header, in whichever box scrolls the main area (the main
-# column beside the sidebar, the whole content under it on a narrow screen).
+# Scrolls the lesson's tabs to just under the page's fixed header, in whichever box scrolls the main area (the main
+# column beside the sidebar, the whole content on a narrow screen).
 LESSON_AT_TOP = """(lesson) => {
   const header = document.getElementById("header").getBoundingClientRect().bottom;
   for (const box of [document.getElementById("main"), document.getElementById("content"), document.scrollingElement])
