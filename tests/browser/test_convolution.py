@@ -33,7 +33,9 @@ def open_lesson(page: Page, url: str, query: str = "parts=none", first_layer: st
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"{url}?{query}")
     expect(page.get_by_text(f"layer={first_layer} channel=0")).to_be_visible(timeout=60_000)
-    expect(page.locator(".conv-arithmetic")).to_be_visible()
+    # The page writes the arithmetic once the step-through's positions arrive: slow work answering after the lesson
+    # shows, seconds later for MobileNetV2's 112×112 positions on a loaded machine (5 s was too short once in CI).
+    expect(page.locator(".conv-arithmetic")).to_be_visible(timeout=60_000)
     return errors
 
 
