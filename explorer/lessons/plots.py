@@ -299,6 +299,14 @@ WRAPS = ":host { flex-wrap: wrap; }"
 # A figure sized by its frame (`frame_width`) and what is around it, which a stretching row does not widen: BokehJS
 # gives such a figure the policy "fit" and would widen its box, its canvas staying behind.
 NATURAL_SIZE = dict(width=None, width_policy="fixed")
+# A Tabs' headers on several lines where they do not fit on one (a phone)
+WRAPPING_TAB_HEADERS = ".bk-headers-wrapper { flex-wrap: wrap; }"
+
+
+def share_of_row(least_px: int) -> dict:
+    """Keyword arguments for one item of a WRAPS row: an equal share of the row's width, never under `least_px`
+    (where two such shares do not fit, each takes a line of its own)."""
+    return dict(sizing_mode="stretch_width", styles={"flex": f"1 1 {least_px}px"})
 
 
 def format_si(n: float, unit: str) -> str:

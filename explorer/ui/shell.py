@@ -16,6 +16,7 @@ import param
 from bokeh.themes import Theme
 from panel.custom import JSComponent
 
+from explorer.lessons import plots
 from explorer.session.lesson import Lesson as LessonView
 from explorer.session.narrative import Reveal, input_noun
 from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, follows, making_models, one_update
@@ -209,7 +210,7 @@ class LessonFrame(pn.viewable.Viewer):
         self._built: dict[str, pn.viewable.Viewable] = {}
         self._tabs = pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
                              sizing_mode="stretch_width", dynamic=False, css_classes=["lesson-tabs"],
-                             stylesheets=[".bk-headers-wrapper { flex-wrap: wrap; }"])  # titles on two lines on a phone
+                             stylesheets=[plots.WRAPPING_TAB_HEADERS])
         self._reveal = Reveal(height=0, margin=0, sizing_mode="stretch_width")
         self._tour = pn.Column(sizing_mode="stretch_width", margin=0, css_classes=["lesson-tour"],
                                styles={"position": "sticky", "bottom": "0", "z-index": "10", "background": "white",
@@ -336,4 +337,4 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
 def side_by_side(view: pn.viewable.Viewer) -> pn.Column:
     """`view` as one item of a wrapping row: an equal share of the width, or a line of its own where two items of
     340 px do not fit (a phone)."""
-    return pn.Column(view, styles={"flex": "1 1 340px"}, sizing_mode="stretch_width", margin=0)
+    return pn.Column(view, margin=0, **plots.share_of_row(340))

@@ -16,6 +16,7 @@ import panel as pn
 import param
 
 from explorer.core.names import labelled_name
+from explorer.lessons import plots
 from explorer.lessons.convolution import math
 from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_playground import Playground
@@ -64,7 +65,7 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self._update_playground()
         self._tabs = pn.Tabs(("Step through", step_layout), ("Playground", self._play_body), *self._extra_tabs,
                              dynamic=False, sizing_mode="stretch_width",
-                             stylesheets=[".bk-headers-wrapper { flex-wrap: wrap; }"])  # on two lines on a phone
+                             stylesheets=[plots.WRAPPING_TAB_HEADERS])
         self._tabs.param.watch(lambda e: setattr(self, "tab", self.param.tab.objects[e.new]), "active")
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -258,7 +258,7 @@ class PruningLesson(Lesson):
         pictures = pn.Row(bokeh(f.before_fig), bokeh(f.after_fig), margin=0, css_classes=["main-figure"],
                           stylesheets=[plots.WRAPS, ".bk-Figure { flex: none !important; }"])
         main = pn.Column(self._slider, pictures, self._weights_text, self._prediction_text, margin=0,
-                         sizing_mode="stretch_width", max_width=MAIN_WIDTH, styles={"flex": "1 1 340px"})
+                         max_width=MAIN_WIDTH, **plots.share_of_row(340))
         choices = pn.Column(
             self._layer_input, pn.pane.Markdown("**Which weights go first**", margin=(0, 10)), self._method_input,
             pn.pane.Markdown(METHODS_HELP, margin=(0, 10), width=CHOICES_WIDTH - 20, styles={"font-size": "12px"}),

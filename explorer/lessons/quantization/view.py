@@ -283,7 +283,7 @@ class QuantizationLesson(Lesson):
             width=290)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        half = dict(sizing_mode="stretch_width", styles={"flex": f"1 1 {HALF_LEAST_WIDTH}px"})  # of a wrapping row
+        half = plots.share_of_row(HALF_LEAST_WIDTH)
         curves = pn.Column(pn.pane.Bokeh(self.curves.fig, sizing_mode="stretch_width"),
                            pn.Row(self.progress, self.progress_text, stylesheets=[plots.WRAPS]),
                            sizing_mode="stretch_width", css_classes=["quantization-curves"])
@@ -297,7 +297,7 @@ class QuantizationLesson(Lesson):
             curves,
             pn.pane.Markdown("### Real integers: int8 with onnxruntime", margin=(15, 10, 0, 10)),
             pn.Row(self.int8_button, self.int8_progress, stylesheets=[plots.WRAPS]), self.int8_text,
-            sizing_mode="stretch_width", styles={"flex": f"1 1 {MAIN_LEAST_WIDTH}px"})
+            **plots.share_of_row(MAIN_LEAST_WIDTH))
         # The controls beside the figures, or above them where the lesson is too narrow for both (a phone, a tablet
         # upright): a row that wraps (plots.WRAPS), not a FlexBox, in which BokehJS laid the stretching figures out
         # without end (the page threw "Maximum call stack size exceeded" as the lesson opened)

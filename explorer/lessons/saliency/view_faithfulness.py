@@ -80,8 +80,8 @@ class Faithfulness:
                                  css_classes=["saliency-part-2"]),
                 pn.pane.Markdown(EXPLAIN, sizing_mode="stretch_width", margin=(0, 10)),
                 # side by side where they fit, one above the other on a phone (each in a column: plots.WRAPS)
-                pn.Row(*(pn.Column(pn.pane.Bokeh(fig, sizing_mode="stretch_width"), sizing_mode="stretch_width",
-                                   max_width=470, margin=0, styles={"flex": "1 1 360px"})
+                pn.Row(*(pn.Column(pn.pane.Bokeh(fig, sizing_mode="stretch_width"), max_width=470,
+                                   margin=0, **plots.share_of_row(360))
                          for fig in (self.deletion_fig, self.insertion_fig)),
                        sizing_mode="stretch_width", stylesheets=[plots.WRAPS]),
                 self.progress, self.text]

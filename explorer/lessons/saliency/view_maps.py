@@ -137,7 +137,7 @@ class Maps:
             self.gap_text, sizing_mode="stretch_width", margin=0, stylesheets=[PHONE_ORDER])]
 
 
-GROWS = dict(sizing_mode="stretch_width", max_width=MOST_WIDTH, margin=0, styles={"flex": f"1 1 {LEAST_WIDTH}px"})
+GROWS = dict(max_width=MOST_WIDTH, margin=0, **plots.share_of_row(LEAST_WIDTH))
 PHONE_ORDER = "@media (max-width: 600px) { .saliency-controls, .saliency-gap { order: 1; } }"
 
 HOW_TO_READ = (
