@@ -1,6 +1,8 @@
 """Every lesson of the real app.py at a phone's 390×844, a tablet's 768×1024, a laptop's 1440×900 and a projector's
 1920×1080: nothing wider than the window, the open lesson no wider than its box, no box that scrolls up and down
-inside the page (it hides what is below its first screenful), and no text under 12 px.
+inside the page (it hides what is below its first screenful), no figure whose plot area a stretching box widened past
+the frame_width it asks for (its canvas stays behind and cuts off what is drawn at its right edge), and no text under
+12 px.
 
 Text: every visible text node of the page, in open shadow roots too (Panel and Bokeh draw there), by its element's
 computed font size; and the text Bokeh draws on its canvases (tick labels, legends, labels), by the font size its
@@ -72,6 +74,21 @@ MEASURE = f"""(least) => {{
     }}
   }};
   walk(document);
+  const lesson = lessonBox();
+  // a figure sized by its plot area (frame_width) that a stretching box widened: its canvas stays behind, and what is
+  // drawn at its right edge (a colour bar's labels) is cut off, which no box's scrollWidth shows
+  const stretched = [], seenViews = new Set();
+  const views = (view) => {{
+    if (!view || seenViews.has(view)) return;
+    seenViews.add(view);
+    const m = view.model;
+    if (m.frame_width != null && view.frame && view.el.checkVisibility({{visibilityProperty: true}})
+        && view.frame.bbox.width > m.frame_width + 1)
+      stretched.push(`a figure (${{m.title ? m.title.text : m.type}}) has a ` +
+                     `${{view.frame.bbox.width.toFixed(0)}}-px plot area for frame_width ${{m.frame_width}}`);
+    for (const k of [...(view.child_views || []), ...(view._child_views ? view._child_views.values() : [])]) views(k);
+  }};
+  for (const root of Object.values(Bokeh.index)) views(root);
   for (const model of Bokeh.documents[0].all_models) {{
     if (model.visible === false) continue;
     for (const [name, property] of Object.entries(model.properties)) {{
@@ -82,10 +99,9 @@ MEASURE = f"""(least) => {{
       if (px !== null && px < least) small.add(`${{model.type}}.${{name}} = ${{value}}`);
     }}
   }}
-  const lesson = lessonBox();
   const page = document.documentElement;
   return {{page: [page.scrollWidth, page.clientWidth], lesson: lesson && [lesson.scrollWidth, lesson.clientWidth],
-          small: [...small], inner: [...inner]}};
+          stretched, small: [...small], inner: [...inner]}};
 }}"""
 
 # Layout numbers that stop changing once the lesson has been laid out after its data arrived.
@@ -129,6 +145,7 @@ def problems_at_each_size(page: Page) -> dict[str, list[str]]:
         settle(page)
         m = page.evaluate(MEASURE, LEAST_FONT_PX)
         wrong = list(m["small"]) + [f"an inner scroll box: {box}" for box in m["inner"]]
+        wrong += m["stretched"]
         if m["page"][0] > m["page"][1]:
             wrong.append(f"the page is {m['page'][0]} px wide in a {m['page'][1]}-px window")
         if m["lesson"] is None:

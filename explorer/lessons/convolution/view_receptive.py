@@ -35,7 +35,8 @@ MARK_COLOUR = "#dc2626"
 
 
 def _picture_figure(title: str, x_label: str, y_label: str) -> figure:
-    fig = figure(frame_width=FRAME, frame_height=FRAME, x_range=Range1d(0, 1), y_range=plots.pixel_range(1),
+    fig = figure(frame_width=FRAME, frame_height=FRAME, **plots.NATURAL_SIZE, x_range=Range1d(0, 1),
+                 y_range=plots.pixel_range(1),
                  tools="", toolbar_location=None, title=title, x_axis_location="above")
     fig.title.text_font_size = "13px"
     fig.grid.visible = False
@@ -299,7 +300,7 @@ class ReceptiveFieldPanel(OneLayerLesson):
 
         self._erf_source = plots.source("image", "dw", "dh", name="convolution-rf-erf")
         self._erf_mapper = LinearColorMapper(palette=list(plots.SEQUENTIAL), low=0, high=1)
-        self._erf_fig = _picture_figure("effective field Σ|∂unit/∂pixel|, zoomed to the rectangle", "x (px)",
+        self._erf_fig = _picture_figure("effective field Σ|∂unit/∂pixel|,\nzoomed to the rectangle", "x (px)",
                                         "y (px)")
         self._erf_fig.image_rgba(image="image", x=0, y=0, dw="dw", dh="dh", source=self._erf_source)
         self._erf_fig.add_layout(ColorBar(color_mapper=self._erf_mapper, title="|gradient|", width=10), "right")
@@ -311,8 +312,9 @@ class ReceptiveFieldPanel(OneLayerLesson):
         self._current_source = plots.source("depth", "size", "name", "kind", "jump", name="convolution-rf-current")
         fig = figure(height=230, sizing_mode="stretch_width", x_range=Range1d(0.5, 1.5), y_range=Range1d(0, 1),
                      tools="", toolbar_location=None,
-                     title="receptive-field size against depth\n(dashed: the input's side; click a point to pick "
-                           "that layer)")  # two lines fit a phone
+                     # each line fits the frame on a phone: a wider title spills out of its figure
+                     title="receptive-field size against depth (dashed:\nthe input's side; click a point to pick "
+                           "that layer)")
         fig.title.text_font_size = "13px"
         fig.xaxis.axis_label = "depth (conv and pooling layers run so far)"
         fig.yaxis.axis_label = "receptive field side (px)"
