@@ -8,6 +8,7 @@ import math
 from concurrent.futures import Future
 
 import pytest
+import torch
 from bokeh.document import Document
 from panel.io.state import set_curdoc
 
@@ -143,3 +144,20 @@ def test_in_a_served_page_the_spectra_come_from_slow_work_and_no_other_models_st
         queued.pop()[1]()
         assert section._shown.visible and section._lines.data["model"][0] == "mnist-cnn"
         assert section._high_fig.tags == ["explorer-model=mnist-cnn"]
+
+
+def test_a_second_student_on_the_same_input_is_shown_the_spectra_computed_for_the_first(monkeypatch, rng):
+    calls = []
+    real = fq.network_spectra
+    monkeypatch.setattr(fq, "network_spectra", lambda module, x: (calls.append(module), real(module, x))[1])
+    digit = (torch.rand(28, 28, generator=rng) * 255).to(torch.uint8).numpy()  # an input no earlier test made
+    lessons = []
+    for student in range(2):
+        state = ExplorerState(model="mnist-vit")
+        assert state.set_input(digit.copy(), f"student {student}'s copy of one digit"), state.error
+        calls.clear()
+        lessons.append(AttentionLesson(state=state))
+        assert len(calls) == (len(fq.compared_models("mnist-vit")) if student == 0 else 0)
+    assert shown_highs(lessons[1]) == shown_highs(lessons[0])
+    lessons[1].state.set_input(digit[::-1].copy(), "the digit upside down")
+    assert len(calls) == len(fq.compared_models("mnist-vit"))

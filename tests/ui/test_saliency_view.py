@@ -9,6 +9,8 @@ a setting returns; one test serves the lesson with its workers queued until the 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -166,6 +168,49 @@ def test_served_an_answer_for_settings_the_student_left_is_dropped(monkeypatch, 
         session.run()
         expected = sm.attribute(state.inference.model.module, state.inference.x, "smoothgrad", lesson.settings())
         np.testing.assert_array_equal(shown_map(lesson, "smoothgrad"), expected.heat.astype(np.float32))
+        assert not lesson.progress.visible
+
+
+def test_a_second_student_on_the_same_input_is_shown_the_maps_and_curves_computed_for_the_first(monkeypatch, rng):
+    model = zoo.load("mnist-cnn").module
+    calls = []  # what was computed for the model itself (the sanity check's randomized copies aside)
+    for name, module in (("attribute", sm), ("deletion_curve", fm), ("insertion_curve", fm)):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda m, *a, _real=real, _name=name, **k:
+                            (calls.append(_name) if m is model else None, _real(m, *a, **k))[1])
+    digit, lessons, counts = random_digit(rng), [], []
+    for student in range(2):
+        state = ExplorerState(model="mnist-cnn")
+        assert state.set_input(digit.copy(), f"student {student}'s copy of one digit"), state.error
+        calls.clear()
+        lessons.append(SaliencyLesson(state=state))
+        counts.append(Counter(calls))
+    assert counts[0] == {"attribute": len(sm.METHODS), "deletion_curve": len(sm.METHODS),
+                         "insertion_curve": len(sm.METHODS)}
+    assert counts[1] == {}  # nothing computed again
+    for m in sm.METHODS:
+        np.testing.assert_array_equal(shown_map(lessons[1], m), shown_map(lessons[0], m))
+    lessons[1].noise = 0.3  # a setting no one asked for yet: computed
+    assert calls.count("attribute") == 1
+
+
+def test_served_what_the_class_computed_already_is_shown_at_once_without_a_worker(monkeypatch, rng):
+    digit = random_digit(rng)
+    first = ExplorerState(model="mnist-cnn")
+    assert first.set_input(digit.copy(), "one digit"), first.error
+    shown = SaliencyLesson(state=first)  # not served: computes every map and curve at once
+    state = ExplorerState(model="mnist-cnn")
+    assert state.set_input(digit.copy(), "the same digit"), state.error
+    session = Queued()
+    monkeypatch.setattr(background, "submit", session)
+    with set_curdoc(session.doc):
+        lesson = SaliencyLesson(state=state)
+        assert session.names() == [] and not lesson.progress.visible
+        for m in sm.METHODS:
+            np.testing.assert_array_equal(shown_map(lesson, m), shown_map(shown, m))
+        lesson.noise = 0.3  # SmoothGrad's map and curves for a new setting: to a worker
+        assert len(session.names()) == 1 and lesson.progress.visible
+        session.run()
         assert not lesson.progress.visible
 
 

@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from explorer.core import trace, zoo
+from explorer.core.shared_results import RESULTS, input_digest
 from explorer.core.trace import kind_of
 from explorer.errors import InputError
 from explorer.lessons.attention.math import PatchGrid, patch_grid
@@ -215,13 +217,15 @@ def compared_models(current: str) -> tuple[str, ...]:
 
 def comparison(current: zoo.ZooModel, x: Tensor, source: object) -> Comparison:
     """network_spectra of `current` on its input x, and of the other compared models on the same `source` (the
-    user's image, preprocessed for each model)."""
+    user's image, preprocessed for each model). Each is kept for every session of the process (shared_results)."""
     spectra, refused = [], []
     for name in compared_models(current.name):
         try:
             model = current if name == current.name else zoo.load(name)
             model_input = x if model is current else model.preprocess(source)
-            spectra.append((name, network_spectra(model.module, model_input)))
+            # a class asks for the same gallery digits: one computation per (model, input) for every session
+            spectra.append((name, RESULTS.get(("network spectra", model, input_digest(model_input)),
+                                              partial(network_spectra, model.module, model_input))))
         except InputError as e:
             refused.append((name, str(e)))
     return Comparison(tuple(spectra), tuple(refused))

@@ -22,13 +22,14 @@ and never more at once than the cores can run. Every figure and pane that shows 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import panel as pn
 import param
 
+from explorer.core.shared_results import RESULTS, input_digest
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.saliency import faithfulness as fm
@@ -159,16 +160,11 @@ class SaliencyLesson(Lesson):
                 self.sanity.clear(name)
             for m in sm.METHODS:  # (back to settings whose maps are shown: nothing is on its way any more)
                 self.maps.figures[m].waiting(m in stale)
-        wanted = (inference, settings)
-        redraw = [m for m in sm.METHODS if self._curve_keys.get(m) != map_key(inference, m, settings)]
-        jobs = [self._map_job(inference, m, settings) for m in stale]
-        jobs += [self._curve_job(inference, m, settings) for m in redraw]
-        if jobs:
-            self._run(wanted, jobs, 0)
-        else:  # a chain still on its way computes for other settings: its answers are dropped
-            self._wanted = wanted
-            self.progress.visible = False
-            self.progress_text.object = ""
+            redraw = [m for m in sm.METHODS if self._curve_keys.get(m) != map_key(inference, m, settings)]
+            jobs = [self._map_job(inference, m, settings) for m in stale]
+            jobs += [self._curve_job(inference, m, settings) for m in redraw]
+            # (no jobs: a chain still on its way computes for other settings, and its answers are dropped)
+            self._run((inference, settings), jobs, 0)
 
     def _new_model(self, inference: Inference) -> bool:
         """Grad-CAM's layers and the classes of this model; True where a setting changed (its watcher updates)."""
@@ -206,11 +202,13 @@ class SaliencyLesson(Lesson):
     # --- slow work: a chain of jobs, each painting its part and asking for the next ---
 
     def _map_job(self, inference: Inference, method: str, settings: sm.Settings) -> Job:
-        def compute() -> sm.Attribution | InputError:
+        def attribute() -> sm.Attribution | InputError:
             try:
                 return sm.attribute(inference.model.module, inference.x, method, settings)
             except InputError as e:  # this method cannot explain this model or setting: the others go on
-                return e
+                return e.with_traceback(None)  # kept for the class: without the frames of this computation
+
+        key = shared_key("saliency map", inference, method, settings)
 
         def show(a: sm.Attribution | InputError) -> None:
             self._map_keys[method] = map_key(inference, method, settings)
@@ -223,27 +221,42 @@ class SaliencyLesson(Lesson):
                 self.maps.show(a, inference.model.name)
             self.sanity.ready(self._maps_current(inference, settings))
 
-        return Job(f"the {sm.METHODS[method]} map", compute, show, background.request_turn)
+        return Job(f"the {sm.METHODS[method]} map", key, lambda: RESULTS.get(key, attribute), show,
+                   background.request_turn)
 
     def _curve_job(self, inference: Inference, method: str, settings: sm.Settings) -> Job:
-        def compute() -> tuple[fm.Curve, fm.Curve] | None:
-            if method not in self.attributions:  # the method could not explain this model
-                return None
+        def curves() -> tuple[fm.Curve, fm.Curve]:
             heat = self.attributions[method].heat
             model, x, target = inference.model.module, inference.x, settings.target
             return (fm.deletion_curve(model, x, heat, target, black=settings.black),
                     fm.insertion_curve(model, x, heat, target, black=settings.black))
+
+        key = shared_key("saliency curves", inference, method, settings)
+
+        def compute() -> tuple[fm.Curve, fm.Curve] | None:
+            if method not in self.attributions:  # the method could not explain this model
+                return None
+            return RESULTS.get(key, curves)
 
         def show(curves: tuple[fm.Curve, fm.Curve] | None) -> None:
             self._curve_keys[method] = map_key(inference, method, settings)
             if curves is not None:
                 self.faithfulness.show(method, *curves, inference.model.name)
 
-        return Job(f"the {sm.METHODS[method]} deletion and insertion curves", compute, show, background.sweep_turn)
+        return Job(f"the {sm.METHODS[method]} deletion and insertion curves", key, compute, show,
+                   background.sweep_turn)
 
     def _run(self, wanted: tuple, jobs: list[Job], done: int) -> None:
-        job = jobs[done]
         self._wanted = wanted
+        with one_update():  # what the class has computed already is shown at once, in one message
+            while done < len(jobs) and (kept := RESULTS.kept(jobs[done].key)) is not None:
+                jobs[done].show(kept[0])
+                done += 1
+            if done == len(jobs):
+                self.progress.visible = False
+                self.progress_text.object = ""
+                return
+        job = jobs[done]
         self.progress.param.update(max=len(jobs), value=done, visible=True)
         self.progress_text.object = f"◔ Computing {job.what} ({done + 1} of {len(jobs)}) …"
 
@@ -259,11 +272,7 @@ class SaliencyLesson(Lesson):
             if self._wanted != wanted:  # asked for settings the student has left (the newest request of the strand)
                 return
             job.show(result)
-            if done + 1 < len(jobs):
-                self._run(wanted, jobs, done + 1)
-            else:
-                self.progress.visible = False
-                self.progress_text.object = ""
+            self._run(wanted, jobs, done + 1)
 
         self.slow("maps", background=True).request((wanted, done), compute, shown)
 
@@ -299,6 +308,7 @@ class Job:
     """One request of the lesson's chain of slow work."""
 
     what: str                                         # for the progress text
+    key: Hashable                                     # of its result in shared_results.RESULTS
     compute: Callable[[], object]                     # off the event loop
     show: Callable[[object], None]                    # on it, with compute's result
     turn: Callable[[], AbstractContextManager[None]]  # background.request_turn (a map) or sweep_turn (curves)
@@ -313,6 +323,13 @@ def map_key(inference: Inference, method: str, settings: sm.Settings) -> tuple:
     defaults = sm.Settings(target=settings.target)
     read = {name: getattr(settings, name) for name in READS[method]}
     return inference, method, dataclasses.replace(defaults, **read)
+
+
+def shared_key(what: str, inference: Inference, method: str, settings: sm.Settings) -> tuple:
+    """map_key for every session of the process (explorer/core/shared_results.py): the model and a digest of the
+    input in place of this session's Inference, and the black pixel the curves paint with."""
+    _, method, read = map_key(inference, method, settings)
+    return what, inference.model, input_digest(inference.x), method, read, settings.black
 
 
 STEPS = (
