@@ -407,3 +407,27 @@ def test_the_drawn_layer_is_the_sessions_among_the_prunable_ones(lessons):
     assert lesson._weights_text.object.startswith("**features.4**")
     # the menu shows it, and does not write it back: the session's layer stays the ReLU the student chose
     assert lesson._layer_input.value == "features.4" and lesson.state.layer == "features.1"
+
+
+def test_a_new_input_prunes_nothing_again_and_changes_only_the_prediction(lessons, monkeypatch):
+    lesson = lessons()
+    page = Page(lesson)
+    lesson.wait()
+    pruned = []
+    real_prune = pm.prune
+    monkeypatch.setattr(pm, "prune", lambda *a, **k: pruned.append(a[1:]) or real_prune(*a, **k))
+    parts = ("pruning-dense", "pruning-pruned", "pruning-weights-after", "pruning-sparsity")
+    before = [shown(page, lesson, p) for p in parts]
+    digit = mnist_gallery()[3]
+    lesson.state.set_input(digit.source, digit.description)
+    lesson.wait()
+    after = [shown(page, lesson, p) for p in parts]
+    assert pruned == []
+    assert [same(a, b) for a, b in zip(before, after, strict=True)] == [False, False, True, True]
+    with torch.no_grad():  # the prediction shown is the pruned copy's on the new input
+        x = lesson.state.inference.x
+        want = real_prune(zoo.load("mnist-cnn").module, lesson.method, lesson.sparsity / 100, lesson.scope)(x)
+    top = want.softmax(-1)[0].topk(len(page.model_named("pruning-pruned").data["prob"]))
+    np.testing.assert_allclose(page.model_named("pruning-pruned").data["prob"], top.values.numpy(), atol=1e-6)
+    lesson.sparsity = 70
+    assert pruned == [(lesson.method, 0.7, lesson.scope)]

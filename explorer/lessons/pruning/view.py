@@ -64,10 +64,11 @@ class PruningLesson(Lesson):
     def __init__(self, model: str | None = None, **params):
         super().__init__(model=model, **params)
         self._pruned: torch.nn.Module | None = None
+        self._pruned_for: tuple | None = None  # (model, method, sparsity, scope) of the pruned copy
         self._model_name = ""
         self._layers: tuple[str, ...] = ()  # the model's prunable layers, and the one drawn when the session's
         self._default_layer = ""            # layer is none of them
-        self._layout: tuple[object, pm.MacLayout | None] = (None, None)  # (inference, its MAC layout)
+        self._layout: tuple[object, pm.MacLayout | None] = (None, None)  # ((model, input shape), its MAC layout)
         self.figures = Figures(self.sparsity)
         self.measurements = Measurements(self, self.figures)
         self._controls()
@@ -167,21 +168,29 @@ class PruningLesson(Lesson):
     def _update(self) -> None:
         inference = self.state.inference
         model = inference.model
-        try:
-            self._pruned = pm.prune(model.module, self.method, self.sparsity / 100, self.scope)
-        except InputError as e:
-            self.show_error(str(e))
-            return
+        setting = (model, self.method, self.sparsity, self.scope)
+        if self._pruned_for != setting:  # a new input alone keeps the pruned copy: only the prediction changes
+            try:
+                self._pruned = pm.prune(model.module, self.method, self.sparsity / 100, self.scope)
+                self._pruned_for = setting
+            except InputError as e:
+                self._pruned_for = None
+                self.show_error(str(e))
+                return
         self.clear_error()
         with torch.no_grad():
             probs = self._pruned(inference.x.to(next(self._pruned.parameters()).device)).softmax(-1)[0].cpu()
-        if self._layout[0] is not inference:
-            self._layout = (inference, pm.mac_layout(model.module, inference.x))
-        counts = pm.counts(self._pruned, self._layout[1])
+        shape = (model, tuple(inference.x.shape))  # what the MAC layout depends on
+        if self._layout[0] != shape:
+            self._layout = (shape, pm.mac_layout(model.module, inference.x))
         tag = plots.model_tag(model.name)
         with one_update():
             self._show_prediction(inference, probs, tag)
-            self._show_weights(model, tag)
+            if self.changed("weights", (self._pruned, self.layer)):
+                self._show_weights(model, tag)
+            if not self.changed("counts", (self._pruned, self._layout[1])):
+                return  # the same pruned copy, and an input of the same shape
+            counts = pm.counts(self._pruned, self._layout[1])
             self.figures.show_sparsity(pm.sparsity(self._pruned), tag)
             # the pruned copy keeps every weight's storage: its dense count is the model's
             self._counts_text.param.update(tags=tag, object=(
