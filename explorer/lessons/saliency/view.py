@@ -161,8 +161,9 @@ class SaliencyLesson(Lesson):
             for m in sm.METHODS:  # (back to settings whose maps are shown: nothing is on its way any more)
                 self.maps.figures[m].waiting(m in stale)
             redraw = [m for m in sm.METHODS if self._curve_keys.get(m) != map_key(inference, m, settings)]
-            jobs = [self._map_job(inference, m, settings) for m in stale]
-            jobs += [self._curve_job(inference, m, settings) for m in redraw]
+            digest = input_digest(inference.x)  # once per update, for every job's shared key
+            jobs = [self._map_job(inference, digest, m, settings) for m in stale]
+            jobs += [self._curve_job(inference, digest, m, settings) for m in redraw]
             # (no jobs: a chain still on its way computes for other settings, and its answers are dropped)
             self._run((inference, settings), jobs, 0)
 
@@ -201,14 +202,14 @@ class SaliencyLesson(Lesson):
 
     # --- slow work: a chain of jobs, each painting its part and asking for the next ---
 
-    def _map_job(self, inference: Inference, method: str, settings: sm.Settings) -> Job:
+    def _map_job(self, inference: Inference, digest: tuple, method: str, settings: sm.Settings) -> Job:
         def attribute() -> sm.Attribution | InputError:
             try:
                 return sm.attribute(inference.model.module, inference.x, method, settings)
             except InputError as e:  # this method cannot explain this model or setting: the others go on
                 return e.with_traceback(None)  # kept for the class: without the frames of this computation
 
-        key = shared_key("saliency map", inference, method, settings)
+        key = shared_key("saliency map", inference, digest, method, settings)
 
         def show(a: sm.Attribution | InputError) -> None:
             self._map_keys[method] = map_key(inference, method, settings)
@@ -224,14 +225,14 @@ class SaliencyLesson(Lesson):
         return Job(f"the {sm.METHODS[method]} map", key, lambda: RESULTS.get(key, attribute), show,
                    background.request_turn)
 
-    def _curve_job(self, inference: Inference, method: str, settings: sm.Settings) -> Job:
+    def _curve_job(self, inference: Inference, digest: tuple, method: str, settings: sm.Settings) -> Job:
         def curves() -> tuple[fm.Curve, fm.Curve]:
             heat = self.attributions[method].heat
             model, x, target = inference.model.module, inference.x, settings.target
             return (fm.deletion_curve(model, x, heat, target, black=settings.black),
                     fm.insertion_curve(model, x, heat, target, black=settings.black))
 
-        key = shared_key("saliency curves", inference, method, settings)
+        key = shared_key("saliency curves", inference, digest, method, settings)
 
         def compute() -> tuple[fm.Curve, fm.Curve] | None:
             if method not in self.attributions:  # the method could not explain this model
@@ -325,11 +326,12 @@ def map_key(inference: Inference, method: str, settings: sm.Settings) -> tuple:
     return inference, method, dataclasses.replace(defaults, **read)
 
 
-def shared_key(what: str, inference: Inference, method: str, settings: sm.Settings) -> tuple:
-    """map_key for every session of the process (explorer/core/shared_results.py): the model and a digest of the
-    input in place of this session's Inference, and the black pixel the curves paint with."""
+def shared_key(what: str, inference: Inference, digest: tuple, method: str, settings: sm.Settings) -> tuple:
+    """map_key for every session of the process (explorer/core/shared_results.py): the model and the input's
+    digest (input_digest of inference.x) in place of this session's Inference, and the black pixel the curves paint
+    with."""
     _, method, read = map_key(inference, method, settings)
-    return what, inference.model, input_digest(inference.x), method, read, settings.black
+    return what, inference.model, digest, method, read, settings.black
 
 
 STEPS = (
