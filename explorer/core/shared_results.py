@@ -4,9 +4,10 @@ A class clicks the same gallery digits. Thirty students asking for the saliency 
 frequency spectra of every layer on it, get one computation: the first request computes, a request for the same key
 while that runs waits for its answer, and later ones read the kept result.
 
-- A key names what is computed and everything it depends on: the model object (a model loaded once per process,
-  so another model or another version of one, even under the same name, is another key), `input_digest` of the
-  input tensor, and the settings the computation reads.
+- A key names what is computed and everything it depends on: the model (`model_token`: a model loaded once per
+  process, so another model or another version of one, even under the same name, is another key; held weakly, so
+  that a student's own model, once replaced, is not kept alive by its results), `input_digest` of the input tensor,
+  and the settings the computation reads.
 - Results are kept most recently used first, within a budget of bytes (the tensors and arrays they hold, see
   `size_of`): memory stays bounded however long a class runs. A result larger than the whole budget is returned and
   not kept.
@@ -24,6 +25,7 @@ import hashlib
 import os
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
@@ -34,6 +36,12 @@ import torch
 
 ENV_VAR = "EXPLORER_RESULTS_CACHE_MB"
 DEFAULT_MB = 64
+
+
+def model_token(model: object) -> weakref.ref:
+    """The model's part of a key: equal for the same model object while it lives, and never equal to another
+    (a dead reference equals only itself), without keeping the model alive."""
+    return weakref.ref(model)
 
 
 def input_digest(x: torch.Tensor) -> tuple:

@@ -4,13 +4,15 @@ memory; failures never kept; digests that tell inputs apart."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
+import weakref
 
 import numpy as np
 import pytest
 import torch
 
-from explorer.core.shared_results import SharedResults, input_digest, size_of
+from explorer.core.shared_results import SharedResults, input_digest, model_token, size_of
 
 
 def counting(value):
@@ -152,3 +154,18 @@ def test_the_size_counts_the_tensors_and_arrays_inside_results():
     r = Result(torch.zeros(2, 5), np.zeros((4, 4)), "x")
     assert size_of(r) == 40 + 128 + size_of("x")
     assert size_of((r, [r], {"k": r})) == 3 * size_of(r) + size_of("k")
+
+
+def test_a_model_token_does_not_keep_the_model_alive_and_never_matches_another_model():
+    class Model:
+        pass
+
+    results, model = SharedResults(budget=10_000), Model()
+    results.get(("map", model_token(model)), lambda: np.zeros(4))
+    assert results.kept(("map", model_token(model))) is not None  # the same model: found
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None  # the kept result did not keep its model alive
+    others = [Model() for _ in range(100)]  # some may live where the dead one did: same id, same hash
+    assert all(results.kept(("map", model_token(other))) is None for other in others)

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from explorer.core import trace, zoo
-from explorer.core.shared_results import RESULTS, input_digest
+from explorer.core.shared_results import RESULTS, input_digest, model_token
 from explorer.core.trace import kind_of
 from explorer.errors import InputError
 from explorer.lessons.attention.math import PatchGrid, patch_grid
@@ -224,7 +224,7 @@ def comparison(current: zoo.ZooModel, x: Tensor, source: object) -> Comparison:
             model = current if name == current.name else zoo.load(name)
             model_input = x if model is current else model.preprocess(source)
             # a class asks for the same gallery digits: one computation per (model, input) for every session
-            spectra.append((name, RESULTS.get(("network spectra", model, input_digest(model_input)),
+            spectra.append((name, RESULTS.get(("network spectra", model_token(model), input_digest(model_input)),
                                               partial(network_spectra, model.module, model_input))))
         except InputError as e:
             refused.append((name, str(e)))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import panel as pn
 import param
 
-from explorer.core.shared_results import RESULTS, input_digest
+from explorer.core.shared_results import RESULTS, input_digest, model_token
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.saliency import faithfulness as fm
@@ -327,11 +327,11 @@ def map_key(inference: Inference, method: str, settings: sm.Settings) -> tuple:
 
 
 def shared_key(what: str, inference: Inference, digest: tuple, method: str, settings: sm.Settings) -> tuple:
-    """map_key for every session of the process (explorer/core/shared_results.py): the model and the input's
-    digest (input_digest of inference.x) in place of this session's Inference, and the black pixel the curves paint
-    with."""
+    """map_key for every session of the process (explorer/core/shared_results.py): the model's token and the
+    input's digest (input_digest of inference.x) in place of this session's Inference, and the black pixel the
+    curves paint with."""
     _, method, read = map_key(inference, method, settings)
-    return what, inference.model, digest, method, read, settings.black
+    return what, model_token(inference.model), digest, method, read, settings.black
 
 
 STEPS = (
