@@ -214,6 +214,24 @@ def test_served_what_the_class_computed_already_is_shown_at_once_without_a_worke
         assert not lesson.progress.visible
 
 
+def test_served_a_chain_whose_first_results_are_kept_shows_them_and_counts_on_from_there(monkeypatch, rng):
+    digit = random_digit(rng)
+    first = ExplorerState(model="mnist-cnn")
+    assert first.set_input(digit.copy(), "one digit"), first.error
+    SaliencyLesson(state=first)  # computes the maps and curves of the default settings
+    state = ExplorerState(model="mnist-cnn")
+    assert state.set_input(digit.copy(), "the same digit"), state.error
+    session = Queued()
+    monkeypatch.setattr(background, "submit", session)
+    with set_curdoc(session.doc):
+        lesson = SaliencyLesson(state=state, noise=0.45)  # SmoothGrad at a noise no one asked for
+        kept = list(sm.METHODS).index("smoothgrad")  # the maps before it in the chain are kept
+        assert kept >= 2 and lesson.progress.value == kept and lesson.progress.max == 2 * len(sm.METHODS)
+        assert shown_map(lesson, "gradient") is not None and shown_map(lesson, "smoothgrad") is None
+        session.run()
+        assert shown_map(lesson, "smoothgrad") is not None and not lesson.progress.visible
+
+
 @needs_vit
 def test_a_model_or_input_switch_redraws_everything_for_the_new_one(lesson, rng):
     page = Page(lesson)

@@ -258,7 +258,8 @@ class SaliencyLesson(Lesson):
                 self.progress_text.object = ""
                 return
         job = jobs[done]
-        self.progress.param.update(max=len(jobs), value=done, visible=True)
+        self.progress.max = len(jobs)  # first: the value's bounds follow the max (a chain may start past the old max)
+        self.progress.param.update(value=done, visible=True)
         self.progress_text.object = f"◔ Computing {job.what} ({done + 1} of {len(jobs)}) …"
 
         def compute():
