@@ -51,12 +51,12 @@ def input_digest(x: torch.Tensor) -> tuple:
 
 
 def size_of(value: Any) -> int:
-    """Bytes held by the tensors and arrays in `value` (dataclasses, tuples, lists and dicts are looked into), plus
-    the object's own size for anything else."""
+    """Bytes held by the tensors and arrays in `value` (all of the memory a view keeps alive; dataclasses, tuples,
+    lists and dicts are looked into), plus the object's own size for anything else."""
     if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
+        return value.untyped_storage().nbytes()  # a view keeps all of its storage alive
     if isinstance(value, np.ndarray):
-        return value.nbytes
+        return value.base.nbytes if isinstance(value.base, np.ndarray) else value.nbytes
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return sum(size_of(getattr(value, f.name)) for f in dataclasses.fields(value))
     if isinstance(value, (tuple, list)):
@@ -79,9 +79,9 @@ class SharedResults:
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """The result for `key`: kept, or being computed by another request (waited for), or computed now."""
         with self._lock:
-            if key in self._kept:
-                self._kept.move_to_end(key)
-                return self._kept[key][0]
+            found = self._read(key)
+            if found is not None:
+                return found[0]
             running = self._running.get(key)
             if running is None:
                 answer = self._running[key] = Future()
@@ -103,10 +103,7 @@ class SharedResults:
     def kept(self, key: Hashable) -> tuple[Any] | None:
         """(the kept result,) for `key`, or None where none is kept: never computes or waits."""
         with self._lock:
-            if key not in self._kept:
-                return None
-            self._kept.move_to_end(key)
-            return (self._kept[key][0],)
+            return self._read(key)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -116,10 +113,12 @@ class SharedResults:
         """Bytes held by the kept results."""
         return self._used
 
-    def clear(self) -> None:
-        with self._lock:
-            self._kept.clear()
-            self._used = 0
+    def _read(self, key: Hashable) -> tuple[Any] | None:
+        """(the kept result,) marked as the most recently used, or None; under the lock."""
+        if key not in self._kept:
+            return None
+        self._kept.move_to_end(key)
+        return (self._kept[key][0],)
 
     def _keep(self, key: Hashable, result: Any) -> None:
         size = size_of(result)

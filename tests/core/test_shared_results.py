@@ -154,6 +154,8 @@ def test_the_size_counts_the_tensors_and_arrays_inside_results():
     r = Result(torch.zeros(2, 5), np.zeros((4, 4)), "x")
     assert size_of(r) == 40 + 128 + size_of("x")
     assert size_of((r, [r], {"k": r})) == 3 * size_of(r) + size_of("k")
+    # a view keeps all of its storage alive, and is counted so
+    assert size_of(torch.zeros(100, 10)[:1]) == 4000 and size_of(np.zeros((100, 10))[:1]) == 8000
 
 
 def test_a_model_token_does_not_keep_the_model_alive_and_never_matches_another_model():
