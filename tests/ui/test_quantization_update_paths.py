@@ -57,10 +57,12 @@ class Queued:
 
     def __init__(self):
         self.work: list[tuple[str, object]] = []
+        self.background: dict[str, bool] = {}  # strand name -> whether its workers run at background priority
         self.doc, self._context = served_document(lambda _doc, callback: callback())
 
     def __call__(self, work, name: str, background: bool = True) -> Future:
         self.work.append((name, work))
+        self.background[name] = background
         return Future()
 
     def names(self) -> list[str]:

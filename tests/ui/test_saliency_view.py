@@ -232,6 +232,25 @@ def test_served_a_chain_whose_first_results_are_kept_shows_them_and_counts_on_fr
         assert shown_map(lesson, "smoothgrad") is not None and not lesson.progress.visible
 
 
+
+def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priority(monkeypatch, rng):
+    state = ExplorerState(model="mnist-cnn")
+    assert state.set_input(random_digit(rng), "a random blob"), state.error
+    session = Queued()
+    monkeypatch.setattr(background, "submit", session)
+    with set_curdoc(session.doc):
+        lesson = SaliencyLesson(state=state)
+        asked = []  # (strand, what the progress said) for each worker, in the order of the chain
+        while session.work:
+            asked.append((session.work[0][0], lesson.progress_text.object))
+            session.work.pop(0)[1]()
+    maps, curves = "SaliencyLesson.maps", "SaliencyLesson.curves"
+    assert [strand for strand, _ in asked] == [maps] * len(sm.METHODS) + [curves] * len(sm.METHODS)
+    assert all(" map (" in text for strand, text in asked if strand == maps)
+    assert all("curves (" in text for strand, text in asked if strand == curves)
+    assert session.background == {maps: False, curves: True}
+    assert not lesson.progress.visible and all(shown_map(lesson, m) is not None for m in sm.METHODS)
+
 @needs_vit
 def test_a_model_or_input_switch_redraws_everything_for_the_new_one(lesson, rng):
     page = Page(lesson)

@@ -15,8 +15,9 @@ request per map, then their curves, one request per method; each answer paints i
 asks for the next. A map is recomputed only when a setting it reads changed (READS). The sanity check runs on its
 button, one request per randomisation step, and is dropped when a map changes. Each computation takes one of the
 process's few turns (explorer/session/background.py): every student's maps before anyone's curves or sanity steps,
-and never more at once than the cores can run. Every figure and pane that shows a result carries its model's tag
-(explorer.session.tags), set together with the result.
+and never more at once than the cores can run. A map, the student's answer, runs at the server's own priority; the
+curves and the sanity check measure, at background priority. Every figure and pane that shows a result carries its
+model's tag (explorer.session.tags), set together with the result.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ class SaliencyLesson(Lesson):
             self.sanity.ready(self._maps_current(inference, settings))
 
         return Job(f"the {sm.METHODS[method]} map", key, lambda: RESULTS.get(key, attribute), show,
-                   background.request_turn)
+                   background.request_turn, measurement=False)
 
     def _curve_job(self, inference: Inference, digest: tuple, method: str, settings: sm.Settings) -> Job:
         def curves() -> tuple[fm.Curve, fm.Curve]:
@@ -245,7 +246,7 @@ class SaliencyLesson(Lesson):
                 self.faithfulness.show(method, *curves, inference.model.name)
 
         return Job(f"the {sm.METHODS[method]} deletion and insertion curves", key, compute, show,
-                   background.sweep_turn)
+                   background.sweep_turn, measurement=True)
 
     def _run(self, wanted: tuple, jobs: list[Job], done: int) -> None:
         self._wanted = wanted
@@ -276,7 +277,8 @@ class SaliencyLesson(Lesson):
             job.show(result)
             self._run(wanted, jobs, done + 1)
 
-        self.slow("maps", background=True).request((wanted, done), compute, shown)
+        strand = self.slow("curves", background=True) if job.measurement else self.slow("maps")
+        strand.request((wanted, done), compute, shown)
 
     def _flag_maps(self, survives: dict[str, bool | None]) -> None:
         for method, flag in survives.items():
@@ -314,6 +316,9 @@ class Job:
     compute: Callable[[], object]                     # off the event loop
     show: Callable[[object], None]                    # on it, with compute's result
     turn: Callable[[], AbstractContextManager[None]]  # background.request_turn (a map) or sweep_turn (curves)
+    # Curves measure, at background priority; a map is what the student waits for, at the server's own: a class's
+    # browsers and every sweep kept a map at background priority from the CPU for more than 30 s
+    measurement: bool
 
 
 def predicted(inference: Inference) -> int:
