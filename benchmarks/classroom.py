@@ -1,4 +1,4 @@
-"""A classroom on one server: N simulated students (browser contexts in one Chromium) on one `panel serve app.py`.
+"""A classroom on one server: N simulated students (browser contexts in one Chromium) on one `explorer serve`.
 
     python benchmarks/classroom.py [--students 5 15 30] [--seconds 90] [--calibrate 20] [--think 0.5]
                                    [--model mnist-cnn] [--rate 6]
@@ -17,6 +17,8 @@ with --think seconds between an answer and the next click. Printed per N:
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
 - requests that left 127.0.0.1.
+- the CPU the server and the browsers (every Chromium process) took during the mixed loop, in CPU s per s: which of
+  the two the machine was busy with.
 - server CPU seconds per action kind. Method: after the mixed loop, one calibration phase per kind (--calibrate
   seconds) in which every student does only that kind. The server process's CPU time (utime + stime of all its
   threads, /proc/PID/stat) is read when the server is quiet before the phase and again when it is quiet after
@@ -137,9 +139,15 @@ FINGERPRINT = """(name) => {
 }"""
 
 # Milliseconds since the pointerup once the open lesson shows `source` on screen with data, no placeholder, and
-# (when `before` is not null) data other than `before`; false until then.
+# (when `before` is not null) data other than `before`; false until then. The source's own data is checked first:
+# the walk over the lesson's views (each one's visibility: a style computation) runs only once that data is there.
+# Walked on every poll, it took 0.5 CPU s/s of the machine's 2 cores while 15 pages waited, a third of what the
+# students' browsers took in all: the benchmark slowed the pages it measured.
 LESSON_SHOWN = f"""([name, before]) => {{
   if (window.__t0 === null) return false;
+  const source = Bokeh.documents[0].get_model_by_name(name);
+  if (source === null || !(source.get_length() > 0)) return false;
+  if (before !== null && ({FINGERPRINT})(name) === before) return false;
   const tabs = ({FIND})("lesson-tabs");
   if (tabs === null) return false;
   const onScreen = (v) => v.model.visible !== false &&
@@ -154,7 +162,6 @@ LESSON_SHOWN = f"""([name, before]) => {{
   }};
   walk(tabs);
   if (placeholder || rows === 0) return false;
-  if (before !== null && ({FINGERPRINT})(name) === before) return false;
   return Math.max(performance.now() - window.__t0, 0.001);
 }}"""
 
@@ -172,8 +179,9 @@ ACTIVE_LESSON = """() => {
 
 
 def launch(port: int, log: Path, setup: Path) -> subprocess.Popen:
-    """`panel serve app.py` as app.py's own settings would run it, its output in `log`."""
-    command = [sys.executable, "-m", "panel", "serve", "app.py", "--port", str(port), "--address", "127.0.0.1",
+    """`explorer serve` (one process: `panel serve app.py` with the class's settings, explorer/cli.py), its output in
+    `log`. It becomes panel serve in the same process, so the returned process is the server."""
+    command = [sys.executable, "-m", "explorer.cli", "serve", "--port", str(port), "--address", "127.0.0.1",
                "--allow-websocket-origin", f"127.0.0.1:{port}", "--setup", str(setup)]
     with open(log, "w") as out:
         return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -198,6 +206,20 @@ async def idle_rate(pid: int, settle_s: float = 30) -> tuple[float, bool]:
         if len(windows) >= 3 and max(windows[-3:]) < 0.05:
             return statistics.fmean(windows[-3:]), True
     return min(windows), False
+
+
+def browsers_cpu_s() -> float:
+    """CPU time so far of every Chromium process on the machine (the students' browsers), user + system."""
+    total = 0.0
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            if b"chromium" in (process / "cmdline").read_bytes().split(b"\0")[0]:
+                total += cpu_s(int(process.name))
+        except OSError:  # a process that ended meanwhile
+            continue
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -343,7 +365,7 @@ async def classroom(n: int, args: argparse.Namespace, setup: Path) -> None:
             deadline = time.monotonic() + 120
             while "Bokeh app running" not in log.read_text():
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"panel serve did not start:\n{log.read_text()}")
+                    raise RuntimeError(f"explorer serve did not start:\n{log.read_text()}")
                 await asyncio.sleep(0.2)
             lesson = course(args.model, url)
             students = []
@@ -364,7 +386,10 @@ async def classroom(n: int, args: argparse.Namespace, setup: Path) -> None:
             arrival = time.monotonic() - arrival
             idle, settled = await idle_rate(server.pid)
 
+            mixed_start = (cpu_s(server.pid), browsers_cpu_s(), time.monotonic())
             mixed = await phase(students, KINDS, args.seconds, args.think)
+            server_rate, browsers_rate = ((cpu_s(server.pid) - mixed_start[0]) / (time.monotonic() - mixed_start[2]),
+                                          (browsers_cpu_s() - mixed_start[1]) / (time.monotonic() - mixed_start[2]))
             rss_mixed = rss_mb(server.pid)
             cpu_per: dict[str, float] = {}
             calibration: dict[str, Tally] = {}
@@ -404,6 +429,8 @@ async def classroom(n: int, args: argparse.Namespace, setup: Path) -> None:
     unanswered = mixed.unanswered + [u for kind in KINDS for u in calibration[kind].unanswered]
     for line in (unanswered + problems + logged)[:10]:
         print(f"    {line[:200]}")
+    print(f"CPU during the mixed loop, of the machine's {os.cpu_count()} cores: server {server_rate:.2f} CPU s/s, "
+          f"browsers {browsers_rate:.2f} CPU s/s")
     print(f"requests that left 127.0.0.1: {len(outside)}" + (f" (first: {outside[0]})" if outside else ""))
     print(f"server CPU per action (calibrated; idle {idle:.3f} CPU s/s subtracted, "
           f"{'measured quiet' if settled else 'the server never went quiet: its lowest 1-s window'}): "

@@ -1,4 +1,4 @@
-"""Server CPU per gallery click with each lesson open: one student on one `panel serve app.py`.
+"""Server CPU per gallery click with each lesson open: one student on one `explorer serve` (classroom.py's server).
 
     python benchmarks/gallery_cpu.py [--lessons convolution saliency ...] [--seconds 45] [--model mnist-cnn]
 

@@ -10,17 +10,31 @@ import sys
 from explorer import serve as runtime
 from explorer.errors import InputError
 
+# How long a session whose page has not connected its websocket yet is kept (Bokeh's default: 15 s). When a class
+# arrives at once, pages take longer than that to load and connect; Bokeh then discards their sessions and builds
+# each one again when its websocket arrives (30 students: 110 documents built for 84 sessions; kept 2 minutes, 89
+# for 89, benchmarks/classroom.py).
+UNUSED_SESSION_LIFETIME_MS = 120_000
+
+
+def panel_serve_args(panel_args: list[str]) -> list[str]:
+    """The options given for panel serve, with the class's session lifetime unless they set one."""
+    if any(arg.startswith("--unused-session-lifetime") for arg in panel_args):
+        return panel_args
+    return [*panel_args, "--unused-session-lifetime", str(UNUSED_SESSION_LIFETIME_MS)]
+
 
 def serve(args: argparse.Namespace) -> int:
     from explorer.core.paths import ROOT
 
+    panel_args = panel_serve_args(args.panel_args)
     if args.workers > 1:
         from explorer import workers
 
-        return workers.serve(args.workers, args.port, args.address, args.panel_args, args.show)
+        return workers.serve(args.workers, args.port, args.address, panel_args, args.show)
     address = [] if args.address is None else ["--address", args.address]
     command = [sys.executable, "-m", "panel", "serve", str(ROOT / "app.py"), "--port", str(args.port), *address,
-               *args.panel_args]
+               *panel_args]
     if args.show:
         command.append("--show")
     if os.name != "posix":  # no exec on Windows: wait for panel serve

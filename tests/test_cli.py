@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from explorer import cli
+from explorer import cli, workers
 from explorer.core import device, zoo
 
 
@@ -51,18 +51,38 @@ def exec_calls(monkeypatch) -> list[list[str]]:
     return calls
 
 
+LIFETIME = ["--unused-session-lifetime", "120000"]  # a class's pages may take minutes to connect
+
+
 def test_serve_wraps_panel_serve_app_py(monkeypatch):
     calls = exec_calls(monkeypatch)
     cli.main(["serve", "--port", "5100", "--num-threads", "4"])
     command = calls[0]
     assert command[1:4] == ["-m", "panel", "serve"] and command[4].endswith("app.py")
-    assert command[5:] == ["--port", "5100", "--num-threads", "4"]
+    assert command[5:] == ["--port", "5100", "--num-threads", "4", *LIFETIME]
 
 
 def test_serve_passes_the_address_to_panel_serve(monkeypatch):
     calls = exec_calls(monkeypatch)
     cli.main(["serve", "--address", "0.0.0.0", "--allow-websocket-origin", "class.example.org"])
-    assert calls[0][5:] == ["--port", "5006", "--address", "0.0.0.0", "--allow-websocket-origin", "class.example.org"]
+    assert calls[0][5:] == ["--port", "5006", "--address", "0.0.0.0", "--allow-websocket-origin", "class.example.org",
+                            *LIFETIME]
+
+
+@pytest.mark.parametrize("given", [["--unused-session-lifetime", "5000"], ["--unused-session-lifetime=5000"]])
+def test_a_session_lifetime_given_wins(monkeypatch, given):
+    calls = exec_calls(monkeypatch)
+    cli.main(["serve", *given])
+    assert calls[0][5:] == ["--port", "5006", *given]
+
+
+def test_every_worker_keeps_a_session_two_minutes_for_its_websocket(monkeypatch):
+    planned = []
+    monkeypatch.setattr(workers, "serve", lambda n, port, address, panel_args, show: planned.append(
+        workers.plan(n, port, address, panel_args)) or 0)
+    assert cli.main(["serve", "--workers", "2", "--num-threads", "1"]) == 0
+    for command in planned[0].commands:
+        assert command[-4:] == ("--num-threads", "1", *LIFETIME)
 
 
 def _no_process(*args, **kwargs):
