@@ -354,19 +354,31 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):7.0f} ms, p95 {p95:7.0f} ms, max {max(values):7.0f} ms"
 
 
-async def classroom(n: int, args: argparse.Namespace, setup: Path) -> None:
+def start_server(prefix: str) -> tuple[subprocess.Popen, str, Path]:
+    """A new server on a free port, its log and --setup script (SETUP) in a new temporary folder whose name starts
+    with `prefix`: (the process, the app's URL, the log)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/app"
-    log = Path(tempfile.mkdtemp(prefix="classroom-")) / "server.log"
-    server = launch(port, log, setup)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    log, setup = folder / "server.log", folder / "setup.py"
+    setup.write_text(SETUP)
+    return launch(port, log, setup), f"http://127.0.0.1:{port}/app", log
+
+
+async def serving(server: subprocess.Popen, log: Path) -> None:
+    """Wait until the server has started; raise if it stopped or took more than 2 minutes."""
+    deadline = time.monotonic() + 120
+    while "Bokeh app running" not in log.read_text():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"explorer serve did not start:\n{log.read_text()}")
+        await asyncio.sleep(0.2)
+
+
+async def classroom(n: int, args: argparse.Namespace) -> None:
+    server, url, log = start_server("classroom-")
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            deadline = time.monotonic() + 120
-            while "Bokeh app running" not in log.read_text():
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"explorer serve did not start:\n{log.read_text()}")
-                await asyncio.sleep(0.2)
+            await serving(server, log)
             lesson = course(args.model, url)
             students = []
             for i in range(n):
@@ -456,11 +468,8 @@ def main() -> None:
     parser.add_argument("--model", default="mnist-cnn", choices=["mnist-cnn", "mnist-vit"])
     parser.add_argument("--rate", type=float, default=6, help="actions per student per minute, for the estimate")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        setup = Path(folder) / "count_documents.py"
-        setup.write_text(SETUP)
-        for n in args.students:
-            asyncio.run(classroom(n, args, setup))
+    for n in args.students:
+        asyncio.run(classroom(n, args))
 
 
 if __name__ == "__main__":

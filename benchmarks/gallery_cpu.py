@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,17 +29,11 @@ WARM_UP_CLICKS = 5
 
 
 async def one_lesson(lesson: str, model: str, seconds: float) -> str:
-    port = c.free_port()
-    url = f"http://127.0.0.1:{port}/app"
-    folder = Path(tempfile.mkdtemp(prefix="gallery-cpu-"))
-    log, setup = folder / "server.log", folder / "setup.py"
-    setup.write_text(c.SETUP)
-    server = c.launch(port, log, setup)
+    server, url, log = c.start_server("gallery-cpu-")
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=c.CHROMIUM, args=c.CHROMIUM_FLAGS)
-            while "Bokeh app running" not in log.read_text():
-                await asyncio.sleep(0.2)
+            await c.serving(server, log)
             context = await browser.new_context(viewport={"width": 1400, "height": 1000})
             student = c.Student(0, await context.new_page(), c.course(model, url))
             await student.page.goto(f"{url}?model={model}&lesson={lesson}", timeout=120_000)

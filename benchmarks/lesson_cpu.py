@@ -26,7 +26,6 @@ import asyncio
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -94,18 +93,12 @@ async def one_lesson(lesson: str, model: str, students: int, switches: int) -> s
     title, source = SOURCES[lesson]
     other = "normalization" if lesson == "convolution" else "convolution"
     other_title = SOURCES[other][0]
-    port = c.free_port()
-    url = f"http://127.0.0.1:{port}/app"
-    folder = Path(tempfile.mkdtemp(prefix="lesson-cpu-"))
-    log, setup = folder / "server.log", folder / "setup.py"
-    setup.write_text(c.SETUP)
-    server = c.launch(port, log, setup)
+    server, url, log = c.start_server("lesson-cpu-")
     first, switch, gallery, catch_up, latency = [], [], [], [], []
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=c.CHROMIUM, args=c.CHROMIUM_FLAGS)
-            while "Bokeh app running" not in log.read_text():
-                await asyncio.sleep(0.2)
+            await c.serving(server, log)
             meter = None
             for number in range(students):
                 context = await browser.new_context(viewport={"width": 1400, "height": 1000})
