@@ -316,8 +316,8 @@ class Job:
     compute: Callable[[], object]                     # off the event loop
     show: Callable[[object], None]                    # on it, with compute's result
     turn: Callable[[], AbstractContextManager[None]]  # background.request_turn (a map) or sweep_turn (curves)
-    # Curves measure, at background priority; a map is what the student waits for, at the server's own: a class's
-    # browsers and every sweep kept a map at background priority from the CPU for more than 30 s
+    # Curves measure, at background priority; a map is what the student waits for, at the server's own: at background
+    # priority it waited behind the browsers and every sweep, as the convolution lesson's follow-up did
     measurement: bool
 
 
