@@ -35,14 +35,10 @@ from playwright.async_api import async_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import classroom as c  # noqa: E402  (this folder's own module)
 
-# lesson name -> (tab title, a named source that changes with the input); Attention with a CNN shows its
-# frequency section, whose per-layer curves follow the input
-SOURCES = {"convolution": ("Convolution", "convolution-output"),
-           "normalization": ("Normalization", "normalization-hist"),
-           "attention": ("Attention", "attention-frequency-curves"),
-           "pruning": ("Pruning", "pruning-pruned"),
-           "quantization": ("Quantization", "quantization-sqnr"),
-           "saliency": ("Saliency", "saliency-map-gradient")}
+# lesson name -> (tab title, a named source that changes with the input): classroom.py's, and Attention, which with a
+# CNN shows its frequency section, whose per-layer curves follow the input
+SOURCES = {title.lower(): (title, source)
+           for title, source in {**c.LESSONS, "Attention": "attention-frequency-curves"}.items()}
 QUIET = 0.05  # CPU s/s under which the server is taken to be idle
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import panel as pn
@@ -224,7 +223,7 @@ class SaliencyLesson(Lesson):
             self.sanity.ready(self._maps_current(inference, settings))
 
         return Job(f"the {sm.METHODS[method]} map", key, lambda: RESULTS.get(key, attribute), show,
-                   background.request_turn, measurement=False)
+                   measurement=False)
 
     def _curve_job(self, inference: Inference, digest: tuple, method: str, settings: sm.Settings) -> Job:
         def curves() -> tuple[fm.Curve, fm.Curve]:
@@ -246,7 +245,7 @@ class SaliencyLesson(Lesson):
                 self.faithfulness.show(method, *curves, inference.model.name)
 
         return Job(f"the {sm.METHODS[method]} deletion and insertion curves", key, compute, show,
-                   background.sweep_turn, measurement=True)
+                   measurement=True)
 
     def _run(self, wanted: tuple, jobs: list[Job], done: int) -> None:
         self._wanted = wanted
@@ -264,9 +263,11 @@ class SaliencyLesson(Lesson):
         self.progress_text.object = f"◔ Computing {job.what} ({done + 1} of {len(jobs)}) …"
 
         def compute():
+            if self._wanted != wanted:  # the student moved on before this started (maybe on the other strand)
+                return None
             # one of the process's few turns (explorer/session/background.py): students' maps before anyone's
             # curves, and no more computations at once than the cores can run
-            with job.turn():
+            with background.sweep_turn() if job.measurement else background.request_turn():
                 if self._wanted != wanted:  # the student moved on while this waited: its answer would be dropped
                     return None
                 return job.compute()
@@ -315,9 +316,9 @@ class Job:
     key: Hashable                                     # of its result in shared_results.RESULTS
     compute: Callable[[], object]                     # off the event loop
     show: Callable[[object], None]                    # on it, with compute's result
-    turn: Callable[[], AbstractContextManager[None]]  # background.request_turn (a map) or sweep_turn (curves)
-    # Curves measure, at background priority; a map is what the student waits for, at the server's own: at background
-    # priority it waited behind the browsers and every sweep, as the convolution lesson's follow-up did
+    # Curves measure: a sweep's turn, at background priority. A map is what the student waits for: a request's turn,
+    # at the server's own priority (at background priority it waited behind the browsers and every sweep, as the
+    # convolution lesson's follow-up did)
     measurement: bool
 
 
