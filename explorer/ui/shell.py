@@ -17,6 +17,12 @@ from bokeh.themes import Theme
 from panel.custom import JSComponent
 
 from explorer.lessons import plots
+
+# Every custom component the lessons use is defined before any page is sent: Bokeh sends the definitions of those
+# that exist with each page; one defined later, by a lesson module imported when its tab first opens, reaches only
+# the page that imported it (Panel sends it once per process, holoviz/panel#8432), and every other page fails with
+# "could not resolve type". tests/ui/test_shell.py checks that opening the lessons defines none.
+from explorer.session.later import compiled_at_load
 from explorer.session.lesson import Lesson as LessonView
 from explorer.session.narrative import Reveal, input_noun
 from explorer.session.state import LESSON_NAMES, ExplorerState, SessionView, follows, making_models, one_update
@@ -275,7 +281,9 @@ class LessonFrame(pn.viewable.Viewer):
         self._tour.visible = tour is not None
 
     def __panel__(self) -> pn.viewable.Viewable:
-        return pn.Column(self._reveal, self._tabs, self._tour, sizing_mode="stretch_width", margin=0)
+        # the lessons' placeholders for their lower parts (explorer/session/later.py) are ready when a lesson arrives
+        return pn.Column(self._reveal, compiled_at_load(), self._tabs, self._tour, sizing_mode="stretch_width",
+                         margin=0)
 
 
 def sideways_box(*objects: pn.viewable.Viewable) -> pn.Column:

@@ -97,6 +97,41 @@ def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
     return path
 
 
+# The shown placeholders of parts placed once the student scrolls near them (explorer/session/later.py), found
+# through shadow roots, in page order.
+SHOWN_PLACEHOLDERS = """() => {
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll(".later-placeholder")) if (el.getClientRects().length > 0) found.push(el);
+    for (const el of root.querySelectorAll("*")) if (el.shadowRoot) walk(el.shadowRoot);
+  };
+  walk(document);
+  return found;
+}"""
+
+
+def place_every_part(page: Page, timeout: float = 30_000) -> None:
+    """Scroll to each part of the open lesson that joins the page when scrolled near, as a student reading the whole
+    lesson does, until every one is there; then back to where the page was. For a test that reads the lower parts."""
+    page.evaluate(f"""() => {{  // where every scrolled box stands now, to go back to
+      window.__scrolled = [];
+      for (const el of ({SHOWN_PLACEHOLDERS})().slice(0, 1))
+        for (let node = el; node; node = node.parentNode || node.host)
+          if (node instanceof Element && node.scrollHeight > node.clientHeight)
+            window.__scrolled.push([node, node.scrollTop]);
+    }}""")
+    while True:
+        left = page.evaluate(f"""() => {{
+          const shown = ({SHOWN_PLACEHOLDERS})();
+          if (shown.length > 0) shown[0].scrollIntoView({{block: "start"}});
+          return shown.length;
+        }}""")
+        if left == 0:
+            break
+        page.wait_for_function(f"(left) => ({SHOWN_PLACEHOLDERS})().length < left", arg=left, timeout=timeout)
+    page.evaluate("() => { for (const [el, top] of window.__scrolled || []) el.scrollTop = top; }")
+
+
 @pytest.fixture(scope="session")
 def app_url() -> Iterator[str]:
     """The app itself: `panel serve app.py`."""

@@ -82,12 +82,14 @@ def normalization_check(page: Page) -> None:
 def attention_act(page: Page) -> None:
     pick_digit(22)(page)
     page.get_by_role("combobox", name="Query token").select_option(label="patch (row 2, column 3)")
+    page.locator(".attention-part-4").scroll_into_view_if_needed()  # rollout, below the first screen
     active(page, "max").click()
 
 
 def attention_check(page: Page) -> None:
     expect(page.get_by_role("combobox", name="Query token")).to_have_value("patch (row 2, column 3)",
                                                                            timeout=TIMEOUT_MS)
+    page.locator(".attention-part-4").scroll_into_view_if_needed()
     expect(active(page, "max")).to_have_class(re.compile(r"\bbk-active\b"))
     expect(page.get_by_text("Head: 2")).to_be_visible()
 

@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from explorer.lessons import plots
 from explorer.session.state import ExplorerState
 
-from .conftest import screenshot, serve
+from .conftest import place_every_part, screenshot, serve
 
 APP = "tests/browser/apps/normalization_app.py"
 
@@ -34,6 +34,7 @@ def open_lesson(page: Page, url: str, model: str) -> list[str]:
     page.set_viewport_size({"width": 1300, "height": 1000})
     page.goto(f"{url}?model={model}")
     expect(page.locator(".normalization-axes")).to_contain_text("BatchNorm", timeout=60_000)
+    place_every_part(page)  # sections 3 to 6 lie below the first screen
     page.wait_for_timeout(300)  # the canvases paint after the text arrives
     return errors
 

@@ -18,7 +18,7 @@ from explorer.lessons.pruning import math as pm
 from explorer.lessons.pruning import measured
 from explorer.lessons.pruning.measured import Point
 
-from .conftest import open_page, screenshot, serve
+from .conftest import open_page, place_every_part, screenshot, serve
 
 APP = "tests/browser/apps/pruning_app.py"
 SHOWN_PROBS = """() => Array.from(Bokeh.documents[0].get_model_by_name("pruning-pruned").data.prob)"""
@@ -34,7 +34,9 @@ def pruning_url() -> Iterator[str]:
 
 
 def open_lesson(page: Page, url: str, model: str) -> list[str]:
-    return open_page(page, f"{url}?model={model}", "Guided tour: pruning", height=2000)
+    errors = open_page(page, f"{url}?model={model}", "Guided tour: pruning", height=2000)
+    place_every_part(page)  # the curves lie below the first screen
+    return errors
 
 
 def drag_slider_to(page: Page, fraction: float) -> None:

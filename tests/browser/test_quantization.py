@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from explorer.session.tags import MODEL_TAG
 
-from .conftest import open_page, screenshot, serve
+from .conftest import open_page, place_every_part, screenshot, serve
 
 APP = "tests/browser/apps/quantization_app.py"
 MEASURED = 120_000  # ms: an accuracy pass over 10,000 test digits on a busy 2-core machine
@@ -30,7 +30,9 @@ def quantization_url() -> Iterator[str]:
 
 
 def open_lesson(page: Page, url: str, model: str) -> list[str]:
-    return open_page(page, f"{url}?model={model}", "Quantization, step by step", width=1400, height=1800)
+    errors = open_page(page, f"{url}?model={model}", "Quantization, step by step", width=1400, height=1800)
+    place_every_part(page)  # the curves lie below the first screen
+    return errors
 
 
 def text_of(page: Page, css_class: str) -> str:

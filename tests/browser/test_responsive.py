@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from explorer.ui.shell import LESSONS
 
+from .conftest import place_every_part
 from .test_screens import LESSON_BUILT
 
 SIZES = ((390, 844), (768, 1024), (1440, 900), (1920, 1080))  # narrowest first
@@ -120,6 +121,7 @@ def open_case(page: Page, url: str, model: str, lesson: str) -> list[str]:
     page.wait_for_function(LESSON_BUILT, timeout=60_000)
     if lesson in ADDED_LATER:
         expect(page.get_by_text(ADDED_LATER[lesson]).first).to_be_visible(timeout=60_000)
+    place_every_part(page)  # every part of the lesson, as a student scrolling through it sees them
     return errors
 
 

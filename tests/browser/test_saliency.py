@@ -18,7 +18,7 @@ from explorer.core import zoo
 from explorer.lessons.saliency import math as sm
 from explorer.session.tags import MODEL_TAG
 
-from .conftest import ROOT, open_page, screenshot, serve
+from .conftest import ROOT, open_page, place_every_part, screenshot, serve
 
 MAPS = [f"saliency-map-{method}" for method in sm.METHODS]
 TIMEOUT_MS = 120_000  # five maps and ten curves on a busy two-core machine
@@ -56,6 +56,7 @@ def test_a_student_sees_maps_and_curves_runs_the_check_and_switches_model(page: 
     url, log = served
     errors = open_page(page, f"{url}?model=mnist-cnn&lesson=saliency", "Saliency: what the model looks at",
                        width=1440, height=900, timeout=TIMEOUT_MS)
+    place_every_part(page)  # the curves and the sanity check lie below the first screen
     wait_shown(page, ["saliency-picture", *MAPS, "saliency-deletion", "saliency-insertion"], "mnist-cnn")
     lines = page.evaluate("() => Bokeh.documents[0].get_model_by_name('saliency-deletion').data.xs.length")
     assert lines == len(sm.METHODS)

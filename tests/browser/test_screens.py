@@ -21,7 +21,7 @@ from explorer.core.gallery import mnist_gallery
 from explorer.ui.overview import CELL
 from explorer.ui.shell import LESSONS
 
-from .conftest import FIGURE_POINT, draw_vertical_line
+from .conftest import FIGURE_POINT, draw_vertical_line, place_every_part
 
 DESKTOP = dict(viewport={"width": 1440, "height": 900})
 PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True, has_touch=True)
@@ -96,6 +96,7 @@ def test_on_a_phone_no_part_of_the_page_is_wider_than_the_window_with_any_lesson
     too_wide = {}
     for lesson in LESSONS.values():
         open_lesson(page, lesson.title)
+        place_every_part(page)  # every part of the lesson, as a student scrolling through it sees them
         overflow = page.evaluate(OVERFLOW)
         page.screenshot(path=f"/tmp/screens-phone-{lesson.title.lower()}.png")
         # A wide figure may scroll inside its own box (the overview's strip of a deep model), never the page

@@ -17,7 +17,9 @@ from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, C
 from bokeh.model import Model
 from bokeh.model.util import visit_value_and_its_immediate_references
 from bokeh.models import Tabs
+from panel.template.base import BaseTemplate
 
+from explorer.session.later import InView
 from explorer.session.tags import MODEL_TAG
 
 PATCHES = (ModelChangedEvent, ColumnDataChangedEvent, ColumnsStreamedEvent, ColumnsPatchedEvent)
@@ -27,11 +29,15 @@ NOT_DRAWN = {"tags", "js_event_callbacks", "js_property_callbacks", "stylesheets
 
 
 class Page:
-    """A document holding one viewable, and the change events it receives."""
+    """A document holding one viewable, and the change events it receives. Its parts that join a served page when
+    scrolled near (explorer/session/later.py) are placed at once, as for a student who has scrolled through it."""
 
     def __init__(self, viewable: pn.viewable.Viewable):
         self.doc = Document()
-        pn.panel(viewable).server_doc(self.doc)
+        root = pn.panel(viewable)
+        root.server_doc(self.doc)
+        for mark in [] if isinstance(root, BaseTemplate) else root.select(InView):  # a whole page builds lessons later
+            mark.seen = True
         self.events: list = []
         self.doc.on_change(self.events.append)
 

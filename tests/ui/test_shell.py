@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +209,40 @@ def test_the_page_has_a_device_width_viewport_and_the_narrow_layout():
     template = shell.build_app(ExplorerState())
     assert template.meta_viewport == "width=device-width, initial-scale=1"
     assert shell.PAGE_CSS.read_text() in template.config.raw_css
+
+
+# In a fresh process: the custom components (Panel's ReactiveESM) of explorer defined once the shell is imported, as
+# app.py imports it before any page is sent, and those that importing every lesson module (opening each lesson)
+# defines besides.
+DEFINED_LATE = """
+import importlib, pkgutil
+from panel.custom import ReactiveESM
+import explorer.lessons
+
+def components():
+    found, todo = set(), [ReactiveESM]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return {f"{c.__module__}.{c.__qualname__}" for c in found if c.__module__.startswith("explorer.")}
+
+from explorer.ui import shell
+before = components()
+for module in pkgutil.walk_packages(explorer.lessons.__path__, "explorer.lessons."):
+    importlib.import_module(module.name)
+print(sorted(before), sorted(components() - before), sep="\\n")
+"""
+
+
+def test_no_custom_component_is_defined_after_the_first_page_is_sent():
+    """Bokeh sends the definitions of the custom components that exist with each page; one first defined when a
+    lesson opens reaches only that page, and every other student's page fails to show it ("could not resolve
+    type")."""
+    run = subprocess.run([sys.executable, "-c", DEFINED_LATE], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr
+    at_start, late = run.stdout.strip().splitlines()
+    assert "explorer.session.later.InView" in at_start  # the placeholder of every lesson part below the first screen
+    assert late == "[]"

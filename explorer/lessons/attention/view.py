@@ -38,6 +38,7 @@ from explorer.lessons.attention.view_heads import Heads
 from explorer.lessons.attention.view_patches import Patches
 from explorer.lessons.attention.view_rollout import Rollout
 from explorer.lessons.attention.view_step import StepByStep
+from explorer.session.later import heading_then_later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Narrative, Step, input_noun
 from explorer.session.state import Inference, follows, making_models, one_update
@@ -265,10 +266,12 @@ class AttentionLesson(Lesson):
                 *patches.layout(),
                 # the controls' rows go on under themselves on a phone
                 *heads.layout(pn.Row(w["layer"], w["head"], w["query"], stylesheets=[plots.WRAPS])),
-                *stepper.layout(w["temperature"]),
-                *rollout.layout(pn.Row(pn.Column(pn.pane.Markdown("Head fusion", margin=(0, 10)), w["head_fusion"]),
-                                       w["discard_ratio"], stylesheets=[plots.WRAPS])),
-                *distance.layout(), sizing_mode="stretch_width", margin=(10, 0))
+                # below the first screen: placed when the student scrolls near (explorer/session/later.py)
+                *heading_then_later(stepper.layout(w["temperature"]), height=900),
+                *heading_then_later(rollout.layout(pn.Row(
+                    pn.Column(pn.pane.Markdown("Head fusion", margin=(0, 10)), w["head_fusion"]), w["discard_ratio"],
+                    stylesheets=[plots.WRAPS])), height=450),
+                *heading_then_later(distance.layout(), height=400), sizing_mode="stretch_width", margin=(10, 0))
             self._page.insert(2, self._content)  # after the intro and the errors, before section 6
 
 

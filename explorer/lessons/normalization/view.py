@@ -27,6 +27,7 @@ from explorer.lessons.normalization import math as nm
 from explorer.lessons.normalization.view_batch import RUNNING, BatchSize, Fold, Gamma, WhatIf
 from explorer.lessons.normalization.view_figures import Shown, clear
 from explorer.lessons.normalization.view_input import Axes, Histogram, Statistics
+from explorer.session.later import Later
 from explorer.session.layer_lesson import OneLayerLesson
 from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
@@ -184,9 +185,12 @@ class NormalizationLesson(OneLayerLesson):
                                         show)
 
     def _build_layout(self) -> pn.viewable.Viewable:
-        def section(title: str, *items) -> pn.Column:
+        def section(title: str, *items, later: int = 0) -> pn.Column:
+            """A numbered section; `later`: about its height, for one below the first screen (placed when scrolled
+            near, explorer/session/later.py)."""
             number = title.split(".")[0]  # "normalization-part-3": where a tour step about section 3 scrolls to
-            return pn.Column(pn.pane.Markdown(f"#### {title}", margin=(10, 10, 0, 10)), *items,
+            body = (Later(*items, height=later),) if later else items
+            return pn.Column(pn.pane.Markdown(f"#### {title}", margin=(10, 10, 0, 10)), *body,
                              sizing_mode="stretch_width", css_classes=[f"normalization-part-{number}"])
 
         bokeh = pn.pane.Bokeh
@@ -203,12 +207,15 @@ class NormalizationLesson(OneLayerLesson):
             section("2. Live statistics on your input",
                     pn.Row(bokeh(stats.figs[0]), bokeh(stats.figs[1]), stylesheets=[plots.WRAPS]), stats.text,
                     pn.Row(bokeh(stats.maps.fig), bokeh(self._hist.fig), stylesheets=[plots.WRAPS])),
-            section("3. Batch size: train mode vs eval mode", bokeh(batch.fig), batch.text, batch.prediction),
-            section("4. What if the layer were another kind?", bokeh(self._whatif.tiles.fig), self._whatif.text),
+            section("3. Batch size: train mode vs eval mode", bokeh(batch.fig), batch.text, batch.prediction,
+                    later=450),
+            section("4. What if the layer were another kind?", bokeh(self._whatif.tiles.fig), self._whatif.text,
+                    later=400),
             section("5. Folding BatchNorm into the convolution",
-                    pn.Row(bokeh(fold.tiles.fig), bokeh(fold.bias_fig), stylesheets=[plots.WRAPS]), fold.text),
+                    pn.Row(bokeh(fold.tiles.fig), bokeh(fold.bias_fig), stylesheets=[plots.WRAPS]), fold.text,
+                    later=400),
             section("6. Switched-off channels: |γ| near zero", bokeh(self._gamma.fig, sizing_mode="stretch_width"),
-                    self._gamma.text),
+                    self._gamma.text, later=350),
             sizing_mode="stretch_width")
 
 

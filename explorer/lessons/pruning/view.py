@@ -36,6 +36,7 @@ from explorer.lessons.pruning.measured import Point
 from explorer.lessons.pruning.view_figures import Figures, label
 from explorer.lessons.pruning.view_measured import Measurements
 from explorer.session import background
+from explorer.session.later import Later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
 from explorer.session.state import Inference, follows, one_update
@@ -279,16 +280,18 @@ class PruningLesson(Lesson):
             pn.Row(bokeh(f.dense_fig), bokeh(f.pruned_fig), stylesheets=[plots.WRAPS]),
             m.accuracy_text,
             self._counts_text,
-            # figures as wide as the lesson up to their own width, so that a phone does not scroll them sideways
-            bokeh(f.sparsity_fig, sizing_mode="stretch_width", max_width=f.sparsity_fig.max_width),
-            pn.Column(bokeh(f.curve_fig, sizing_mode="stretch_width", max_width=f.curve_fig.max_width),
-                      m.curve_progress, m.curve_text, sizing_mode="stretch_width", max_width=740),
-            pn.Column(self._sensitivity_button,
-                      bokeh(f.sensitivity_fig, sizing_mode="stretch_width", max_width=f.sensitivity_fig.max_width),
-                      m.sensitivity_progress, m.sensitivity_text, sizing_mode="stretch_width", max_width=440),
-            pn.Row(self._bn_button, self._speed_button, stylesheets=[plots.WRAPS]),
-            self._bn_text,
-            self._speed_text,
+            # below the first screen: placed when the student scrolls near (explorer/session/later.py). Figures as
+            # wide as the lesson up to their own width, so that a phone does not scroll them sideways
+            Later(bokeh(f.sparsity_fig, sizing_mode="stretch_width", max_width=f.sparsity_fig.max_width), height=350),
+            Later(pn.Column(bokeh(f.curve_fig, sizing_mode="stretch_width", max_width=f.curve_fig.max_width),
+                            m.curve_progress, m.curve_text, sizing_mode="stretch_width", max_width=740),
+                  pn.Column(self._sensitivity_button,
+                            bokeh(f.sensitivity_fig, sizing_mode="stretch_width",
+                                  max_width=f.sensitivity_fig.max_width),
+                            m.sensitivity_progress, m.sensitivity_text, sizing_mode="stretch_width", max_width=440),
+                  pn.Row(self._bn_button, self._speed_button, stylesheets=[plots.WRAPS]),
+                  self._bn_text,
+                  self._speed_text, height=900),
             sizing_mode="stretch_width")
 
 

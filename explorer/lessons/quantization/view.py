@@ -38,6 +38,7 @@ from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import view_text as text
 from explorer.lessons.quantization.view_figures import Curves, Histogram, LayerSqnr, Predictions
 from explorer.session import background
+from explorer.session.later import Later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
 from explorer.session.state import Inference, follows, one_update
@@ -294,7 +295,7 @@ class QuantizationLesson(Lesson):
             # the prediction beside the SQNR bars, or above them on a phone
             pn.Row(pn.Column(pn.pane.Bokeh(self.predictions.fig), max_width=PREDICTIONS_WIDTH, **half),
                    pn.Column(pn.pane.Bokeh(self.layer_sqnr.fig), **half), stylesheets=[plots.WRAPS]),
-            curves,
+            Later(curves, height=450),  # below the first screen: placed when scrolled near (explorer/session/later.py)
             pn.pane.Markdown("### Real integers: int8 with onnxruntime", margin=(15, 10, 0, 10)),
             pn.Row(self.int8_button, self.int8_progress, stylesheets=[plots.WRAPS]), self.int8_text,
             **plots.share_of_row(MAIN_LEAST_WIDTH))

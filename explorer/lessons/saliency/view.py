@@ -38,6 +38,7 @@ from explorer.lessons.saliency.view_faithfulness import Faithfulness
 from explorer.lessons.saliency.view_maps import Maps
 from explorer.lessons.saliency.view_sanity import Sanity
 from explorer.session import background
+from explorer.session.later import heading_then_later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
 from explorer.session.state import Inference, follows, one_update
@@ -304,7 +305,10 @@ class SaliencyLesson(Lesson):
             pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             self.errors,
             pn.Row(self.progress, self.progress_text, stylesheets=[plots.WRAPS]),  # under each other on a phone
-            *self.maps.layout(self._controls), *self.faithfulness.layout(), *self.sanity.layout(),
+            *self.maps.layout(self._controls),
+            # below the first screen: placed when the student scrolls near (explorer/session/later.py)
+            *heading_then_later(self.faithfulness.layout(), height=500),
+            *heading_then_later(self.sanity.layout(), height=450),
             sizing_mode="stretch_width")
 
 
