@@ -21,8 +21,6 @@ from panel.custom import JSComponent
 from explorer.session.state import making_models, one_update
 from explorer.session.work import served_document
 
-PLACEHOLDER_CLASS = "later-placeholder"
-
 
 class InView(JSComponent):
     """A placeholder that sets `seen` once it comes within half a window of the window (then stops watching)."""
@@ -58,10 +56,10 @@ class Later(pn.viewable.Viewer):
     """`items` in a column, placed when the page shows the placeholder near the window (at once when not served).
     `height` is about the part's height: the page's length, and so its scroll bar, stays about right until then."""
 
-    def __init__(self, *items, height: int = 400, css_classes: list[str] | None = None, **params):
+    def __init__(self, *items, height: int = 400, **params):
         super().__init__(**params)
         self._items = items
-        self._box = pn.Column(sizing_mode="stretch_width", margin=0, css_classes=css_classes or [])
+        self._box = pn.Column(sizing_mode="stretch_width", margin=0)
         if served_document() is None:
             self._box.objects = list(items)
             return

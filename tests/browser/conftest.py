@@ -110,26 +110,41 @@ SHOWN_PLACEHOLDERS = """() => {
 }"""
 
 
+# In the page: scroll to each shown placeholder in turn, as a student reading the whole lesson does, until none is
+# left (each waits for the server to send its part); then back to where every scrolled box stood. Not awaited: a
+# test with several students starts it in each page, then waits for each.
+PLACE_EVERY_PART = f"""() => {{
+  if (window.__placing) return;
+  const first = ({SHOWN_PLACEHOLDERS})()[0];
+  const scrolled = [];
+  for (let node = first; node; node = node.parentNode || node.host)
+    if (node instanceof Element && node.scrollHeight > node.clientHeight) scrolled.push([node, node.scrollTop]);
+  const started = performance.now(), waiting = () => performance.now() - started < 120000;
+  window.__placing = true;
+  (async () => {{
+    for (let shown = ({SHOWN_PLACEHOLDERS})(); shown.length > 0 && waiting(); shown = ({SHOWN_PLACEHOLDERS})()) {{
+      const mark = shown[0];
+      mark.scrollIntoView({{block: "start"}});
+      while (mark.isConnected && mark.getClientRects().length > 0 && waiting())
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }}
+    for (const [el, top] of scrolled) el.scrollTop = top;
+    window.__placing = false;
+  }})();
+}}"""
+EVERY_PART_PLACED = f"() => !window.__placing && ({SHOWN_PLACEHOLDERS})().length === 0"
+
+
+def start_placing_every_part(page: Page) -> None:
+    """Start scrolling through the open lesson's parts that join the page when scrolled near (PLACE_EVERY_PART)."""
+    page.evaluate(PLACE_EVERY_PART)
+
+
 def place_every_part(page: Page, timeout: float = 30_000) -> None:
     """Scroll to each part of the open lesson that joins the page when scrolled near, as a student reading the whole
     lesson does, until every one is there; then back to where the page was. For a test that reads the lower parts."""
-    page.evaluate(f"""() => {{  // where every scrolled box stands now, to go back to
-      window.__scrolled = [];
-      for (const el of ({SHOWN_PLACEHOLDERS})().slice(0, 1))
-        for (let node = el; node; node = node.parentNode || node.host)
-          if (node instanceof Element && node.scrollHeight > node.clientHeight)
-            window.__scrolled.push([node, node.scrollTop]);
-    }}""")
-    while True:
-        left = page.evaluate(f"""() => {{
-          const shown = ({SHOWN_PLACEHOLDERS})();
-          if (shown.length > 0) shown[0].scrollIntoView({{block: "start"}});
-          return shown.length;
-        }}""")
-        if left == 0:
-            break
-        page.wait_for_function(f"(left) => ({SHOWN_PLACEHOLDERS})().length < left", arg=left, timeout=timeout)
-    page.evaluate("() => { for (const [el, top] of window.__scrolled || []) el.scrollTop = top; }")
+    start_placing_every_part(page)
+    page.wait_for_function(EVERY_PART_PLACED, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from playwright.sync_api import Browser, Error, Locator, Page, expect
 from explorer.core import zoo
 from explorer.session.tags import MODEL_TAG
 
-from .conftest import ROOT, place_every_part, screenshot, serve
+from .conftest import EVERY_PART_PLACED, ROOT, screenshot, serve, start_placing_every_part
 
 STUDENTS = 5
 MODELS = ("mnist-cnn", "mnist-vit", "mobilenet_v2")
@@ -405,10 +405,14 @@ def open_part(students: list[Student], part: Part) -> None:
         selector, text = part.text
         expect(s.page.locator(selector).get_by_text(text).first, f"{part.name} shows {text!r}").to_be_visible(
             timeout=deadline.ms())
-        place_every_part(s.page, timeout=deadline.ms())  # the student scrolls through the part, to its end
+
+    def placed(s: Student, _, deadline: Deadline) -> None:
+        s.page.wait_for_function(EVERY_PART_PLACED, timeout=deadline.ms())
         wait_shows(s.page, part, s.model, tagged=False, deadline=deadline)
 
     together(students, f"opening {part.name}", start, finish)
+    # each student scrolls through the part to its end, all at once: its lower parts join the page on the way
+    together(students, f"scrolling through {part.name}", lambda s: start_placing_every_part(s.page), placed)
 
 
 def work_the_control(students: list[Student], part: Part) -> None:

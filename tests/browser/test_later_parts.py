@@ -1,6 +1,7 @@
-"""Parts of a lesson below its first screen join the page when the student scrolls near them (explorer/session/later.py),
-in the real app: until then the page holds a placeholder, not their figures; once there they show the session's
-current model, also after a switch made while they waited; and a tour step that talks about one brings it."""
+"""Parts of a lesson below its first screen join the page when the student scrolls near them
+(explorer/session/later.py), in the real app: until then the page holds a placeholder, not their figures; once there
+they show the session's current model, also after a switch made while they waited; and a tour step that talks about
+one brings it."""
 
 from __future__ import annotations
 
