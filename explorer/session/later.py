@@ -1,11 +1,11 @@
-"""A part of a lesson that joins the page when the student scrolls near it.
+"""A part of a lesson that joins the page when the student scrolls to it.
 
 A lesson is long: its first screen is what a student sees on opening it, the rest only if they scroll. Every part
 put on the page costs the server its Bokeh models, and the student's browser their layout and paint, whether or not
 anyone looks at it; in a class on one machine the browsers' share is what the students wait for
 (docs/performance.md, "A class's machine"). So a lesson wraps its parts below the first screen in `Later`: the page
-gets a placeholder of about the part's height, and the part itself once the placeholder comes within half a window of
-being seen (scrolled to, or brought into view by a tour step). Outside a served page (a notebook, a test) the part is
+gets a placeholder of about the part's height, and the part itself once the placeholder comes into view (scrolled to,
+or brought into view by a tour step). Outside a served page (a notebook, a test) the part is
 there at once.
 
 Only placing the part waits: the lesson makes its figures in `__init__` and keeps their data current as it does for
@@ -23,9 +23,9 @@ from explorer.session.work import served_document
 
 
 class InView(JSComponent):
-    """A placeholder that sets `seen` once it comes within half a window of the window (then stops watching)."""
+    """A placeholder that sets `seen` once it comes into view (then stops watching)."""
 
-    seen = param.Boolean(default=False, doc="Set by the page once the placeholder has come near the window.")
+    seen = param.Boolean(default=False, doc="Set by the page once the placeholder has come into view.")
     text = param.String(default="", doc="What the placeholder says until the part arrives.")
 
     _esm = """
@@ -33,13 +33,12 @@ class InView(JSComponent):
       const mark = document.createElement("div")
       mark.className = "later-placeholder"
       mark.textContent = model.text
-      // half a window ahead, above and below: the part is there by the time the student reaches it
       const watcher = new IntersectionObserver((entries) => {
         if (entries.some((entry) => entry.isIntersecting)) {
           watcher.disconnect()
           model.seen = true
         }
-      }, { rootMargin: "50% 0px" })
+      })  // the window, as clipped by the page's scrolling boxes (a margin here would not reach past them)
       watcher.observe(mark)
       model.on("remove", () => watcher.disconnect())
       return mark
@@ -53,7 +52,7 @@ class InView(JSComponent):
 
 
 class Later(pn.viewable.Viewer):
-    """`items` in a column, placed when the page shows the placeholder near the window (at once when not served).
+    """`items` in a column, placed when the page shows the placeholder in view (at once when not served).
     `height` is about the part's height: the page's length, and so its scroll bar, stays about right until then."""
 
     def __init__(self, *items, height: int = 400, **params):

@@ -97,7 +97,7 @@ def screenshot(page: Page, name: str, full_page: bool = False) -> Path:
     return path
 
 
-# The shown placeholders of parts placed once the student scrolls near them (explorer/session/later.py), found
+# The shown placeholders of parts placed once the student scrolls to them (explorer/session/later.py), found
 # through shadow roots, in page order.
 SHOWN_PLACEHOLDERS = """() => {
   const found = [];
@@ -136,12 +136,12 @@ EVERY_PART_PLACED = f"() => !window.__placing && ({SHOWN_PLACEHOLDERS})().length
 
 
 def start_placing_every_part(page: Page) -> None:
-    """Start scrolling through the open lesson's parts that join the page when scrolled near (PLACE_EVERY_PART)."""
+    """Start scrolling through the open lesson's parts that join the page when scrolled to (PLACE_EVERY_PART)."""
     page.evaluate(PLACE_EVERY_PART)
 
 
 def place_every_part(page: Page, timeout: float = 30_000) -> None:
-    """Scroll to each part of the open lesson that joins the page when scrolled near, as a student reading the whole
+    """Scroll to each part of the open lesson that joins the page when scrolled to, as a student reading the whole
     lesson does, until every one is there; then back to where the page was. For a test that reads the lower parts."""
     start_placing_every_part(page)
     page.wait_for_function(EVERY_PART_PLACED, timeout=timeout)

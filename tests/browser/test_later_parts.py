@@ -1,4 +1,4 @@
-"""Parts of a lesson below its first screen join the page when the student scrolls near them
+"""Parts of a lesson below its first screen join the page when the student scrolls to them
 (explorer/session/later.py), in the real app: until then the page holds a placeholder, not their figures; once there
 they show the session's current model, also after a switch made while they waited; and a tour step that talks about
 one brings it."""
@@ -26,7 +26,7 @@ def open_normalization(page: Page, url: str) -> list[str]:
     return errors
 
 
-def test_a_part_below_the_first_screen_arrives_when_scrolled_near_and_shows_the_model_chosen_meanwhile(
+def test_a_part_below_the_first_screen_arrives_when_scrolled_to_and_shows_the_model_chosen_meanwhile(
         page: Page, app_url: str):
     errors = open_normalization(page, app_url)
     # sections 3 to 6: their headings, and a placeholder each instead of their figures

@@ -30,7 +30,7 @@ NOT_DRAWN = {"tags", "js_event_callbacks", "js_property_callbacks", "stylesheets
 
 class Page:
     """A document holding one viewable, and the change events it receives. Its parts that join a served page when
-    scrolled near (explorer/session/later.py) are placed at once, as for a student who has scrolled through it."""
+    scrolled to (explorer/session/later.py) are placed at once, as for a student who has scrolled through it."""
 
     def __init__(self, viewable: pn.viewable.Viewable):
         self.doc = Document()

@@ -1,4 +1,4 @@
-"""Later: a part below the first screen joins a served page when the page says the student scrolled near it
+"""Later: a part below the first screen joins a served page when the page says the student scrolled to it
 (explorer/session/later.py); outside a server it is there at once."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_served_the_page_gets_a_placeholder_then_the_items_in_one_message_once_i
         assert doc.get_model_by_name("later-figure") is None  # not sent: the student has not scrolled there
         fig.title.text = "changed while waiting"  # the owner keeps it current; nothing is sent meanwhile
 
-        mark.seen = True  # what the page does when the placeholder comes near the window
+        mark.seen = True  # what the page does when the placeholder comes into view
         assert later.placed
         shown = doc.get_model_by_name("later-figure")
         assert shown is fig and shown.title.text == "changed while waiting"

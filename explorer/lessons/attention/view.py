@@ -266,7 +266,7 @@ class AttentionLesson(Lesson):
                 *patches.layout(),
                 # the controls' rows go on under themselves on a phone
                 *heads.layout(pn.Row(w["layer"], w["head"], w["query"], stylesheets=[plots.WRAPS])),
-                # below the first screen: placed when the student scrolls near (explorer/session/later.py)
+                # below the first screen: placed when the student scrolls to it (explorer/session/later.py)
                 *heading_then_later(stepper.layout(w["temperature"]), height=900),
                 *heading_then_later(rollout.layout(pn.Row(
                     pn.Column(pn.pane.Markdown("Head fusion", margin=(0, 10)), w["head_fusion"]), w["discard_ratio"],

@@ -280,7 +280,7 @@ class PruningLesson(Lesson):
             pn.Row(bokeh(f.dense_fig), bokeh(f.pruned_fig), stylesheets=[plots.WRAPS]),
             m.accuracy_text,
             self._counts_text,
-            # below the first screen: placed when the student scrolls near (explorer/session/later.py). Figures as
+            # below the first screen: placed when the student scrolls to it (explorer/session/later.py). Figures as
             # wide as the lesson up to their own width, so that a phone does not scroll them sideways
             Later(bokeh(f.sparsity_fig, sizing_mode="stretch_width", max_width=f.sparsity_fig.max_width), height=350),
             Later(pn.Column(bokeh(f.curve_fig, sizing_mode="stretch_width", max_width=f.curve_fig.max_width),

@@ -295,7 +295,7 @@ class QuantizationLesson(Lesson):
             # the prediction beside the SQNR bars, or above them on a phone
             pn.Row(pn.Column(pn.pane.Bokeh(self.predictions.fig), max_width=PREDICTIONS_WIDTH, **half),
                    pn.Column(pn.pane.Bokeh(self.layer_sqnr.fig), **half), stylesheets=[plots.WRAPS]),
-            Later(curves, height=450),  # below the first screen: placed when scrolled near (explorer/session/later.py)
+            Later(curves, height=450),  # below the first screen: placed when scrolled to (explorer/session/later.py)
             pn.pane.Markdown("### Real integers: int8 with onnxruntime", margin=(15, 10, 0, 10)),
             pn.Row(self.int8_button, self.int8_progress, stylesheets=[plots.WRAPS]), self.int8_text,
             **plots.share_of_row(MAIN_LEAST_WIDTH))

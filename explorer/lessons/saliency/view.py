@@ -306,7 +306,7 @@ class SaliencyLesson(Lesson):
             self.errors,
             pn.Row(self.progress, self.progress_text, stylesheets=[plots.WRAPS]),  # under each other on a phone
             *self.maps.layout(self._controls),
-            # below the first screen: placed when the student scrolls near (explorer/session/later.py)
+            # below the first screen: placed when the student scrolls to it (explorer/session/later.py)
             *heading_then_later(self.faithfulness.layout(), height=500),
             *heading_then_later(self.sanity.layout(), height=450),
             sizing_mode="stretch_width")
