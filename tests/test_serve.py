@@ -25,6 +25,7 @@ from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
 from bokeh.core.property.descriptors import PropertyDescriptor
 from bokeh.protocol.messages.patch_doc import patch_doc
+from panel.pane.markup import HTMLBasePane
 from panel.reactive import Syncable
 from explorer.serve import gate
 
@@ -35,10 +36,12 @@ PATCHED = {"patch_doc.create": (patch_doc, "create"),
            "ServerConnection.send_patch_document": (ServerConnection, "send_patch_document"),
            "ServerSession.pull": (ServerSession, "pull"), "ServerSession.push": (ServerSession, "push"),
            "ServerSession.patch": (ServerSession, "patch"), "Syncable._debounce": (Syncable, "_debounce"),
-           "panel.io.document.dispatch_tornado": (panel.io.document, "dispatch_tornado")}
+           "panel.io.document.dispatch_tornado": (panel.io.document, "dispatch_tornado"),
+           "HTMLBasePane._update": (HTMLBasePane, "_update"),
+           "HTMLBasePane._update_pane": (HTMLBasePane, "_update_pane")}
 
 def state(doc):
-    found = {name: id(vars(owner)[attribute]) for name, (owner, attribute) in PATCHED.items()}
+    found = {name: id(vars(owner).get(attribute)) for name, (owner, attribute) in PATCHED.items()}
     found["gc threshold"] = gc.get_threshold()[2]
     found["gc frozen"] = gc.get_freeze_count() > 0
     found["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
@@ -77,7 +80,7 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "ServerConnection.send_patch_document", "ServerSession.pull", "ServerSession.push",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
-                      "one walk per update"])
+                      "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane"])
 
 
 def probe(calls: int, tune: str | None = None, untested: tuple[str, ...] = (), again: bool = False
@@ -112,7 +115,8 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
                      "cached_defaults", "one_recompute", "skip_validation", "idle_collections", "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
-    assert changed == ["OMP_WAIT_POLICY", "Syncable._debounce"]  # Panel's debounce and OpenMP: not Bokeh's
+    # Panel's debounce and markup panes, and OpenMP: not Bokeh's
+    assert changed == ["HTMLBasePane._update", "HTMLBasePane._update_pane", "OMP_WAIT_POLICY", "Syncable._debounce"]
 
 
 def test_tune_is_idempotent():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import panel as pn
 
 from explorer.core import allocator
-from explorer.serve import bokehjs, defaults, recompute, references, server, validation
+from explorer.serve import bokehjs, defaults, markup, recompute, references, server, validation
 from explorer.serve.gate import ENV_VAR, Tuning, log, tuning_on, untested
 
 BOKEH, PANEL, TORNADO = {"bokeh": "3.9.2"}, {"panel": "1.9.4"}, {"tornado": "6.6.1"}
@@ -46,6 +46,11 @@ TUNINGS: tuple[Tuning, ...] = (
                 "(with the convolution lesson's strings sent as one text each, which alone saved about 1 ms)",
            upstream="no issue found: delete when Bokeh's patch_doc.create stops building every synced model's "
                     "reference for each message"),
+    Tuning("text_only_updates", markup.text_only_updates, PANEL,
+           gain="an input change's server CPU, headless on mnist-cnn with each lesson open (the six summed, two runs): "
+                "176 / 186 -> 136 / 142 ms; a markup pane's new text cost 2-3 ms, 5 to 14 of them per input change",
+           upstream="none found: Panel computes every property on each update by design (holoviz/panel#4485 made "
+                    "_get_properties serve both). Delete if an object change stops costing more than its text"),
     Tuning("cached_defaults", defaults.cached_defaults, BOKEH,
            gain="a lesson's first opening, built headless on mnist-cnn, 10-20 % less CPU (normalization 761/804 -> "
                 "673/624 ms, quantization 415/418 -> 337/339 ms, two runs each); empty containers made directly "
