@@ -286,6 +286,25 @@ def source(*columns: str, name: str | None = None) -> ColumnDataSource:
     return ColumnDataSource(data={column: [] for column in columns}, name=name)
 
 
+def set_data(source: ColumnDataSource, data: dict) -> None:
+    """`source.data = data`, unless the source holds these very columns and values already. Bokeh sends a source's
+    data to the page each time it is set, changed or not, and the page draws its figure again: a figure that does
+    not depend on what changed (the weights' histogram after a new input) costs nothing this way. Not for a source
+    that the page changes in place (the convolution lesson's animation): the server's copy is not what is drawn."""
+    if data.keys() != source.data.keys() or not all(same_column(source.data[k], v) for k, v in data.items()):
+        source.data = data
+
+
+def same_column(old: object, new: object) -> bool:
+    """Whether source column `new` would send the page what `old` did: both lists of equal items, or both arrays of
+    one dtype, shape and values (NaN where NaN was)."""
+    if isinstance(old, np.ndarray) or isinstance(new, np.ndarray):
+        if not (isinstance(old, np.ndarray) and isinstance(new, np.ndarray) and old.dtype == new.dtype):
+            return False
+        return np.array_equal(old, new, equal_nan=old.dtype.kind in "fc")
+    return isinstance(old, list) and isinstance(new, list) and old == new  # a NaN in a list: never equal, sent
+
+
 def pixel_range(extent: float) -> Range1d:
     """A y range that points down, as image rows do: row 0 of an image_rgba at y=0 is at the top."""
     return Range1d(start=extent, end=0)

@@ -543,7 +543,7 @@ class Overview(SessionView):
                     self._channel_text)
         if lm is None or channel >= len(lm.maps):
             self._big_source.data = dict(image=[], dw=[], dh=[])
-            self._class_source.data = dict(x=[], y=[], text=[])
+            plots.set_data(self._class_source, dict(x=[], y=[], text=[]))  # already empty: nothing sent
             self._grid_highlight_source.data = dict(left=[], right=[], top=[], bottom=[])
             self._channel_text.object = ""
             return

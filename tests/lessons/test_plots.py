@@ -263,3 +263,45 @@ def test_format_bytes(n, text):
 def test_format_shape_and_value():
     assert plots.format_shape((1, 32, 14, 14)) == "1×32×14×14"
     assert plots.format_value(-0.012345) == "−0.0123"
+
+
+def data_events(source, data) -> list:
+    """The change events `plots.set_data(source, data)` sends the page of a document holding `source`."""
+    from bokeh.document import Document
+
+    doc = source.document or Document()
+    if source.document is None:
+        doc.add_root(source)
+    events: list = []
+    record = events.append
+    doc.on_change(record)
+    plots.set_data(source, data)
+    doc.remove_on_change(record)
+    return events
+
+
+def random_columns(rng: np.random.Generator) -> dict:
+    n = int(rng.integers(1, 40))
+    values = rng.normal(size=n)
+    values[rng.random(n) < 0.2] = np.nan  # missing values, as figures use them
+    return dict(x=values, n=rng.integers(0, 9, size=n), colour=[str(c) for c in rng.choice(["#fff", "#000"], n)],
+                xs=[[float(v) for v in rng.normal(size=3)] for _ in range(n)])
+
+
+def test_set_data_sends_changed_data_and_nothing_when_it_is_the_same(rng):
+    from bokeh.models import ColumnDataSource
+
+    source = ColumnDataSource(data=dict(x=[], n=[], colour=[], xs=[]))
+    first = random_columns(rng)
+    assert len(data_events(source, first)) == 1
+    again = {k: v.copy() if isinstance(v, np.ndarray) else [list(i) if isinstance(i, list) else i for i in v]
+             for k, v in first.items()}  # equal values, other objects, NaN where NaN was
+    assert data_events(source, again) == [] and source.data["x"] is first["x"]
+    column = str(rng.choice(["x", "n", "colour", "xs"]))
+    changes = {"x": lambda v: v + 1e-6, "n": lambda v: v.astype(np.float64),  # same values, another dtype: sent
+               "colour": lambda v: v[:-1] + ["#123"], "xs": lambda v: v[:-1] + [[0.5, 0.5, 0.5]]}
+    changed = dict(again, **{column: changes[column](again[column])})
+    assert len(data_events(source, changed)) == 1
+    assert plots.same_column(source.data[column], changed[column])
+    assert len(data_events(source, dict(changed, extra=list(range(len(changed["n"])))))) == 1  # a new column
+    assert not plots.same_column([1.0], np.array([1.0])) and not plots.same_column(np.zeros(2), np.zeros(3))

@@ -168,19 +168,19 @@ class StepThrough(param.Parameterized):
                       kernel=kernel)
         blank = [""] * len(kernel)
         # the kernel has a source of its own: it stays while the window moves, so its figure is not repainted
-        f.kernel_cells.data = dict(layout, kernel_text=texts(kernel) if numbers else blank)
+        plots.set_data(f.kernel_cells, dict(layout, kernel_text=texts(kernel) if numbers else blank))
         f.taps.data = dict(layout, patch=patch.copy(), product=product.copy(),
                            patch_text=texts(patch) if numbers else blank,
                            product_text=texts(product) if numbers else blank)
         labels = [(int(ch), (i % per_row) * (kw + 1) + kw / 2, (i // per_row) * (kh + 1))
                   for i, ch in enumerate(steps.in_channels)] if n_in <= MAX_LABELLED_BLOCKS else []
-        f.block_labels.data = dict(text=[f"in {ch}" for ch, _, _ in labels], x=[lx for _, lx, _ in labels],
-                                   y=[ly for _, _, ly in labels])
+        plots.set_data(f.block_labels, dict(text=[f"in {ch}" for ch, _, _ in labels], x=[lx for _, lx, _ in labels],
+                                            y=[ly for _, _, ly in labels]))
         top_margin = 0.6 if labels else 0
         shown = steps.in_channels.index(self.shown_input)  # the block of the channel drawn on the left
         bx, by = (shown % per_row) * (kw + 1), (shown // per_row) * (kh + 1)
         edges = dict(left=bx - 0.15, right=bx + kw + 0.15, top=by - 0.15, bottom=by + kh + 0.15)
-        f.shown_block.data = {k: [v] if n_in > 1 else [] for k, v in edges.items()}
+        plots.set_data(f.shown_block, {k: [v] if n_in > 1 else [] for k, v in edges.items()})
         font = f"{int(np.clip(cell_px * 0.28, 12, 16))}px"
         patch_limit = plots.max_abs(steps.patches.numpy())
         signed = bool((steps.padded < 0).any())
@@ -197,6 +197,9 @@ class StepThrough(param.Parameterized):
         f.kernel_fig.title.text = f"Kernel weights of output channel {self.channel}"
         f.product_fig.title.text = "Patch × kernel, element by element"
 
+    # The sources the page changes as the window moves (taps, window, span, output, cursor: RENDER) are always set,
+    # to bring the page back to position 0; the others only when they changed (plots.set_data).
+
     def _show_input(self, steps: math.ChannelSteps, size: tuple[int, int], shown: int) -> None:
         f = self.figures
         left, right, top, bottom = steps.pads
@@ -206,7 +209,7 @@ class StepThrough(param.Parameterized):
         f.input_source.data = dict(image=[values.astype(np.float32)], x=[-left], y=[-top], dw=[w + left + right],
                                    dh=[h + top + bottom])
         plots.set_colour_scale(f.input_bar, signed, plots.max_abs(steps.padded.numpy()))
-        f.input_frame.data = dict(left=[0], right=[w], top=[0], bottom=[h])
+        plots.set_data(f.input_frame, dict(left=[0], right=[w], top=[0], bottom=[h]))
         dy, dx = np.meshgrid(steps.tap_rows.numpy() + 0.5, steps.tap_cols.numpy() + 0.5, indexing="ij")  # tap centres
         # positions hold each window's top-left in input coordinates (padding is negative); taps are offsets from it
         f.window.data = dict(dx=dx.ravel(), dy=dy.ravel(), x=dx.ravel() - left + int(steps.lefts[0]),
@@ -220,8 +223,9 @@ class StepThrough(param.Parameterized):
         side = zoom or extent  # zoomed: around the first window, which is at the top left
         f.input_fig.x_range.update(start=-left, end=-left + side)
         f.input_fig.y_range.update(start=-top + side, end=-top)
-        f.meta.data = dict(numbers=[self._numbers], bias=[steps.bias], bias_text=[plots.format_value(steps.bias)],
-                           out_w=[steps.output.shape[1]], zoom=[zoom], bounds=[[-left, w + right, -top, h + bottom]])
+        plots.set_data(f.meta, dict(numbers=[self._numbers], bias=[steps.bias],
+                                    bias_text=[plots.format_value(steps.bias)], out_w=[steps.output.shape[1]],
+                                    zoom=[zoom], bounds=[[-left, w + right, -top, h + bottom]]))
         what = "your image" if self.layer == self.layers[0] else f"input channel {self.shown_input}"
         f.input_fig.title.text = f"The window on {what}{', zoomed in' if zoom else ''}"
         f.input_fig.xaxis.axis_label = ("x (input pixel; padding outside the dashed box)" if any(steps.pads)
@@ -242,8 +246,8 @@ class StepThrough(param.Parameterized):
 
     def _show_positions(self, steps: math.ChannelSteps, after: tuple[math.After, ...], text: dict) -> None:
         f = self.figures
-        f.after.data = dict(name=[a.name for a in after], module_type=[a.module_type for a in after],
-                            formula=[a.formula for a in after])
+        plots.set_data(f.after, dict(name=[a.name for a in after], module_type=[a.module_type for a in after],
+                                     formula=[a.formula for a in after]))
         f.following.data = dict(value=text["following"])
         f.patches.data = dict(patch=steps.patches.flatten().numpy(), product=steps.products.flatten().numpy())
         strings, (patch, product) = text.get("labels", ([], [np.zeros(0, np.int32)] * 2))

@@ -160,7 +160,9 @@ class Fold:
         tiles.update({f"W′[{c}, {i}]": after[i] for i in range(shown)})
         self.tiles.show(tiles, columns=shown)  # the kernels before folding above the folded ones
         channels = len(fold.bias)
-        self.bias.data = dict(channel=np.arange(channels), before=numpy(fold.bias), after=numpy(fold.folded.bias))
+        # the layer's weights: the same after a new input, then nothing is sent
+        plots.set_data(self.bias, dict(channel=np.arange(channels), before=numpy(fold.bias),
+                                       after=numpy(fold.folded.bias)))
         self.bias_fig.x_range.end = channels - 0.5
         self.text.object = (
             f"**{fold.conv} + {s.study.record.name} → one convolution.** Output channel {c}: every weight is "

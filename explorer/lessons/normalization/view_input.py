@@ -77,7 +77,7 @@ class Axes:
                     cells["sample"].append(n + 1)
                     cells["channel"].append(ch)
                     cells["position"].append(j)
-        self.source.data = cells
+        plots.set_data(self.source, cells)  # the layer's shape only: the same after a new input, then not sent
         labels: dict[str, list] = {"x": [], "y": [], "text": []}
         for n in samples:
             labels["x"].append(corners[n][0])
@@ -87,7 +87,7 @@ class Axes:
             labels["x"].append(0)
             labels["y"].append(-(-len(samples) // SAMPLES_PER_ROW) * block_h)
             labels["text"].append(f"… and {size - len(samples)} more samples in the batch")
-        self.labels.data = labels
+        plots.set_data(self.labels, labels)
         noun, where = s.noun, s.where
         self.fig.title.text = (f"{s.study.record.name}: {noun}s {rows.start}–{rows.stop - 1} of {channels} (rows)\n"
                                f"× {where}s 0–{cols.stop - 1} of {positions} (columns)")  # two lines fit a phone

@@ -59,10 +59,12 @@ class Histogram:
         top = max(int(counts.max()), int(deq_counts.max()), 1)
         levels = qm.grid_levels(qt, c).numpy()
         quarter = 0.25 * np.diff(edges)  # the quantized bars are drawn narrower, inside the float ones
-        self.floats.data = dict(left=edges[:-1], right=edges[1:], top=counts)
-        self.dequantized.data = dict(left=edges[:-1] + quarter, right=edges[1:] - quarter, top=deq_counts)
-        self.grid.data = dict(x=levels, y0=np.zeros_like(levels), y1=np.full_like(levels, top * 1.05))
-        self.clip.data = dict(x=[float(grid_lo), float(grid_hi)], y0=[0, 0], y1=[top * 1.1] * 2, label=["lo", "hi"])
+        # the layer's weights: the same after a new input, then nothing is sent
+        plots.set_data(self.floats, dict(left=edges[:-1], right=edges[1:], top=counts))
+        plots.set_data(self.dequantized, dict(left=edges[:-1] + quarter, right=edges[1:] - quarter, top=deq_counts))
+        plots.set_data(self.grid, dict(x=levels, y0=np.zeros_like(levels), y1=np.full_like(levels, top * 1.05)))
+        plots.set_data(self.clip, dict(x=[float(grid_lo), float(grid_hi)], y0=[0, 0], y1=[top * 1.1] * 2,
+                                       label=["lo", "hi"]))
         which = f"\nof output channel {c}" if qt.axis is not None else ""
         # lines short enough for a phone
         self.fig.title.text = f"{e.layer}: {e.weight.numel():,} weights and the\n{text.grid_name(e.setting)}{which}"
@@ -179,9 +181,11 @@ class Curves:
                                   ("text", f"{top1:.2%} ({evaluate.interval_text(top1, n)})")):
                 dots[column].append(value)
         drawn = [key for key, (xs, _) in lines.items() if xs]
-        self.lines.data = dict(xs=[lines[k][0] for k in drawn], ys=[lines[k][1] for k in drawn],
-                               colour=[CURVE_COLOURS[k] for k in drawn], label=[f"{s}, {g}" for s, g in drawn])
-        self.points.data = dots
+        # measured over the test set: the same after a new input, then nothing is sent
+        plots.set_data(self.lines, dict(xs=[lines[k][0] for k in drawn], ys=[lines[k][1] for k in drawn],
+                                        colour=[CURVE_COLOURS[k] for k in drawn],
+                                        label=[f"{s}, {g}" for s, g in drawn]))
+        plots.set_data(self.points, dots)
         float_top1 = measured.get(None)
         self.float_line.location = 0.0 if float_top1 is None else 100 * float_top1
         self.float_line.visible = float_top1 is not None
@@ -192,5 +196,5 @@ class Curves:
 
     def show_current(self, setting: qm.Setting, top1: float | None, model_name: str) -> None:
         x = 1.0 if setting.format == "binary" else float(setting.weight_bits)
-        self.current.data = dict(x=[x], y=[np.nan if top1 is None else 100 * top1])
+        plots.set_data(self.current, dict(x=[x], y=[np.nan if top1 is None else 100 * top1]))
         tag_results(model_name, self.current)

@@ -90,8 +90,8 @@ class Sanity:
         self._correlation = {}
         self.button.disabled = True
         self.progress.visible = False
-        self.source.data = dict(xs=[], ys=[], colour=[], method=[])
-        self.points.data = dict(x=[], y=[], colour=[], method=[], layer=[])
+        plots.set_data(self.source, dict(xs=[], ys=[], colour=[], method=[]))  # already empty: nothing sent
+        plots.set_data(self.points, dict(x=[], y=[], colour=[], method=[], layer=[]))
         self.text.object = (f"Press *Run the sanity check* to randomise the model's {len(self._layers)} layers with "
                             "weights one at a time (it computes every map again at each step).")
         self.on_flags({m: None for m in sm.METHODS})
