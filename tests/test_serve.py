@@ -38,6 +38,7 @@ PATCHED = {"patch_doc.create": (patch_doc, "create"),
            "ServerSession.patch": (ServerSession, "patch"), "Syncable._debounce": (Syncable, "_debounce"),
            "panel.io.document.dispatch_tornado": (panel.io.document, "dispatch_tornado"),
            "HTMLBasePane._update": (HTMLBasePane, "_update"),
+           "Document.apply_json_patch": (Document, "apply_json_patch"),
            "HTMLBasePane._update_pane": (HTMLBasePane, "_update_pane")}
 
 def state(doc):
@@ -80,7 +81,8 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "ServerConnection.send_patch_document", "ServerSession.pull", "ServerSession.push",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
-                      "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane"])
+                      "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane",
+                      "Document.apply_json_patch"])
 
 
 def probe(calls: int, tune: str | None = None, untested: tuple[str, ...] = (), again: bool = False
@@ -112,7 +114,8 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     changed, lines = probe(2, untested=("bokeh",))
     gated = [tuning.name for tuning in tunings.TUNINGS if "bokeh" in tuning.tested_on]
     assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "references_on_demand",
-                     "cached_defaults", "one_recompute", "skip_validation", "idle_collections", "bokehjs"]
+                     "known_models_by_id", "cached_defaults", "one_recompute", "skip_validation", "idle_collections",
+                     "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     # Panel's debounce and markup panes, and OpenMP: not Bokeh's

@@ -1,4 +1,5 @@
-"""The references_on_demand tuning (explorer/serve/references.py) writes the same PATCH-DOC messages as Bokeh."""
+"""The references_on_demand and known_models_by_id tunings (explorer/serve/references.py): the same PATCH-DOC messages
+written, the same changes applied from the page's, as Bokeh's own code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from bokeh.core.serialization import Serialized
 from bokeh.document import Document
 from bokeh.models import ColorBar, ColumnDataSource, Div, LinearColorMapper
 from bokeh.plotting import figure
@@ -63,3 +65,56 @@ def test_a_patch_is_written_exactly_as_bokeh_writes_it_and_leaves_the_same_model
     content = json.loads(ours.content_json)
     assert '"type":"object","name":"ColorBar"' in ours.content_json.replace(" ", "")
     assert content["events"]
+
+
+BOKEH_APPLY = Document.apply_json_patch if Document.apply_json_patch is not references.apply_json_patch else None
+
+
+def as_the_page_sends(doc: Document, change) -> Serialized:
+    """The PATCH-DOC content a page holding `doc` sends after `change(page's copy)`: made on a copy of the document,
+    as the page's own models are."""
+    page = Document.from_json(doc.to_json(deferred=False))
+    events: list = []
+    page.on_change(events.append)
+    change(page)
+    message = patch_doc.create(events)
+    return Serialized(message.content, list(message.buffers))
+
+
+def state_of(doc: Document) -> tuple[str, set[str]]:
+    return json.dumps(doc.to_json(deferred=False), sort_keys=True), {m.id for m in doc.models._new_models}
+
+
+@pytest.mark.skipif(BOKEH_APPLY is None, reason="the tuning replaced apply_json_patch before this module loaded")
+@pytest.mark.parametrize("seed", range(5))
+def test_a_patch_from_the_page_changes_the_document_exactly_as_bokehs_apply_json_patch(seed):
+    rng = random.Random(seed)
+    doc, _ = page(rng)
+    before = doc.to_json(deferred=False)
+    removed = doc.roots[0]
+
+    def change(copy: Document) -> None:  # what a page changes: values, data, and a model of its own making
+        for model in copy.models:
+            if isinstance(model, ColumnDataSource):
+                model.data = dict(x=np.array([rng.random() for _ in range(4)]), y=np.arange(4.0))
+            elif isinstance(model, Div):
+                model.text = f"clicked {rng.randint(0, 99)}"
+        copy.roots[-1].styles = {"color": "red"}
+        copy.add_root(Div(text="made by the page"))
+
+    content = as_the_page_sends(doc, change)
+    docs = [Document.from_json(before), Document.from_json(before)]
+    for d in docs:
+        d.models.flush_synced(lambda model: rng.random() < 0.5)  # some models not yet sent: still new
+    docs[1].models._new_models = {docs[1].models.get_by_id(m.id) for m in docs[0].models._new_models}
+    BOKEH_APPLY(docs[0], content)
+    references.apply_json_patch(docs[1], content)
+    assert state_of(docs[1]) == state_of(docs[0])
+    assert "clicked" in state_of(docs[1])[0]
+    # a patch naming a model the server has removed meanwhile is dropped, as Bokeh drops it
+    for d in docs:
+        d.remove_root(d.get_model_by_id(removed.id))
+    stale = as_the_page_sends(doc, lambda copy: setattr(copy.get_model_by_id(removed.id), "width", 123))
+    BOKEH_APPLY(docs[0], stale)
+    references.apply_json_patch(docs[1], stale)
+    assert state_of(docs[1]) == state_of(docs[0])
