@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import torch
 from torch import Tensor, nn
@@ -98,12 +98,12 @@ class LayerSpectrum:
     delta: Tensor            # (K,) Δ log A of the output
     high_before: float       # Δ log A at the highest frequency of the layer's input; NaN where there is none
 
-    @property
+    @cached_property  # read for every layer of every compared model on each input: a tensor element is slow to read
     def high(self) -> float:
         """Δ log A at the highest frequency of the output."""
         return float(self.delta[-1])
 
-    @property
+    @cached_property
     def change(self) -> float:
         """high - high_before: below 0, the layer lowered the high frequencies (relative to DC)."""
         return self.high - self.high_before
