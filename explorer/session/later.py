@@ -55,26 +55,30 @@ class Later(pn.viewable.Viewer):
     """`items` in a column, placed when the page shows the placeholder in view (at once when not served).
     `height` is about the part's height: the page's length, and so its scroll bar, stays about right until then."""
 
+    placed = param.Boolean(default=False, constant=True, doc=(
+        "The items are on the page (in the column, outside a server). Watchers run in the update that places "
+        "them, before the items join the page: what they set arrives with the items, in the same message."))
+
     def __init__(self, *items, height: int = 400, **params):
         super().__init__(**params)
         self._items = items
         self._box = pn.Column(sizing_mode="stretch_width", margin=0)
         if served_document() is None:
             self._box.objects = list(items)
+            with param.edit_constant(self):
+                self.placed = True
             return
         mark = InView(text="Drawing this part…", height=height, sizing_mode="stretch_width", margin=(5, 10))
         mark.param.watch(self._seen, "seen")
         self._box.objects = [mark]
 
-    @property
-    def placed(self) -> bool:
-        """Whether the items are on the page (or in the column, outside a server)."""
-        return not any(isinstance(item, InView) for item in self._box.objects)
-
     def _seen(self, event: param.parameterized.Event) -> None:
         if event.new and not self.placed:
-            with one_update(adding_views=True), making_models():
-                self._box.objects = list(self._items)
+            with one_update(adding_views=True):
+                with param.edit_constant(self):
+                    self.placed = True  # the lesson brings the part's numbers up to date first
+                with making_models():
+                    self._box.objects = list(self._items)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._box

@@ -66,8 +66,11 @@ def test_a_served_lesson_sends_its_lower_sections_when_scrolled_to_with_the_curr
         assert doc.get_model_by_name("normalization-gamma") is None
         assert doc.get_model_by_name("normalization-axes") is not None  # sections 1 and 2 are on the first screen
         lesson.state.model = "mnist-vit"  # while they wait
+        # nothing computed for them yet: a student who never scrolls there costs the server nothing
+        assert lesson._gamma.source.data["gamma"] == [] and lesson._batch_part.source.data["size"] == []
         for mark in marks:
             mark.seen = True
+        assert len(lesson._batch_part.source.data["size"]) > 0
         gamma = doc.get_model_by_name("normalization-gamma")
         assert gamma is not None and gamma.tags == model_tag("mnist-vit")
         vit = lesson.state.inference.model.module

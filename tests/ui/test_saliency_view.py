@@ -23,6 +23,7 @@ from explorer.lessons.saliency import math as sm
 from explorer.lessons.saliency import sanity as sn
 from explorer.lessons.saliency.view import READS, SaliencyLesson
 from explorer.session import background
+from explorer.session.later import InView
 from explorer.session.state import ExplorerState
 from explorer.session.tags import MODEL_TAG
 from tests.ui.doc_events import Page
@@ -214,6 +215,12 @@ def test_served_what_the_class_computed_already_is_shown_at_once_without_a_worke
         assert not lesson.progress.visible
 
 
+def scroll_to_the_curves(lesson: SaliencyLesson) -> None:
+    """What the page does when the student scrolls to the lesson's parts below the first screen."""
+    for mark in lesson.__panel__().select(InView):
+        mark.seen = True
+
+
 def test_served_a_chain_whose_first_results_are_kept_shows_them_and_counts_on_from_there(monkeypatch, rng):
     digit = random_digit(rng)
     first = ExplorerState(model="mnist-cnn")
@@ -226,14 +233,15 @@ def test_served_a_chain_whose_first_results_are_kept_shows_them_and_counts_on_fr
     with set_curdoc(session.doc):
         lesson = SaliencyLesson(state=state, noise=0.45)  # SmoothGrad at a noise no one asked for
         kept = list(sm.METHODS).index("smoothgrad")  # the maps before it in the chain are kept
-        assert kept >= 2 and lesson.progress.value == kept and lesson.progress.max == 2 * len(sm.METHODS)
+        # the curves are not asked for: the student has not scrolled to them
+        assert kept >= 2 and lesson.progress.value == kept and lesson.progress.max == len(sm.METHODS)
         assert shown_map(lesson, "gradient") is not None and shown_map(lesson, "smoothgrad") is None
         session.run()
         assert shown_map(lesson, "smoothgrad") is not None and not lesson.progress.visible
 
 
-
-def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priority(monkeypatch, rng):
+def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priority_once_scrolled_to(
+        monkeypatch, rng):
     state = ExplorerState(model="mnist-cnn")
     assert state.set_input(random_digit(rng), "a random blob"), state.error
     session = Queued()
@@ -241,15 +249,26 @@ def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priori
     with set_curdoc(session.doc):
         lesson = SaliencyLesson(state=state)
         asked = []  # (strand, what the progress said) for each worker, in the order of the chain
-        while session.work:
-            asked.append((session.work[0][0], lesson.progress_text.object))
-            session.work.pop(0)[1]()
-    maps, curves = "SaliencyLesson.maps", "SaliencyLesson.curves"
+
+        def drain() -> None:
+            while session.work:
+                asked.append((session.work[0][0], lesson.progress_text.object))
+                session.work.pop(0)[1]()
+
+        drain()
+        maps, curves = "SaliencyLesson.maps", "SaliencyLesson.curves"
+        assert [strand for strand, _ in asked] == [maps] * len(sm.METHODS)  # the curves' part is not placed
+        assert all(curve.data["xs"] == [] for curve in (lesson.faithfulness.deletion, lesson.faithfulness.insertion))
+        scroll_to_the_curves(lesson)
+        drain()
     assert [strand for strand, _ in asked] == [maps] * len(sm.METHODS) + [curves] * len(sm.METHODS)
     assert all(" map (" in text for strand, text in asked if strand == maps)
     assert all("curves (" in text for strand, text in asked if strand == curves)
     assert session.background == {maps: False, curves: True}
     assert not lesson.progress.visible and all(shown_map(lesson, m) is not None for m in sm.METHODS)
+    curves_shown = (lesson.faithfulness.deletion, lesson.faithfulness.insertion)
+    assert all(len(curve.data["xs"]) == len(sm.METHODS) for curve in curves_shown)
+
 
 @needs_vit
 def test_a_model_or_input_switch_redraws_everything_for_the_new_one(lesson, rng):

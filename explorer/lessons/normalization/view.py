@@ -101,6 +101,10 @@ class NormalizationLesson(OneLayerLesson):
 
     @follows("kind", "groups", "batch", "state.channel")
     def _update(self) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Show what changed, in every part on the page (at once, also when a part has just been placed)."""
         if not self.layers and self._study().records:
             return  # not started yet: _model_changed runs once the page has loaded
         with one_update():
@@ -142,14 +146,16 @@ class NormalizationLesson(OneLayerLesson):
             self._stats.show(shown)
         if self.changed("hist", key):
             self._hist.show(shown)
-        if self.changed("batch", key + (self.groups, size)):
+        # sections 3-6 once the student has scrolled to them (their batches and a forward in train mode are costly)
+        placed = {name: later.placed for name, later in self._later.items()}
+        if placed["batch"] and self.changed("batch", key + (self.groups, size)):
             self._batch_part.show(shown, study.batchable)
             self._predict(size if study.batchable else None)  # not for a change of groups
-        if self.changed("whatif", key + (self.kind, self.groups, size, channel)):
+        if placed["whatif"] and self.changed("whatif", key + (self.kind, self.groups, size, channel)):
             self._whatif.show(shown)
-        if self.changed("fold", key + (channel,)):
+        if placed["fold"] and self.changed("fold", key + (channel,)):
             self._fold.show(shown, layer.folding())
-        if self.changed("gamma", (inference.model,)):
+        if placed["gamma"] and self.changed("gamma", (inference.model,)):
             self._gamma.show(inference.model.name, nm.gamma_summaries(inference.model.module))
 
     def _show_nothing(self) -> None:
@@ -185,11 +191,18 @@ class NormalizationLesson(OneLayerLesson):
                                         show)
 
     def _build_layout(self) -> pn.viewable.Viewable:
-        def section(title: str, *items, later: int = 0) -> pn.Column:
-            """A numbered section; `later`: about its height, for one below the first screen (placed when scrolled
-            near, explorer/session/later.py)."""
+        self._later: dict[str, Later] = {}
+
+        def section(title: str, *items, later: tuple[str, int] | None = None) -> pn.Column:
+            """A numbered section; `later`: (its part's name in _show_all, about its height) for one below the first
+            screen, placed when scrolled to (explorer/session/later.py) and shown from then on."""
             number = title.split(".")[0]  # "normalization-part-3": where a tour step about section 3 scrolls to
-            body = (Later(*items, height=later),) if later else items
+            body = items
+            if later is not None:
+                name, height = later
+                self._later[name] = Later(*items, height=height)
+                self._later[name].param.watch(lambda _: self._refresh(), "placed")
+                body = (self._later[name],)
             return pn.Column(pn.pane.Markdown(f"#### {title}", margin=(10, 10, 0, 10)), *body,
                              sizing_mode="stretch_width", css_classes=[f"normalization-part-{number}"])
 
@@ -208,14 +221,14 @@ class NormalizationLesson(OneLayerLesson):
                     pn.Row(bokeh(stats.figs[0]), bokeh(stats.figs[1]), stylesheets=[plots.WRAPS]), stats.text,
                     pn.Row(bokeh(stats.maps.fig), bokeh(self._hist.fig), stylesheets=[plots.WRAPS])),
             section("3. Batch size: train mode vs eval mode", bokeh(batch.fig), batch.text, batch.prediction,
-                    later=450),
+                    later=("batch", 450)),
             section("4. What if the layer were another kind?", bokeh(self._whatif.tiles.fig), self._whatif.text,
-                    later=400),
+                    later=("whatif", 400)),
             section("5. Folding BatchNorm into the convolution",
                     pn.Row(bokeh(fold.tiles.fig), bokeh(fold.bias_fig), stylesheets=[plots.WRAPS]), fold.text,
-                    later=400),
+                    later=("fold", 400)),
             section("6. Switched-off channels: |γ| near zero", bokeh(self._gamma.fig, sizing_mode="stretch_width"),
-                    self._gamma.text, later=350),
+                    self._gamma.text, later=("gamma", 350)),
             sizing_mode="stretch_width")
 
 

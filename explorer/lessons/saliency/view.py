@@ -147,6 +147,11 @@ class SaliencyLesson(Lesson):
 
     @follows("state.inference", "target", "noise", "samples", "baseline", "ig_steps", "cam_layer")
     def _update(self) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Ask for what the settings and the input need and is not shown yet (at once, also when the curves' part
+        has just been placed)."""
         inference = self.state.inference
         name = inference.model.name
         if name != self._model_name and self._new_model(inference):
@@ -161,7 +166,9 @@ class SaliencyLesson(Lesson):
                 self.sanity.clear(name)
             for m in sm.METHODS:  # (back to settings whose maps are shown: nothing is on its way any more)
                 self.maps.figures[m].waiting(m in stale)
-            redraw = [m for m in sm.METHODS if self._curve_keys.get(m) != map_key(inference, m, settings)]
+            # the deletion and insertion curves once the student has scrolled to them: a measurement each
+            redraw = [m for m in sm.METHODS if self._curve_keys.get(m) != map_key(inference, m, settings)
+                      and self._curves_part.placed]
             digest = input_digest(inference.x)  # once per update, for every job's shared key
             jobs = [self._map_job(inference, digest, m, settings) for m in stale]
             jobs += [self._curve_job(inference, digest, m, settings) for m in redraw]
@@ -301,13 +308,16 @@ class SaliencyLesson(Lesson):
     # --- layout ---
 
     def _layout(self) -> pn.Column:
+        # below the first screen: placed when the student scrolls to it (explorer/session/later.py)
+        faithfulness = heading_then_later(self.faithfulness.layout(), height=500)
+        self._curves_part = faithfulness[1]
+        self._curves_part.param.watch(lambda _: self._refresh(), "placed")
         return pn.Column(
             pn.pane.Markdown(INTRO, sizing_mode="stretch_width", margin=(0, 10), css_classes=["explanation"]),
             self.errors,
             pn.Row(self.progress, self.progress_text, stylesheets=[plots.WRAPS]),  # under each other on a phone
             *self.maps.layout(self._controls),
-            # below the first screen: placed when the student scrolls to it (explorer/session/later.py)
-            *heading_then_later(self.faithfulness.layout(), height=500),
+            *faithfulness,
             *heading_then_later(self.sanity.layout(), height=450),
             sizing_mode="stretch_width")
 
