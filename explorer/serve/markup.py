@@ -7,7 +7,8 @@ models, sizing, then the text. Bokeh compares each value with the model's and se
 work for nothing: 2-3 ms a pane, and a lesson's answer to a new input changes 5 to 14 of its texts. Here a change of
 `object` alone sets only the text, made by the pane's own conversion (`_process_param_change`: Markdown rendered to
 HTML, escaped); a change of any other of those parameters (`css_classes`, `extensions`, ...) updates the model
-from all its properties, as Panel does.
+from all its properties, as Panel does, and so does every update of a pane made before the tuning (its watcher,
+bound when it was made, does not note which parameters changed).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ def text_only_updates() -> None:
 def _noting_full_updates(update_pane):
     @functools.wraps(update_pane)
     def update(self: HTMLBasePane, *events) -> None:
+        owed = self.__dict__.setdefault("_explorer_full_updates", set())  # also: this watcher sees the pane's changes
         if any(event.name != "object" for event in events):
-            # every model of the pane, each updated in full the next time (now, or once its document is free)
-            self._explorer_full_updates = set(self._models)
+            owed |= set(self._models)  # each model updated in full next time (now, or once its document is free)
         update_pane(self, *events)
 
     return update
@@ -39,9 +40,11 @@ def _noting_full_updates(update_pane):
 def _text_only(update_model):
     @functools.wraps(update_model)
     def update(self: HTMLBasePane, ref: str, model) -> None:
-        full = getattr(self, "_explorer_full_updates", set())
-        if ref in full or self.enable_streaming:
-            full.discard(ref)
+        owed = self.__dict__.get("_explorer_full_updates")
+        # in full: a pane made before the tuning (its changes are not noted), one owed a full update, or streaming
+        if owed is None or ref in owed or self.enable_streaming:
+            if owed is not None:
+                owed.discard(ref)
             update_model(self, ref, model)
             return
         model.update(**self._process_param_change({"object": self.object}))

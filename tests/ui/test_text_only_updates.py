@@ -97,3 +97,12 @@ def test_a_text_change_computes_only_the_text(monkeypatch):
     assert "&lt;strong&gt;two" in model.text and computed == []
     pane.param.update(object="**three**", css_classes=["note"])  # with another parameter: in full
     assert "&lt;strong&gt;three" in model.text and len(computed) == 1 and "note" in model.css_classes
+
+
+def test_a_pane_made_before_the_tuning_keeps_panels_full_update(monkeypatch):
+    monkeypatch.setattr(HTMLBasePane, "_update_pane", PANEL_UPDATE_PANE)  # the watcher it was made with
+    pane = pn.pane.Markdown("**one**", css_classes=["explanation"])
+    model = pane.get_root(Document())
+    monkeypatch.setattr(HTMLBasePane, "_update", TUNED_UPDATE)  # the tuning made afterwards
+    pane.css_classes = ["note"]
+    assert "note" in model.css_classes  # its changes were never noted: every update in full
