@@ -7,6 +7,7 @@ figure still lands on the glyph under the pointer."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import Page, expect
 
@@ -15,6 +16,7 @@ from explorer.ui.overview import GRID_COLS, GRID_H, GRID_W
 from .conftest import FIGURE_POINT, FIND_FIGURE, screenshot
 
 PROJECTOR = {"width": 1920, "height": 1080}
+POSITION = ".lesson-tour .narrative-position pre"  # the open tour's "step / steps"
 LESSON = "normalization"  # its introduction is an explanation, and its batch size is a field that takes arrows
 BODY_TEXT_PX = 24
 
@@ -75,15 +77,27 @@ def main_width(page: Page) -> float:
     return page.locator("#main").evaluate("(main) => main.getBoundingClientRect().width")
 
 
+def tour_length(page: Page) -> int:
+    """n, read from the tour's position "0 / n" once it shows it. One read after an expectation can come while the
+    page draws the pane again (its <pre> is empty for a moment, measured under load): the number is taken from a
+    read that shows it."""
+    position = page.locator(POSITION)
+    expect(position).to_have_text(re.compile(r"0 / \d+"), timeout=60_000)
+    deadline = time.monotonic() + 10
+    while (shown := re.fullmatch(r"0 / (\d+)", position.inner_text())) is None:
+        assert time.monotonic() < deadline, f"the tour's position reads {position.inner_text()!r}, not '0 / n'"
+        page.wait_for_timeout(50)
+    return int(shown.group(1))
+
+
 def test_a_present_link_opens_a_projector_page_whose_arrows_step_the_tour_and_the_switch_turns_it_off(
         page: Page, app_url: str):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_viewport_size(PROJECTOR)
     page.goto(f"{app_url}?lesson={LESSON}&present=1")
-    position = page.locator(".lesson-tour .narrative-position pre")
-    expect(position).to_have_text(re.compile(r"0 / \d+"), timeout=60_000)
-    steps = int(position.inner_text().split("/")[1])
+    position = page.locator(POSITION)
+    steps = tour_length(page)
     assert steps >= 3, "the arrow checks below need three steps"
     explanations = page.locator(".explanation")  # how to read the page, the overview's, the open lesson's
     switch = page.get_by_role("button", name="Present")
@@ -157,7 +171,7 @@ def test_presenting_enlarges_the_figures_into_the_freed_width_and_their_tools_st
     page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(str(frame))))
     page.set_viewport_size(PROJECTOR)
     page.goto(f"{app_url}?lesson={LESSON}&present=0")
-    expect(page.locator(".lesson-tour .narrative-position pre")).to_have_text(re.compile(r"0 / \d+"), timeout=60_000)
+    expect(page.locator(POSITION)).to_have_text(re.compile(r"0 / \d+"), timeout=60_000)
     switch = page.get_by_role("button", name="Present")
     expect(switch).to_have_attribute("data-enlargement", "1.000")
     # The grid is one row tall until the server has filled it: 16 channels in two rows
