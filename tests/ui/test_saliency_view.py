@@ -260,6 +260,7 @@ def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priori
         assert [strand for strand, _ in asked] == [maps] * len(sm.METHODS)  # the curves' part is not placed
         assert all(curve.data["xs"] == [] for curve in (lesson.faithfulness.deletion, lesson.faithfulness.insertion))
         scroll_to_the_curves(lesson)
+        assert lesson.faithfulness.text.object == f"Computing the curves: 0 of {len(sm.METHODS)} methods …"
         drain()
     assert [strand for strand, _ in asked] == [maps] * len(sm.METHODS) + [curves] * len(sm.METHODS)
     assert all(" map (" in text for strand, text in asked if strand == maps)
@@ -268,6 +269,7 @@ def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priori
     assert not lesson.progress.visible and all(shown_map(lesson, m) is not None for m in sm.METHODS)
     curves_shown = (lesson.faithfulness.deletion, lesson.faithfulness.insertion)
     assert all(len(curve.data["xs"]) == len(sm.METHODS) for curve in curves_shown)
+    assert "Computing" not in lesson.faithfulness.text.object and "deletion area" in lesson.faithfulness.text.object
 
 
 @needs_vit

@@ -172,6 +172,8 @@ class SaliencyLesson(Lesson):
             digest = input_digest(inference.x)  # once per update, for every job's shared key
             jobs = [self._map_job(inference, digest, m, settings) for m in stale]
             jobs += [self._curve_job(inference, digest, m, settings) for m in redraw]
+            if redraw:
+                self.faithfulness.computing(name)
             # (no jobs: a chain still on its way computes for other settings, and its answers are dropped)
             self._run((inference, settings), jobs, 0)
 

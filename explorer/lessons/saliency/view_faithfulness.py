@@ -53,11 +53,17 @@ class Faithfulness:
         self.curves: dict[str, tuple[fm.Curve, fm.Curve]] = {}  # method -> (deletion, insertion) shown
         self.text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10),
                                      css_classes=["saliency-faithfulness"])
-        self.progress = pn.indicators.Progress(value=0, max=len(sm.METHODS), width=300, visible=False)
 
     def clear(self, model: str) -> None:
         self.curves = {}
         self._paint(model)
+
+    def computing(self, model: str) -> None:
+        """The curves are asked for: say so under the empty figures until the first method's arrive (the lesson's
+        progress bar is at its top, out of view when the student has scrolled here)."""
+        if not self.curves:
+            self.text.object = f"Computing the curves: 0 of {len(sm.METHODS)} methods …"
+            tag_results(model, self.text)
 
     def show(self, method: str, deletion: fm.Curve, insertion: fm.Curve, model: str) -> None:
         self.curves[method] = (deletion, insertion)
@@ -84,7 +90,7 @@ class Faithfulness:
                                    margin=0, **plots.share_of_row(360))
                          for fig in (self.deletion_fig, self.insertion_fig)),
                        sizing_mode="stretch_width", stylesheets=[plots.WRAPS]),
-                self.progress, self.text]
+                self.text]
 
 
 def verdict(curves: dict[str, tuple[fm.Curve, fm.Curve]]) -> str:
