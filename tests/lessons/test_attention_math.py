@@ -82,11 +82,16 @@ def test_head_probabilities_and_output_match_multihead_attention(dim, heads, tok
     normed = block.norm1(x)
     with torch.no_grad():
         ref_out, ref_probs = mha(normed, normed, normed, need_weights=True, average_attn_weights=False)
+        exact_out, _ = copy.deepcopy(mha).double()(normed.double(), normed.double(), normed.double())
     for h, step in enumerate(steps):
         # float32 reference against float64 from the same float32 projections: ~1e-7 relative
         torch.testing.assert_close(step.probs, ref_probs[0, h].double(), rtol=1e-5, atol=1e-6)
+    # The output sums float32 products over every head and feature: its rounding grows with the width and the values
+    # (1.07e-5 once at 64 features, against a fixed 1e-5). Allowed: 4 times the float32 reference's own rounding (its
+    # distance from the same attention in float64); 600 random cases of these shapes came within 1.9 times it.
+    reference_rounding = float((ref_out.double() - exact_out).abs().max())
     torch.testing.assert_close(am.combine_heads(block, [s.out for s in steps]), ref_out[0].double(), rtol=1e-5,
-                               atol=1e-5)
+                               atol=max(1e-5, 4 * reference_rounding))
 
 
 @pytest.mark.parametrize("temperature", [0.2, 1.0, 3.5])
