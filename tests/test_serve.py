@@ -19,6 +19,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(m
 from bokeh.document import Document
 import panel as pn
 import panel.io.document
+from bokeh.core.has_props import HasProps
 from bokeh.model import Model
 from bokeh.protocol.message import Message
 from bokeh.server.connection import ServerConnection
@@ -41,7 +42,8 @@ PATCHED = {"patch_doc.create": (patch_doc, "create"),
            "HTMLBasePane._update": (HTMLBasePane, "_update"),
            "Document.apply_json_patch": (Document, "apply_json_patch"),
            "HTMLBasePane._update_pane": (HTMLBasePane, "_update_pane"),
-           "Model.references": (Model, "references")}
+           "Model.references": (Model, "references"),
+           "HasProps.query_properties_with_values": (HasProps, "query_properties_with_values")}
 
 def state(doc):
     found = {name: id(vars(owner).get(attribute)) for name, (owner, attribute) in PATCHED.items()}
@@ -84,7 +86,7 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
                       "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane",
-                      "Document.apply_json_patch", "Model.references"])
+                      "Document.apply_json_patch", "Model.references", "HasProps.query_properties_with_values"])
 
 
 def probe(calls: int, tune: str | None = None, untested: tuple[str, ...] = (), again: bool = False
@@ -116,8 +118,8 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     changed, lines = probe(2, untested=("bokeh",))
     gated = [tuning.name for tuning in tunings.TUNINGS if "bokeh" in tuning.tested_on]
     assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "references_on_demand",
-                     "known_models_by_id", "cached_defaults", "one_recompute", "quick_model_walk", "skip_validation",
-                     "idle_collections", "bokehjs"]
+                     "known_models_by_id", "cached_defaults", "one_recompute", "quick_model_walk",
+                     "quick_serialization", "skip_validation", "idle_collections", "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     # Panel's debounce and markup panes, and OpenMP: not Bokeh's
