@@ -19,6 +19,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(m
 from bokeh.document import Document
 import panel as pn
 import panel.io.document
+import panel.reactive
 from bokeh.core.has_props import HasProps
 from bokeh.model import Model
 from bokeh.protocol.message import Message
@@ -43,7 +44,9 @@ PATCHED = {"patch_doc.create": (patch_doc, "create"),
            "Document.apply_json_patch": (Document, "apply_json_patch"),
            "HTMLBasePane._update_pane": (HTMLBasePane, "_update_pane"),
            "Model.references": (Model, "references"),
-           "HasProps.query_properties_with_values": (HasProps, "query_properties_with_values")}
+           "HasProps.query_properties_with_values": (HasProps, "query_properties_with_values"),
+           "panel.reactive.edit_readonly": (panel.reactive, "edit_readonly"),
+           "panel.io.state.edit_readonly": (sys.modules["panel.io.state"], "edit_readonly")}
 
 def state(doc):
     found = {name: id(vars(owner).get(attribute)) for name, (owner, attribute) in PATCHED.items()}
@@ -86,7 +89,8 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
                       "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane",
-                      "Document.apply_json_patch", "Model.references", "HasProps.query_properties_with_values"])
+                      "Document.apply_json_patch", "Model.references", "HasProps.query_properties_with_values",
+                      "panel.reactive.edit_readonly", "panel.io.state.edit_readonly"])
 
 
 def probe(calls: int, tune: str | None = None, untested: tuple[str, ...] = (), again: bool = False
@@ -123,7 +127,8 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     # Panel's debounce and markup panes, and OpenMP: not Bokeh's
-    assert changed == ["HTMLBasePane._update", "HTMLBasePane._update_pane", "OMP_WAIT_POLICY", "Syncable._debounce"]
+    assert changed == ["HTMLBasePane._update", "HTMLBasePane._update_pane", "OMP_WAIT_POLICY", "Syncable._debounce",
+                       "panel.io.state.edit_readonly", "panel.reactive.edit_readonly"]
 
 
 def test_tune_is_idempotent():

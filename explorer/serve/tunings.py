@@ -10,7 +10,18 @@ from __future__ import annotations
 import panel as pn
 
 from explorer.core import allocator
-from explorer.serve import bokehjs, defaults, markup, recompute, references, serialization, server, validation, walk
+from explorer.serve import (
+    bokehjs,
+    defaults,
+    markup,
+    readonly,
+    recompute,
+    references,
+    serialization,
+    server,
+    validation,
+    walk,
+)
 from explorer.serve.gate import ENV_VAR, Tuning, log, tuning_on, untested
 
 BOKEH, PANEL, TORNADO = {"bokeh": "3.9.2"}, {"panel": "1.9.4"}, {"tornado": "6.6.1"}
@@ -56,6 +67,11 @@ TUNINGS: tuple[Tuning, ...] = (
                 "176 / 186 -> 136 / 142 ms; a markup pane's new text cost 2-3 ms, 5 to 14 of them per input change",
            upstream="none found: Panel computes every property on each update by design (holoviz/panel#4485 made "
                     "_get_properties serve both). Delete if an object change stops costing more than its text"),
+    Tuning("quick_edit_readonly", readonly.quick_edit_readonly, PANEL,
+           gain="GAIN",
+           upstream="holoviz/param#379 (open: edit_readonly belongs in param) and holoviz/panel#8498 (busy events "
+                    "tracked by id, each through edit_readonly on Panel's state); delete when edit_readonly writes "
+                    "only the parameters it changes"),
     Tuning("cached_defaults", defaults.cached_defaults, BOKEH,
            gain="a lesson's first opening, built headless on mnist-cnn, 10-20 % less CPU (normalization 761/804 -> "
                 "673/624 ms, quantization 415/418 -> 337/339 ms, two runs each); empty containers made directly "
