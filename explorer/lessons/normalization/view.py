@@ -140,7 +140,8 @@ class NormalizationLesson(OneLayerLesson):
         shown = Shown(inference.model.name, layer, self.kind, self.groups, size, channel)
         self._batch_input.disabled = not study.batchable
         key = (inference, self.layer)
-        if self.changed("axes", key + (self.kind, self.groups, size, channel)):
+        # the axes picture and its text depend on the layer's shape, not on the input's values
+        if self.changed("axes", (inference.model, self.layer, self.kind, self.groups, size, channel)):
             self._axes.show(shown)
         if self.changed("stats", key + (size, channel)):
             self._stats.show(shown)
