@@ -28,7 +28,7 @@ from bokeh.server.session import ServerSession
 from bokeh.server.views.ws import WSHandler
 from bokeh.core.property.descriptors import PropertyDescriptor
 from bokeh.protocol.messages.patch_doc import patch_doc
-from panel.pane.markup import HTMLBasePane
+from panel.pane.markup import HTMLBasePane, Markdown
 from panel.reactive import Syncable
 from explorer.serve import gate
 
@@ -46,7 +46,8 @@ PATCHED = {"patch_doc.create": (patch_doc, "create"),
            "Model.references": (Model, "references"),
            "HasProps.query_properties_with_values": (HasProps, "query_properties_with_values"),
            "panel.reactive.edit_readonly": (panel.reactive, "edit_readonly"),
-           "panel.io.state.edit_readonly": (sys.modules["panel.io.state"], "edit_readonly")}
+           "panel.io.state.edit_readonly": (sys.modules["panel.io.state"], "edit_readonly"),
+           "Markdown._transform_object": (Markdown, "_transform_object")}
 
 def state(doc):
     found = {name: id(vars(owner).get(attribute)) for name, (owner, attribute) in PATCHED.items()}
@@ -90,7 +91,7 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
                       "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane",
                       "Document.apply_json_patch", "Model.references", "HasProps.query_properties_with_values",
-                      "panel.reactive.edit_readonly", "panel.io.state.edit_readonly"])
+                      "panel.reactive.edit_readonly", "panel.io.state.edit_readonly", "Markdown._transform_object"])
 
 
 def probe(calls: int, tune: str | None = None, untested: tuple[str, ...] = (), again: bool = False
@@ -127,8 +128,9 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     # Panel's debounce and markup panes, and OpenMP: not Bokeh's
-    assert changed == ["HTMLBasePane._update", "HTMLBasePane._update_pane", "OMP_WAIT_POLICY", "Syncable._debounce",
-                       "panel.io.state.edit_readonly", "panel.reactive.edit_readonly"]
+    assert changed == ["HTMLBasePane._update", "HTMLBasePane._update_pane", "Markdown._transform_object",
+                       "OMP_WAIT_POLICY", "Syncable._debounce", "panel.io.state.edit_readonly",
+                       "panel.reactive.edit_readonly"]
 
 
 def test_tune_is_idempotent():
