@@ -40,10 +40,15 @@ def _properties_with_refs(cls: type[HasProps]) -> tuple[tuple[str, bool], ...]:
     try:
         return _read_directly[cls]
     except KeyError:
-        found = _read_directly[cls] = tuple(
-            (name, type(inspect.getattr_static(cls, name, None)).__get__ is PropertyDescriptor.__get__)
-            for name in cls.properties_with_refs())
+        found = _read_directly[cls] = tuple((name, _plain(inspect.getattr_static(cls, name, None)))
+                                            for name in cls.properties_with_refs())
         return found
+
+
+def _plain(descriptor: object) -> bool:
+    """Whether reading the property is Bokeh's plain descriptor's read (the value held, else the default)."""
+    return all(getattr(type(descriptor), method, None) is getattr(PropertyDescriptor, method)
+               for method in ("__get__", "_get"))
 
 
 def references(model: Model) -> set[Model]:
