@@ -60,6 +60,20 @@ STILL = f"""() => new Promise((resolve) => {{
 }})"""
 
 
+# The sidebar's top and the main area's bottom, read together once neither has moved for 500 ms
+SETTLED_ORDER = """() => new Promise((resolve) => {
+  const read = () => ({sidebar: document.getElementById("sidebar").getBoundingClientRect().top,
+                       main: document.getElementById("main").getBoundingClientRect().bottom});
+  let last = JSON.stringify(read()), since = performance.now();
+  const tick = () => {
+    const now = read(), text = JSON.stringify(now);
+    if (text !== last) { last = text; since = performance.now(); }
+    if (performance.now() - since >= 500) resolve(now); else requestAnimationFrame(tick);
+  };
+  tick();
+})"""
+
+
 @pytest.fixture(params=list(SCREENS))
 def screen(request, browser: Browser) -> Iterator[tuple[str, Page]]:
     context = browser.new_context(**SCREENS[request.param])
@@ -98,8 +112,10 @@ def test_on_a_phone_the_lessons_and_the_prediction_come_before_the_controls(brow
     for selector in ("nav.lesson-links", ".prediction-summary"):
         box = page.locator(selector).bounding_box()
         assert box is not None and box["y"] + box["height"] <= height, f"{selector} is not on the first screen: {box}"
-    sidebar, main = (page.locator(selector).bounding_box() for selector in ("#sidebar", "#main"))
-    assert sidebar["y"] >= main["y"] + main["height"] - 1  # the controls follow the main area, reached by scrolling
+    # one read, once the page's layout has settled: the open lesson arrives after the first paint and lengthens the
+    # main area (read apart, the sidebar's place was taken before the lesson came, the main area's after)
+    boxes = page.evaluate(SETTLED_ORDER)
+    assert boxes["sidebar"] >= boxes["main"] - 1  # the controls follow the main area, reached by scrolling
     page.get_by_role("button", name="Draw", exact=True).scroll_into_view_if_needed()
     assert page.get_by_role("button", name="Draw", exact=True).is_visible()
     context.close()
