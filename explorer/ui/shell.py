@@ -13,8 +13,10 @@ from pathlib import Path
 
 import panel as pn
 import param
+from bokeh.document.events import ModelChangedEvent
 from bokeh.themes import Theme
 from panel.custom import JSComponent
+from panel.models.tabs import Tabs as TabsModel
 
 from explorer.lessons import plots
 
@@ -252,11 +254,24 @@ class LessonFrame(pn.viewable.Viewer):
                     self._built[name].param.watch(lambda _: self._show_tour(), "open_tour")
             self._show_tour()
             self._tabs.active = LESSON_NAMES.index(name)
+            self._send_open_tab_again()
             for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state
                 if isinstance(lesson, SessionView):
                     lesson.shown = built_name == name
             if reveal:
                 self._reveal.count += 1
+
+    def _send_open_tab_again(self) -> None:
+        """Send the open tab to the page even where the server's value has not changed. A tab clicked while the
+        server's switch to another lesson (a layer click's) was on its way crosses that switch on the wire: the page
+        applies the older switch after its own click, and the server, which took the click, had nothing new to
+        send. This message comes after both, so the page always ends on the lesson the server holds."""
+        doc = served_document()
+        if doc is None:
+            return
+        for model in doc.select({"type": TabsModel}):
+            if "lesson-tabs" in model.css_classes:
+                doc.callbacks.trigger_on_change(ModelChangedEvent(doc, model, "active", model.active))
 
     @property
     def open_tour(self):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import torch
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 
 from explorer.core import device, images, trace, zoo
 from explorer.core.gallery import mnist_gallery
 from explorer.ui.overview import CELL
 
-from .conftest import FIGURE_POINT, draw_vertical_line, screenshot
+from .conftest import FIGURE_POINT, click_figure, draw_vertical_line, screenshot
 
 
 def open_app(page: Page, url: str) -> list[str]:
@@ -243,4 +244,59 @@ def test_a_shared_url_opens_the_same_model_lesson_and_layer(page: Page, app_url:
     page.locator(".bk-tab", has_text="Pruning").click()
     # the click waits on the server behind the attention lesson's first build (2 s alone, more on a loaded machine)
     expect(page).to_have_url(re.compile(r"[?&]lesson=pruning(&|$)"), timeout=20_000)
+    assert problems == []
+
+
+def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(page: Page, app_url: str):
+    """A layer click opens its lesson: the server switches the tabs once the page has painted the click's answer.
+    A student who clicks a tab meanwhile crosses that switch on the wire: the page applies the server's older
+    switch after its own click. The server then holds the student's lesson and the page must show that one too.
+
+    The crossing is made certain, not waited for: the server's messages are held back from the one that switches
+    the tabs, the tab is clicked, and they are released once the server has answered the click."""
+    held: list[str | bytes] = []
+    route = {"switch": None, "holding": False, "to_page": None}
+
+    def relay(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        route["to_page"] = ws
+        ws.on_message(server.send)
+
+        def from_server(message: str | bytes) -> None:
+            if route["switch"] and isinstance(message, str) and route["switch"] in message:
+                route["holding"] = True  # the switch to the layer's lesson, and everything after it
+            if route["holding"]:
+                held.append(message)
+            else:
+                ws.send(message)
+        server.on_message(from_server)
+
+    page.route_web_socket(re.compile(r"/ws$"), relay)
+    problems = open_app(page, app_url)
+    lesson_tab = page.locator(".bk-tab.bk-active").first  # the lesson tabs' headers come before any in a lesson
+    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('convolution-patches') !== null",
+                           timeout=30_000)
+    expect(lesson_tab).to_have_text("Convolution")
+    tabs = page.evaluate(
+        "() => [...Bokeh.documents[0].all_models].find((m) => m.css_classes?.includes('lesson-tabs')).id")
+    route["switch"] = f'"model":{{"id":"{tabs}"}},"attr":"active"'  # as a patch changes the lesson tabs
+    names = trace.run(zoo.load("mnist-cnn").module, torch.zeros(1, 1, 28, 28)).names
+    click_figure(page, "mnist-cnn:", (names.index("features.5") + 1.5) * CELL, 60)  # a BatchNorm: Normalization
+    deadline = time.monotonic() + 30
+    while not route["holding"] and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert route["holding"], "the server never switched the tabs to the layer's lesson"
+    page.locator(".bk-tab", has_text="Pruning").click()  # the page still shows Convolution
+    answered = len(held)
+    deadline = time.monotonic() + 30
+    while len(held) == answered and time.monotonic() < deadline:  # the server's answer to the click
+        page.wait_for_timeout(50)
+    assert len(held) > answered, "the server did not answer the tab click"
+    route["holding"], route["switch"] = False, None
+    for message in held:
+        route["to_page"].send(message)
+    # the pruning lesson, built once the page has painted the answer to the tab click, comes after all that was held
+    expect(page.get_by_text("Guided tour: pruning")).to_be_visible(timeout=60_000)
+    expect(page).to_have_url(re.compile(r"[?&]lesson=pruning(&|$)"))
+    expect(lesson_tab).to_have_text("Pruning")
     assert problems == []
