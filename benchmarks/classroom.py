@@ -29,11 +29,15 @@ with --think seconds between an answer and the next click. Printed per N:
   students one server core serves, each doing --rate actions a minute, the three kinds in equal parts:
   60 / (rate · mean CPU s per action).
 - server memory (RSS): with one session open (its model loaded, its first lesson built), after all N arrived
-  (per session: the growth over the N - 1 later sessions), after the mixed loop (by then every student has
-  built the lessons they open) and at the end. Growth between the last two is what more use adds: it should be
-  flat.
+  (per session: the growth over the N - 1 later sessions), after the mixed loop and after the calibration phases
+  (lessons are built in a session when first opened, so these grow with the lessons opened). Then the steady
+  state: every student opens each lesson not built in their session yet, and RSS is read; a second mixed loop
+  follows, and RSS is read again. Growth over that loop is what use adds once every lesson is built: it should be
+  flat (a reload's new session, also printed, adds one session's lessons again). The latencies of the second loop
+  are those of lessons already built.
 - documents built vs sessions opened: a --setup script (written to a temporary file) counts Panel's
-  on_session_created calls in the server's log; sessions opened = N + reloads.
+  on_session_created calls in the server's log (and its on_session_destroyed calls, which
+  benchmarks/session_memory.py reads); sessions opened = N + reloads.
 
 Prints figures; asserts nothing. Chromium and the server share the machine: on a small machine the browser's
 work slows the server's answers, so compare runs on the same machine, as ratios.
@@ -70,8 +74,10 @@ POLL_MS = 30
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
 LOG_PROBLEM = re.compile(r"Traceback|Error|RuntimeWarning")
 BUILT = "classroom-benchmark: document built"
+DESTROYED = "classroom-benchmark: session destroyed"
 SETUP = f"""import panel as pn
 pn.state.on_session_created(lambda context: print({BUILT!r}, flush=True))
+pn.state.on_session_destroyed(lambda context: print({DESTROYED!r}, flush=True))
 """
 # lesson tab title -> a named source that changes with the student's input (for the CNN and the ViT): a feature
 # map, a histogram of activations, the pruned model's probabilities, every layer's SQNR
@@ -106,6 +112,14 @@ FIND = """(cls) => {
 TEXT_IN = f"""([cls, text]) => {{
   const view = ({FIND})(cls);
   return view !== null && (view.el.shadowRoot || view.el).textContent.includes(text);
+}}"""
+
+# The start of what the element with class `cls` shows, for a report of what was on screen instead of the answer.
+TEXT_NOW = f"""(cls) => {{
+  const view = ({FIND})(cls);
+  if (view === null) return null;
+  const nodes = Array.from((view.el.shadowRoot || view.el).childNodes).filter((n) => n.nodeName !== "STYLE");
+  return nodes.map((n) => n.textContent).join(" ").trim().slice(0, 60);
 }}"""
 
 # Milliseconds since the pointerup once the element with class `cls` shows `text`; false until then.
@@ -178,11 +192,12 @@ ACTIVE_LESSON = """() => {
 }"""
 
 
-def launch(port: int, log: Path, setup: Path) -> subprocess.Popen:
-    """`explorer serve` (one process: `panel serve app.py` with the class's settings, explorer/cli.py), its output in
-    `log`. It becomes panel serve in the same process, so the returned process is the server."""
+def launch(port: int, log: Path, setup: Path, options: list[str]) -> subprocess.Popen:
+    """`explorer serve` (one process: `panel serve app.py` with the class's settings, explorer/cli.py, and the panel
+    serve `options`), its output in `log`. It becomes panel serve in the same process, so the returned process is
+    the server."""
     command = [sys.executable, "-m", "explorer.cli", "serve", "--port", str(port), "--address", "127.0.0.1",
-               "--allow-websocket-origin", f"127.0.0.1:{port}", "--setup", str(setup)]
+               "--allow-websocket-origin", f"127.0.0.1:{port}", "--setup", str(setup), *options]
     with open(log, "w") as out:
         return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "BOKEH_BROWSER": "none", "OMP_WAIT_POLICY": "PASSIVE"})
@@ -257,6 +272,7 @@ class Student:
     layer: str = ""
     input_version: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # lesson -> input version it last showed
+    opened: set[str] = field(default_factory=set)  # lessons opened (built) in this page's session
 
     async def open(self) -> None:
         await self.page.goto(f"{self.course.url}?model={self.course.model}", timeout=120_000)  # 30 arriving at once
@@ -264,9 +280,11 @@ class Student:
                                           timeout=120_000)
         self.item, self.layer = self.course.items[0], ""
         self.seen = {"Convolution": self.input_version}
+        self.opened = {"Convolution"}
 
-    async def act(self, kind: str) -> float:
-        """One action of `kind`; its latency in ms. Raises on no answer within ANSWER_S."""
+    async def act(self, kind: str, lesson: str | None = None) -> float:
+        """One action of `kind` (a lesson switch to `lesson`, else to the next in turn); its latency in ms. Raises on
+        no answer within ANSWER_S."""
         page, self.turn = self.page, self.turn + 1
         await page.evaluate(ARM)
         if kind == "gallery":
@@ -286,21 +304,32 @@ class Student:
         else:
             active = await page.evaluate(ACTIVE_LESSON)
             lessons = [title for title in LESSONS if title != active]
-            lesson = lessons[(self.number + self.turn) % len(lessons)]
+            lesson = lesson or lessons[(self.number + self.turn) % len(lessons)]
             stale = lesson in self.seen and self.seen[lesson] != self.input_version
             before = await page.evaluate(FINGERPRINT, LESSONS[lesson]) if stale else None
             await page.locator(".lesson-tabs .bk-tab").filter(has_text=re.compile(rf"^{lesson}$")).click()
             check, arg = LESSON_SHOWN, [LESSONS[lesson], before]
+            self.opened.add(lesson)
         try:
             handle = await page.wait_for_function(check, arg=arg, polling=POLL_MS, timeout=ANSWER_S * 1000)
         except Error:
-            what = (f"{lesson} ({'stale' if stale else 'fresh'}; the page shows {await page.evaluate(ACTIVE_LESSON)})"
-                    if kind == "lesson" else repr(arg[1]))
+            if kind == "lesson":
+                shown = await page.evaluate(ACTIVE_LESSON)
+                what = f"{lesson} ({'stale' if stale else 'fresh'}; the page shows {shown})"
+            else:
+                clicked = await page.evaluate("window.__t0 !== null")
+                moved = ""
+                if kind == "layer":  # where the layer's column is now, against where it was clicked
+                    now = await page.evaluate(FIGURE_POINT, [f"{self.course.model}:", self.course.x[self.layer], 60])
+                    moved = f", clicked at {point}, the column is now at {now}"
+                what = (f"{arg[1]!r} ({'clicked' if clicked else 'no pointerup'}; "
+                        f"the page shows {await page.evaluate(TEXT_NOW, arg[0])!r}{moved})")
             raise NoAnswer(f"{kind} {what}") from None
         latency = await handle.json_value()
         active = await page.evaluate(ACTIVE_LESSON)  # a layer click may open another lesson
         if active is not None:
             self.seen[active] = self.input_version
+            self.opened.add(active)
         return latency
 
 
@@ -314,21 +343,36 @@ class Tally:
         return len(self.latency[kind])
 
 
+async def attempt(student: Student, kind: str, tally: Tally, lesson: str | None = None) -> bool:
+    """One action, tallied; on no answer the student reloads the page. False if the page could not be opened again."""
+    try:
+        tally.latency[kind].append(await student.act(kind, lesson))
+    except (NoAnswer, Error) as e:
+        tally.no_answer[kind] += 1
+        tally.unanswered.append(f"student {student.number}: {str(e).splitlines()[0][:150]}")
+        student.reloads += 1
+        try:
+            await student.open()
+        except Error:
+            return False
+    return True
+
+
 async def loop(student: Student, kinds: tuple[str, ...], until: float, think: float, tally: Tally) -> None:
     i = 0
     while time.monotonic() < until:
         kind = kinds[i % len(kinds)]
         i += 1
-        try:
-            tally.latency[kind].append(await student.act(kind))
-        except (NoAnswer, Error) as e:
-            tally.no_answer[kind] += 1
-            tally.unanswered.append(f"student {student.number}: {str(e).splitlines()[0][:150]}")
-            student.reloads += 1
-            try:
-                await student.open()
-            except Error:
-                return
+        if not await attempt(student, kind, tally):
+            return
+        await asyncio.sleep(think)
+
+
+async def open_every_lesson(student: Student, think: float, tally: Tally) -> None:
+    """Open each lesson the student's session has not built yet, one lesson switch each."""
+    while missing := [title for title in LESSONS if title not in student.opened]:
+        if not await attempt(student, "lesson", tally, missing[0]):
+            return
         await asyncio.sleep(think)
 
 
@@ -354,14 +398,14 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):7.0f} ms, p95 {p95:7.0f} ms, max {max(values):7.0f} ms"
 
 
-def start_server(prefix: str) -> tuple[subprocess.Popen, str, Path]:
-    """A new server on a free port, its log and --setup script (SETUP) in a new temporary folder whose name starts
-    with `prefix`: (the process, the app's URL, the log)."""
+def start_server(prefix: str, options: list[str] = ()) -> tuple[subprocess.Popen, str, Path]:
+    """A new server on a free port, given the panel serve `options`, its log and --setup script (SETUP) in a new
+    temporary folder whose name starts with `prefix`: (the process, the app's URL, the log)."""
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     log, setup = folder / "server.log", folder / "setup.py"
     setup.write_text(SETUP)
-    return launch(port, log, setup), f"http://127.0.0.1:{port}/app", log
+    return launch(port, log, setup, list(options)), f"http://127.0.0.1:{port}/app", log
 
 
 async def serving(server: subprocess.Popen, log: Path) -> None:
@@ -414,6 +458,15 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
                 done = calibration[kind].done(kind)
                 cpu_per[kind] = spent / done if done else float("nan")
             rss_end = rss_mb(server.pid)
+            # Steady state: every student's session has every lesson built; a second mixed loop then adds only what
+            # use adds (and any reload's new session).
+            completing = Tally()
+            await asyncio.gather(*(open_every_lesson(s, args.think, completing) for s in students))
+            await idle_rate(server.pid)
+            rss_complete, reloads_complete = rss_mb(server.pid), sum(s.reloads for s in students)
+            steady = await phase(students, KINDS, args.seconds, args.think)
+            await idle_rate(server.pid)
+            rss_steady = rss_mb(server.pid)
             await browser.close()
     finally:
         server.terminate()
@@ -425,7 +478,8 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
     sessions = n + sum(s.reloads for s in students)
     problems = [p for s in students for p in s.problems]
     outside = [u for s in students for u in s.outside]
-    no_answer = {k: mixed.no_answer[k] + calibration[k].no_answer[k] for k in KINDS}
+    tallies = [mixed, *calibration.values(), completing, steady]
+    no_answer = {k: sum(tally.no_answer[k] for tally in tallies) for k in KINDS}
     print(f"\n=== {n} students, {args.model}, {args.seconds:.0f} s mixed + {args.calibrate:.0f} s per kind, "
           f"think {args.think} s ===")
     print(f"arrival: {n} pages opened in {arrival:.1f} s")
@@ -438,7 +492,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
     print(f"errors: {len(problems)} page/console errors, {len(logged)} server log lines with "
           f"Traceback/Error/RuntimeWarning, no answer within {ANSWER_S} s: "
           f"{', '.join(f'{k} {no_answer[k]}' for k in KINDS)}")
-    unanswered = mixed.unanswered + [u for kind in KINDS for u in calibration[kind].unanswered]
+    unanswered = [u for tally in tallies for u in tally.unanswered]
     for line in (unanswered + problems + logged)[:10]:
         print(f"    {line[:200]}")
     print(f"CPU during the mixed loop, of the machine's {os.cpu_count()} cores: server {server_rate:.2f} CPU s/s, "
@@ -455,6 +509,11 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
           f"session), {rss_mixed:.0f} MB after the mixed loop, {rss_end:.0f} MB at the end: {rss_end - rss_all:+.0f} "
           f"MB since arrival (lessons are built when first opened), {rss_end - rss_mixed:+.0f} MB since the mixed "
           f"loop")
+    print(f"steady state, every lesson built in every session ({completing.done('lesson')} lessons opened to get "
+          f"there): {rss_complete:.0f} MB; after a second mixed loop ({sum(steady.done(k) for k in KINDS)} actions, "
+          f"{sessions - n - reloads_complete} reloads): {rss_steady:.0f} MB, {rss_steady - rss_complete:+.0f} MB")
+    for kind in KINDS:
+        print(f"  {kind:8s} latency (second mixed loop): {summary(steady.latency[kind])}  (n={steady.done(kind)})")
     print(f"documents built: {built}, sessions opened: {sessions} ({n} students + "
           f"{sessions - n} reloads)", flush=True)
 
