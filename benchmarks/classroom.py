@@ -11,8 +11,8 @@ with --think seconds between an answer and the next click. Printed per N:
   click's pointerup to the condition below, polled every 30 ms:
   gallery click -> the prediction line names the new image; layer click (on the overview strip) -> the layer
   summary names the layer; lesson tab -> the lesson's input-dependent source (LESSONS) is on screen with data, no
-  "Loading the lesson…" placeholder, and, when the input changed since the student last saw that lesson, its
-  data differs from what the hidden lesson held (a lesson in a closed tab catches up when shown; the sources are
+  "Loading the lesson…" placeholder, and, when the image differs from the one the student last saw that lesson
+  on, its data differs from what the hidden lesson held (a lesson in a closed tab catches up when shown; the sources are
   chosen to change with the image: a feature map, a histogram, the pruned model's probabilities, per-layer SQNR).
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
@@ -270,8 +270,9 @@ class Student:
     turn: int = 0
     item: str = ""
     layer: str = ""
-    input_version: int = 0
-    seen: dict[str, int] = field(default_factory=dict)  # lesson -> input version it last showed
+    # lesson -> the gallery image it last showed: a lesson shown again after other images, but on the one it last
+    # showed, holds the right data already (its data then need not change)
+    seen: dict[str, str] = field(default_factory=dict)
     opened: set[str] = field(default_factory=set)  # lessons opened (built) in this page's session
 
     async def open(self) -> None:
@@ -279,7 +280,7 @@ class Student:
         await self.page.wait_for_function(TEXT_IN, arg=["prediction-summary", "The model says"], polling=100,
                                           timeout=120_000)
         self.item, self.layer = self.course.items[0], ""
-        self.seen = {"Convolution": self.input_version}
+        self.seen = {"Convolution": self.item}
         self.opened = {"Convolution"}
 
     async def act(self, kind: str, lesson: str | None = None) -> float:
@@ -292,7 +293,6 @@ class Student:
             self.item = items[(self.number + self.turn) % len(items)]
             await page.get_by_role("button", name=self.item, exact=True).click()
             check, arg = TEXT_SHOWN, ["prediction-summary", f"for {self.item}."]
-            self.input_version += 1
         elif kind == "layer":
             layers = [name for name in self.course.layers if name != self.layer]
             self.layer = layers[(self.number + self.turn) % len(layers)]
@@ -305,7 +305,7 @@ class Student:
             active = await page.evaluate(ACTIVE_LESSON)
             lessons = [title for title in LESSONS if title != active]
             lesson = lesson or lessons[(self.number + self.turn) % len(lessons)]
-            stale = lesson in self.seen and self.seen[lesson] != self.input_version
+            stale = lesson in self.seen and self.seen[lesson] != self.item
             before = await page.evaluate(FINGERPRINT, LESSONS[lesson]) if stale else None
             await page.locator(".lesson-tabs .bk-tab").filter(has_text=re.compile(rf"^{lesson}$")).click()
             check, arg = LESSON_SHOWN, [LESSONS[lesson], before]
@@ -328,7 +328,7 @@ class Student:
         latency = await handle.json_value()
         active = await page.evaluate(ACTIVE_LESSON)  # a layer click may open another lesson
         if active is not None:
-            self.seen[active] = self.input_version
+            self.seen[active] = self.item
             self.opened.add(active)
         return latency
 
