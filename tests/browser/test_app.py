@@ -253,14 +253,20 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
     switch after its own click. The server then holds the student's lesson and the page must show that one too.
 
     The crossing is made certain, not waited for: the server's messages are held back from the one that switches
-    the tabs, the tab is clicked, and they are released once the server has answered the click."""
+    the tabs, the tab is clicked, and they are released once the page has sent its click. (Not once the server has
+    answered it: the held messages may carry a ticket the page must answer before the server sends anything more.)"""
     held: list[str | bytes] = []
-    route = {"switch": None, "holding": False, "to_page": None}
+    route = {"switch": None, "holding": False, "clicked": False, "to_page": None}
 
     def relay(ws: WebSocketRoute) -> None:
         server = ws.connect_to_server()
         route["to_page"] = ws
-        ws.on_message(server.send)
+
+        def from_page(message: str | bytes) -> None:
+            if route["holding"] and isinstance(message, str) and route["switch"] in message:
+                route["clicked"] = True  # the page's own switch of the tabs, on its way to the server
+            server.send(message)
+        ws.on_message(from_page)
 
         def from_server(message: str | bytes) -> None:
             if route["switch"] and isinstance(message, str) and route["switch"] in message:
@@ -287,11 +293,10 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
         page.wait_for_timeout(50)
     assert route["holding"], "the server never switched the tabs to the layer's lesson"
     page.locator(".bk-tab", has_text="Pruning").click()  # the page still shows Convolution
-    answered = len(held)
     deadline = time.monotonic() + 30
-    while len(held) == answered and time.monotonic() < deadline:  # the server's answer to the click
+    while not route["clicked"] and time.monotonic() < deadline:
         page.wait_for_timeout(50)
-    assert len(held) > answered, "the server did not answer the tab click"
+    assert route["clicked"], "the page did not send its tab click"
     route["holding"], route["switch"] = False, None
     for message in held:
         route["to_page"].send(message)
