@@ -256,7 +256,7 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
     the tabs, the tab is clicked, and they are released once the page has sent its click. (Not once the server has
     answered it: the held messages may carry a ticket the page must answer before the server sends anything more.)"""
     held: list[str | bytes] = []
-    route = {"switch": None, "holding": False, "clicked": False, "to_page": None}
+    route = {"switch": "", "armed": False, "holding": False, "clicked": False, "to_page": None}
 
     def relay(ws: WebSocketRoute) -> None:
         server = ws.connect_to_server()
@@ -269,8 +269,8 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
         ws.on_message(from_page)
 
         def from_server(message: str | bytes) -> None:
-            if route["switch"] and isinstance(message, str) and route["switch"] in message:
-                route["holding"] = True  # the switch to the layer's lesson, and everything after it
+            if route["armed"] and isinstance(message, str) and route["switch"] in message:
+                route["armed"], route["holding"] = False, True  # the switch to the layer's lesson, and all after it
             if route["holding"]:
                 held.append(message)
             else:
@@ -286,6 +286,7 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
     tabs = page.evaluate(
         "() => [...Bokeh.documents[0].all_models].find((m) => m.css_classes?.includes('lesson-tabs')).id")
     route["switch"] = f'"model":{{"id":"{tabs}"}},"attr":"active"'  # as a patch changes the lesson tabs
+    route["armed"] = True
     names = trace.run(zoo.load("mnist-cnn").module, torch.zeros(1, 1, 28, 28)).names
     click_figure(page, "mnist-cnn:", (names.index("features.5") + 1.5) * CELL, 60)  # a BatchNorm: Normalization
     deadline = time.monotonic() + 30
@@ -297,9 +298,9 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
     while not route["clicked"] and time.monotonic() < deadline:
         page.wait_for_timeout(50)
     assert route["clicked"], "the page did not send its tab click"
-    route["holding"], route["switch"] = False, None
-    for message in held:
-        route["to_page"].send(message)
+    while held:  # in order: what the server sends meanwhile joins the end of the queue
+        route["to_page"].send(held.pop(0))
+    route["holding"] = False  # no handler runs between the queue found empty and this: they run inside Playwright calls
     # the pruning lesson, built once the page has painted the answer to the tab click, comes after all that was held
     expect(page.get_by_text("Guided tour: pruning")).to_be_visible(timeout=60_000)
     expect(page).to_have_url(re.compile(r"[?&]lesson=pruning(&|$)"))
