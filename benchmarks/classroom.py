@@ -342,14 +342,17 @@ class Tally:
     def done(self, kind: str) -> int:
         return len(self.latency[kind])
 
+    def missed(self, kind: str, student: Student, error: Exception) -> None:
+        self.no_answer[kind] += 1
+        self.unanswered.append(f"student {student.number}: {str(error).splitlines()[0][:150]}")
+
 
 async def attempt(student: Student, kind: str, tally: Tally, lesson: str | None = None) -> bool:
     """One action, tallied; on no answer the student reloads the page. False if the page could not be opened again."""
     try:
         tally.latency[kind].append(await student.act(kind, lesson))
     except (NoAnswer, Error) as e:
-        tally.no_answer[kind] += 1
-        tally.unanswered.append(f"student {student.number}: {str(e).splitlines()[0][:150]}")
+        tally.missed(kind, student, e)
         student.reloads += 1
         try:
             await student.open()
@@ -376,8 +379,7 @@ async def open_every_lesson(student: Student, until: float, think: float, tally:
         try:
             tally.latency["lesson"].append(await student.act("lesson", missing[0]))
         except (NoAnswer, Error) as e:
-            tally.no_answer["lesson"] += 1
-            tally.unanswered.append(f"student {student.number}: {str(e).splitlines()[0][:150]}")
+            tally.missed("lesson", student, e)
             student.opened.add(missing[0])
         await asyncio.sleep(think)
 
