@@ -6,6 +6,7 @@ from __future__ import annotations
 import panel as pn
 
 from explorer.core.names import labelled_name
+from explorer.session.in_step import keep_in_step
 from explorer.session.lesson import Lesson
 from explorer.session.state import follows, one_update
 
@@ -25,7 +26,7 @@ class OneLayerLesson(Lesson):
         self._model: object = None
         self.layers: list[str] = []
         self.layer: str | None = None  # the layer shown: derived from the state, never set by a control
-        self.layer_menu = pn.widgets.Select(label=self.layer_label, options=[], width=220)
+        self.layer_menu = keep_in_step(pn.widgets.Select(label=self.layer_label, options=[], width=220))
         self.layer_menu.param.watch(self._picked, "value")
 
     def _show_layer(self) -> None:

@@ -9,6 +9,7 @@ import param
 
 from explorer.core import device, fetch, pretrained, uploads, zoo
 from explorer.errors import InputError
+from explorer.session.in_step import keep_in_step
 from explorer.session.state import SessionView
 
 UPLOAD_TYPES = ".safetensors,.pt,.pth,.onnx,.json,.zip"
@@ -26,8 +27,9 @@ class ModelPicker(SessionView):
     def __init__(self, **params):
         super().__init__(**params)
         model = self.state.param.model
-        self._select = pn.widgets.Select(label="Model", options=list(model.objects), value=self.state.model,
-                                         description=model.doc, sizing_mode="stretch_width")
+        self._select = keep_in_step(pn.widgets.Select(label="Model", options=list(model.objects),
+                                                      value=self.state.model, description=model.doc,
+                                                      sizing_mode="stretch_width"))
         self._switching = pn.indicators.LoadingSpinner(value=False, size=22, margin=(32, 5, 5, 5),
                                                        css_classes=["model-switching"])
         self._select.param.watch(self._choose, "value")

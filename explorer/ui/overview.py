@@ -35,6 +35,7 @@ from bokeh.plotting import figure
 from explorer.core import complexity, names
 from explorer.core.trace import LayerRecord
 from explorer.lessons import plots
+from explorer.session.in_step import keep_in_step
 from explorer.session.state import ExplorerState, Inference, SessionView, one_update
 from explorer.session.tags import tag_results
 from explorer.ui.saving import make_savable
@@ -307,9 +308,9 @@ class Overview(SessionView):
         self._channel_text = pn.pane.Markdown("", width=BIG + 120, margin=(0, 10))
         # One label for channels, heads and features: a new label made the page lay out again on each such
         # layer click; the grid's and the big view's titles say which of them the number is.
-        self._channel_input = pn.widgets.IntInput.from_param(
+        self._channel_input = keep_in_step(pn.widgets.IntInput.from_param(
             self.state.param.channel, label="Number", width=110,
-            description="Which map of the layer to show large: a channel, an attention head or a token feature")
+            description="Which map of the layer to show large: a channel, an attention head or a token feature"))
         self._scope_input = pn.widgets.RadioButtonGroup.from_param(self.param.scope)
         # A sideways-scrolling box as wide as its parent. Panel would give a stretching Row the fixed
         # width of its content as min_width (the whole strip, up to ~10,000 px, which widens the page),

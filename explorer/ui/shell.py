@@ -13,12 +13,11 @@ from pathlib import Path
 
 import panel as pn
 import param
-from bokeh.document.events import ModelChangedEvent
 from bokeh.themes import Theme
 from panel.custom import JSComponent
-from panel.models.tabs import Tabs as TabsModel
 
 from explorer.lessons import plots
+from explorer.session.in_step import keep_in_step, watch_crossings
 
 # Every custom component the lessons use is defined before any page is sent: Bokeh sends the definitions of those
 # that exist with each page; one defined later, by a lesson module imported when its tab first opens, reaches only
@@ -216,9 +215,11 @@ class LessonFrame(pn.viewable.Viewer):
         super().__init__(**params)
         self._bodies = {name: sideways_box(pn.pane.Markdown("Loading the lesson…")) for name in LESSONS}
         self._built: dict[str, pn.viewable.Viewable] = {}
-        self._tabs = pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
-                             sizing_mode="stretch_width", dynamic=False, css_classes=["lesson-tabs"],
-                             stylesheets=[plots.WRAPPING_TAB_HEADERS])
+        # kept in step: a layer click opens its lesson once the page has painted the click's answer, and a tab
+        # clicked meanwhile crosses that switch on the wire
+        self._tabs = keep_in_step(pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
+                                          sizing_mode="stretch_width", dynamic=False, css_classes=["lesson-tabs"],
+                                          stylesheets=[plots.WRAPPING_TAB_HEADERS]), "active")
         self._reveal = Reveal(height=0, margin=0, sizing_mode="stretch_width")
         self._tour = pn.Column(sizing_mode="stretch_width", margin=0, css_classes=["lesson-tour"],
                                styles={"position": "sticky", "bottom": "0", "z-index": "10", "background": "white",
@@ -254,24 +255,11 @@ class LessonFrame(pn.viewable.Viewer):
                     self._built[name].param.watch(lambda _: self._show_tour(), "open_tour")
             self._show_tour()
             self._tabs.active = LESSON_NAMES.index(name)
-            self._send_open_tab_again()
             for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state
                 if isinstance(lesson, SessionView):
                     lesson.shown = built_name == name
             if reveal:
                 self._reveal.count += 1
-
-    def _send_open_tab_again(self) -> None:
-        """Send the open tab to the page even where the server's value has not changed. A tab clicked while the
-        server's switch to another lesson (a layer click's) was on its way crosses that switch on the wire: the page
-        applies the older switch after its own click, and the server, which took the click, had nothing new to
-        send. This message comes after both, so the page always ends on the lesson the server holds."""
-        doc = served_document()
-        if doc is None:
-            return
-        for model in doc.select({"type": TabsModel}):
-            if "lesson-tabs" in model.css_classes:
-                doc.callbacks.trigger_on_change(ModelChangedEvent(doc, model, "active", model.active))
 
     @property
     def open_tour(self):
@@ -331,6 +319,8 @@ def build_app(state: ExplorerState | None = None) -> pn.template.BootstrapTempla
 
     state = state or ExplorerState()
     state.document = served_document()  # the page being built is this session's: its slow work answers here
+    if state.document is not None:
+        watch_crossings(state.document)
     after_paint = state.after_paint = AfterPaint()
     link_page(state, pn.state.location)
     state.ensure()

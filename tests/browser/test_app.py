@@ -11,6 +11,7 @@ from playwright.sync_api import Page, WebSocketRoute, expect
 
 from explorer.core import device, images, trace, zoo
 from explorer.core.gallery import mnist_gallery
+from explorer.core.names import labelled_name
 from explorer.ui.overview import CELL
 
 from .conftest import FIGURE_POINT, click_figure, draw_vertical_line, screenshot
@@ -247,6 +248,57 @@ def test_a_shared_url_opens_the_same_model_lesson_and_layer(page: Page, app_url:
     assert problems == []
 
 
+class HeldServer:
+    """A relay of the page's websocket that holds back the server's messages from the first one that changes a
+    given model's property, until released: what the server sends meanwhile joins the end of the queue."""
+
+    def __init__(self, page: Page):
+        self.change = ""  # as a patch names the change: '"model":{"id":"p1234"},"attr":"value"'
+        self.armed = self.holding = self.page_sent = False
+        self.held: list[str | bytes] = []
+        self.to_page: WebSocketRoute | None = None
+        page.route_web_socket(re.compile(r"/ws$"), self._relay)
+
+    def _relay(self, ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        self.to_page = ws
+
+        def from_page(message: str | bytes) -> None:
+            if self.holding and isinstance(message, str) and self.change in message:
+                self.page_sent = True  # the page's own change of the property, on its way to the server
+            server.send(message)
+        ws.on_message(from_page)
+
+        def from_server(message: str | bytes) -> None:
+            if self.armed and isinstance(message, str) and self.change in message:
+                self.armed, self.holding = False, True  # the server's change, and all after it
+            if self.holding:
+                self.held.append(message)
+            else:
+                ws.send(message)
+        server.on_message(from_server)
+
+    def arm(self, model_id: str, attr: str) -> None:
+        """Hold from the server's next change of the model's `attr` (once: a later one is delivered)."""
+        self.change, self.armed = f'"model":{{"id":"{model_id}"}},"attr":"{attr}"', True
+
+    def wait(self, page: Page, flag: str, why: str) -> None:
+        deadline = time.monotonic() + 30
+        while not getattr(self, flag) and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert getattr(self, flag), why
+
+    def release(self) -> None:
+        while self.held:  # in order: what the server sends meanwhile joins the end of the queue
+            self.to_page.send(self.held.pop(0))
+        self.holding = False  # no handler runs between the queue found empty and this: they run in Playwright calls
+
+
+def model_id(page: Page, test: str) -> str:
+    """The id of the page's first Bokeh model `m` for which the JavaScript expression `test` holds."""
+    return page.evaluate(f"() => [...Bokeh.documents[0].all_models].find((m) => {test}).id")
+
+
 def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(page: Page, app_url: str):
     """A layer click opens its lesson: the server switches the tabs once the page has painted the click's answer.
     A student who clicks a tab meanwhile crosses that switch on the wire: the page applies the server's older
@@ -255,54 +307,46 @@ def test_a_tab_clicked_while_the_server_opens_another_lesson_is_the_one_shown(pa
     The crossing is made certain, not waited for: the server's messages are held back from the one that switches
     the tabs, the tab is clicked, and they are released once the page has sent its click. (Not once the server has
     answered it: the held messages may carry a ticket the page must answer before the server sends anything more.)"""
-    held: list[str | bytes] = []
-    route = {"switch": "", "armed": False, "holding": False, "clicked": False, "to_page": None}
-
-    def relay(ws: WebSocketRoute) -> None:
-        server = ws.connect_to_server()
-        route["to_page"] = ws
-
-        def from_page(message: str | bytes) -> None:
-            if route["holding"] and isinstance(message, str) and route["switch"] in message:
-                route["clicked"] = True  # the page's own switch of the tabs, on its way to the server
-            server.send(message)
-        ws.on_message(from_page)
-
-        def from_server(message: str | bytes) -> None:
-            if route["armed"] and isinstance(message, str) and route["switch"] in message:
-                route["armed"], route["holding"] = False, True  # the switch to the layer's lesson, and all after it
-            if route["holding"]:
-                held.append(message)
-            else:
-                ws.send(message)
-        server.on_message(from_server)
-
-    page.route_web_socket(re.compile(r"/ws$"), relay)
+    server = HeldServer(page)
     problems = open_app(page, app_url)
     lesson_tab = page.locator(".bk-tab.bk-active").first  # the lesson tabs' headers come before any in a lesson
     page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('convolution-patches') !== null",
                            timeout=30_000)
     expect(lesson_tab).to_have_text("Convolution")
-    tabs = page.evaluate(
-        "() => [...Bokeh.documents[0].all_models].find((m) => m.css_classes?.includes('lesson-tabs')).id")
-    route["switch"] = f'"model":{{"id":"{tabs}"}},"attr":"active"'  # as a patch changes the lesson tabs
-    route["armed"] = True
+    server.arm(model_id(page, "m.css_classes?.includes('lesson-tabs')"), "active")
     names = trace.run(zoo.load("mnist-cnn").module, torch.zeros(1, 1, 28, 28)).names
     click_figure(page, "mnist-cnn:", (names.index("features.5") + 1.5) * CELL, 60)  # a BatchNorm: Normalization
-    deadline = time.monotonic() + 30
-    while not route["holding"] and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert route["holding"], "the server never switched the tabs to the layer's lesson"
+    server.wait(page, "holding", "the server never switched the tabs to the layer's lesson")
     page.locator(".bk-tab", has_text="Pruning").click()  # the page still shows Convolution
-    deadline = time.monotonic() + 30
-    while not route["clicked"] and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert route["clicked"], "the page did not send its tab click"
-    while held:  # in order: what the server sends meanwhile joins the end of the queue
-        route["to_page"].send(held.pop(0))
-    route["holding"] = False  # no handler runs between the queue found empty and this: they run inside Playwright calls
+    server.wait(page, "page_sent", "the page did not send its tab click")
+    server.release()
     # the pruning lesson, built once the page has painted the answer to the tab click, comes after all that was held
     expect(page.get_by_text("Guided tour: pruning")).to_be_visible(timeout=60_000)
     expect(page).to_have_url(re.compile(r"[?&]lesson=pruning(&|$)"))
     expect(lesson_tab).to_have_text("Pruning")
+    assert problems == []
+
+
+def test_a_layer_picked_while_the_server_sets_another_is_the_one_shown(page: Page, app_url: str):
+    """A layer click sets the open lesson's layer menu once the page has painted the click's answer. A student who
+    picks another layer in the menu meanwhile crosses that change on the wire: the menu must end on the layer the
+    lesson explains, the one picked. Made certain as the tab's crossing above."""
+    server = HeldServer(page)
+    problems = open_app(page, app_url)
+    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('convolution-patches') !== null",
+                           timeout=30_000)
+    layer_text = page.locator(".convolution-layer")
+    expect(layer_text).to_contain_text("(features.0)")
+    server.arm(model_id(page, "m.title === 'Convolution' && m.options !== undefined"), "value")
+    names = trace.run(zoo.load("mnist-cnn").module, torch.zeros(1, 1, 28, 28)).names
+    click_figure(page, "mnist-cnn:", (names.index("features.4") + 1.5) * CELL, 60)  # the second convolution
+    server.wait(page, "holding", "the server never set the lesson's layer menu to the clicked layer")
+    third = labelled_name(zoo.load("mnist-cnn").module, "features.8")  # as the menu names it
+    menu = page.locator("select").filter(has=page.locator("option", has_text=third))
+    menu.select_option(label=third)  # the menu still shows the first
+    server.wait(page, "page_sent", "the page did not send the layer picked")
+    server.release()
+    # the lesson's answer to the pick comes after all that was held, and after the menu's value sent again
+    expect(layer_text).to_contain_text("(features.8)", timeout=30_000)
+    expect(menu).to_have_value(third)
     assert problems == []

@@ -38,6 +38,7 @@ from explorer.lessons.attention.view_heads import Heads
 from explorer.lessons.attention.view_patches import Patches
 from explorer.lessons.attention.view_rollout import Rollout
 from explorer.lessons.attention.view_step import StepByStep
+from explorer.session.in_step import keep_in_step
 from explorer.session.later import heading_then_later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Narrative, Step, input_noun
@@ -74,7 +75,7 @@ class AttentionLesson(Lesson):
         self._analysis: am.Analysis | None = None
         self._analysed: Inference | None = None
         self._widgets = dict(
-            layer=pn.widgets.Select(label="Layer", options=[], width=170),
+            layer=keep_in_step(pn.widgets.Select(label="Layer", options=[], width=170)),
             head=pn.widgets.IntSlider(label="Head", start=0, end=1, value=0, width=170),
             query=pn.widgets.Select.from_param(self.param.query, name="Query token", width=190),
             temperature=pn.widgets.FloatSlider.from_param(self.param.temperature, name="Temperature τ", width=220),

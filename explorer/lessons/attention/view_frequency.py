@@ -21,6 +21,7 @@ from bokeh.plotting import figure
 from explorer.lessons import plots
 from explorer.lessons.attention import frequency as fq
 from explorer.lessons.attention.view_figures import PHONE_WIDTH, QUERY_COLOUR, Changed
+from explorer.session.in_step import keep_in_step
 from explorer.session.state import Inference
 from explorer.session.tags import tag_results
 from explorer.session.work import SlowWork
@@ -40,7 +41,7 @@ class Frequency:
         self._layer = ""  # the lesson's chosen layer, as last asked ('' before the student picks one)
         self.text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
         self.curves_text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
-        self.layer_menu = pn.widgets.Select(label="Layer of this model", options={}, width=300)
+        self.layer_menu = keep_in_step(pn.widgets.Select(label="Layer of this model", options={}, width=300))
         self.layer_menu.param.watch(lambda event: choose_layer(event.new), "value")
         self.status = pn.pane.Markdown("", visible=False, margin=(0, 10))
 

@@ -22,6 +22,7 @@ from explorer.lessons.convolution.view_atlas import FilterAtlas
 from explorer.lessons.convolution.view_playground import Playground
 from explorer.lessons.convolution.view_receptive import ReceptiveFieldPanel
 from explorer.lessons.convolution.view_step import StepThrough
+from explorer.session.in_step import keep_in_step
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
 from explorer.session.state import follows, making_models, one_update
@@ -47,8 +48,8 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self._layer: str | None = None   # the convolution shown: the state's, or the one before a non-convolution
         self._channel = 0
         self._opened: tuple | None = None  # (model, convolution) last opened: the default channel is chosen then
-        self.layer_menu = pn.widgets.Select(label="Convolution", width=220)
-        self.channel_input = pn.widgets.IntInput(label="Output channel", start=0, width=130)
+        self.layer_menu = keep_in_step(pn.widgets.Select(label="Convolution", width=220))
+        self.channel_input = keep_in_step(pn.widgets.IntInput(label="Output channel", start=0, width=130))
         self.layer_menu.param.watch(self._picked, "value")
         self.channel_input.param.watch(self._picked, "value")
         step_layout = self._build_step_through(pn.Row(self.layer_menu, self.channel_input))
@@ -63,9 +64,9 @@ class ConvolutionLesson(StepThrough, Playground, Lesson):
         self._follow_state()
         self.kernel_text = math.format_kernel(math.preset(self.preset, self.size, self.angle, self.frequency))
         self._update_playground()
-        self._tabs = pn.Tabs(("Step through", step_layout), ("Playground", self._play_body), *self._extra_tabs,
-                             dynamic=False, sizing_mode="stretch_width",
-                             stylesheets=[plots.WRAPPING_TAB_HEADERS])
+        self._tabs = keep_in_step(pn.Tabs(("Step through", step_layout), ("Playground", self._play_body),
+                                          *self._extra_tabs, dynamic=False, sizing_mode="stretch_width",
+                                          stylesheets=[plots.WRAPPING_TAB_HEADERS]), "active")
         self._tabs.param.watch(lambda e: setattr(self, "tab", self.param.tab.objects[e.new]), "active")
 
     def __panel__(self) -> pn.viewable.Viewable:

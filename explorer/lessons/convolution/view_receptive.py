@@ -24,6 +24,7 @@ from bokeh.plotting import figure
 from explorer.errors import InputError
 from explorer.lessons import plots
 from explorer.lessons.convolution import receptive
+from explorer.session.in_step import keep_in_step
 from explorer.session.layer_lesson import OneLayerLesson
 from explorer.session.narrative import Step
 from explorer.session.state import follows, one_update
@@ -58,7 +59,7 @@ class ReceptiveFieldPanel(OneLayerLesson):
         self._build_figures()
         self._summary = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["rf-summary"])
         self.channel = 0  # the channel shown: the session's, within this layer's channels
-        self.channel_input = pn.widgets.IntInput(label="Channel", start=0, value=0, width=100)
+        self.channel_input = keep_in_step(pn.widgets.IntInput(label="Channel", start=0, value=0, width=100))
         self.channel_input.param.watch(self._channel_picked, "value")
         self._row_input = pn.widgets.IntInput.from_param(self.param.row, name="Unit row", width=100)
         self._column_input = pn.widgets.IntInput.from_param(self.param.column, name="Unit column", width=100)

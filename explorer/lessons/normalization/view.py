@@ -27,6 +27,7 @@ from explorer.lessons.normalization import math as nm
 from explorer.lessons.normalization.view_batch import RUNNING, BatchSize, Fold, Gamma, WhatIf
 from explorer.lessons.normalization.view_figures import Shown, clear
 from explorer.lessons.normalization.view_input import Axes, Histogram, Statistics
+from explorer.session.in_step import keep_in_step
 from explorer.session.later import Later
 from explorer.session.layer_lesson import OneLayerLesson
 from explorer.session.narrative import Step
@@ -64,8 +65,8 @@ class NormalizationLesson(OneLayerLesson):
                                                           width=200)
         self._batch_input = pn.widgets.RadioButtonGroup.from_param(self.param.batch, name="Batch size",
                                                                    max_width=400, **choice)
-        self._channel_input = pn.widgets.IntInput.from_param(self.state.param.channel, name="Channel shown",
-                                                             width=130)
+        self._channel_input = keep_in_step(pn.widgets.IntInput.from_param(self.state.param.channel,
+                                                                          name="Channel shown", width=130))
         self._layout = self._build_layout()
         # Served, the numbers are computed once the page has loaded, so that it opens quickly; elsewhere now.
         pn.state.onload(self._model_changed)

@@ -36,6 +36,7 @@ from explorer.lessons.pruning.measured import Point
 from explorer.lessons.pruning.view_figures import Figures, label
 from explorer.lessons.pruning.view_measured import Measurements
 from explorer.session import background
+from explorer.session.in_step import keep_in_step
 from explorer.session.later import Later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
@@ -92,7 +93,7 @@ class PruningLesson(Lesson):
                                                                 throttled=True)
         self._slider = pn.Column(self._live_slider, margin=0)
         # shows `layer` (the session's, among this model's prunable layers); a pick sets the session's layer
-        self._layer_input = pn.widgets.Select(label="Weights of layer", width=260)
+        self._layer_input = keep_in_step(pn.widgets.Select(label="Weights of layer", width=260))
         self._layer_input.param.watch(self._layer_picked, "value")
         self._sensitivity_button = pn.widgets.Button(label="Measure per-layer sensitivity")
         self._bn_button = pn.widgets.Button(label="Re-estimate BatchNorm statistics")

@@ -38,6 +38,7 @@ from explorer.lessons.quantization import math as qm
 from explorer.lessons.quantization import view_text as text
 from explorer.lessons.quantization.view_figures import Curves, Histogram, LayerSqnr, Predictions
 from explorer.session import background
+from explorer.session.in_step import keep_in_step
 from explorer.session.later import Later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
@@ -99,7 +100,7 @@ class QuantizationLesson(Lesson):
         self.int8_button.on_click(self.build_int8)
         self.int8_progress = pn.indicators.Progress(value=0, max=len(INT8_STEPS), width=260, visible=False)
         self.int8_text = pn.pane.Markdown(INT8_INTRO, sizing_mode="stretch_width", css_classes=["quantization-int8"])
-        self.layer_menu = pn.widgets.Select(label="Layer", options=[], width=260)
+        self.layer_menu = keep_in_step(pn.widgets.Select(label="Layer", options=[], width=260))
         self.layer_menu.param.watch(self._pick_layer, "value")
         self._update()
 
@@ -280,7 +281,8 @@ class QuantizationLesson(Lesson):
             pn.widgets.RadioButtonGroup.from_param(self.param.scheme, width=260),
             pn.pane.Markdown("Clipping (where the ends go)", margin=(5, 10, 0, 10)),
             pn.widgets.RadioButtonGroup.from_param(self.param.clip, width=260),
-            pn.widgets.IntInput.from_param(self.state.param.channel, label="Output channel shown", width=260),
+            keep_in_step(pn.widgets.IntInput.from_param(self.state.param.channel, label="Output channel shown",
+                                                        width=260)),
             width=290)
 
     def __panel__(self) -> pn.viewable.Viewable:

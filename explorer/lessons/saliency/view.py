@@ -38,6 +38,7 @@ from explorer.lessons.saliency.view_faithfulness import Faithfulness
 from explorer.lessons.saliency.view_maps import Maps
 from explorer.lessons.saliency.view_sanity import Sanity
 from explorer.session import background
+from explorer.session.in_step import keep_in_step
 from explorer.session.later import heading_then_later
 from explorer.session.lesson import Lesson
 from explorer.session.narrative import Step
@@ -119,7 +120,7 @@ class SaliencyLesson(Lesson):
         return int(self.state.inference.probs.topk(2).indices[1])
 
     def _widgets(self) -> None:
-        self._class_menu = pn.widgets.Select(label="Class explained", options={}, width=220)
+        self._class_menu = keep_in_step(pn.widgets.Select(label="Class explained", options={}, width=220))
         self._class_menu.param.watch(self._class_chosen, "value")
         self._controls = pn.FlexBox(
             self._class_menu,
