@@ -32,6 +32,11 @@ from tests.ui.test_quantization_update_paths import Queued
 needs_vit = pytest.mark.skipif(not zoo.is_available("mnist-vit"), reason="mnist-vit is not trained here")
 
 
+def progress_shown(lesson) -> bool:
+    """The progress bar is shown (kept in its place when hidden: plots.show_in_place)."""
+    return lesson.progress.styles.get("visibility") == "visible"
+
+
 def random_digit(rng: torch.Generator) -> np.ndarray:
     """A random stroke-like blob on black: a bar of random brightness at a random place (uint8, 28 × 28)."""
     picture = np.zeros((28, 28), np.uint8)
@@ -155,21 +160,21 @@ def test_served_an_answer_for_settings_the_student_left_is_dropped(monkeypatch, 
     monkeypatch.setattr(background, "submit", session)
     with set_curdoc(session.doc):
         lesson = SaliencyLesson(state=state)
-        assert shown_map(lesson, "gradient") is None and lesson.progress.visible
+        assert shown_map(lesson, "gradient") is None and progress_shown(lesson)
         session.run()
         ig = lesson.maps.figures["integrated_gradients"]
         before = shown_map(lesson, "integrated_gradients")
         lesson.ig_steps = 8
-        assert ig.fig.title.text == "Integrated Gradients (computing …)" and lesson.progress.visible
+        assert ig.fig.title.text == "Integrated Gradients (computing …)" and progress_shown(lesson)
         lesson.ig_steps = 32  # back where the map shown was computed, before the worker ran
-        assert ig.fig.title.text == "Integrated Gradients" and not lesson.progress.visible
+        assert ig.fig.title.text == "Integrated Gradients" and not progress_shown(lesson)
         session.run()  # the map for 8 steps: not computed, and never shown
         np.testing.assert_array_equal(shown_map(lesson, "integrated_gradients"), before)
         lesson.noise = 0.3
         session.run()
         expected = sm.attribute(state.inference.model.module, state.inference.x, "smoothgrad", lesson.settings())
         np.testing.assert_array_equal(shown_map(lesson, "smoothgrad"), expected.heat.astype(np.float32))
-        assert not lesson.progress.visible
+        assert not progress_shown(lesson)
 
 
 def test_a_second_student_on_the_same_input_is_shown_the_maps_and_curves_computed_for_the_first(monkeypatch, rng):
@@ -206,13 +211,13 @@ def test_served_what_the_class_computed_already_is_shown_at_once_without_a_worke
     monkeypatch.setattr(background, "submit", session)
     with set_curdoc(session.doc):
         lesson = SaliencyLesson(state=state)
-        assert session.names() == [] and not lesson.progress.visible
+        assert session.names() == [] and not progress_shown(lesson)
         for m in sm.METHODS:
             np.testing.assert_array_equal(shown_map(lesson, m), shown_map(shown, m))
         lesson.noise = 0.3  # SmoothGrad's map and curves for a new setting: to a worker
-        assert len(session.names()) == 1 and lesson.progress.visible
+        assert len(session.names()) == 1 and progress_shown(lesson)
         session.run()
-        assert not lesson.progress.visible
+        assert not progress_shown(lesson)
 
 
 def scroll_to_the_curves(lesson: SaliencyLesson) -> None:
@@ -237,7 +242,7 @@ def test_served_a_chain_whose_first_results_are_kept_shows_them_and_counts_on_fr
         assert kept >= 2 and lesson.progress.value == kept and lesson.progress.max == len(sm.METHODS)
         assert shown_map(lesson, "gradient") is not None and shown_map(lesson, "smoothgrad") is None
         session.run()
-        assert shown_map(lesson, "smoothgrad") is not None and not lesson.progress.visible
+        assert shown_map(lesson, "smoothgrad") is not None and not progress_shown(lesson)
 
 
 def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priority_once_scrolled_to(
@@ -266,7 +271,7 @@ def test_served_maps_run_at_the_servers_priority_and_curves_at_background_priori
     assert all(" map (" in text for strand, text in asked if strand == maps)
     assert all("curves (" in text for strand, text in asked if strand == curves)
     assert session.background == {maps: False, curves: True}
-    assert not lesson.progress.visible and all(shown_map(lesson, m) is not None for m in sm.METHODS)
+    assert not progress_shown(lesson) and all(shown_map(lesson, m) is not None for m in sm.METHODS)
     curves_shown = (lesson.faithfulness.deletion, lesson.faithfulness.insertion)
     assert all(len(curve.data["xs"]) == len(sm.METHODS) for curve in curves_shown)
     assert "Computing" not in lesson.faithfulness.text.object and "deletion area" in lesson.faithfulness.text.object

@@ -91,7 +91,8 @@ class SaliencyLesson(Lesson):
         self.maps, self.faithfulness = Maps(self.opacity), Faithfulness()
         self.sanity = Sanity(self.slow("sanity", background=True), self._sanity_work)
         self.sanity.on_flags = self._flag_maps
-        self.progress = pn.indicators.Progress(value=0, max=1, width=300, visible=False)
+        self.progress = pn.indicators.Progress(value=0, max=1, width=300)
+        plots.show_in_place(self.progress, False)
         self.progress_text = pn.pane.Markdown("", margin=(0, 10), css_classes=["saliency-progress"])
         self._widgets()
         self._page = self._layout()
@@ -265,12 +266,13 @@ class SaliencyLesson(Lesson):
                 jobs[done].show(kept[0])
                 done += 1
             if done == len(jobs):
-                self.progress.visible = False
+                plots.show_in_place(self.progress, False)
                 self.progress_text.object = ""
                 return
         job = jobs[done]
         self.progress.max = len(jobs)  # first: the value's bounds follow the max (a chain may start past the old max)
-        self.progress.param.update(value=done, visible=True)
+        self.progress.value = done
+        plots.show_in_place(self.progress, True)
         self.progress_text.object = f"◔ Computing {job.what} ({done + 1} of {len(jobs)}) …"
 
         def compute():
