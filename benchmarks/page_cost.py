@@ -6,11 +6,11 @@ One `explorer serve` (classroom.py's server) and one page in Chromium on a quiet
 five of classroom.py by default), the page opens on it, waits for the lesson's input-dependent source to be shown,
 clicks three gallery digits to settle, then clicks `--clicks` more, 1.5 s apart (each waits for its new
 prediction). Printed per click: the CPU of Chromium's renderer processes (from /proc: the page's main thread, its
-compositor and raster workers), less an idle page's share over the same time (measured before the clicks); the
-page's main-thread times from the DevTools protocol's Performance metrics (script, style recalculation, layout, and
-the rest: paint, compositing, messages); and the server's CPU. In a class on one machine the browsers take most of
-it (docs/performance.md, "A class's machine"), so this is what a student's wait is made of. Prints figures; asserts
-nothing.
+compositor and raster workers); the page's main-thread times from the DevTools protocol's Performance metrics
+(script, style recalculation, layout, and the rest: paint, compositing, messages); and the server's CPU. Both CPU
+figures are less their idle share over the same time (measured for 10 s before the clicks). In a class on one
+machine the browsers take most of it (docs/performance.md, "A class's machine"), so this is what a student's wait
+is made of. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str
     for _ in range(3):
         await student.act("gallery")
         await asyncio.sleep(THINK_S)
-    start = renderers_cpu_s()
+    start, server_idle_start = renderers_cpu_s(), room.cpu_s(server_pid)
     await asyncio.sleep(IDLE_S)
     idle_rate = (renderers_cpu_s() - start) / IDLE_S
+    server_idle_rate = (room.cpu_s(server_pid) - server_idle_start) / IDLE_S
     cdp = await context.new_cdp_session(page)
     await cdp.send("Performance.enable")
 
@@ -77,13 +78,13 @@ async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str
         await asyncio.sleep(THINK_S)
     after, elapsed = await metrics(), time.monotonic() - t0
     page_ms = 1000 * (renderers_cpu_s() - page_start - idle_rate * elapsed) / clicks
-    server_ms = 1000 * (room.cpu_s(server_pid) - server_start) / clicks
+    server_ms = 1000 * (room.cpu_s(server_pid) - server_start - server_idle_rate * elapsed) / clicks
     main = {label: 1000 * (after[key] - before[key]) / clicks for key, label in METRICS.items()}
     other = main["main thread"] - main["script"] - main["style"] - main["layout"]
     await context.close()
     return (f"{lesson:14s} page {page_ms:5.0f} ms (main thread {main['main thread']:.0f}: script {main['script']:.0f}, "
             f"style {main['style']:.0f}, layout {main['layout']:.0f}, other {other:.0f}); server {server_ms:.0f} ms; "
-            f"an idle page {1000 * idle_rate:.0f} ms per s")
+            f"idle: the page {1000 * idle_rate:.0f}, the server {1000 * server_idle_rate:.0f} ms per s")
 
 
 async def run(args: argparse.Namespace) -> None:
