@@ -57,8 +57,9 @@ def state(doc):
     found["page scripts"] = len(doc.callbacks._js_event_callbacks.get("document_ready", []))
     from explorer.serve import validation
     found["updates unvalidated"] = validation._skipping
-    from explorer.serve import recompute
+    from explorer.serve import recompute, references
     found["one walk per update"] = recompute._freezing
+    found["small arrays inline"] = references.SyncedReferences.inline_bytes
     return found
 
 untested = set(sys.argv[2].split(",")) - {""}
@@ -89,7 +90,7 @@ ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
                       "ServerConnection.send_patch_document", "ServerSession.pull", "ServerSession.push",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",
                       "gc threshold", "gc frozen", "OMP_WAIT_POLICY", "page scripts", "updates unvalidated",
-                      "one walk per update", "HTMLBasePane._update", "HTMLBasePane._update_pane",
+                      "one walk per update", "small arrays inline", "HTMLBasePane._update", "HTMLBasePane._update_pane",
                       "Document.apply_json_patch", "Model.references", "HasProps.query_properties_with_values",
                       "panel.reactive.edit_readonly", "panel.io.state.edit_readonly", "Markdown._transform_object"])
 
@@ -123,8 +124,8 @@ def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_ea
     changed, lines = probe(2, untested=("bokeh",))
     gated = [tuning.name for tuning in tunings.TUNINGS if "bokeh" in tuning.tested_on]
     assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "references_on_demand",
-                     "known_models_by_id", "cached_defaults", "one_recompute", "quick_model_walk",
-                     "quick_serialization", "skip_validation", "idle_collections", "bokehjs"]
+                     "small_buffers_inline", "known_models_by_id", "cached_defaults", "one_recompute",
+                     "quick_model_walk", "quick_serialization", "skip_validation", "idle_collections", "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     # Panel's debounce and markup panes, and OpenMP: not Bokeh's

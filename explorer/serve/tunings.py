@@ -57,6 +57,13 @@ TUNINGS: tuple[Tuning, ...] = (
                 "(with the convolution lesson's strings sent as one text each, which alone saved about 1 ms)",
            upstream="no issue found: delete when Bokeh's patch_doc.create stops building every synced model's "
                     "reference for each message"),
+    Tuning("small_buffers_inline", references.small_buffers_inline, BOKEH,
+           gain="served, one page (benchmarks/page_cost.py, alternating runs): server CPU per gallery click with "
+                "convolution open 47 / 42 -> 36 / 38 / 38 ms, with saliency 79 / 76 -> 52 / 59 / 64 ms; the page's "
+                "CPU 197 / 175 -> 148 / 149 / 192 ms with convolution (the page's figure varies by +-25 ms)",
+           upstream="bokeh/bokeh#12043 (closed unmerged: one binary message in place of a frame pair per buffer); no "
+                    "issue found for a size below which arrays stay in the message's text: delete when Bokeh writes "
+                    "a message's buffers in fewer frames"),
     Tuning("known_models_by_id", references.known_models_by_id, BOKEH,
            gain="each message from the page (a click, a painted page) applied in 0.02 ms instead of 0.38 ms on a page "
                 "of 2,364 models (every lesson open, headless); two or three such messages per input change",

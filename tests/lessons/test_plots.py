@@ -265,6 +265,17 @@ def test_format_shape_and_value():
     assert plots.format_value(-0.012345) == "−0.0123"
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_format_values_writes_each_as_pythons_format_with_a_real_minus(seed):
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(0, 10.0 ** rng.integers(-6, 7), 500), [0.0, -0.0, np.nan, np.inf, -np.inf,
+                                                                                 1e-300, -123456789.0]])
+    values = rng.permutation(values).tolist() + [7]  # an int, as a caller may pass
+    expected = [f"{v:.3g}".replace("-", "\u2212") for v in values]  # Python's own format, independently
+    assert plots.format_values(values) == expected == [plots.format_value(v) for v in values]
+    assert plots.format_values([]) == []
+
+
 def data_events(source, data) -> list:
     """The change events `plots.set_data(source, data)` sends the page of a document holding `source`."""
     from bokeh.document import Document

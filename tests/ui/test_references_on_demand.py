@@ -1,5 +1,6 @@
-"""The references_on_demand and known_models_by_id tunings (explorer/serve/references.py): the same PATCH-DOC messages
-written, the same changes applied from the page's, as Bokeh's own code."""
+"""The references_on_demand, small_buffers_inline and known_models_by_id tunings (explorer/serve/references.py): the
+same PATCH-DOC messages written (small arrays inside the text), the same changes applied from the page's, as Bokeh's
+own code."""
 
 from __future__ import annotations
 
@@ -65,6 +66,27 @@ def test_a_patch_is_written_exactly_as_bokeh_writes_it_and_leaves_the_same_model
     content = json.loads(ours.content_json)
     assert '"type":"object","name":"ColorBar"' in ours.content_json.replace(" ", "")
     assert content["events"]
+
+
+@pytest.mark.skipif(BOKEH_CREATE is None, reason="the tuning replaced Bokeh's create before this module loaded")
+@pytest.mark.parametrize("seed", range(5))
+def test_small_arrays_go_inside_the_text_and_a_page_reads_the_same_changes(seed, monkeypatch):
+    rng = random.Random(seed)
+    doc, events = page(rng)
+    big = ColumnDataSource(data=dict(x=np.zeros(references.INLINE_BYTES // 8 + 1)))  # one byte over: a buffer
+    doc.add_root(big)
+    doc.models.flush_synced()
+    big.data = dict(x=np.array([rng.random() for _ in range(references.INLINE_BYTES // 8 + 1)]))
+    theirs = BOKEH_CREATE(patch_doc, list(events))
+    monkeypatch.setattr(references.SyncedReferences, "inline_bytes", references.INLINE_BYTES)
+    ours = references.create(patch_doc, list(events))
+    sizes = lambda message: sorted(buffer.data.nbytes for buffer in message.buffers)  # noqa: E731
+    assert sizes(ours) == [n for n in sizes(theirs) if n > references.INLINE_BYTES] == [references.INLINE_BYTES + 8]
+    assert len(theirs.buffers) > 1  # the small sources' columns, sent inside the text by ours
+    pages = [Document.from_json(doc.to_json(deferred=False)) for _ in range(2)]
+    for copy, message in zip(pages, (theirs, ours), strict=True):
+        copy.apply_json_patch(Serialized(message.content, list(message.buffers)))
+    assert state_of(pages[1]) == state_of(pages[0])
 
 
 BOKEH_APPLY = Document.apply_json_patch if Document.apply_json_patch is not references.apply_json_patch else None

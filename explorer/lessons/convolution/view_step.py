@@ -27,7 +27,7 @@ ZOOM_FROM, ZOOM_SIDE = 48, 32  # an input wider than ZOOM_FROM px is shown ZOOM_
 
 def texts(values: np.ndarray) -> list[str]:
     """Each value as the page writes it."""
-    return [plots.format_value(v) for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
+    return plots.format_values(np.asarray(values, dtype=np.float64).ravel().tolist())
 
 
 def joined(strings: list[str]) -> str:
