@@ -223,14 +223,17 @@ async def idle_rate(pid: int, settle_s: float = 30) -> tuple[float, bool]:
     return min(windows), False
 
 
-def browsers_cpu_s() -> float:
-    """CPU time so far of every Chromium process on the machine (the students' browsers), user + system."""
+def browsers_cpu_s(kind: str | None = None) -> float:
+    """CPU time so far of every Chromium process on the machine (the students' browsers), or of those of one kind
+    (`renderer`: the pages), user + system."""
     total = 0.0
     for process in Path("/proc").iterdir():
         if not process.name.isdigit():
             continue
         try:
-            if b"chromium" in (process / "cmdline").read_bytes().split(b"\0")[0]:
+            # Chromium rewrites its command line as one text (arguments joined by spaces)
+            command = (process / "cmdline").read_bytes().replace(b" ", b"\0").split(b"\0")
+            if b"chromium" in command[0] and (kind is None or f"--type={kind}".encode() in command):
                 total += cpu_s(int(process.name))
         except OSError:  # a process that ended meanwhile
             continue
@@ -344,7 +347,7 @@ class Tally:
 
     def missed(self, kind: str, student: Student, error: Exception) -> None:
         self.no_answer[kind] += 1
-        self.unanswered.append(f"student {student.number}: {str(error).splitlines()[0][:150]}")
+        self.unanswered.append(f"student {student.number}: {str(error).splitlines()[0][:400]}")
 
 
 async def attempt(student: Student, kind: str, tally: Tally, lesson: str | None = None) -> bool:
@@ -503,7 +506,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
           f"{', '.join(f'{k} {no_answer[k]}' for k in KINDS)}")
     unanswered = [u for tally in tallies for u in tally.unanswered]
     for line in (unanswered + problems + logged)[:10]:
-        print(f"    {line[:200]}")
+        print(f"    {line[:400]}")
     print(f"CPU during the mixed loop, of the machine's {os.cpu_count()} cores: server {server_rate:.2f} CPU s/s, "
           f"browsers {browsers_rate:.2f} CPU s/s")
     print(f"requests that left 127.0.0.1: {len(outside)}" + (f" (first: {outside[0]})" if outside else ""))

@@ -36,18 +36,7 @@ METRICS = {"TaskDuration": "main thread", "ScriptDuration": "script", "RecalcSty
 
 def renderers_cpu_s() -> float:
     """CPU time so far of Chromium's renderer processes (the pages), user + system."""
-    total = 0.0
-    for process in Path("/proc").iterdir():
-        if not process.name.isdigit():
-            continue
-        try:
-            # Chromium rewrites its command line as one text (arguments joined by spaces)
-            command = (process / "cmdline").read_bytes().replace(b" ", b"\0").split(b"\0")
-            if b"chromium" in command[0] and b"--type=renderer" in command:
-                total += room.cpu_s(int(process.name))
-        except OSError:  # a process that ended meanwhile
-            continue
-    return total
+    return room.browsers_cpu_s("renderer")
 
 
 async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str, clicks: int) -> str:
