@@ -26,7 +26,7 @@ from tornado.ioloop import IOLoop
 from tornado.locks import Lock
 from tornado.websocket import WebSocketClosedError
 
-from explorer.serve import tune
+from explorer.serve import references, tune
 
 
 class RecordingStream:
@@ -63,7 +63,8 @@ def patch_message(buffers: int) -> Message:
     doc.on_change(lambda event: events.append(event))
     text.text = "after"  # a change without a buffer
     for i, source in enumerate(sources):
-        source.data = {"x": np.arange(5, dtype=np.float32) + i}
+        # larger than an array written inside the message's text (tuning small_buffers_inline): a buffer of its own
+        source.data = {"x": np.arange(references.INLINE_BYTES // 4 + 1, dtype=np.float32) + i}
     message = Protocol().create("PATCH-DOC", [e for e in events if isinstance(e, DocumentPatchedEvent)])
     assert len(message.buffers) == buffers
     return message
