@@ -8,9 +8,10 @@ clicks three gallery digits to settle, then clicks `--clicks` more, 1.5 s apart 
 prediction). Printed per click: the CPU of Chromium's renderer processes (from /proc: the page's main thread, its
 compositor and raster workers); the page's main-thread times from the DevTools protocol's Performance metrics
 (script, style recalculation, layout, and the rest: paint, compositing, messages); and the server's CPU. Both CPU
-figures are less their idle share over the same time (measured for 10 s before the clicks). In a class on one
-machine the browsers take most of it (docs/performance.md, "A class's machine"), so this is what a student's wait
-is made of. Prints figures; asserts nothing.
+figures are less their idle share over the same time, measured before the clicks: the page's over 10 s, the
+server's once it is quiet (classroom.py's idle_rate, which waits for the work of the settling clicks to end). In a
+class on one machine the browsers take most of it (docs/performance.md, "A class's machine"), so this is what a
+student's wait is made of. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str
     for _ in range(3):
         await student.act("gallery")
         await asyncio.sleep(THINK_S)
-    start, server_idle_start = renderers_cpu_s(), room.cpu_s(server_pid)
+    # the server's idle rate once the work the clicks started has ended (classroom.py's measure), then the page's
+    server_idle_rate, _ = await room.idle_rate(server_pid)
+    start = renderers_cpu_s()
     await asyncio.sleep(IDLE_S)
     idle_rate = (renderers_cpu_s() - start) / IDLE_S
-    server_idle_rate = (room.cpu_s(server_pid) - server_idle_start) / IDLE_S
     cdp = await context.new_cdp_session(page)
     await cdp.send("Performance.enable")
 
