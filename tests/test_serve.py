@@ -123,9 +123,10 @@ def test_explorer_tune_0_leaves_every_patched_attribute_untouched():
 def test_a_library_version_not_tested_turns_its_tunings_off_with_one_log_line_each():
     changed, lines = probe(2, untested=("bokeh",))
     gated = [tuning.name for tuning in tunings.TUNINGS if "bokeh" in tuning.tested_on]
-    assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "references_on_demand",
-                     "small_buffers_inline", "known_models_by_id", "cached_defaults", "one_recompute",
-                     "quick_model_walk", "quick_serialization", "skip_validation", "idle_collections", "bokehjs"]
+    assert gated == ["nodelay", "messages_at_once", "patches_as_tasks", "closed_pages_quiet", "left_pages_freed",
+                     "references_on_demand", "small_buffers_inline", "known_models_by_id", "cached_defaults",
+                     "one_recompute", "quick_model_walk", "quick_serialization", "skip_validation",
+                     "idle_collections", "bokehjs"]
     assert lines == [f"explorer.serve: tuning {name!r} is off: not tested on bokeh 0.0.0 (tested on 3.9.2)"
                      for name in gated]  # one line each, though tune() ran twice
     # Panel's debounce and markup panes, and OpenMP: not Bokeh's

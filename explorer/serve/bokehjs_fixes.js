@@ -2,27 +2,50 @@
 // Installed once per page by explorer/serve/bokehjs.py; each one's measured gain and upstream issue are listed in
 // explorer/serve/tunings.py ("bokehjs").
 if (!window.__explorer_bokehjs_fixed && window.Bokeh && Bokeh.require) {
+  let themed = false;  // whether anything on the page has set a `--bk-*` CSS variable (fix 2)
+  const notice = (css) => {
+    if (!themed && /--bk-[\w-]+\s*:/.test(css))
+      themed = true;
+  };
+  const noticeSheet = (sheet) => {
+    try {
+      for (const rule of sheet.cssRules)
+        notice(rule.cssText);
+    } catch (error) {  // a stylesheet from another origin, whose rules cannot be read: assume it may set one
+      themed = true;
+    }
+  };
+
   // 1. A renderer's position stylesheet is rewritten only when it changes. Every renderer of a plot (glyphs, axes,
   //    grids, the title) rewrites its <style> element at every paint (RendererView.update_position ->
   //    InlineStyleSheet.replace -> el.textContent = css), even when the text is the same: Chromium re-parses the
   //    sheet and marks the styles dirty.
-  const {InlineStyleSheet} = Bokeh.require("core/dom");
+  const {InlineStyleSheet, ImportedStyleSheet, GlobalImportedStyleSheet} = Bokeh.require("core/dom");
   const update = InlineStyleSheet.prototype._update;
   InlineStyleSheet.prototype._update = function (css) {
-    if (this.el.textContent !== css)
+    if (this.el.textContent !== css) {
+      notice(css);  // fix 2
       update.call(this, css);
+    }
   };
 
-  // 2. A plot's visuals read each `--bk-*` CSS variable once per element and animation frame. Every scalar visual
-  //    (an axis's labels, a grid line, a legend's background) reads getComputedStyle(el).getPropertyValue(
-  //    "--bk-text-color") and the like before its own value, for every label it measures or draws: thousands of
-  //    reads per input change, and after any change to the page the first one forces a style recalculation. The
-  //    answers are kept until the next frame, so theming with `--bk-*` variables works as before: a variable set
-  //    or changed on the page applies from the next paint.
+  // 2. A plot's visuals read `--bk-*` CSS variables only once the page sets one. BokehJS lets a page restyle any
+  //    visual (an axis's labels, a grid line, a legend's background) with a variable such as
+  //    `--bk-axis-label-text-color`, and reads it with getComputedStyle(el).getPropertyValue() for every label it
+  //    measures or draws; after any change to the page the first read forces a style recalculation: about a hundred
+  //    of 10-50 ms each while a lesson's new plots are built. Until something on the page sets a `--bk-*` variable
+  //    every read would answer "", so none is made. Noticed: the stylesheets and style attributes in the page when
+  //    the fixes are installed; every text BokehJS writes into a stylesheet afterwards (a model's stylesheets and
+  //    css_variables, Panel's CSS: fix 1's _update); every linked stylesheet BokehJS installs, once it has loaded;
+  //    and a variable set on an element's style (setProperty, as BokehJS applies a model's `styles`, or a style
+  //    attribute). From then on each element's variables are read once per animation frame and kept until the next,
+  //    so a variable applies from the next paint on, as theming does in BokehJS.
   const {VisualProperties} = Bokeh.require("core/visuals/visual");
   let answers = new WeakMap();  // element -> Map(variable -> value), for this frame
   let clearing = false;
   VisualProperties.prototype._get_css_value = function (name) {
+    if (!themed)
+      return "";
     const el = this.obj.el;
     let known = answers.get(el);
     if (known === undefined) {
@@ -43,6 +66,56 @@ if (!window.__explorer_bokehjs_fixed && window.Bokeh && Bokeh.require) {
     }
     return value;
   };
+
+  const linkedSeen = new Set();  // the URLs of linked stylesheets already looked through
+  const linksWatched = new WeakSet();
+  const noticeLinked = (link) => {
+    const look = () => {
+      if (link.sheet == null || linkedSeen.has(link.href))
+        return;
+      linkedSeen.add(link.href);
+      noticeSheet(link.sheet);
+    };
+    look();  // if it has loaded
+    if (!linksWatched.has(link)) {
+      linksWatched.add(link);
+      link.addEventListener("load", look);  // once it loads, and again whenever its href changes
+    }
+  };
+  for (const Imported of [ImportedStyleSheet, GlobalImportedStyleSheet]) {
+    const install = Imported.prototype.install;
+    Imported.prototype.install = function (...args) {
+      noticeLinked(this.el);
+      return install.apply(this, args);
+    };
+  }
+  const setProperty = CSSStyleDeclaration.prototype.setProperty;
+  CSSStyleDeclaration.prototype.setProperty = function (name, ...rest) {
+    if (!themed && name.startsWith("--bk-"))
+      themed = true;
+    return setProperty.call(this, name, ...rest);
+  };
+  const setAttribute = Element.prototype.setAttribute;
+  Element.prototype.setAttribute = function (name, value) {
+    if (name === "style")
+      notice(String(value));
+    return setAttribute.call(this, name, value);
+  };
+  const roots = [document];  // what the page holds now: every tree, its stylesheets and style attributes
+  for (let i = 0; i < roots.length && !themed; i++) {
+    for (const sheet of roots[i].adoptedStyleSheets ?? [])
+      noticeSheet(sheet);
+    for (const el of roots[i].querySelectorAll("*")) {
+      if (el.shadowRoot != null)
+        roots.push(el.shadowRoot);
+      if (el.hasAttribute("style"))
+        notice(el.getAttribute("style"));
+      if (el instanceof HTMLStyleElement)
+        notice(el.textContent);
+      else if (el instanceof HTMLLinkElement && el.rel === "stylesheet")
+        noticeLinked(el);
+    }
+  }
 
   // 3. A plot asks for its element's font size once. PlotView.base_font_size calls getComputedStyle for every axis
   //    label and tick label it measures or draws (88 times per input change with the MNIST CNN); the first call

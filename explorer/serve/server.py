@@ -28,6 +28,12 @@ and its upstream issue are listed), and each is idempotent.
    Bokeh's `assert self._session is not None` (`ServerConnection.session`), logged with a traceback as a
    "Handler or its work threw an exception". Both now drop the closed page's work quietly; any other error of a
    write is raised and logged as before.
+7. `left_pages_freed`: a session whose page has left is discarded at Bokeh's next check for unused sessions
+   (every 17 s) instead of after the class's session lifetime (2 minutes, explorer/cli.py: kept that long for
+   pages that load slowly and connect late). A browser closes the websocket with code 1001, "going away", when
+   its page is closed, reloaded or navigated elsewhere; nothing can reconnect to that session any more (a
+   connection that drops for another reason, 1006, keeps the lifetime, and BokehJS reconnects within it). In a
+   class whose pages are reloaded, the old sessions no longer hold their memory beside the new ones for 2 minutes.
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ def closed_pages_quiet() -> None:
     WSHandler.on_close = _closing_detached(WSHandler.on_close)
     for name in ("pull", "push", "patch"):  # ProtocolHandler binds these when each connection's handler is made
         setattr(ServerSession, name, classmethod(_unless_detached(getattr(ServerSession, name).__func__)))
+
+
+def left_pages_freed() -> None:
+    if not getattr(WSHandler.on_close, "explorer_left", False):
+        WSHandler.on_close = _expiring_left(WSHandler.on_close)
 
 
 def frames(message: Message) -> list[tuple[str | bytes, bool]]:
@@ -227,6 +238,21 @@ def _closing_detached(on_close):
             return None
         return on_close(self)
 
+    return close
+
+
+GOING_AWAY = 1001  # RFC 6455: the page was closed or navigated away
+
+
+def _expiring_left(on_close):
+    @functools.wraps(on_close)
+    def close(self: WSHandler) -> None:
+        session = self.connection._session if self.connection is not None else None  # detached by on_close
+        on_close(self)
+        if self.close_code == GOING_AWAY and session is not None and session.connection_count == 0:
+            session.request_expiration()  # discarded by Bokeh's next check for unused sessions
+
+    close.explorer_left = True
     return close
 
 

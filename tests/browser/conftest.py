@@ -39,10 +39,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Path, log: Path | None = None) -> Iterator[str]:
-    """`panel serve APP` on a free port, as a student would start it; yields the page's URL. The server's output
-    goes to `log` (for a test to read), else to a temporary file: a pipe that nobody reads would block the server
-    once its log filled the pipe's buffer."""
+def serve(app: Path, log: Path | None = None, options: tuple[str, ...] = ()) -> Iterator[str]:
+    """`panel serve APP [OPTIONS]` on a free port, as a student would start it; yields the page's URL. The server's
+    output goes to `log` (for a test to read), else to a temporary file: a pipe that nobody reads would block the
+    server once its log filled the pipe's buffer."""
     kept = log is not None
     if log is None:
         handle, name = tempfile.mkstemp(prefix="panel-serve-", suffix=".log")
@@ -50,7 +50,7 @@ def serve(app: Path, log: Path | None = None) -> Iterator[str]:
         log = Path(name)
     port = free_port()
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
-               "--allow-websocket-origin", f"127.0.0.1:{port}"]
+               "--allow-websocket-origin", f"127.0.0.1:{port}", *options]
     output = open(log, "w")  # closed once the server has stopped
     server = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, text=True,
                               # as app.py sets it for the real app (the test apps are small scripts)

@@ -15,7 +15,10 @@ nothing on screen may still describe the previous model: every Bokeh model on sc
 hold at least one such tag, so that the check cannot pass on a lesson that tags nothing.
 
 Throughout: no page error, no console error, no request that leaves 127.0.0.1, and no traceback, error or
-RuntimeWarning in the server's log.
+RuntimeWarning in the server's log. At the end, with every lesson built in each page: no stylesheet and no style
+attribute of the page sets a `--bk-*` CSS variable: the app themes its plots through Bokeh's models, so the served
+page's BokehJS fixes read no such variable (explorer/serve/bokehjs_fixes.js, fix 2; the reads forced style
+recalculations while a lesson was built).
 """
 
 from __future__ import annotations
@@ -450,6 +453,27 @@ def test_the_plan_covers_every_part_with_every_model():
         assert [switches[-1] for _, _, switches in plan(n)][:-1] == opened[1:]
 
 
+# Every `--bk-*` CSS variable that a stylesheet (inline, linked or adopted, in the document or any shadow root) or a
+# style attribute of the page sets, as "where: declaration".
+BK_VARIABLES_SET = r"""() => {
+  const found = [], setting = /--bk-[\w-]+\s*:/g;
+  const look = (where, text) => { for (const m of text.matchAll(setting)) found.push(`${where}: ${m[0]}`); };
+  const rules = (sheet) => { try { return [...sheet.cssRules].map((rule) => rule.cssText).join("\n"); }
+                             catch (error) { found.push(`unreadable: ${sheet.href}`); return ""; } };
+  const roots = [document];
+  for (let i = 0; i < roots.length; i++) {
+    const root = roots[i];
+    for (const sheet of [...root.styleSheets, ...(root.adoptedStyleSheets ?? [])])
+      look(sheet.href ?? "a <style>", rules(sheet));
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) roots.push(el.shadowRoot);
+      if (el.hasAttribute("style")) look(`style of <${el.localName}>`, el.getAttribute("style"));
+    }
+  }
+  return [roots.length, found];
+}"""
+
+
 @pytest.mark.skipif(not all(zoo.is_available(m) for m in MODELS),
                     reason="the classroom needs mnist-cnn, mnist-vit and mobilenet_v2 (`explorer fetch mobilenet_v2`)")
 def test_five_students_use_every_lesson_at_once_and_a_model_switch_leaves_nothing_stale(classroom: Classroom):
@@ -464,6 +488,11 @@ def test_five_students_use_every_lesson_at_once_and_a_model_switch_leaves_nothin
         for k in range(2):  # the model switches with this part open
             switch_model(students, part, {s: plans[s][j][2][k] for s in students if len(plans[s][j][2]) > k})
     print(f"the classroom took {time.monotonic() - started:.0f} s")
+    for student in students:
+        if not student.stuck:
+            roots, variables = student.page.evaluate(BK_VARIABLES_SET)
+            if variables or roots < 600:  # the app with one lesson: about 320 shadow roots; every lesson built: 850
+                student.failures.append(f"student {student.number}: {roots} shadow roots, --bk-* set: {variables}")
 
     failures = [f for s in students for f in s.failures]
     problems = [f"student {s.number}: {p}" for s in students for p in s.problems]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from bokeh.util.token import generate_jwt_token, get_token_payload
 from playwright.sync_api import Page, Route, expect
 
@@ -25,6 +26,24 @@ def test_a_served_sessions_websocket_has_tcp_nodelay(page: Page):
         # the page sends nothing more: after idle_gc.IDLE_S (and MIN_GAP_S after start) the idle collector collects
         expect(page.locator(".gc-report")).to_have_text(
             re.compile(r"automatic full collections off: True; frozen: True; full collections: [1-9]"), timeout=30_000)
+
+
+def test_a_session_whose_page_left_is_discarded_at_the_next_check_not_after_its_lifetime(page: Page, tmp_path: Path):
+    setup, log = tmp_path / "setup.py", tmp_path / "server.log"
+    setup.write_text("import panel as pn\n"
+                     "pn.state.on_session_destroyed(lambda context: print('session destroyed', flush=True))\n")
+    # a class's lifetime (explorer/cli.py), checked every half second as Bokeh checks every 17 s
+    options = ("--unused-session-lifetime", "120000", "--check-unused-sessions", "500", "--setup", str(setup))
+    with serve(APP, log=log, options=options) as url:
+        page.goto(url)
+        for leave in (page.reload, lambda: page.goto(f"{url}?again=1"), page.close):  # each ends one session
+            expect(page.locator(".report")).to_contain_text("nodelay", timeout=30_000)  # its session is connected
+            destroyed = log.read_text().count("session destroyed")
+            leave()
+            deadline = time.monotonic() + 10  # the check's period, on a busy machine
+            while log.read_text().count("session destroyed") == destroyed and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert log.read_text().count("session destroyed") == destroyed + 1, log.read_text()[-2000:]
 
 
 def test_tune_is_idempotent():
@@ -95,13 +114,34 @@ def test_no_page_loads_anything_from_outside_the_server(playwright, app_url: str
         browser.close()
 
 
-def test_bokeh_css_theming_still_applies_with_the_bokehjs_fixes(page: Page, app_url: str):
-    """The fixes keep each `--bk-*` answer for one animation frame only: a variable set on the page reaches the
-    plot's visuals from the next frame on (an earlier fix answered "" always, and turned Bokeh's theming off)."""
+# Ways a page sets a --bk-* variable on a plot's axis, each undone by the second script: on the element's style, in
+# a stylesheet BokehJS writes into the axis's shadow root, in a linked stylesheet (a blob: URL) installed there.
+THEMING = {
+    "style": ('axis.el.style.setProperty("--bk-axis-label-text-color", "rgb(255, 0, 0)")',
+              'axis.el.style.removeProperty("--bk-axis-label-text-color")'),
+    "stylesheet": ('window.__sheet = new InlineStyleSheet(":host { --bk-axis-label-text-color: rgb(255, 0, 0); }"); '
+                   "window.__sheet.install(axis.shadow_el)",
+                   "window.__sheet.uninstall()"),
+    "linked stylesheet": ('window.__sheet = new ImportedStyleSheet(URL.createObjectURL(new Blob('
+                          '[":host { --bk-axis-label-text-color: rgb(255, 0, 0); }"], {type: "text/css"}))); '
+                          "window.__sheet.install(axis.shadow_el); "
+                          'await new Promise((resolve) => window.__sheet.el.addEventListener("load", resolve))',
+                          "window.__sheet.uninstall()"),
+}
+
+
+@pytest.mark.parametrize("how", THEMING)
+def test_bokeh_css_theming_still_applies_with_the_bokehjs_fixes(page: Page, app_url: str, how: str):
+    """The fixes read no `--bk-*` variable while nothing on the page sets one, and keep each answer for one
+    animation frame once something does: a variable set on the page, in any of the ways BokehJS sets styles,
+    reaches the plot's visuals from the next frame on (an earlier fix answered "" always, and turned Bokeh's
+    theming off)."""
     page.goto(app_url)
     expect(page.locator(".prediction-summary")).to_contain_text(READY, timeout=60_000)
     page.wait_for_function("window.__explorer_bokehjs_fixed === true")
+    set_it, undo_it = THEMING[how]
     colours = page.evaluate("""async () => {
+      const {InlineStyleSheet, ImportedStyleSheet} = Bokeh.require("core/dom");
       const views = [];
       const walk = (view) => { views.push(view); for (const child of view.children_views()) walk(child); };
       for (const root of Bokeh.index) walk(root);
@@ -110,13 +150,13 @@ def test_bokeh_css_theming_still_applies_with_the_bokehjs_fixes(page: Page, app_
       const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
       await frame();
       const before = text.get_text_color();
-      axis.el.style.setProperty("--bk-axis-label-text-color", "rgb(255, 0, 0)");
+      SET;
       await frame();
       await frame();
       const themed = text.get_text_color();
-      axis.el.style.removeProperty("--bk-axis-label-text-color");
+      UNDO;
       await frame();
       await frame();
       return [before, themed, text.get_text_color()];
-    }""")
+    }""".replace("SET", set_it).replace("UNDO", undo_it))
     assert colours[1] == "rgb(255, 0, 0)" and colours[0] == colours[2] != colours[1]

@@ -1,6 +1,7 @@
 """tune()'s Message.send: every frame of one Bokeh message is written before the event loop turns, the same
 frames in the same order as Bokeh's own send, and the socket's write lock is free when it returns. Its
-send_patch_document: a patch reaches the page even when the callback that made it fails."""
+send_patch_document: a patch reaches the page even when the callback that made it fails. Its WSHandler.on_close:
+a session whose page went away is discarded at Bokeh's next check, one whose connection dropped is kept."""
 
 from __future__ import annotations
 
@@ -324,3 +325,47 @@ def test_a_detached_connection_closing_tells_no_session():
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, run()).result()
     assert len(lost) == 1
+
+
+class LosingApplication:
+    """Stands for BokehTornado: detaches a lost connection from its session, as Bokeh's does."""
+
+    def client_lost(self, connection) -> None:
+        connection.detach_session()
+
+
+def close_connections(codes: list[int | None], closing: int | None = None) -> ServerSession:
+    """A session with one connection per code; the first `closing` of them (all by default) then closed by the
+    page with its code, in turn."""
+    tune()
+
+    async def run() -> ServerSession:
+        session = ServerSession("student", Document(), io_loop=IOLoop.current())
+        handlers = []
+        for code in codes:
+            handler = RecordingHandler([])
+            handler.connection = ServerConnection(Protocol(), handler, None, session)
+            handler.application, handler.close_code, handler.close_reason = LosingApplication(), code, None
+            handlers.append(handler)
+        for handler in handlers[:closing]:
+            handler.on_close()
+        return session
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def test_a_session_whose_page_went_away_is_discarded_at_the_next_check():
+    session = close_connections([1001])
+    assert session.connection_count == 0 and session.expiration_requested
+
+
+@pytest.mark.parametrize("code", [1006, 1000, None])  # dropped, closed by the page's script, no close frame
+def test_a_session_whose_connection_dropped_keeps_its_lifetime_for_a_reconnection(code):
+    session = close_connections([code])
+    assert session.connection_count == 0 and not session.expiration_requested
+
+
+def test_a_session_another_page_still_shows_is_kept():
+    session = close_connections([1001, 1001], closing=1)
+    assert session.connection_count == 1 and not session.expiration_requested
