@@ -49,9 +49,8 @@ def renderers_cpu_s() -> float:
 async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str, action: str, clicks: int) -> str:
     """The page's and the server's CPU per `action` with `lesson` open (for "lesson": per first opening of `lesson`
     from another lesson's tab, one page each time)."""
-    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     start_on = lesson if action != "lesson" else next(other for other in SOURCES if other != lesson)
-    student, cdp = await opened(context, url, model, start_on)
+    context, student, cdp = await opened(browser, url, model, start_on)
     # the server's idle rate once the work the clicks started has ended (classroom.py's measure), then the page's
     server_idle_rate, _ = await room.idle_rate(server_pid)
     start = renderers_cpu_s()
@@ -66,8 +65,7 @@ async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str
     for n in range(clicks):
         if action == "lesson" and n > 0:  # a fresh page, its own session: the lesson is opened for the first time
             await context.close()
-            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
-            student, cdp = await opened(context, url, model, start_on)
+            context, student, cdp = await opened(browser, url, model, start_on)
             await room.idle_rate(server_pid)
         before, page_start, server_start, t0 = await metrics(), renderers_cpu_s(), room.cpu_s(server_pid), \
             time.monotonic()
@@ -87,9 +85,10 @@ async def one_lesson(browser, url: str, server_pid: int, model: str, lesson: str
             f"{1000 * server_idle_rate:.0f} ms per s")
 
 
-async def opened(context, url: str, model: str, lesson: str):
-    """A new page of `context` on `lesson`, its input-dependent source shown, three gallery clicks made to settle:
-    (the student, a DevTools session with the Performance metrics on)."""
+async def opened(browser, url: str, model: str, lesson: str):
+    """A page in a new context of `browser` on `lesson`, its input-dependent source shown, three gallery clicks made
+    to settle: (the context, the student, a DevTools session with the Performance metrics on)."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     student = room.Student(0, page, room.course(model, url))
     await page.goto(f"{url}?model={model}&lesson={lesson}", timeout=120_000)
@@ -102,7 +101,7 @@ async def opened(context, url: str, model: str, lesson: str):
         await asyncio.sleep(THINK_S)
     cdp = await context.new_cdp_session(page)
     await cdp.send("Performance.enable")
-    return student, cdp
+    return context, student, cdp
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -2,20 +2,6 @@
 // Installed once per page by explorer/serve/bokehjs.py; each one's measured gain and upstream issue are listed in
 // explorer/serve/tunings.py ("bokehjs").
 if (!window.__explorer_bokehjs_fixed && window.Bokeh && Bokeh.require) {
-  let themed = false;  // whether anything on the page has set a `--bk-*` CSS variable (fix 2)
-  const notice = (css) => {
-    if (!themed && /--bk-[\w-]+\s*:/.test(css))
-      themed = true;
-  };
-  const noticeSheet = (sheet) => {
-    try {
-      for (const rule of sheet.cssRules)
-        notice(rule.cssText);
-    } catch (error) {  // a stylesheet from another origin, whose rules cannot be read: assume it may set one
-      themed = true;
-    }
-  };
-
   // 1. A renderer's position stylesheet is rewritten only when it changes. Every renderer of a plot (glyphs, axes,
   //    grids, the title) rewrites its <style> element at every paint (RendererView.update_position ->
   //    InlineStyleSheet.replace -> el.textContent = css), even when the text is the same: Chromium re-parses the
@@ -24,7 +10,7 @@ if (!window.__explorer_bokehjs_fixed && window.Bokeh && Bokeh.require) {
   const update = InlineStyleSheet.prototype._update;
   InlineStyleSheet.prototype._update = function (css) {
     if (this.el.textContent !== css) {
-      notice(css);  // fix 2
+      notice(css);  // fix 2: a stylesheet that sets a `--bk-*` variable
       update.call(this, css);
     }
   };
@@ -40,6 +26,20 @@ if (!window.__explorer_bokehjs_fixed && window.Bokeh && Bokeh.require) {
   //    and a variable set on an element's style (setProperty, as BokehJS applies a model's `styles`, or a style
   //    attribute). From then on each element's variables are read once per animation frame and kept until the next,
   //    so a variable applies from the next paint on, as theming does in BokehJS.
+  let themed = false;  // whether anything on the page has set a `--bk-*` CSS variable
+  const notice = (css) => {
+    if (!themed && /--bk-[\w-]+\s*:/.test(css))
+      themed = true;
+  };
+  const noticeSheet = (sheet) => {
+    try {
+      for (const rule of sheet.cssRules)
+        notice(rule.cssText);
+    } catch (error) {  // a stylesheet from another origin, whose rules cannot be read: assume it may set one
+      themed = true;
+    }
+  };
+
   const {VisualProperties} = Bokeh.require("core/visuals/visual");
   let answers = new WeakMap();  // element -> Map(variable -> value), for this frame
   let clearing = false;

@@ -141,8 +141,9 @@ TUNINGS: tuple[Tuning, ...] = (
     Tuning("bokehjs", bokehjs.fix_this_page, BOKEH, served_only=True,
            gain="1: 57 forced style recalculations (1.5 ms each) per input change gone, the 12 plots' paint "
                 "95 -> 21 ms; 2: getComputedStyle calls per input change 2,410 -> 60; a lesson's first opening, "
-                "the page's CPU (benchmarks/page_cost.py --action lesson, the five lessons summed, two runs each) "
-                "9,090 / 8,014 -> 6,710 / 7,323 ms, of which style recalculation 3,173 / 2,691 -> 1,916 / 2,062 ms; "
+                "the page's main thread (benchmarks/page_cost.py --action lesson, the five lessons summed, two "
+                "runs each) 7,584 / 6,541 -> 5,097 / 6,022 ms, of which style recalculation 3,173 / 2,691 -> "
+                "1,733 / 2,045 ms; "
                 "3: getComputedStyle calls 97 -> 9 per input change; 4: 12-17 ms per click in the "
                 "strip or the grid; 5: two steps of the convolution lesson's animation 14 page layouts -> 0, "
                 "MobileNetV2 input with the convolution lesson 317 / 439 -> 290 / 347 ms",
