@@ -15,7 +15,8 @@ while that runs waits for its answer, and later ones read the kept result.
 - Every computation kept here must be deterministic (a seeded generator at most): a result read back from the
   cache must be the one the reader would have computed.
 
-`EXPLORER_RESULTS_CACHE_MB` sets the budget (default 64; 0 keeps nothing, and every request computes).
+`EXPLORER_RESULTS_CACHE_MB` sets the budget (default 64; 0 keeps nothing, and every request computes), once for the
+lessons' results (RESULTS) and once for the traces every view reads (TRACES).
 """
 
 from __future__ import annotations
@@ -136,3 +137,6 @@ def _budget() -> int:
 
 
 RESULTS = SharedResults(_budget())
+# Every layer's output for one (model, input) (explorer/session/state.py's `infer`), kept apart from RESULTS: one
+# trace of a 224×224 model is tens of MB and must not push the lessons' results (saliency maps, spectra) out.
+TRACES = SharedResults(_budget())

@@ -150,6 +150,28 @@ def test_pruning_controls_only_patch_existing_models(lessons):
         lesson.wait()
 
 
+def test_a_layer_change_draws_the_weights_and_leaves_the_predictions_alone(lessons):
+    """The predictions depend on the input and the pruned copy, not on the layer drawn: a layer change sends
+    neither prediction figure (each sent figure is drawn again in the page)."""
+    lesson = lessons()
+    page = Page(lesson)
+    lesson.wait()
+    f = lesson.figures
+    predictions = {f.dense_source, f.pruned_source, f.dense_fig, f.pruned_fig, f.dense_fig.y_range,
+                   f.pruned_fig.y_range}
+    for layer in ("classifier", "features.4"):
+        page.events.clear()
+        lesson._layer_input.value = layer
+        lesson.wait()
+        changed = {e.model for e in page.events if hasattr(e, "model")}
+        assert f.before_source in changed and not changed & predictions
+    page.events.clear()
+    lesson.sparsity = 90  # a new pruned copy: its prediction is drawn again, the dense model's is not
+    lesson.wait()
+    changed = {e.model for e in page.events if hasattr(e, "model")}
+    assert f.pruned_source in changed and f.dense_source not in changed
+
+
 def test_switching_to_the_vit_keeps_the_figures_and_lists_its_layers(lessons):
     lesson = lessons()
     page = Page(lesson)

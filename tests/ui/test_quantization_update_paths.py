@@ -167,6 +167,19 @@ def test_the_accuracy_and_the_curves_show_what_was_measured(synchronous):
     assert measured.known(model, lesson.setting) == expected  # kept for every session and process
 
 
+def test_a_new_input_leaves_the_accuracies_and_curves_as_they_are(synchronous, monkeypatch):
+    """No accuracy depends on the input: a class's most frequent click does not draw them again."""
+    lesson = view.QuantizationLesson(model="mnist-cnn")
+    drawn = []
+    monkeypatch.setattr(lesson.curves, "show", lambda *a, **k: drawn.append(a))
+    digits = mnist_gallery()
+    for digit in digits[3:6]:
+        assert lesson.state.set_input(digit.source, digit.description), lesson.state.error
+    assert drawn == []
+    lesson.bits = 3  # another setting: its accuracy (measured here at once) is drawn
+    assert drawn
+
+
 def test_the_lesson_opens_on_the_settings_that_are_stored(queued):
     assert view.QuantizationLesson.param.bits.default == measured.DEFAULT.weight_bits
     lesson = view.QuantizationLesson(state=ExplorerState(model="mnist-cnn"))

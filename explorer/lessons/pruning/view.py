@@ -180,14 +180,13 @@ class PruningLesson(Lesson):
                 self.show_error(str(e))
                 return
         self.clear_error()
-        with torch.no_grad():
-            probs = self._pruned(inference.x.to(next(self._pruned.parameters()).device)).softmax(-1)[0].cpu()
         shape = (model, tuple(inference.x.shape))  # what the MAC layout depends on
         if self._layout[0] != shape:
             self._layout = (shape, pm.mac_layout(model.module, inference.x))
         tag = plots.model_tag(model.name)
         with one_update():
-            self._show_prediction(inference, probs, tag)
+            if self.changed("prediction", (inference, self._pruned)):  # not on a layer change
+                self._show_prediction(inference, tag)
             if self.changed("weights", (self._pruned, self.layer)):
                 self._show_weights(model, tag)
             if not self.changed("counts", (self._pruned, self._layout[1])):
@@ -205,7 +204,9 @@ class PruningLesson(Lesson):
             self.measurements.show_accuracy()
             self.measurements.show_sensitivity()
 
-    def _show_prediction(self, inference: Inference, probs: torch.Tensor, tag: list[str]) -> None:
+    def _show_prediction(self, inference: Inference, tag: list[str]) -> None:
+        with torch.no_grad():
+            probs = self._pruned(inference.x.to(next(self._pruned.parameters()).device)).softmax(-1)[0].cpu()
         labels = inference.model.labels
         self.figures.show_prediction(labels, inference.probs, probs, tag)
         dense_top, pruned_top = int(inference.probs.argmax()), int(probs.argmax())

@@ -102,8 +102,8 @@ class Figures:
             values, indices = p.topk(min(TOP_K, len(p)))
             names = [label(labels, int(i)) for i in indices]
             fig.y_range.factors = list(reversed(names))
-            source.data = dict(label=names, prob=values.tolist(), text=[f"{v:.1%}" for v in values.tolist()],
-                               colour=[colour] * len(names))
+            plots.set_data(source, dict(label=names, prob=values.tolist(), text=[f"{v:.1%}" for v in values.tolist()],
+                                        colour=[colour] * len(names)))  # the dense model's: sent on a new input only
             source.tags = fig.tags = tag
 
     def show_weights(self, before: np.ndarray, after: np.ndarray, tag: list) -> tuple[int, int]:

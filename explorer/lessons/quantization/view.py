@@ -146,14 +146,17 @@ class QuantizationLesson(Lesson):
         inference, setting, layer = self.state.inference, self.setting, self.layer
         model = inference.model
         with one_update():
-            self.layer_menu.param.update(options=self.layers, value=layer)
+            if self.changed("layer menu", (model, layer)):
+                self.layer_menu.param.update(options=self.layers, value=layer)
             if self.changed("model", model.name):
                 self._show_int8()
             if self.changed("curves", (model.name, setting.clip, setting.act_bits)):
                 self._look_up(model, [None, *qm.sweep_settings(setting)])
                 self._sweep()
-            self._look_up(model, [None, setting])
-            self._show_measured()
+            # a new input changes no accuracy; a new measurement is shown as it comes (_keep)
+            if self.changed("measured", (model.name, setting)):
+                self._look_up(model, [None, setting])
+                self._show_measured()
         key = (inference, layer, setting, self.state.channel)  # math.explain keeps the channel within the layer's
         if self.changed("result", key):
             self.slow("result").request(key, partial(self._explain, *key), partial(self._show_result, inference))
