@@ -14,6 +14,12 @@ with --think seconds between an answer and the next click. Printed per N:
   "Loading the lesson…" placeholder, and, when the image differs from the one the student last saw that lesson
   on, its data differs from what the hidden lesson held (a lesson in a closed tab catches up when shown; the sources are
   chosen to change with the image: a feature map, a histogram, the pruned model's probabilities, per-layer SQNR).
+- the server's share of a gallery click, in the pages of --watched students (the first ones): from the browser
+  sending the click's message (the gallery's new value) to the browser receiving the message that carries the
+  answer (the new prediction's text), both timed by Chromium's network stack (CDP Network.webSocketFrameSent and
+  webSocketFrameReceived), outside the page's busy main thread. The rest of the latency is the page's: reacting to
+  the click before sending it, and drawing the answer once received. On this machine the pages and the server share
+  the cores; in a class each student's browser has its own machine, and this share is what the server adds.
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
 - requests that left 127.0.0.1.
@@ -126,21 +132,37 @@ TEXT_NOW = f"""(cls) => {{
 TEXT_SHOWN = f"""(arg) => window.__t0 !== null && ({TEXT_IN})(arg)
     && Math.max(performance.now() - window.__t0, 0.001)"""
 
-# The page coordinates of data point (x, y) of the figure whose title starts with `title`, scrolled into view.
-STRIP_POINT = f"""([title, x, y]) => {{
+# The page coordinates of data point (x, y) of the figure whose title starts with `title`, scrolled into view and
+# held still for two animation frames (at most STILL_FRAMES frames waited), scrolled again where it then lies off
+# screen (three times at most): the page may still be scrolling from an earlier click (scroll anchoring as a lesson
+# below grows, Playwright scrolling a tab into view), and a point read while it moves is a click beside the column.
+STILL_FRAMES = 60
+STRIP_POINT = f"""async ([title, x, y]) => {{
   const point = () => ({FIGURE_POINT})([title, x, y]);
-  if (point() === null) return null;
   const find = (v) => {{
     if (v.model.type === "Figure" && v.model.title && v.model.title.text.startsWith(title)) return v;
     for (const c of v.children_views ? v.children_views() : []) {{ const f = find(c); if (f) return f; }}
     return null;
   }};
-  for (const root of Bokeh.index) {{
-    const view = find(root);
-    if (view) {{ view.el.scrollIntoView({{block: "nearest", inline: "nearest"}}); break; }}
+  const frame = () => new Promise((done) => requestAnimationFrame(done));
+  const onScreen = ([px, py]) => px >= 0 && px < innerWidth && py >= 0 && py < innerHeight;
+  for (let tries = 0; tries < 3; tries++) {{
+    if (point() === null) return null;
+    for (const root of Bokeh.index) {{
+      const view = find(root);
+      if (view) {{ view.el.scrollIntoView({{block: "nearest", inline: "nearest"}}); break; }}
+    }}
+    let at = point();
+    for (let still = 0, frames = 0; still < 2 && frames < {STILL_FRAMES}; frames++) {{
+      await frame();
+      const now = point();
+      if (now === null) return null;
+      still = now[0] === at[0] && now[1] === at[1] ? still + 1 : 0;
+      at = now;
+    }}
+    if (onScreen(at)) return at;
   }}
-  const [px, py] = point();
-  return px >= 0 && px < innerWidth && py >= 0 && py < innerHeight ? [px, py] : null;
+  return null;
 }}"""
 
 # A named source's data reduced to a short string.
@@ -258,8 +280,28 @@ class Course:
     model: str
     url: str
     items: list[str]   # gallery descriptions
+    keys: dict[str, str]  # gallery description -> the key a click on it sends
     layers: list[str]  # overview layers a student clicks
     x: dict[str, float]  # layer -> x of its column in the overview strip
+
+
+@dataclass
+class Watch:
+    """One gallery click followed in the browser's network events (CDP timestamps, seconds)."""
+
+    key: str     # the gallery key the click's message carries
+    answer: str  # text that only the answer's message carries
+    sent: float | None = None
+    received: float | None = None
+
+    def frame_sent(self, event: dict) -> None:
+        payload = event["response"]["payloadData"]
+        if self.sent is None and f'"{self.key}"' in payload and '"value"' in payload:
+            self.sent = event["timestamp"]
+
+    def frame_received(self, event: dict) -> None:
+        if self.sent is not None and self.received is None and self.answer in event["response"]["payloadData"]:
+            self.received = event["timestamp"]
 
 
 @dataclass(eq=False)
@@ -277,6 +319,17 @@ class Student:
     # showed, holds the right data already (its data then need not change)
     seen: dict[str, str] = field(default_factory=dict)
     opened: set[str] = field(default_factory=set)  # lessons opened (built) in this page's session
+    watched: bool = False  # its gallery clicks are followed in the browser's network events (`watch`)
+    watch: Watch | None = None  # the gallery click under way, in a watched page
+    server_ms: float | None = None  # the server's share of the last action, where it was followed
+
+    async def follow_network(self) -> None:
+        """Follow this page's websocket frames (CDP), for the server's share of its gallery clicks."""
+        cdp = await self.page.context.new_cdp_session(self.page)
+        await cdp.send("Network.enable")
+        cdp.on("Network.webSocketFrameSent", lambda e: self.watch and self.watch.frame_sent(e))
+        cdp.on("Network.webSocketFrameReceived", lambda e: self.watch and self.watch.frame_received(e))
+        self.watched = True
 
     async def open(self) -> None:
         await self.page.goto(f"{self.course.url}?model={self.course.model}", timeout=120_000)  # 30 arriving at once
@@ -289,13 +342,14 @@ class Student:
     async def act(self, kind: str, lesson: str | None = None) -> float:
         """One action of `kind` (a lesson switch to `lesson`, else to the next in turn); its latency in ms. Raises on
         no answer within ANSWER_S."""
-        page, self.turn = self.page, self.turn + 1
+        page, self.turn, self.server_ms = self.page, self.turn + 1, None
         await page.evaluate(ARM)
         if kind == "gallery":
             items = [d for d in self.course.items if d != self.item]
             self.item = items[(self.number + self.turn) % len(items)]
-            await page.get_by_role("button", name=self.item, exact=True).click()
             check, arg = TEXT_SHOWN, ["prediction-summary", f"for {self.item}."]
+            self.watch = Watch(self.course.keys[self.item], arg[1]) if self.watched else None
+            await page.get_by_role("button", name=self.item, exact=True).click()
         elif kind == "layer":
             layers = [name for name in self.course.layers if name != self.layer]
             self.layer = layers[(self.number + self.turn) % len(layers)]
@@ -329,6 +383,9 @@ class Student:
                         f"the page shows {await page.evaluate(TEXT_NOW, arg[0])!r}{moved})")
             raise NoAnswer(f"{kind} {what}") from None
         latency = await handle.json_value()
+        if self.watch is not None and self.watch.received is not None:
+            self.server_ms = 1000 * (self.watch.received - self.watch.sent)
+        self.watch = None
         active = await page.evaluate(ACTIVE_LESSON)  # a layer click may open another lesson
         if active is not None:
             self.seen[active] = self.item
@@ -340,6 +397,7 @@ class Student:
 class Tally:
     latency: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
     no_answer: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
+    server_ms: list[float] = field(default_factory=list)  # the server's share of the watched gallery clicks
     unanswered: list[str] = field(default_factory=list)  # what each action with no answer was
 
     def done(self, kind: str) -> int:
@@ -354,6 +412,8 @@ async def attempt(student: Student, kind: str, tally: Tally, lesson: str | None 
     """One action, tallied; on no answer the student reloads the page. False if the page could not be opened again."""
     try:
         tally.latency[kind].append(await student.act(kind, lesson))
+        if student.server_ms is not None:
+            tally.server_ms.append(student.server_ms)
     except (NoAnswer, Error) as e:
         tally.missed(kind, student, e)
         student.reloads += 1
@@ -398,8 +458,9 @@ def course(model: str, url: str) -> Course:
     t = ExplorerState(model=model).ensure().trace
     # every fourth layer of the strip, at most 8, so that clicks open different lessons (conv, norm, ...)
     layers = [r.name for r in t.records if r.output.dim() >= 3][::4][:8]
-    return Course(model, url, [item.description for item in gallery_for(zoo.card(model))][:12], layers,
-                  {name: (t.names.index(name) + 1.5) * CELL for name in layers})
+    items = gallery_for(zoo.card(model))[:12]
+    return Course(model, url, [item.description for item in items], {item.description: item.key for item in items},
+                  layers, {name: (t.names.index(name) + 1.5) * CELL for name in layers})
 
 
 def summary(values: list[float]) -> str:
@@ -444,6 +505,8 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
                                 if m.type == "error" else None)
                 context.on("request", lambda r, s=student: None if r.url.startswith(LOCAL) else
                            s.outside.append(r.url))
+                if i < args.watched:
+                    await student.follow_network()
                 students.append(student)
             arrival = time.monotonic()
             await students[0].open()
@@ -501,6 +564,9 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
     for kind in KINDS:
         print(f"  {kind:8s} latency (mixed loop): {summary(mixed.latency[kind])}  (n={mixed.done(kind)}); "
               f"alone: {summary(calibration[kind].latency[kind])}")
+    print(f"  the server's share of a gallery click, in {min(args.watched, n)} watched pages (the click's message "
+          f"sent → the answer received): mixed loop {summary(mixed.server_ms)} (n={len(mixed.server_ms)}); "
+          f"alone: {summary(calibration['gallery'].server_ms)} (n={len(calibration['gallery'].server_ms)})")
     print(f"errors: {len(problems)} page/console errors, {len(logged)} server log lines with "
           f"Traceback/Error/RuntimeWarning, no answer within {ANSWER_S} s: "
           f"{', '.join(f'{k} {no_answer[k]}' for k in KINDS)}")
@@ -527,6 +593,8 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
           f"{sessions - n - reloads_complete} reloads): {rss_steady:.0f} MB, {rss_steady - rss_complete:+.0f} MB")
     for kind in KINDS:
         print(f"  {kind:8s} latency (second mixed loop): {summary(steady.latency[kind])}  (n={steady.done(kind)})")
+    print(f"  the server's share of a gallery click (second mixed loop): {summary(steady.server_ms)} "
+          f"(n={len(steady.server_ms)})")
     print(f"documents built: {built}, sessions opened: {sessions} ({n} students + "
           f"{sessions - n} reloads)", flush=True)
 
@@ -539,6 +607,8 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=0.5, help="seconds between an answer and the next click")
     parser.add_argument("--model", default="mnist-cnn", choices=["mnist-cnn", "mnist-vit"])
     parser.add_argument("--rate", type=float, default=6, help="actions per student per minute, for the estimate")
+    parser.add_argument("--watched", type=int, default=3,
+                        help="students whose gallery clicks are followed in the browser's network events")
     args = parser.parse_args()
     for n in args.students:
         asyncio.run(classroom(n, args))
