@@ -20,6 +20,8 @@ with --think seconds between an answer and the next click. Printed per N:
   webSocketFrameReceived), outside the page's busy main thread. The rest of the latency is the page's: reacting to
   the click before sending it, and drawing the answer once received. On this machine the pages and the server share
   the cores; in a class each student's browser has its own machine, and this share is what the server adds.
+- with --browser-nice N, every Chromium process runs at niceness N (set again at each phase, for reloaded pages): the
+  server gets the CPU first, as it would on a machine of its own, and the pages take what it leaves.
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
 - requests that left 127.0.0.1.
@@ -245,21 +247,42 @@ async def idle_rate(pid: int, settle_s: float = 30) -> tuple[float, bool]:
     return min(windows), False
 
 
-def browsers_cpu_s(kind: str | None = None) -> float:
-    """CPU time so far of every Chromium process on the machine (the students' browsers), or of those of one kind
-    (`renderer`: the pages), user + system."""
-    total = 0.0
+def chromium_pids(kind: str | None = None) -> list[int]:
+    """Every Chromium process on the machine (the students' browsers), or those of one kind (`renderer`: the
+    pages)."""
+    pids = []
     for process in Path("/proc").iterdir():
         if not process.name.isdigit():
             continue
         try:
             # Chromium rewrites its command line as one text (arguments joined by spaces)
             command = (process / "cmdline").read_bytes().replace(b" ", b"\0").split(b"\0")
-            if b"chromium" in command[0] and (kind is None or f"--type={kind}".encode() in command):
-                total += cpu_s(int(process.name))
+        except OSError:  # a process that ended meanwhile
+            continue
+        if b"chromium" in command[0] and (kind is None or f"--type={kind}".encode() in command):
+            pids.append(int(process.name))
+    return pids
+
+
+def browsers_cpu_s(kind: str | None = None) -> float:
+    """CPU time so far of every Chromium process (`chromium_pids`), user + system."""
+    total = 0.0
+    for pid in chromium_pids(kind):
+        try:
+            total += cpu_s(pid)
         except OSError:  # a process that ended meanwhile
             continue
     return total
+
+
+def renice_browsers(niceness: int) -> None:
+    """Give every Chromium process this niceness (0 leaves them as they are): the server then gets the CPU first, as
+    it would with each student's browser on a machine of its own."""
+    for pid in chromium_pids() if niceness else []:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+        except OSError:  # a process that ended meanwhile
+            continue
 
 
 def rss_mb(pid: int) -> float:
@@ -447,7 +470,9 @@ async def open_every_lesson(student: Student, until: float, think: float, tally:
         await asyncio.sleep(think)
 
 
-async def phase(students: list[Student], kinds: tuple[str, ...], seconds: float, think: float) -> Tally:
+async def phase(students: list[Student], kinds: tuple[str, ...], seconds: float, think: float, nice: int = 0
+                ) -> Tally:
+    renice_browsers(nice)  # a reloaded page's new renderer too
     tally = Tally()
     until = time.monotonic() + seconds
     await asyncio.gather(*(loop(s, kinds, until, think, tally) for s in students))
@@ -517,7 +542,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
             idle, settled = await idle_rate(server.pid)
 
             mixed_start = (cpu_s(server.pid), browsers_cpu_s(), time.monotonic())
-            mixed = await phase(students, KINDS, args.seconds, args.think)
+            mixed = await phase(students, KINDS, args.seconds, args.think, args.browser_nice)
             server_rate, browsers_rate = ((cpu_s(server.pid) - mixed_start[0]) / (time.monotonic() - mixed_start[2]),
                                           (browsers_cpu_s() - mixed_start[1]) / (time.monotonic() - mixed_start[2]))
             rss_mixed = rss_mb(server.pid)
@@ -526,7 +551,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
             for kind in KINDS:
                 await idle_rate(server.pid)  # the work of the phase before has ended
                 start_cpu, start = cpu_s(server.pid), time.monotonic()
-                calibration[kind] = await phase(students, (kind,), args.calibrate, args.think)
+                calibration[kind] = await phase(students, (kind,), args.calibrate, args.think, args.browser_nice)
                 await idle_rate(server.pid)  # and the work this phase started after its last answers
                 spent = cpu_s(server.pid) - start_cpu - idle * (time.monotonic() - start)
                 done = calibration[kind].done(kind)
@@ -539,7 +564,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
             complete = sum(set(LESSONS) <= s.opened for s in students)  # clicked, if not all shown in 30 s
             await idle_rate(server.pid)
             rss_complete, reloads_complete = rss_mb(server.pid), sum(s.reloads for s in students)
-            steady = await phase(students, KINDS, args.seconds, args.think)
+            steady = await phase(students, KINDS, args.seconds, args.think, args.browser_nice)
             await idle_rate(server.pid)
             rss_steady = rss_mb(server.pid)
             await browser.close()
@@ -556,7 +581,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
     tallies = [mixed, *calibration.values(), completing, steady]
     no_answer = {k: sum(tally.no_answer[k] for tally in tallies) for k in KINDS}
     print(f"\n=== {n} students, {args.model}, {args.seconds:.0f} s mixed + {args.calibrate:.0f} s per kind, "
-          f"think {args.think} s ===")
+          f"think {args.think} s{f', browsers at niceness {args.browser_nice}' if args.browser_nice else ''} ===")
     print(f"arrival: {n} pages opened in {arrival:.1f} s")
     print(f"actions done (mixed loop): {sum(mixed.done(k) for k in KINDS)} "
           f"({', '.join(f'{k} {mixed.done(k)}' for k in KINDS)}); in the calibration phases: "
@@ -607,6 +632,8 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=0.5, help="seconds between an answer and the next click")
     parser.add_argument("--model", default="mnist-cnn", choices=["mnist-cnn", "mnist-vit"])
     parser.add_argument("--rate", type=float, default=6, help="actions per student per minute, for the estimate")
+    parser.add_argument("--browser-nice", type=int, default=0,
+                        help="niceness of the browsers' processes (0: as launched); 10 gives the server the CPU first")
     parser.add_argument("--watched", type=int, default=3,
                         help="students whose gallery clicks are followed in the browser's network events")
     args = parser.parse_args()

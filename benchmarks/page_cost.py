@@ -7,8 +7,9 @@ five of classroom.py by default), the page opens on it, waits for the lesson's i
 and clicks three gallery digits to settle. Then `--clicks` actions, each waiting for its answer (classroom.py's
 Student.act) and SETTLE_S more: gallery clicks (the new prediction shown), layer clicks on the overview strip
 (the layer summary names the layer; a click on a conv or norm layer opens the lesson that explains it, as in the
-app, so with another lesson open the clicks include first openings of Convolution and Normalization), or first openings of the lesson (`--action lesson`: each on a new page opened
-on another lesson, so that the lesson is built for its session, until its input-dependent source is shown).
+app, so with another lesson open the clicks include first openings of Convolution and Normalization), or first
+openings of the lesson (`--action lesson`: each on a new page opened on another lesson, so that the lesson is built
+for its session, until its input-dependent source is shown).
 Printed per action: the CPU of Chromium's renderer processes (from /proc: the page's main thread, its compositor
 and raster workers); the page's main-thread times from the DevTools protocol's Performance metrics (script, style
 recalculation, layout, and the rest: paint, compositing, messages); and the server's CPU. Both CPU figures are
