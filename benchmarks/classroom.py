@@ -22,6 +22,9 @@ with --think seconds between an answer and the next click. Printed per N:
   the cores; in a class each student's browser has its own machine, and this share is what the server adds.
 - with --browser-nice N, every Chromium process runs at niceness N (set again at each phase, for reloaded pages): the
   server gets the CPU first, as it would on a machine of its own, and the pages take what it leaves.
+- how late the server's event loop ran a callback: a --setup script ticks every TICK_S and prints how late each tick
+  ran (what a message arriving then waited before the server read it: the loop runs one session's work at a time),
+  per phase.
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
 - requests that left 127.0.0.1.
@@ -83,9 +86,22 @@ LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
 LOG_PROBLEM = re.compile(r"Traceback|Error|RuntimeWarning")
 BUILT = "classroom-benchmark: document built"
 DESTROYED = "classroom-benchmark: session destroyed"
+LATE = "classroom-benchmark: tick"  # the server's event loop: a tick's time and how late it ran (ms)
+TICK_S = 0.05
 SETUP = f"""import panel as pn
 pn.state.on_session_created(lambda context: print({BUILT!r}, flush=True))
 pn.state.on_session_destroyed(lambda context: print({DESTROYED!r}, flush=True))
+"""
+LOOP_TICKS = f"""import asyncio, time
+from tornado.ioloop import IOLoop
+
+async def ticks():  # how late the event loop runs a callback: what a message arriving then waits before it is read
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep({TICK_S})
+        print({LATE!r}, f"{{start:.3f}}", f"{{1000 * (time.monotonic() - start - {TICK_S}):.1f}}", flush=True)
+
+IOLoop.current().add_callback(ticks)
 """
 # lesson tab title -> a named source that changes with the student's input (for the CNN and the ViT): a feature
 # map, a histogram of activations, the pruned model's probabilities, every layer's SQNR
@@ -495,13 +511,14 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):7.0f} ms, p95 {p95:7.0f} ms, max {max(values):7.0f} ms"
 
 
-def start_server(prefix: str, options: list[str] = ()) -> tuple[subprocess.Popen, str, Path]:
-    """A new server on a free port, given the panel serve `options`, its log and --setup script (SETUP) in a new
-    temporary folder whose name starts with `prefix`: (the process, the app's URL, the log)."""
+def start_server(prefix: str, options: list[str] = (), setup_script: str = SETUP
+                 ) -> tuple[subprocess.Popen, str, Path]:
+    """A new server on a free port, given the panel serve `options`, its log and --setup script (SETUP unless
+    given) in a new temporary folder whose name starts with `prefix`: (the process, the app's URL, the log)."""
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     log, setup = folder / "server.log", folder / "setup.py"
-    setup.write_text(SETUP)
+    setup.write_text(setup_script)
     return launch(port, log, setup, list(options)), f"http://127.0.0.1:{port}/app", log
 
 
@@ -515,7 +532,7 @@ async def serving(server: subprocess.Popen, log: Path) -> None:
 
 
 async def classroom(n: int, args: argparse.Namespace) -> None:
-    server, url, log = start_server("classroom-")
+    server, url, log = start_server("classroom-", setup_script=SETUP + LOOP_TICKS)
     try:
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -543,6 +560,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
 
             mixed_start = (cpu_s(server.pid), browsers_cpu_s(), time.monotonic())
             mixed = await phase(students, KINDS, args.seconds, args.think, args.browser_nice)
+            windows = {"mixed loop": (mixed_start[2], time.monotonic())}
             server_rate, browsers_rate = ((cpu_s(server.pid) - mixed_start[0]) / (time.monotonic() - mixed_start[2]),
                                           (browsers_cpu_s() - mixed_start[1]) / (time.monotonic() - mixed_start[2]))
             rss_mixed = rss_mb(server.pid)
@@ -552,6 +570,7 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
                 await idle_rate(server.pid)  # the work of the phase before has ended
                 start_cpu, start = cpu_s(server.pid), time.monotonic()
                 calibration[kind] = await phase(students, (kind,), args.calibrate, args.think, args.browser_nice)
+                windows[f"{kind} alone"] = (start, time.monotonic())
                 await idle_rate(server.pid)  # and the work this phase started after its last answers
                 spent = cpu_s(server.pid) - start_cpu - idle * (time.monotonic() - start)
                 done = calibration[kind].done(kind)
@@ -564,7 +583,9 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
             complete = sum(set(LESSONS) <= s.opened for s in students)  # clicked, if not all shown in 30 s
             await idle_rate(server.pid)
             rss_complete, reloads_complete = rss_mb(server.pid), sum(s.reloads for s in students)
+            steady_start = time.monotonic()
             steady = await phase(students, KINDS, args.seconds, args.think, args.browser_nice)
+            windows["second loop"] = (steady_start, time.monotonic())
             await idle_rate(server.pid)
             rss_steady = rss_mb(server.pid)
             await browser.close()
@@ -598,6 +619,10 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
     unanswered = [u for tally in tallies for u in tally.unanswered]
     for line in (unanswered + problems + logged)[:10]:
         print(f"    {line[:400]}")
+    ticks = [(float(start), float(late)) for start, late in re.findall(rf"{LATE} (\S+) (\S+)", text)]
+    lateness = {name: summary([late for start, late in ticks if a <= start < b]) for name, (a, b) in windows.items()}
+    print(f"the server's event loop, how late a callback ran (a tick every {1000 * TICK_S:.0f} ms: what a message "
+          f"arriving then waited before it was read): " + "; ".join(f"{k} {v}" for k, v in lateness.items()))
     print(f"CPU during the mixed loop, of the machine's {os.cpu_count()} cores: server {server_rate:.2f} CPU s/s, "
           f"browsers {browsers_rate:.2f} CPU s/s")
     print(f"requests that left 127.0.0.1: {len(outside)}" + (f" (first: {outside[0]})" if outside else ""))
