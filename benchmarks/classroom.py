@@ -19,12 +19,13 @@ with --think seconds between an answer and the next click. Printed per N:
   answer (the new prediction's text), both timed by Chromium's network stack (CDP Network.webSocketFrameSent and
   webSocketFrameReceived), outside the page's busy main thread. The rest of the latency is the page's: reacting to
   the click before sending it, and drawing the answer once received. On this machine the pages and the server share
-  the cores; in a class each student's browser has its own machine, and this share is what the server adds.
+  the cores, and Chromium's network process, busy too, timestamps a frame when it gets to it: the share is an upper
+  bound of what the server adds, which is all it adds where each student's browser has a machine of its own.
 - with --browser-nice N, every Chromium process runs at niceness N (set again at each phase, for reloaded pages): the
   server gets the CPU first, as it would on a machine of its own, and the pages take what it leaves.
 - how late the server's event loop ran a callback: a --setup script ticks every TICK_S and prints how late each tick
   ran (what a message arriving then waited before the server read it: the loop runs one session's work at a time),
-  per phase.
+  per phase. The ticks' own CPU is in the idle rate subtracted below.
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
 - requests that left 127.0.0.1.
@@ -381,7 +382,7 @@ class Student:
     async def act(self, kind: str, lesson: str | None = None) -> float:
         """One action of `kind` (a lesson switch to `lesson`, else to the next in turn); its latency in ms. Raises on
         no answer within ANSWER_S."""
-        page, self.turn, self.server_ms = self.page, self.turn + 1, None
+        page, self.turn, self.server_ms, self.watch = self.page, self.turn + 1, None, None
         await page.evaluate(ARM)
         if kind == "gallery":
             items = [d for d in self.course.items if d != self.item]
