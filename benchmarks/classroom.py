@@ -78,7 +78,7 @@ from explorer.core import zoo  # noqa: E402
 from explorer.core.gallery import gallery_for  # noqa: E402
 from explorer.session.state import ExplorerState  # noqa: E402
 from explorer.ui.overview import CELL  # noqa: E402
-from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, free_port  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, FIGURE_POINT, FIND_FIGURE, free_port  # noqa: E402
 
 KINDS = ("gallery", "layer", "lesson")
 ANSWER_S = 30  # an action with no answer within this is an error
@@ -157,20 +157,14 @@ TEXT_SHOWN = f"""(arg) => window.__t0 !== null && ({TEXT_IN})(arg)
 # below grows, Playwright scrolling a tab into view), and a point read while it moves is a click beside the column.
 STILL_FRAMES = 60
 STRIP_POINT = f"""async ([title, x, y]) => {{
+  {FIND_FIGURE}
   const point = () => ({FIGURE_POINT})([title, x, y]);
-  const find = (v) => {{
-    if (v.model.type === "Figure" && v.model.title && v.model.title.text.startsWith(title)) return v;
-    for (const c of v.children_views ? v.children_views() : []) {{ const f = find(c); if (f) return f; }}
-    return null;
-  }};
   const frame = () => new Promise((done) => requestAnimationFrame(done));
   const onScreen = ([px, py]) => px >= 0 && px < innerWidth && py >= 0 && py < innerHeight;
   for (let tries = 0; tries < 3; tries++) {{
-    if (point() === null) return null;
-    for (const root of Bokeh.index) {{
-      const view = find(root);
-      if (view) {{ view.el.scrollIntoView({{block: "nearest", inline: "nearest"}}); break; }}
-    }}
+    const view = findFigure(title);
+    if (view === null) return null;
+    view.el.scrollIntoView({{block: "nearest", inline: "nearest"}});
     let at = point();
     for (let still = 0, frames = 0; still < 2 && frames < {STILL_FRAMES}; frames++) {{
       await frame();

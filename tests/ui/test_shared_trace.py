@@ -25,7 +25,9 @@ def test_students_on_the_same_input_share_one_trace_and_another_input_or_model_g
     assert b.trace is a.trace and b is not a and b.description == "the second student's copy"
     key = (model_token(zoo.load("mnist-cnn")), input_digest(a.x))
     assert TRACES.kept(key) == (a.trace,) and RESULTS.kept(key) is None
-    fresh = trace.run(zoo.load("mnist-cnn").module, b.x)  # what the second student would have computed
+    # what the second student would have computed: the same model on the same input, equal bit for bit (a kept
+    # result must be the one its reader would have computed, shared_results.py)
+    fresh = trace.run(zoo.load("mnist-cnn").module, b.x)
     assert b.trace.names == fresh.names
     for kept, computed in zip(b.trace, fresh, strict=True):
         torch.testing.assert_close(kept.output, computed.output, rtol=0, atol=0)
