@@ -25,7 +25,8 @@ with --think seconds between an answer and the next click. Printed per N:
   server gets the CPU first, as it would on a machine of its own, and the pages take what it leaves.
 - how late the server's event loop ran a callback: a --setup script ticks every TICK_S and prints how late each tick
   ran (what a message arriving then waited before the server read it: the loop runs one session's work at a time),
-  per phase. The ticks' own CPU is in the idle rate subtracted below.
+  per phase. The ticks' own CPU is in the idle rate subtracted below. The same script times every full (generation
+  2) garbage collection, whoever runs it: one holds the loop throughout.
 - errors: page errors and console errors, lines of the server's log with Traceback / Error / RuntimeWarning, and
   actions with no answer within 30 s (the student then reloads the page and goes on).
 - requests that left 127.0.0.1.
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import statistics
@@ -88,12 +90,13 @@ LOG_PROBLEM = re.compile(r"Traceback|Error|RuntimeWarning")
 BUILT = "classroom-benchmark: document built"
 DESTROYED = "classroom-benchmark: session destroyed"
 LATE = "classroom-benchmark: tick"  # the server's event loop: a tick's time and how late it ran (ms)
+FULL = "classroom-benchmark: full collection"  # a generation-2 garbage collection: its start and length (ms)
 TICK_S = 0.05
 SETUP = f"""import panel as pn
 pn.state.on_session_created(lambda context: print({BUILT!r}, flush=True))
 pn.state.on_session_destroyed(lambda context: print({DESTROYED!r}, flush=True))
 """
-LOOP_TICKS = f"""import asyncio, time
+LOOP_TICKS = f"""import asyncio, gc, time
 from tornado.ioloop import IOLoop
 
 async def ticks():  # how late the event loop runs a callback: what a message arriving then waits before it is read
@@ -103,6 +106,16 @@ async def ticks():  # how late the event loop runs a callback: what a message ar
         print({LATE!r}, f"{{start:.3f}}", f"{{1000 * (time.monotonic() - start - {TICK_S}):.1f}}", flush=True)
 
 IOLoop.current().add_callback(ticks)
+
+started = {{}}
+def timed(phase, info):  # every full collection, whoever runs it: it holds the loop (and the interpreter) throughout
+    if info["generation"] == 2 and phase == "start":
+        started["at"] = time.monotonic()
+    elif info["generation"] == 2 and "at" in started:
+        at = started.pop("at")
+        print({FULL!r}, f"{{at:.3f}}", f"{{1000 * (time.monotonic() - at):.1f}}", flush=True)
+
+gc.callbacks.append(timed)
 """
 # lesson tab title -> a named source that changes with the student's input (for the CNN and the ViT): a feature
 # map, a histogram of activations, the pruned model's probabilities, every layer's SQNR
@@ -618,6 +631,11 @@ async def classroom(n: int, args: argparse.Namespace) -> None:
     lateness = {name: summary([late for start, late in ticks if a <= start < b]) for name, (a, b) in windows.items()}
     print(f"the server's event loop, how late a callback ran (a tick every {1000 * TICK_S:.0f} ms: what a message "
           f"arriving then waited before it was read): " + "; ".join(f"{k} {v}" for k, v in lateness.items()))
+    fulls = [(float(start), float(ms)) for start, ms in re.findall(rf"{FULL} (\S+) (\S+)", text)]
+    print("full garbage collections (each holds the loop throughout): " + "; ".join(
+        f"{name} {len(lengths)}, {sum(lengths) / 1000:.1f} s in all, ms each {summary(lengths)}"
+        for name, (a, b) in {**windows, "whole run": (0, math.inf)}.items()
+        for lengths in [[ms for start, ms in fulls if a <= start < b]]))
     print(f"CPU during the mixed loop, of the machine's {os.cpu_count()} cores: server {server_rate:.2f} CPU s/s, "
           f"browsers {browsers_rate:.2f} CPU s/s")
     print(f"requests that left 127.0.0.1: {len(outside)}" + (f" (first: {outside[0]})" if outside else ""))

@@ -10,22 +10,40 @@ whole input change it lands in (docs/performance.md).
 `IdleCollector` turns the automatic full collections off (the young generations still collect as
 usual, and free the cycles an interaction leaves behind) and runs the full one itself: once no
 websocket message has arrived for `IDLE_S`, or at the latest `MAX_WAIT_S` after the last one, so
-that a classroom that never pauses still frees closed sessions; and never sooner than `MIN_GAP_S`
+that a classroom that never pauses still frees what it leaves; and never sooner than `MIN_GAP_S`
 after the last one: a session's worker thread (the pruning lesson's timings) allocates while no
 message arrives, and a full collection every tick would hold the interpreter lock most of the time.
-Objects alive when it starts (modules, classes) are frozen first (`gc.freeze`): they live as long
-as the server and are never walked again.
+
+What a full collection walks is kept short. Every object that survives one is frozen
+(`gc.freeze`): the open sessions' pages, models and lessons live on, and the next collection walks
+only what is newer. A walk over everything holds the server's loop, and every student's message
+waiting behind it, for long: 0.5-3 s at N = 15 on this project's machine (benchmarks/classroom.py),
+each session with every lesson open adding about 130,000 objects. Frozen objects are still freed as
+soon as nothing refers to them; only a cycle among them waits for a thorough collection, which
+thaws everything first (`gc.unfreeze`) and walks it all:
+
+- after a session was destroyed: its page is such a cycle (Bokeh's models and their document refer
+  to each other). Bokeh and Panel each run `gc.collect()` when a session ends; with the survivors
+  frozen these walk only what is new and no longer free the page, this collector does;
+- at least every `THOROUGH_S`, at an idle moment: cycles a live session leaves among its frozen
+  objects (a figure replaced) wait no longer.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bokeh.document import Document
 
 IDLE_S = 1.0          # no message for this long: the server is idle
 MIN_GAP_S = 10.0      # the shortest time between two full collections
 MAX_WAIT_S = 60.0     # the longest a full collection waits for an idle moment
+THOROUGH_S = 600.0    # the longest a cycle among frozen objects waits (for an idle moment, after that)
 CHECK_S = 0.5         # how often the server asks (a tornado PeriodicCallback)
 NEVER = 1_000_000_000  # a generation-2 threshold that the count of young collections never reaches
 
@@ -34,25 +52,54 @@ class IdleCollector:
     """Decides when to run the full collection; `tick()` is called every CHECK_S on the server's loop."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, collect: Callable[[], object] = gc.collect,
-                 pending: Callable[[], bool] = lambda: gc.get_count()[2] > 0):
+                 pending: Callable[[], bool] = lambda: gc.get_count()[2] > 0,
+                 freeze: Callable[[], None] = gc.freeze, thaw: Callable[[], None] = gc.unfreeze):
         self._clock, self._collect, self._pending = clock, collect, pending
-        self.last_message = self.last_full = clock()
+        self._freeze, self._thaw = freeze, thaw
+        self.last_message = self.last_full = self.last_thorough = clock()
+        self._pages: weakref.WeakSet = weakref.WeakSet()  # the served documents not yet seen destroyed
+        self.session_gone = False  # a session was destroyed since the last thorough collection
+        self.sessions_destroyed = 0
 
     def message_arrived(self) -> None:
         self.last_message = self._clock()
 
-    def tick(self) -> bool:
-        """Collect when young collections have promoted objects since the last full one, the last full one
-        is MIN_GAP_S old, and either the server is idle or the last full one is MAX_WAIT_S old. Whether it
-        collected."""
+    def watch(self, page: Document) -> None:
+        """Note when this served document's session is destroyed (its `session_context` is then None). Checked at
+        each tick, not by `on_session_destroyed`: Bokeh runs a full collection itself when a destroyed document had
+        such a callback."""
+        self._pages.add(page)
+
+    def _see_destroyed(self) -> None:
+        destroyed = [page for page in self._pages if page.session_context is None]
+        for page in destroyed:
+            self._pages.discard(page)
+        self.sessions_destroyed += len(destroyed)
+        self.session_gone = self.session_gone or bool(destroyed)
+
+    def tick(self) -> str | None:
+        """Collect when young collections have promoted objects since the last full one (or a session was
+        destroyed), the last full one is MIN_GAP_S old, and either the server is idle or the last full one is
+        MAX_WAIT_S old. Which collection it ran: "thorough" (a session gone, or an idle moment THOROUGH_S after
+        the last thorough one: everything thawed and walked), "recent" (only what is newer than the last one),
+        or None."""
+        self._see_destroyed()
         now = self._clock()
         since_full = now - self.last_full
-        if not self._pending() or since_full < MIN_GAP_S or (now - self.last_message < IDLE_S
-                                                             and since_full < MAX_WAIT_S):
-            return False
+        idle = now - self.last_message >= IDLE_S
+        if (not self._pending() and not self.session_gone) or since_full < MIN_GAP_S or (
+                not idle and since_full < MAX_WAIT_S):
+            return None
+        thorough = self.session_gone or (idle and now - self.last_thorough >= THOROUGH_S)
+        if thorough:
+            self._thaw()
+            self.session_gone = False
         self._collect()
+        self._freeze()
         self.last_full = self._clock()
-        return True
+        if thorough:
+            self.last_thorough = self.last_full
+        return "thorough" if thorough else "recent"
 
 
 def take_over_full_collections() -> None:

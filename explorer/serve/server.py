@@ -18,7 +18,8 @@ and its upstream issue are listed), and each is idempotent.
    page misses changes the server's document has, and the next full collection reports "coroutine
    'WSHandler.send_message' was never awaited". Each patch is a task from the start instead: it is written in order
    (each waits for the socket's write lock in turn) whether or not anyone awaits it.
-5. `idle_collections`: full garbage collections while the server is idle (explorer/serve/idle_gc.py).
+5. `idle_collections`: full garbage collections while the server is idle, walking only what is new while it is busy
+   (explorer/serve/idle_gc.py).
 6. `closed_pages_quiet`: a page that closes while the server writes to it costs nothing but the dropped writes.
    Panel writes a patch's frames itself (`panel.io.document.dispatch_tornado`): when the socket closed after the
    first frame, the next write raised at once and the futures of the frames already written were lost, each
@@ -43,6 +44,7 @@ import functools
 import json
 import logging
 
+import panel as pn
 import panel.io.document
 from bokeh.protocol.message import Message
 from bokeh.server.connection import ServerConnection
@@ -80,12 +82,15 @@ def patches_as_tasks() -> None:
 
 def idle_collections() -> None:
     """Full collections only while no websocket message arrives; the check runs on the server's loop (app.py runs
-    there)."""
+    there). The collector watches each session's document, to know when one was destroyed."""
     if not getattr(WSHandler.on_message, "explorer_idle", False):
         collector = idle_gc.IdleCollector()
         WSHandler.on_message = _noting_messages(WSHandler.on_message, collector)
         idle_gc.take_over_full_collections()
         PeriodicCallback(collector.tick, idle_gc.CHECK_S * 1000).start()
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        WSHandler.on_message.collector.watch(doc)
 
 
 def closed_pages_quiet() -> None:
@@ -148,6 +153,7 @@ def _noting_messages(on_message, collector: idle_gc.IdleCollector):
         return await on_message(self, fragment)
 
     on_message_noted.explorer_idle = True
+    on_message_noted.collector = collector
     return on_message_noted
 
 

@@ -20,7 +20,7 @@ APP = Path(__file__).resolve().parent / "apps" / "nodelay_app.py"
 
 def test_a_served_sessions_websocket_has_tcp_nodelay(page: Page):
     with serve(APP) as url:
-        page.goto(url)
+        page.goto(f"{url}?gc")
         expect(page.locator(".report")).to_have_text("sockets=1 nodelay=[1] debounce=0 memory kept=True",
                                                      timeout=30_000)
         # the page sends nothing more: after idle_gc.IDLE_S (and MIN_GAP_S after start) the idle collector collects
@@ -44,6 +44,11 @@ def test_a_session_whose_page_left_is_discarded_at_the_next_check_not_after_its_
             while log.read_text().count("session destroyed") == destroyed and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert log.read_text().count("session destroyed") == destroyed + 1, log.read_text()[-2000:]
+        # the idle collector saw each destroyed (its next collection thaws what it froze and walks it all:
+        # tests/ui/test_idle_gc.py)
+        page = page.context.new_page()
+        page.goto(f"{url}?gc")
+        expect(page.locator(".gc-report")).to_contain_text("sessions destroyed: 3", timeout=30_000)
 
 
 def test_tune_is_idempotent():

@@ -1,11 +1,20 @@
-"""idle_gc.IdleCollector: full collections only once the server is idle, or at the latest MAX_WAIT_S apart."""
+"""idle_gc.IdleCollector: full collections only once the server is idle, or at the latest MAX_WAIT_S apart; each
+walks only what is newer than the last one, and everything again after a session was destroyed, or at an idle
+moment THOROUGH_S after the last such walk."""
 
 from __future__ import annotations
 
 import gc
+import weakref
 
 from explorer.serve import idle_gc
-from explorer.serve.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, IdleCollector
+from explorer.serve.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, THOROUGH_S, IdleCollector
+
+
+class Page:
+    """A served document, as the collector sees it: Bokeh sets its session_context to None when it is destroyed."""
+
+    session_context = "open"
 
 
 class Clock:
@@ -18,8 +27,19 @@ class Clock:
 
 def make(pending: bool = True) -> tuple[IdleCollector, Clock, list[float]]:
     clock, runs = Clock(), []
-    collector = IdleCollector(clock=clock, collect=lambda: runs.append(clock.now), pending=lambda: pending)
+    collector = IdleCollector(clock=clock, collect=lambda: runs.append(clock.now), pending=lambda: pending,
+                              freeze=lambda: None, thaw=lambda: None)
     return collector, clock, runs
+
+
+def busy(collector: IdleCollector, clock: Clock, seconds: float) -> list[str]:
+    """A student clicking every 0.25 s for `seconds`: the collections the ticks ran."""
+    ran, end = [], clock.now + seconds
+    while clock.now < end:
+        clock.now += 0.25
+        collector.message_arrived()
+        ran.append(collector.tick())
+    return [r for r in ran if r]
 
 
 def test_no_full_collection_while_messages_keep_arriving_then_one_once_idle():
@@ -39,11 +59,70 @@ def test_no_full_collection_while_messages_keep_arriving_then_one_once_idle():
 def test_a_server_that_never_pauses_still_collects_every_max_wait():
     collector, clock, runs = make()
     start = clock.now
-    while clock.now - start < 3 * MAX_WAIT_S:
-        clock.now += 0.25
-        collector.message_arrived()
-        collector.tick()
+    assert busy(collector, clock, 3 * MAX_WAIT_S) == ["recent"] * 3
     assert len(runs) == 3 and all(b - a >= MAX_WAIT_S for a, b in zip([start, *runs], runs, strict=False))
+
+
+def test_collections_walk_only_what_is_new_except_after_a_session_ended_or_when_idle_after_thorough_s():
+    clock, calls = Clock(), []
+    collector = IdleCollector(clock=clock, collect=lambda: calls.append("collect"), pending=lambda: True,
+                              freeze=lambda: calls.append("freeze"), thaw=lambda: calls.append("thaw"))
+    assert busy(collector, clock, MAX_WAIT_S) == ["recent"]
+    assert calls == ["collect", "freeze"]  # the survivors frozen: the next walk skips them
+    clock.now += MIN_GAP_S
+    assert collector.tick() == "recent"  # idle, but the last thorough walk is recent
+    calls.clear()
+    page = Page()
+    collector.watch(page)
+    page.session_context = None  # its page's cycles may be frozen: only a thaw lets the collector find them
+    assert busy(collector, clock, MAX_WAIT_S) == ["thorough"]
+    assert calls == ["thaw", "collect", "freeze"]
+    calls.clear()
+    assert busy(collector, clock, MAX_WAIT_S) == ["recent"]  # the session's end was seen to once
+    assert busy(collector, clock, THOROUGH_S) == ["recent"] * int(THOROUGH_S // MAX_WAIT_S)  # busy: never thorough
+    calls.clear()
+    clock.now += MIN_GAP_S  # no message since: idle, THOROUGH_S after the last thorough walk
+    assert collector.tick() == "thorough" and calls == ["thaw", "collect", "freeze"]
+
+
+def test_a_destroyed_session_is_collected_even_when_nothing_was_promoted():
+    collector, clock, runs = make(pending=False)
+    clock.now += MIN_GAP_S + IDLE_S
+    page = Page()
+    collector.watch(page)
+    assert collector.tick() is None
+    page.session_context = None
+    assert collector.tick() == "thorough" and collector.sessions_destroyed == 1
+    clock.now += MIN_GAP_S
+    assert collector.tick() is None and collector.sessions_destroyed == 1  # each destroyed session counts once
+
+
+def test_a_frozen_cycle_survives_a_recent_collection_and_is_freed_by_a_thorough_one():
+    class Node:
+        pass
+
+    clock = Clock()
+    threshold = gc.get_threshold()
+    try:
+        collector = IdleCollector(clock=clock)
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        clock.now += MAX_WAIT_S
+        collector.message_arrived()
+        assert collector.tick() == "recent" and gone() is not None  # alive then: frozen with the survivors
+        del a, b  # now a cycle no one refers to, among the frozen objects
+        clock.now += MAX_WAIT_S
+        collector.message_arrived()
+        gc.collect()  # any collection that does not thaw (Panel's after a document is destroyed, a recent one)
+        assert gone() is not None
+        page = Page()
+        collector.watch(page)
+        page.session_context = None
+        assert collector.tick() == "thorough" and gone() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_an_idle_server_busy_in_a_thread_is_collected_at_most_every_min_gap():
