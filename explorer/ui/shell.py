@@ -93,6 +93,7 @@ class PageIntro(SessionView):
         return self._text
 
 
+BETWEEN_STEPS_MS = 20  # long enough for the messages that arrived during a lesson's first step to be handled first
 WHERE_INPUT = "in the sidebar; on a phone, after the lessons"  # page.css puts the main area first on a phone
 
 
@@ -207,7 +208,12 @@ class LessonFrame(pn.viewable.Viewer):
     The open lesson's tour (its open part's, in a lesson with parts) is the only one on the page, in one place:
     under the lesson, held at the bottom of the window while the lesson is in view. A step scrolls to the figure it
     talks about, often far below the lesson's top; the tour stays in sight, so Next is always one click away and the
-    step's words stay beside the figure. At the top of the window it covered the lesson's tab headers."""
+    step's words stay beside the figure. At the top of the window it covered the lesson's tab headers.
+
+    A served lesson is built in two steps, each one callback on the server's loop: the lesson itself (its numbers,
+    its figures), then, BETWEEN_STEPS_MS later, its place on the page (its Bokeh models, written to the page). The
+    loop runs one callback at a time for every student: between the two, the other students' messages are read and
+    answered, instead of waiting for the whole build."""
 
     state = param.ClassSelector(class_=ExplorerState, constant=True)
 
@@ -215,6 +221,7 @@ class LessonFrame(pn.viewable.Viewer):
         super().__init__(**params)
         self._bodies = {name: sideways_box(pn.pane.Markdown("Loading the lesson…")) for name in LESSONS}
         self._built: dict[str, pn.viewable.Viewable] = {}
+        self._building: dict[str, pn.viewable.Viewable] = {}  # built, not yet placed on the page
         # kept in step: a layer click opens its lesson once the page has painted the click's answer, and a tab
         # clicked meanwhile crosses that switch on the wire
         self._tabs = keep_in_step(pn.Tabs(*((lesson.title, self._bodies[name]) for name, lesson in LESSONS.items()),
@@ -245,21 +252,41 @@ class LessonFrame(pn.viewable.Viewer):
 
     def _show_lesson(self, reveal: bool = False) -> None:
         name = self.state.lesson
-        building = name not in self._built
-        with one_update(adding_views=building):  # the lesson and its tour reach the page together
-            if building:
-                with making_models():
-                    self._built[name] = build_lesson(name, self.state)
-                    self._bodies[name].objects = [self._built[name]]
-                if isinstance(self._built[name], LessonView):
-                    self._built[name].param.watch(lambda _: self._show_tour(), "open_tour")
-            self._show_tour()
-            self._tabs.active = LESSON_NAMES.index(name)
-            for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state
-                if isinstance(lesson, SessionView):
-                    lesson.shown = built_name == name
-            if reveal:
-                self._reveal.count += 1
+        if name in self._building:
+            return  # built, to be placed in a moment: placing it shows it if it is still the open lesson
+        if name in self._built:
+            with one_update():
+                self._show(name, reveal)
+            return
+        with one_update(), making_models():  # a link's settings may change the session's state
+            self._building[name] = build_lesson(name, self.state)
+        document = served_document()
+        if document is None:
+            self._place(name, reveal)
+        else:
+            document.add_timeout_callback(lambda: self._place(name, reveal), BETWEEN_STEPS_MS)
+
+    def _place(self, name: str, reveal: bool) -> None:
+        """Put the lesson built in `_show_lesson` on the page: its Bokeh models, sent to the page with its tour."""
+        with one_update(adding_views=True):
+            with making_models():
+                self._built[name] = lesson = self._building.pop(name)
+                self._bodies[name].objects = [lesson]
+            if isinstance(lesson, LessonView):
+                lesson.param.watch(lambda _: self._show_tour(), "open_tour")
+            if name == self.state.lesson:
+                self._show(name, reveal)
+            elif isinstance(lesson, SessionView):  # the student opened another meanwhile
+                lesson.shown = False
+
+    def _show(self, name: str, reveal: bool) -> None:
+        self._show_tour()
+        self._tabs.active = LESSON_NAMES.index(name)
+        for built_name, lesson in self._built.items():  # a lesson in a closed tab does not follow the state
+            if isinstance(lesson, SessionView):
+                lesson.shown = built_name == name
+        if reveal:
+            self._reveal.count += 1
 
     @property
     def open_tour(self):

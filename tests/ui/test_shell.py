@@ -11,8 +11,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import panel as pn
 import pytest
 import torch
+from bokeh.document import Document
+from panel.io.state import set_curdoc
 from safetensors.torch import save
 
 from explorer.core import fetch, images, trace, zoo
@@ -23,6 +26,7 @@ from explorer.session.state import LESSON_NAMES, ExplorerState
 from explorer.ui import shell
 from explorer.ui.models import ModelPicker
 from explorer.ui.predictions import Predictions, bars_html
+from tests.ui.doc_events import as_served
 
 MODELS = [name for name in ("mnist-cnn", "mnist-vit", "mobilenet_v2") if zoo.is_available(name)]
 
@@ -203,6 +207,34 @@ def test_a_lesson_opened_from_elsewhere_is_scrolled_into_view_but_not_one_opened
     assert frame._reveal.count == 1 and frame._tabs.active == LESSON_NAMES.index("pruning")
     frame._tabs.active = LESSON_NAMES.index("attention")  # its tab header: already in view
     assert state.lesson == "attention" and frame._reveal.count == 1
+
+
+def test_a_served_lesson_is_built_then_placed_a_moment_later_in_a_second_callback(state):
+    """Served, a lesson's build and its placing on the page are two callbacks of the server's loop, so that other
+    students' messages are handled between them; a lesson opened again meanwhile is neither built twice nor lost."""
+    doc = Document()
+    context = as_served(doc)  # noqa: F841 (kept: the document holds it weakly)
+    later: list[tuple[object, int]] = []
+    doc.add_timeout_callback = lambda callback, ms: later.append((callback, ms))
+    with set_curdoc(doc):
+        frame = shell.LessonFrame(state=state)
+        frame._show_lesson()  # what the page's onload runs: the open lesson, convolution
+        assert "Loading" in frame._bodies["convolution"].objects[0].object  # built, not yet on the page
+        assert [ms for _, ms in later] == [shell.BETWEEN_STEPS_MS] and frame.open_tour is None
+        convolution = frame._building["convolution"]
+        state.lesson = "pruning"  # the student opens another before convolution is placed
+        state.lesson = "convolution"  # and comes back: nothing built again
+        assert len(later) == 2 and frame._building["convolution"] is convolution
+        for callback, _ in later:
+            callback()
+    def placed(name: str) -> bool:
+        return not isinstance(frame._bodies[name].objects[0], pn.pane.Markdown)  # the "Loading" note replaced
+
+    assert frame._built["convolution"] is convolution and placed("convolution")
+    assert frame._tabs.active == LESSON_NAMES.index("convolution") and frame.open_tour is convolution.open_tour
+    pruning = frame._built["pruning"]  # placed in its own tab, closed: it does not follow the state
+    assert placed("pruning") and convolution.shown and not pruning.shown
+    assert not frame._building
 
 
 def test_the_page_has_a_device_width_viewport_and_the_narrow_layout():
