@@ -314,9 +314,10 @@ class Overview(SessionView):
         self._scope_input = pn.widgets.RadioButtonGroup.from_param(self.param.scope)
         # A sideways-scrolling box as wide as its parent. Panel would give a stretching Row the fixed
         # width of its content as min_width (the whole strip, up to ~10,000 px, which widens the page),
-        # so the Row is nominally fixed and a stylesheet stretches it.
-        self._strip_scroller = pn.Row(pn.pane.Bokeh(self._strip_fig), scroll="x-auto", sizing_mode="fixed", width=320,
-                                      stylesheets=[":host { width: 100% !important; }"])
+        # so the Row is nominally of fixed width (a width policy: Bokeh's "fixed" sizing mode wants a height too,
+        # warning W-1005) and a stylesheet stretches it.
+        self._strip_scroller = pn.Row(pn.pane.Bokeh(self._strip_fig), scroll="x-auto", width=320,
+                                      width_policy="fixed", stylesheets=[":host { width: 100% !important; }"])
         self._update_all()
         self._layout = pn.Column(
             self._intro,

@@ -318,9 +318,10 @@ class LessonFrame(pn.viewable.Viewer):
 
 def sideways_box(*objects: pn.viewable.Viewable) -> pn.Column:
     """A column as wide as the page that scrolls sideways when its content is wider (a narrow window), so that the
-    page itself never does. Fixed, then stretched by CSS: a stretching column takes its content's width as its
-    least width, and would widen the page."""
-    return pn.Column(*objects, scroll="x-auto", width=300, sizing_mode="fixed", margin=0,
+    page itself never does. Of fixed width, then stretched by CSS: a stretching column takes its content's width as
+    its least width, and would widen the page. Its height follows its content: a fixed width policy, not Bokeh's
+    "fixed" sizing mode, which wants a height too (warning W-1005 in the server's log for every page)."""
+    return pn.Column(*objects, scroll="x-auto", width=300, width_policy="fixed", margin=0,
                      stylesheets=[":host { width: 100% !important; }"])
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import panel as pn
 import pytest
 import torch
+from bokeh.core.validation.check import check_integrity
+from bokeh.core.validation.warnings import EMPTY_LAYOUT
 from bokeh.document import Document
 from panel.io.state import set_curdoc
 from safetensors.torch import save
@@ -235,6 +237,19 @@ def test_a_served_lesson_is_built_then_placed_a_moment_later_in_a_second_callbac
     pruning = frame._built["pruning"]  # placed in its own tab, closed: it does not follow the state
     assert placed("pruning") and convolution.shown and not pruning.shown
     assert not frame._building
+
+
+def test_the_page_as_sent_passes_bokehs_model_checks(state):
+    """Bokeh checks a new session's document and logs every issue it finds in the server's log: a fixed sizing mode
+    without a height was W-1005, eight lines for every page opened (the lesson boxes, the overview's strip)."""
+    doc = Document()
+    context = as_served(doc)  # noqa: F841 (kept: the document holds it weakly)
+    with set_curdoc(doc):
+        shell.build_app(state).server_doc(doc)  # the lesson is built once the page has loaded
+    issues = check_integrity(list(doc.models))
+    logged = issues.error + [issue for issue in issues.warning if issue.code != EMPTY_LAYOUT.code]  # `panel serve`
+    # silences EMPTY_LAYOUT
+    assert [f"{issue.code} {issue.name}: {issue.text}" for issue in logged] == []
 
 
 def test_the_page_has_a_device_width_viewport_and_the_narrow_layout():
