@@ -23,8 +23,9 @@ soon as nothing refers to them; only a cycle among them waits for a thorough col
 thaws everything first (`gc.unfreeze`) and walks it all:
 
 - after a session was destroyed: its page is such a cycle (Bokeh's models and their document refer
-  to each other). Bokeh and Panel each run `gc.collect()` when a session ends; with the survivors
-  frozen these walk only what is new and no longer free the page, this collector does;
+  to each other). Panel runs `gc.collect()` when a session ends, and so does Bokeh for a document
+  with session-destroyed callbacks (the lessons' slow work adds one); with the survivors frozen
+  these walk only what is new and no longer free the page: this collector does;
 - at least every `THOROUGH_S`, at an idle moment: cycles a live session leaves among its frozen
   objects (a figure replaced) wait no longer.
 """
