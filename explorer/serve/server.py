@@ -35,6 +35,8 @@ and its upstream issue are listed), and each is idempotent.
    its page is closed, reloaded or navigated elsewhere; nothing can reconnect to that session any more (a
    connection that drops for another reason, 1006, keeps the lifetime, and BokehJS reconnects within it). In a
    class whose pages are reloaded, the old sessions no longer hold their memory beside the new ones for 2 minutes.
+   Not every leaving page says so: in a test whose server wrote to pages as they left, 1 to 5 in 12-15 runs logged
+   a leaving page's close without a code (code=None), and that session kept the lifetime, as a dropped one does.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def inspect_socket() -> None:
 pn.state.onload(inspect_socket)
 if "gc" in pn.state.session_args:
     # Only where asked (?gc). Sent to every page, the report changed as pages left (a session destroyed, a
-    # collection), and 3 to 5 in 15 runs lost a leaving page's closing code (the server logged code=None): Bokeh
+    # collection), and 1 to 5 in 12-15 runs lost a leaving page's closing code (the server logged code=None): Bokeh
     # then keeps its session the whole lifetime.
     pn.state.add_periodic_callback(report_gc, period=200)  # sends to the page only: the server stays idle
 pn.Column(report, gc_report).servable(title="nodelay")
