@@ -16,6 +16,11 @@ Bokeh makes anew for each model on its first read and then keeps in the model, o
 made an empty container for a (property, class), a new empty container of the same type is made, owned and kept the
 same way, without that path. A model whose theme sets the property, and every other default, goes through Bokeh's
 own path.
+
+Whether a default is unstable is asked of every property of every new model (`HasProps.__init__`, to make the
+unstable ones at once) and on each default's first read: Bokeh answers it by walking the property's type
+parameters (`_may_have_unstable_default`), about 17 % of a page's build. The answer depends only on the property and
+the model's class (its overridden defaults), so it is kept per (property, class).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ IMMUTABLE = (type(None), bool, int, float, str)
 
 _made: dict[tuple[int, type], Any] = {}  # (id of the descriptor, the model's class) -> its default
 _empty: dict[tuple[int, type], type] = {}  # the same key -> the type of the empty container Bokeh made as its default
+_unstable: dict[tuple[int, type], bool] = {}  # the same key -> whether Bokeh makes the default anew for each model
 
 
 def is_immutable(value: Any) -> bool:
@@ -63,9 +69,26 @@ def _cached(get_default):
         return value
 
     cached_default.explorer_cached = True
+    cached_default.__wrapped__ = get_default
     return cached_default
+
+
+def _kept_per_class(has_unstable_default):
+    def kept_has_unstable_default(self: PropertyDescriptor, obj: HasProps) -> bool:
+        key = (id(self), obj.__class__)
+        try:
+            return _unstable[key]
+        except KeyError:
+            unstable = _unstable[key] = has_unstable_default(self, obj)
+            return unstable
+
+    kept_has_unstable_default.explorer_cached = True
+    kept_has_unstable_default.__wrapped__ = has_unstable_default
+    return kept_has_unstable_default
 
 
 def cached_defaults() -> None:
     if not getattr(PropertyDescriptor._get_default, "explorer_cached", False):
         PropertyDescriptor._get_default = _cached(PropertyDescriptor._get_default)
+    if not getattr(PropertyDescriptor.has_unstable_default, "explorer_cached", False):
+        PropertyDescriptor.has_unstable_default = _kept_per_class(PropertyDescriptor.has_unstable_default)

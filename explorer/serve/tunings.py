@@ -99,9 +99,13 @@ TUNINGS: tuple[Tuning, ...] = (
            gain="a lesson's first opening, built headless on mnist-cnn, 10-20 % less CPU (normalization 761/804 -> "
                 "673/624 ms, quantization 415/418 -> 337/339 ms, two runs each); empty containers made directly "
                 "took another 14-17 % (normalization 770 -> 659 ms, pruning 508 -> 436, quantization 432 -> 374, "
-                "saliency 555 -> 459, mean of two runs)",
+                "saliency 555 -> 459, mean of two runs); whether a default is unstable kept per class, another "
+                "10-15 % (benchmarks/page_build.py, two runs each: a page's build 346 / 349 -> 284 / 365 ms and "
+                "305 / 318 -> 268 / 279 in a first script, normalization's first opening 301 / 280 -> 249 / 247, "
+                "pruning 210 / 208 -> 182 / 188, quantization 170 / 166 -> 147 / 148 ms)",
            upstream="bokeh/bokeh#13174 made reading a container's default cheaper; no issue found for the stable "
-                    "defaults made again on every read: delete when Bokeh keeps them"),
+                    "defaults made again on every read, nor for HasProps.__init__ asking every property whether its "
+                    "default is unstable: delete when Bokeh keeps them"),
     Tuning("one_recompute", recompute.once_per_update, {**BOKEH, **PANEL},
            gain="a lesson's first opening, built headless on mnist-cnn after the lessons before it: one walk over "
                 "the page's models instead of two, pruning 436 -> 370 ms, quantization 374 -> 285 ms, saliency "

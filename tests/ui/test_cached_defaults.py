@@ -7,6 +7,7 @@ import random
 import pytest
 from bokeh.core.has_props import HasProps
 from bokeh.core.property.descriptors import AliasPropertyDescriptor, PropertyDescriptor
+from bokeh.core.property.override import Override
 from bokeh.core.property.wrappers import PropertyValueContainer
 from bokeh.model import Model
 from bokeh.models import Div
@@ -15,6 +16,8 @@ from bokeh.themes import Theme
 from explorer.serve import defaults
 
 BOKEH_GET_DEFAULT = getattr(PropertyDescriptor._get_default, "__wrapped__", PropertyDescriptor._get_default)
+BOKEH_HAS_UNSTABLE_DEFAULT = getattr(PropertyDescriptor.has_unstable_default, "__wrapped__",
+                                     PropertyDescriptor.has_unstable_default)
 
 
 def concrete_models() -> list[type[Model]]:
@@ -54,6 +57,32 @@ def test_every_default_of_random_bokeh_models_is_the_one_bokeh_makes(seed):
                 if not isinstance(theirs, HasProps):
                     assert ours == theirs, (cls.__name__, name)
             assert made == [] or made[0] is not made[1], (cls.__name__, name)  # never another model's container
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_whether_a_default_is_unstable_is_bokeh_s_answer_for_every_property_of_random_bokeh_models(seed):
+    kept = defaults._kept_per_class(BOKEH_HAS_UNSTABLE_DEFAULT)
+    answers = set()
+    for cls in random.Random(seed).sample(concrete_models(), 60):
+        for name in sorted(cls.properties()):
+            descriptor = cls.lookup(name)
+            if isinstance(descriptor, AliasPropertyDescriptor):
+                continue
+            model = object.__new__(cls)  # the answer is the class's: no model needs to be made
+            theirs = BOKEH_HAS_UNSTABLE_DEFAULT(descriptor, model)
+            assert kept(descriptor, model) == theirs == kept(descriptor, model), (cls.__name__, name)
+            answers.add(theirs)
+    assert answers == {True, False}
+
+
+def test_an_overridden_default_is_asked_of_the_class_that_overrides_it():
+    kept = defaults._kept_per_class(BOKEH_HAS_UNSTABLE_DEFAULT)
+    made_per_model = type("DivWithMadeText", (Div,), {"text": Override(default=lambda: "made for each model")})
+    descriptor = Div.lookup("text")
+    answers = [kept(descriptor, object.__new__(cls)) for cls in (Div, made_per_model, Div)]
+    assert answers == [False, True, False]
+    theirs = [BOKEH_HAS_UNSTABLE_DEFAULT(descriptor, object.__new__(cls)) for cls in (Div, made_per_model, Div)]
+    assert answers == theirs
 
 
 def test_a_new_model_s_empty_container_default_is_its_own():

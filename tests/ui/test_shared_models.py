@@ -53,10 +53,16 @@ class Server:
             self.states[doc] = state = ExplorerState()
             build_app(state).servable(title=TITLE)
 
-    async def open_page(self, session_id: str) -> ServerSession:
-        request = HTTPServerRequest(start_line=RequestStartLine("GET", "/app", "HTTP/1.1"),
+    async def build_page(self, session_id: str, query: str = "") -> ServerSession:
+        """What a page's request does: the session's document built, for /app or /app?`query` (the app's settings)."""
+        path = f"/app?{query}" if query else "/app"
+        request = HTTPServerRequest(start_line=RequestStartLine("GET", path, "HTTP/1.1"),
                                     headers=HTTPHeaders({"Host": "127.0.0.1"}))
-        session = await self.context.create_session_if_needed(session_id, request)
+        return await self.context.create_session_if_needed(session_id, request)
+
+    async def open_page(self, session_id: str, query: str = "") -> ServerSession:
+        """The page built, and then loaded in its browser (its open lesson is built then)."""
+        session = await self.build_page(session_id, query)
         await locked(session, lambda: session.document.callbacks.trigger_event(DocumentReady()))
         return session
 
