@@ -1,6 +1,6 @@
 """idle_gc.IdleCollector: full collections only once the server is idle, or at the latest MAX_WAIT_S apart; each
-walks only what is newer than the last one, and everything again after a session was destroyed, or at an idle
-moment THOROUGH_S after the last such walk."""
+walks only what is newer than the last one, and everything again after a session was destroyed (at an idle moment,
+or THOROUGH_BUSY_S after the last such walk), or at an idle moment THOROUGH_S after the last such walk."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gc
 import weakref
 
 from explorer.serve import idle_gc
-from explorer.serve.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, THOROUGH_S, IdleCollector
+from explorer.serve.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, THOROUGH_BUSY_S, THOROUGH_S, IdleCollector
 
 
 class Page:
@@ -75,7 +75,8 @@ def test_collections_walk_only_what_is_new_except_after_a_session_ended_or_when_
     page = Page()
     collector.watch(page)
     page.session_context = None  # its page's cycles may be frozen: only a thaw lets the collector find them
-    assert busy(collector, clock, MAX_WAIT_S) == ["thorough"]
+    clock.now += MIN_GAP_S
+    assert collector.tick() == "thorough"  # at the next idle moment
     assert calls == ["thaw", "collect", "freeze"]
     calls.clear()
     assert busy(collector, clock, MAX_WAIT_S) == ["recent"]  # the session's end was seen to once
@@ -83,6 +84,21 @@ def test_collections_walk_only_what_is_new_except_after_a_session_ended_or_when_
     calls.clear()
     clock.now += MIN_GAP_S  # no message since: idle, THOROUGH_S after the last thorough walk
     assert collector.tick() == "thorough" and calls == ["thaw", "collect", "freeze"]
+
+
+def test_a_busy_server_walks_a_destroyed_session_at_most_every_thorough_busy_s():
+    clock, walks = Clock(), []
+    collector = IdleCollector(clock=clock, collect=lambda: None, pending=lambda: True, freeze=lambda: None,
+                              thaw=lambda: walks.append(clock.now))
+    start = clock.now
+    for _ in range(3):  # a class that never pauses, a page reloaded every MAX_WAIT_S
+        page = Page()
+        collector.watch(page)
+        page.session_context = None
+        ran = busy(collector, clock, THOROUGH_BUSY_S)
+        assert set(ran) == {"recent", "thorough"} and ran.count("thorough") == 1
+    assert len(walks) == 3 and all(b - a >= THOROUGH_BUSY_S for a, b in zip([start, *walks], walks, strict=False))
+    assert THOROUGH_BUSY_S > MAX_WAIT_S  # the recent walks in between
 
 
 def test_a_destroyed_session_is_collected_even_when_nothing_was_promoted():
@@ -119,6 +135,7 @@ def test_a_frozen_cycle_survives_a_recent_collection_and_is_freed_by_a_thorough_
         page = Page()
         collector.watch(page)
         page.session_context = None
+        clock.now += IDLE_S
         assert collector.tick() == "thorough" and gone() is None
     finally:
         gc.unfreeze()
