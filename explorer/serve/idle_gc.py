@@ -26,8 +26,10 @@ thaws everything first (`gc.unfreeze`) and walks it all:
   to each other). Panel runs `gc.collect()` when a session ends, and so does Bokeh for a document
   with session-destroyed callbacks (the lessons' slow work adds one); with the survivors frozen
   these walk only what is new and no longer free the page: this collector does, at the next idle
-  moment, or `THOROUGH_BUSY_S` after the last thorough walk if none comes: in a class of 30 on this
-  project's machine pages are reloaded every few seconds, and each thorough walk took 2-8 s;
+  moment. A walk over everything takes as long whatever it frees (2-8 s at N = 15-30 on this
+  project's machine, every session's lessons built), so a busy server waits until
+  `THOROUGH_BUSY_PAGES` pages wait for it (each 28-50 MB), and walks at most every `THOROUGH_BUSY_S`
+  (a class of 30 on two cores reloads a page every few seconds); a page waits `THOROUGH_S` at most;
 - at least every `THOROUGH_S`, at an idle moment: cycles a live session leaves among its frozen
   objects (a figure replaced) wait no longer.
 
@@ -50,8 +52,9 @@ if TYPE_CHECKING:
 IDLE_S = 1.0          # no message for this long: the server is idle
 MIN_GAP_S = 10.0      # the shortest time between two full collections
 MAX_WAIT_S = 15.0     # the longest a full collection waits for an idle moment
-THOROUGH_BUSY_S = 60.0  # a destroyed session's page waits for an idle moment this long after the last thorough walk
-THOROUGH_S = 600.0    # the longest a cycle among frozen objects waits (for an idle moment, after that)
+THOROUGH_BUSY_PAGES = 3  # while busy, destroyed sessions' pages wait for a thorough walk until this many wait
+THOROUGH_BUSY_S = 60.0  # and a busy server walks everything at most this often
+THOROUGH_S = 600.0    # the longest a cycle among frozen objects waits (a live session's: for an idle moment)
 CHECK_S = 0.5         # how often the server asks (a tornado PeriodicCallback)
 NEVER = 1_000_000_000  # a generation-2 threshold that the count of young collections never reaches
 
@@ -66,7 +69,7 @@ class IdleCollector:
         self._freeze, self._thaw = freeze, thaw
         self.last_message = self.last_full = self.last_thorough = clock()
         self._pages: weakref.WeakSet = weakref.WeakSet()  # the served documents not yet seen destroyed
-        self.session_gone = False  # a session was destroyed since the last thorough collection
+        self.pages_waiting = 0  # sessions destroyed since the last thorough collection
         self.sessions_destroyed = 0
 
     def message_arrived(self) -> None:
@@ -83,33 +86,39 @@ class IdleCollector:
         for page in destroyed:
             self._pages.discard(page)
         self.sessions_destroyed += len(destroyed)
-        self.session_gone = self.session_gone or bool(destroyed)
+        self.pages_waiting += len(destroyed)
 
     def tick(self) -> str | None:
         """Collect when young collections have promoted objects since the last full one (or a session was
         destroyed), the last full one is MIN_GAP_S old, and either the server is idle or the last full one is
-        MAX_WAIT_S old. Which collection it ran: "thorough" (everything thawed and walked: a session gone and the
-        server idle or the last thorough walk THOROUGH_BUSY_S old, or an idle moment THOROUGH_S after the last
-        thorough one; a busy server walks everything at most every THOROUGH_BUSY_S, with recent walks between),
+        MAX_WAIT_S old. Which collection it ran: "thorough" (everything thawed and walked, see `_walk_everything`),
         "recent" (only what is newer than the last one), or None."""
         self._see_destroyed()
         now = self._clock()
-        since_full, since_thorough = now - self.last_full, now - self.last_thorough
+        since_full = now - self.last_full
         idle = now - self.last_message >= IDLE_S
-        if (not self._pending() and not self.session_gone) or since_full < MIN_GAP_S or (
+        if (not self._pending() and not self.pages_waiting) or since_full < MIN_GAP_S or (
                 not idle and since_full < MAX_WAIT_S):
             return None
-        thorough = (self.session_gone and (idle or since_thorough >= THOROUGH_BUSY_S)) or (
-            idle and since_thorough >= THOROUGH_S)
+        thorough = self._walk_everything(idle, now - self.last_thorough)
         if thorough:
             self._thaw()
-            self.session_gone = False
+            self.pages_waiting = 0
         self._collect()
         self._freeze()
         self.last_full = self._clock()
         if thorough:
             self.last_thorough = self.last_full
         return "thorough" if thorough else "recent"
+
+    def _walk_everything(self, idle: bool, since_thorough: float) -> bool:
+        """Idle: when a destroyed session's page waits, or THOROUGH_S after the last thorough walk. Busy: when
+        THOROUGH_BUSY_PAGES pages wait and the last thorough walk is THOROUGH_BUSY_S old, or a page has waited
+        THOROUGH_S."""
+        if idle:
+            return bool(self.pages_waiting) or since_thorough >= THOROUGH_S
+        return bool(self.pages_waiting) and (since_thorough >= THOROUGH_S or (
+            self.pages_waiting >= THOROUGH_BUSY_PAGES and since_thorough >= THOROUGH_BUSY_S))
 
 
 def take_over_full_collections() -> None:

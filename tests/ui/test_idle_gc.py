@@ -1,6 +1,6 @@
 """idle_gc.IdleCollector: full collections only once the server is idle, or at the latest MAX_WAIT_S apart; each
-walks only what is newer than the last one, and everything again after a session was destroyed (at an idle moment,
-or THOROUGH_BUSY_S after the last such walk), or at an idle moment THOROUGH_S after the last such walk."""
+walks only what is newer than the last one, and everything again after a session was destroyed (at an idle moment;
+while busy, once several wait), or at an idle moment THOROUGH_S after the last such walk."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import gc
 import weakref
 
 from explorer.serve import idle_gc
-from explorer.serve.idle_gc import IDLE_S, MAX_WAIT_S, MIN_GAP_S, THOROUGH_BUSY_S, THOROUGH_S, IdleCollector
+from explorer.serve.idle_gc import (
+    IDLE_S,
+    MAX_WAIT_S,
+    MIN_GAP_S,
+    THOROUGH_BUSY_PAGES,
+    THOROUGH_BUSY_S,
+    THOROUGH_S,
+    IdleCollector,
+)
 
 
 class Page:
@@ -86,19 +94,38 @@ def test_collections_walk_only_what_is_new_except_after_a_session_ended_or_when_
     assert collector.tick() == "thorough" and calls == ["thaw", "collect", "freeze"]
 
 
-def test_a_busy_server_walks_a_destroyed_session_at_most_every_thorough_busy_s():
+def destroyed(collector: IdleCollector, count: int) -> list[Page]:
+    """`count` watched pages whose sessions were destroyed (kept alive: the collector holds them weakly)."""
+    pages = [Page() for _ in range(count)]
+    for page in pages:
+        collector.watch(page)
+        page.session_context = None
+    return pages
+
+
+def test_a_busy_server_walks_everything_once_several_pages_wait_and_at_most_every_thorough_busy_s():
     clock, walks = Clock(), []
     collector = IdleCollector(clock=clock, collect=lambda: None, pending=lambda: True, freeze=lambda: None,
                               thaw=lambda: walks.append(clock.now))
     start = clock.now
-    for _ in range(3):  # a class that never pauses, a page reloaded every MAX_WAIT_S
-        page = Page()
-        collector.watch(page)
-        page.session_context = None
+    left = destroyed(collector, THOROUGH_BUSY_PAGES - 1)
+    assert busy(collector, clock, 3 * THOROUGH_BUSY_S) == ["recent"] * int(3 * THOROUGH_BUSY_S // MAX_WAIT_S)
+    assert walks == [] and collector.pages_waiting == THOROUGH_BUSY_PAGES - 1  # too few pages to walk everything
+    for _ in range(3):  # a class that never pauses, reloading pages all the time
+        left += destroyed(collector, THOROUGH_BUSY_PAGES)
         ran = busy(collector, clock, THOROUGH_BUSY_S)
-        assert set(ran) == {"recent", "thorough"} and ran.count("thorough") == 1
+        assert ran.count("thorough") == 1 and set(ran) == {"recent", "thorough"}
     assert len(walks) == 3 and all(b - a >= THOROUGH_BUSY_S for a, b in zip([start, *walks], walks, strict=False))
-    assert THOROUGH_BUSY_S > MAX_WAIT_S  # the recent walks in between
+    assert collector.pages_waiting == 0
+
+
+def test_a_destroyed_session_s_page_waits_thorough_s_at_most_on_a_server_that_never_pauses():
+    clock, walks = Clock(), []
+    collector = IdleCollector(clock=clock, collect=lambda: None, pending=lambda: True, freeze=lambda: None,
+                              thaw=lambda: walks.append(clock.now))
+    left = destroyed(collector, 1)
+    ran = busy(collector, clock, THOROUGH_S + MAX_WAIT_S)
+    assert len(left) == 1 and ran.count("thorough") == 1 and THOROUGH_S <= walks[0] - 1000.0 < THOROUGH_S + MAX_WAIT_S
 
 
 def test_a_destroyed_session_is_collected_even_when_nothing_was_promoted():
