@@ -136,8 +136,10 @@ TUNINGS: tuple[Tuning, ...] = (
            gain="a full collection (126-138 ms with one session, more with each) no longer lands inside an "
                 "interaction: 2 in 30 input changes before, none now. Survivors frozen after each: at N = 15 "
                 "(benchmarks/classroom.py, one run each) full collections held the loop 14.6 -> 5.5 s of a run, "
-                "775 -> 105 ms each (median); costs the cycles among frozen objects kept until the next thorough "
-                "walk (+58 MB of RSS there)",
+                "775 -> 105 ms each (median); recent walks at most 15 s apart and a busy server's thorough walk "
+                "once 3 destroyed sessions wait: the mixed loop's collections 4.0 -> 0.8 s, 912 -> 126 ms each, "
+                "the longest 2.1 -> 0.3 s; costs the cycles among frozen objects kept until the next thorough "
+                "walk (+58 MB of RSS in one run)",
            upstream="none: CPython's schedule by allocation counts. Delete when benchmarks/ui_latency.py shows no "
                     "full collection inside an interaction without it"),
     Tuning("keep_freed_memory", allocator.keep_freed_memory, {}, served_only=True,
