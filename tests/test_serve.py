@@ -34,6 +34,8 @@ from explorer.serve import gate
 
 PATCHED = {"patch_doc.create": (patch_doc, "create"),
            "PropertyDescriptor._get_default": (PropertyDescriptor, "_get_default"),
+           "PropertyDescriptor.has_unstable_default": (PropertyDescriptor, "has_unstable_default"),
+           "HasProps.__init__": (HasProps, "__init__"),
            "WSHandler.open": (WSHandler, "open"), "WSHandler.on_message": (WSHandler, "on_message"),
            "WSHandler.on_close": (WSHandler, "on_close"), "Message.send": (Message, "send"),
            "ServerConnection.send_patch_document": (ServerConnection, "send_patch_document"),
@@ -85,7 +87,8 @@ print(json.dumps({"changed": sorted(name for name in before if before[name] != a
                   "changed again": sorted(name for name in first if first[name] != after[name])}))
 """
 
-ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default",
+ALL_CHANGED = sorted(["patch_doc.create", "PropertyDescriptor._get_default", "PropertyDescriptor.has_unstable_default",
+                      "HasProps.__init__",
                       "WSHandler.open", "WSHandler.on_message", "WSHandler.on_close", "Message.send",
                       "ServerConnection.send_patch_document", "ServerSession.pull", "ServerSession.push",
                       "ServerSession.patch", "Syncable._debounce", "panel.io.document.dispatch_tornado",

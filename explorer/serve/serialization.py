@@ -23,6 +23,8 @@ from bokeh.core.property.descriptors import PropertyDescriptor, UnsetValueError
 from bokeh.core.property.singletons import Undefined
 from bokeh.core.property.wrappers import PropertyValueContainer
 
+from explorer.serve import defaults
+
 BOKEH_QUERY = HasProps.query_properties_with_values
 
 Plan = tuple[tuple[str, PropertyDescriptor, bool, bool], ...]
@@ -63,8 +65,9 @@ def query_properties_with_values(self: HasProps, query: Callable[[PropertyDescri
     written = set(held) | set(kept) | set(themed)
     result: dict[str, Any] = {}
     for name, descriptor, must_read, plain in _plan(type(self)):
-        if not (must_read or name in written) or not query(descriptor):
-            continue
+        if not (must_read or name in written) or not query(descriptor) or (
+                name not in written and defaults.made_empty(descriptor, type(self))):
+            continue  # an empty container default the model has not made: Bokeh would make it, then not write it
         try:
             value = _value(self, name, descriptor, plain, themed)
         except UnsetValueError:

@@ -27,6 +27,8 @@ from bokeh.core.property.singletons import Undefined
 from bokeh.model import Model
 from bokeh.util.dataclasses import entries, is_dataclass
 
+from explorer.serve import defaults
+
 SCALARS = frozenset({int, float, str, bool, type(None)})  # values that lead to no model, as Bokeh's visit finds
 _MISSING = object()
 
@@ -90,7 +92,7 @@ def references(model: Model) -> set[Model]:
             elif (value := held.get(name, _MISSING)) is not _MISSING or (
                     value := kept.get(name, _MISSING)) is not _MISSING:
                 visit(getattr(owner, name) if value is Undefined else value)  # Bokeh's error for an unset value
-            elif (cls, name) not in _leads_nowhere:
+            elif (cls, name) not in _leads_nowhere and not defaults.made_empty(cls.lookup(name), cls):
                 value = getattr(owner, name)  # makes and keeps an unstable default, as Bokeh's read does
                 if name not in kept and type(value) in SCALARS:
                     _leads_nowhere.add((cls, name))

@@ -1,12 +1,14 @@
-"""The cached_defaults tuning (explorer/serve/defaults.py) reads every default as Bokeh does."""
+"""The cached_defaults tuning (explorer/serve/defaults.py) reads every default as Bokeh does, and a model made by its
+constructor (empty container defaults made on first read) holds, reads, writes and leads to what Bokeh's does."""
 
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import pytest
 from bokeh.core.has_props import HasProps
-from bokeh.core.property.descriptors import AliasPropertyDescriptor, PropertyDescriptor
+from bokeh.core.property.descriptors import AliasPropertyDescriptor, PropertyDescriptor, UnsetValueError
 from bokeh.core.property.override import Override
 from bokeh.core.property.wrappers import PropertyValueContainer
 from bokeh.model import Model
@@ -14,6 +16,8 @@ from bokeh.models import Div
 from bokeh.themes import Theme
 
 from explorer.serve import defaults
+
+from .test_quick_serialization import model_classes, same_values
 
 BOKEH_GET_DEFAULT = getattr(PropertyDescriptor._get_default, "__wrapped__", PropertyDescriptor._get_default)
 BOKEH_HAS_UNSTABLE_DEFAULT = getattr(PropertyDescriptor.has_unstable_default, "__wrapped__",
@@ -26,6 +30,44 @@ def concrete_models() -> list[type[Model]]:
     return sorted((cls for cls in Model.model_class_reverse_map.values()
                    if not getattr(cls, "__abstract__", False) and cls.__module__.startswith("bokeh.")),
                   key=lambda cls: cls.__qualname__)
+
+
+@contextmanager
+def constructor(init):
+    saved, HasProps.__init__ = HasProps.__init__, init
+    try:
+        yield
+    finally:
+        HasProps.__init__ = saved
+
+
+@pytest.fixture
+def tuned():
+    """The tuning installed for the test; Bokeh's own code back after it, unless the process had it installed."""
+    saved = (PropertyDescriptor._get_default, PropertyDescriptor.has_unstable_default, HasProps.__init__)
+    defaults.cached_defaults()
+    yield
+    PropertyDescriptor._get_default, PropertyDescriptor.has_unstable_default, HasProps.__init__ = saved
+
+
+def twins(cls: type[Model]) -> tuple[Model, Model] | None:
+    """A model made by Bokeh's constructor and one by the tuning's, after a first one made by Bokeh's (from which the
+    tuning learns which defaults are empty containers); None for a class that needs arguments."""
+    try:
+        with constructor(defaults.BOKEH_INIT):
+            cls()
+            theirs = cls()
+        return cls(), theirs
+    except Exception:
+        return None
+
+
+def kinds(walk, model: Model) -> list[str] | str:
+    """The classes of the models the walk finds from `model`, or the error it raised (an unset required model)."""
+    try:
+        return sorted(type(found).__name__ for found in walk(model))
+    except UnsetValueError as error:
+        return type(error).__name__
 
 
 def default_of(obj: HasProps, name: str, get_default) -> object:
@@ -105,3 +147,57 @@ def test_a_property_a_theme_sets_is_the_theme_s_not_a_cached_default():
 def test_only_immutable_values_are_kept():
     assert all(defaults.is_immutable(v) for v in (None, True, 3, 2.5, "a", (1, ("b", None))))
     assert not any(defaults.is_immutable(v) for v in ([], {}, (1, []), {"a"}))
+
+
+@pytest.mark.filterwarnings("ignore::bokeh.util.warnings.BokehDeprecationWarning")  # deprecated classes, made too
+@pytest.mark.parametrize("seed", range(3))
+def test_a_model_made_without_its_empty_containers_reads_writes_and_leads_to_what_bokeh_s_twin_does(tuned, seed):
+    from bokeh.model.util import collect_models
+
+    from explorer.serve import serialization, walk
+
+    def written(model: HasProps, query) -> dict:
+        return query(model, lambda descriptor: descriptor.serialized, include_defaults=False, include_undefined=True)
+
+    left_out = 0
+    for cls in random.Random(seed).sample(model_classes(), 120):
+        made = twins(cls)
+        if made is None:
+            continue
+        ours, theirs = made
+        unmade = set(theirs._unstable_default_values) - set(ours._unstable_default_values)
+        assert set(ours._unstable_default_values) <= set(theirs._unstable_default_values), cls
+        assert all(isinstance(theirs._unstable_default_values[name], PropertyValueContainer)
+                   and len(theirs._unstable_default_values[name]) == 0 for name in unmade), cls
+        left_out += len(unmade)
+        # the quick walk and serializer find what Bokeh's find in the twin, and make none of the missing defaults
+        if issubclass(cls, Model):  # not a HasProps that is only a model's value
+            assert kinds(walk.references, ours) == kinds(collect_models, theirs), cls
+        assert same_values(written(ours, serialization.query_properties_with_values),
+                           written(theirs, serialization.BOKEH_QUERY)), cls
+        assert set(theirs._unstable_default_values) - set(ours._unstable_default_values) == unmade, cls
+        for name in sorted(cls.properties()):  # each read makes and keeps it, as Bokeh's constructor did
+            if isinstance(cls.lookup(name), AliasPropertyDescriptor):
+                continue
+            try:
+                mine, bokehs = getattr(ours, name), getattr(theirs, name)
+            except Exception as error:  # a property that cannot be read unset: the same error for both
+                with pytest.raises(type(error)):
+                    getattr(theirs, name)
+                continue
+            assert same_values(mine, bokehs), (cls.__name__, name)
+            if name in unmade:
+                assert (ours, cls.lookup(name)) in mine._owners and mine is getattr(ours, name), (cls.__name__, name)
+        assert sorted(ours._unstable_default_values) == sorted(theirs._unstable_default_values), cls
+        assert same_values(written(ours, serialization.BOKEH_QUERY), written(theirs, serialization.BOKEH_QUERY)), cls
+    assert left_out > 100  # the tuning left out defaults: the comparison above was of something
+
+
+def test_a_change_inside_a_container_made_on_first_read_is_the_model_s_change(tuned):
+    with constructor(defaults.BOKEH_INIT):
+        Div()
+    div, changes = Div(), []
+    assert "tags" not in div._unstable_default_values
+    div.on_change("tags", lambda attr, old, new: changes.append(new))
+    div.tags.append("first")
+    assert changes == [["first"]] and div.tags == ["first"] and Div().tags == []

@@ -51,7 +51,7 @@ def same_values(ours: object, theirs: object) -> bool:
         return list(ours) == list(theirs) and all(same_values(ours[k], theirs[k]) for k in ours)
     if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
         return len(ours) == len(theirs) and all(same_values(a, b) for a, b in zip(ours, theirs, strict=True))
-    return type(ours) is type(theirs) and ours == theirs
+    return type(ours) is type(theirs) and (ours == theirs or (ours != ours and theirs != theirs))  # NaN as NaN
 
 
 def answer(query, model: HasProps, include_undefined: bool) -> dict | str:
