@@ -28,7 +28,7 @@ thaws everything first (`gc.unfreeze`) and walks it all:
   these walk only what is new and no longer free the page: this collector does, at the next idle
   moment. A walk over everything takes as long whatever it frees (2-8 s at N = 15-30 on this
   project's machine, every session's lessons built), so a busy server waits until
-  `THOROUGH_BUSY_PAGES` pages wait for it (each 28-50 MB), and walks at most every `THOROUGH_BUSY_S`
+  `THOROUGH_BUSY_PAGES` pages wait for it (each 20-50 MB), and walks at most every `THOROUGH_BUSY_S`
   (a class of 30 on two cores reloads a page every few seconds); a page waits `THOROUGH_S` at most;
 - at least every `THOROUGH_S`, at an idle moment: cycles a live session leaves among its frozen
   objects (a figure replaced) wait no longer.

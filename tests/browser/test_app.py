@@ -237,7 +237,8 @@ def test_drawing_on_the_canvas_updates_the_prediction(page: Page, app_url: str):
 
 def test_a_shared_url_opens_the_same_model_lesson_and_layer(page: Page, app_url: str):
     problems = open_app(page, f"{app_url}?model=mnist-vit&lesson=attention&layer=blocks.1.attn")
-    expect(page.get_by_role("combobox", name="Model")).to_have_value("mnist-vit")
+    # exactly "Model": once the lesson is on the page, its "Layer of this model" menu matches the name too
+    expect(page.get_by_role("combobox", name="Model", exact=True)).to_have_value("mnist-vit")
     expect(page.locator(".bk-tab.bk-active")).to_have_text("Attention")
     expect(page.locator(".layer-summary")).to_contain_text("blocks.1.attn")
     screenshot(page, "app-shared-url")

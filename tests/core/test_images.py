@@ -355,13 +355,19 @@ def test_mnist_preprocessing_of_uploaded_mnist_digits_gives_them_back(np_rng):
         # off, plus 8-bit rounding of the intensities.
         assert np.abs(centre_of_mass(view) - 14).max() <= 0.55, ascii_art(view)
         assert 19 <= max(ink_box(view)) <= 20 and min(ink_box(view)) <= 20, ascii_art(view)
+        # The shape is compared where MNIST placed it: MNIST's own centre of mass is up to half a pixel off (14, 14)
+        # and the round trip's up to 0.55 the other way, together a whole pixel (a thin "0" then correlates 0.79
+        # blurred): the view is moved by the whole pixels that best align the two centres.
+        shift = np.rint(centre_of_mass(original) - centre_of_mass(view)).astype(int)
+        view = np.roll(view, tuple(shift), axis=(0, 1))
         correlations.append(np.corrcoef(view.ravel(), original.ravel())[0, 1])
         blur = [ndimage.gaussian_filter(v.astype(float), 1.0) for v in (view, original)]
         blurred_correlations.append(np.corrcoef(blur[0].ravel(), blur[1].ravel())[0, 1])
     # Thin strokes lose pixel-level correlation to sub-pixel shifts of the round trip (as low as 0.55
-    # for a thin "4" over the 2,000 samples); blurred by 1 px the shapes agree (>= 0.82 over all 2,000).
-    assert min(blurred_correlations) > 0.8
-    assert np.mean(correlations) > 0.9
+    # for a thin "4" over the 2,000 samples); blurred by 1 px the shapes agree (aligned: at least 0.945, and a
+    # mean correlation of 0.965-0.973, in 13 runs of 40 digits).
+    assert min(blurred_correlations) > 0.9
+    assert np.mean(correlations) > 0.95
 
 
 def test_mnist_digits_at_their_own_size_are_nearly_unchanged():

@@ -4,7 +4,6 @@ constructor (empty container defaults made on first read) holds, reads, writes a
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 
 import pytest
 from bokeh.core.has_props import HasProps
@@ -17,6 +16,7 @@ from bokeh.themes import Theme
 
 from explorer.serve import defaults
 
+from .bokeh_constructor import constructor
 from .test_quick_serialization import model_classes, same_values
 
 BOKEH_GET_DEFAULT = getattr(PropertyDescriptor._get_default, "__wrapped__", PropertyDescriptor._get_default)
@@ -32,15 +32,6 @@ def concrete_models() -> list[type[Model]]:
                   key=lambda cls: cls.__qualname__)
 
 
-@contextmanager
-def constructor(init):
-    saved, HasProps.__init__ = HasProps.__init__, init
-    try:
-        yield
-    finally:
-        HasProps.__init__ = saved
-
-
 @pytest.fixture
 def tuned():
     """The tuning installed for the test; Bokeh's own code back after it, unless the process had it installed."""
@@ -54,7 +45,7 @@ def twins(cls: type[Model]) -> tuple[Model, Model] | None:
     """A model made by Bokeh's constructor and one by the tuning's, after a first one made by Bokeh's (from which the
     tuning learns which defaults are empty containers); None for a class that needs arguments."""
     try:
-        with constructor(defaults.BOKEH_INIT):
+        with constructor():
             cls()
             theirs = cls()
         return cls(), theirs
@@ -194,7 +185,7 @@ def test_a_model_made_without_its_empty_containers_reads_writes_and_leads_to_wha
 
 
 def test_a_change_inside_a_container_made_on_first_read_is_the_model_s_change(tuned):
-    with constructor(defaults.BOKEH_INIT):
+    with constructor():
         Div()
     div, changes = Div(), []
     assert "tags" not in div._unstable_default_values
