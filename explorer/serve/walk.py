@@ -32,17 +32,18 @@ from explorer.serve import defaults
 SCALARS = frozenset({int, float, str, bool, type(None)})  # values that lead to no model, as Bokeh's visit finds
 _MISSING = object()
 
-_read_directly: dict[type, tuple[tuple[str, bool], ...]] = {}  # class -> (property that can hold a model, plain?)
+# class -> (property that can hold a model, read by the plain descriptor?, its descriptor)
+_read_directly: dict[type, tuple[tuple[str, bool, PropertyDescriptor], ...]] = {}
 _leads_nowhere: set[tuple[type, str]] = set()  # (class, property) whose stable default is a scalar
 
 
-def _properties_with_refs(cls: type[HasProps]) -> tuple[tuple[str, bool], ...]:
+def _properties_with_refs(cls: type[HasProps]) -> tuple[tuple[str, bool, PropertyDescriptor], ...]:
     """The class's properties that can hold a model, each with whether the class reads it through Bokeh's plain
-    descriptor (the fast path's reads are that descriptor's own), once per class."""
+    descriptor (the fast path's reads are that descriptor's own) and its descriptor, once per class."""
     try:
         return _read_directly[cls]
     except KeyError:
-        found = _read_directly[cls] = tuple((name, _plain(inspect.getattr_static(cls, name, None)))
+        found = _read_directly[cls] = tuple((name, _plain(inspect.getattr_static(cls, name, None)), cls.lookup(name))
                                             for name in cls.properties_with_refs())
         return found
 
@@ -86,13 +87,13 @@ def references(model: Model) -> set[Model]:
         cls = type(owner)
         held, kept = owner._property_values, owner._unstable_default_values
         themed = owner.themed_values() or {}
-        for name, plain in _properties_with_refs(cls):
+        for name, plain, descriptor in _properties_with_refs(cls):
             if not plain or name in themed:
                 visit(getattr(owner, name))
             elif (value := held.get(name, _MISSING)) is not _MISSING or (
                     value := kept.get(name, _MISSING)) is not _MISSING:
                 visit(getattr(owner, name) if value is Undefined else value)  # Bokeh's error for an unset value
-            elif (cls, name) not in _leads_nowhere and not defaults.made_empty(cls.lookup(name), cls):
+            elif (cls, name) not in _leads_nowhere and not defaults.made_empty(descriptor, cls):
                 value = getattr(owner, name)  # makes and keeps an unstable default, as Bokeh's read does
                 if name not in kept and type(value) in SCALARS:
                     _leads_nowhere.add((cls, name))

@@ -16,8 +16,7 @@ from bokeh.themes import Theme
 
 from explorer.serve import defaults
 
-from .bokeh_constructor import constructor
-from .test_quick_serialization import model_classes, same_values
+from .bokeh_twins import constructor, model_classes, same_values
 
 BOKEH_GET_DEFAULT = getattr(PropertyDescriptor._get_default, "__wrapped__", PropertyDescriptor._get_default)
 BOKEH_HAS_UNSTABLE_DEFAULT = getattr(PropertyDescriptor.has_unstable_default, "__wrapped__",

@@ -18,7 +18,7 @@ from bokeh.models import Column, ColumnDataSource, CustomJS, Div, Menu, Plot, Ra
 
 from explorer.serve import walk
 
-from .bokeh_constructor import constructor
+from .bokeh_twins import constructor
 
 
 class Holder(HasProps):  # not a model: Bokeh's walk looks inside it, as into a list

@@ -9,24 +9,14 @@ import pytest
 from bokeh.core.has_props import HasProps
 from bokeh.core.properties import Int, List, Required, String
 from bokeh.core.property.descriptors import UnsetValueError
-from bokeh.model import Model
 
 from explorer.serve import serialization
 
-from .bokeh_constructor import constructor
+from .bokeh_twins import constructor, model_classes, same_values
 
 
 def serialized(descriptor) -> bool:  # the query Bokeh's serializer asks
     return descriptor.serialized
-
-
-def model_classes() -> list[type[Model]]:
-    import bokeh.models  # noqa: F401  (registers every model class)
-    import panel.models  # noqa: F401
-
-    return sorted((cls for cls in Model.model_class_reverse_map.values()
-                   if not getattr(cls, "__abstract__", False) and cls.__module__.split(".")[0] in ("bokeh", "panel")),
-                  key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
 
 
 def handle(rng: random.Random, model: HasProps, names: list[str]) -> None:
@@ -43,17 +33,6 @@ def handle(rng: random.Random, model: HasProps, names: list[str]) -> None:
         model.name = "named"
     if "tags" in names and rng.random() < 0.3:
         model.apply_theme({"tags": ["themed"]})
-
-
-def same_values(ours: object, theirs: object) -> bool:
-    """Equal values (dicts in one order), a model standing for the other of its class: each twin made its own."""
-    if isinstance(ours, Model) or isinstance(theirs, Model):
-        return type(ours) is type(theirs)
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        return list(ours) == list(theirs) and all(same_values(ours[k], theirs[k]) for k in ours)
-    if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
-        return len(ours) == len(theirs) and all(same_values(a, b) for a, b in zip(ours, theirs, strict=True))
-    return type(ours) is type(theirs) and (ours == theirs or (ours != ours and theirs != theirs))  # NaN as NaN
 
 
 def answer(query, model: HasProps, include_undefined: bool) -> dict | str:
