@@ -1,6 +1,6 @@
 """idle_gc.IdleCollector: full collections only once the server is idle, or at the latest MAX_WAIT_S apart; each
 walks only what is newer than the last one, and everything again after a session was destroyed (at an idle moment;
-while busy, once several wait), or at an idle moment THOROUGH_S after the last such walk."""
+while busy, once several wait), or THOROUGH_S after the last such walk, idle or not."""
 
 from __future__ import annotations
 
@@ -88,10 +88,22 @@ def test_collections_walk_only_what_is_new_except_after_a_session_ended_or_when_
     assert calls == ["thaw", "collect", "freeze"]
     calls.clear()
     assert busy(collector, clock, MAX_WAIT_S) == ["recent"]  # the session's end was seen to once
-    assert busy(collector, clock, THOROUGH_S) == ["recent"] * int(THOROUGH_S // MAX_WAIT_S)  # busy: never thorough
+    assert busy(collector, clock, THOROUGH_S / 2) == ["recent"] * int(THOROUGH_S / 2 // MAX_WAIT_S)
     calls.clear()
-    clock.now += MIN_GAP_S  # no message since: idle, THOROUGH_S after the last thorough walk
+    clock.now += THOROUGH_S / 2  # no message since: idle, THOROUGH_S after the last thorough walk
     assert collector.tick() == "thorough" and calls == ["thaw", "collect", "freeze"]
+
+
+def test_a_server_that_never_pauses_walks_everything_every_thorough_s():
+    """Cycles a live session leaves among its frozen objects (a figure replaced) wait THOROUGH_S at most, even in a
+    class that never pauses and where no session ends."""
+    clock, walks = Clock(), []
+    collector = IdleCollector(clock=clock, collect=lambda: None, pending=lambda: True, freeze=lambda: None,
+                              thaw=lambda: walks.append(clock.now))
+    start = clock.now
+    ran = busy(collector, clock, 3 * THOROUGH_S + MAX_WAIT_S)
+    assert ran.count("thorough") == 3 and len(ran) == int((3 * THOROUGH_S + MAX_WAIT_S) // MAX_WAIT_S)
+    assert all(THOROUGH_S <= b - a < THOROUGH_S + MAX_WAIT_S for a, b in zip([start, *walks], walks, strict=False))
 
 
 def destroyed(collector: IdleCollector, count: int) -> list[Page]:
