@@ -78,13 +78,14 @@ pn.extension(inline=True, notifications=True)
 import panel.io.document  # noqa: E402
 from bokeh.document.events import MessageSentEvent, ModelChangedEvent  # noqa: E402
 from bokeh.events import DocumentReady, Tap  # noqa: E402
+from bokeh.model import Model  # noqa: E402
 from bokeh.models import Plot, Tabs  # noqa: E402
 from bokeh.protocol import Protocol  # noqa: E402
 from bokeh.protocol.message import Message  # noqa: E402
 from bokeh.server.connection import ServerConnection  # noqa: E402
 from bokeh.server.session import ServerSession  # noqa: E402
 from bokeh.server.views.ws import WSHandler  # noqa: E402
-from classroom import KINDS, LESSONS, Course, course, rss_mb, summary  # noqa: E402
+from classroom import KINDS, LESSONS, Course, course, cpu_s, rss_mb, summary  # noqa: E402
 from panel.io.state import set_curdoc  # noqa: E402
 from test_shared_models import Server  # noqa: E402
 
@@ -94,6 +95,7 @@ from explorer.session.state import ExplorerState  # noqa: E402
 ANSWER_S = 30  # an action with no answer within this is counted, and the student goes on
 TICK_S = 0.05
 PROTOCOL = Protocol()
+DATA_EVENTS = ("ModelChanged", "ColumnDataChanged", "ColumnsStreamed", "ColumnsPatched")  # a model's value changed
 
 
 class NoAnswer(Exception):
@@ -124,8 +126,6 @@ def write_through_quiet_socket(conn: ServerConnection, events=None, msg: Message
     return []
 
 
-panel.io.document.extra_socket_handlers[QuietSocket] = write_through_quiet_socket
-
 
 @dataclass(eq=False)
 class Student:
@@ -136,9 +136,11 @@ class Student:
     state: ExplorerState | None = None
     conn: ServerConnection | None = None
     ids: dict[str, str] = field(default_factory=dict)  # role -> the id of the model that plays it in this page
+    # role -> the model a page's message changes: found once, as a walk over the document's models costs about a
+    # millisecond, which the process's CPU per action would count
+    models: dict[str, Model] = field(default_factory=dict)
     item: str = ""
     layer: str = ""
-    lesson: str = "Convolution"
     turn: int = 0
     seen: dict[str, str] = field(default_factory=dict)  # lesson -> the gallery image it last showed
     expect: Callable[[Message], bool] | None = None  # what the answer to the action under way carries
@@ -152,14 +154,23 @@ class Student:
         self.state = server.states[doc]  # only to know the layer shown (the page's summary names it)
         with set_curdoc(doc):
             serve.tune()  # as app.py does for each session: the idle collector watches its document
+        panel.io.document.extra_socket_handlers[QuietSocket] = write_through_quiet_socket  # Panel's path to it
         self.conn = ServerConnection(PROTOCOL, QuietSocket(self), server.context, self.session)
         self.session.subscribe(self.conn)
         reply = await ServerSession.pull(PROTOCOL.create("PULL-DOC-REQ"), self.conn)
         frames(reply)
         self.ids = {
-            "ticket": doc.select_one({"name": "explorer-ticket"}).id,
             "prediction": next(m.id for m in doc.models if "prediction-summary" in getattr(m, "css_classes", [])),
             "layer": next(m.id for m in doc.models if "layer-summary" in getattr(m, "css_classes", [])),
+        }
+        strip = doc.select_one({"name": "overview-strip"})
+        self.models = {
+            "ticket": doc.select_one({"name": "explorer-ticket"}),
+            "painted": doc.select_one({"name": "explorer-painted"}),
+            "gallery": next(m.data for m in doc.models if m.name == "Thumbnails" and hasattr(m, "data")),
+            "strip": next(p for p in doc.select({"type": Plot}) if any(
+                getattr(r, "data_source", None) is strip for r in p.renderers)),
+            "lessons": next(t for t in doc.select({"type": Tabs}) if t.tabs[0].title == "Convolution"),
         }
         self.item, self.layer, self.seen = self.course.items[0], "", {"Convolution": self.course.items[0]}
         first = f'"name":"{LESSONS["Convolution"]}"'  # the open lesson, built once the page has loaded
@@ -170,11 +181,8 @@ class Student:
 
     def shown(self) -> str:
         """The open lesson's title, as the lesson tabs hold it."""
-        tabs = self.lesson_tabs()
+        tabs = self.models["lessons"]
         return tabs.tabs[tabs.active].title
-
-    def lesson_tabs(self) -> Tabs:
-        return next(t for t in self.session.document.select({"type": Tabs}) if t.tabs[0].title == "Convolution")
 
     async def send(self, *events) -> None:
         """A page's message: written as a page writes it, read back and applied as the server applies a page's."""
@@ -186,17 +194,16 @@ class Student:
     def received(self, message: Message) -> None:
         if message.msgtype != "PATCH-DOC":
             return
-        if any(_changes(event, self.ids["ticket"]) for event in message.content["events"]):
+        if _changed(message, self.models["ticket"].id):
             asyncio.get_running_loop().call_later(self.paint_s, lambda: asyncio.ensure_future(self.painted()))
         if self.expect is not None and self.answered is not None and not self.answered.done() and self.expect(message):
             self.answered.set_result(time.monotonic())
 
     async def painted(self) -> None:
-        doc = self.session.document
         if self.session.destroyed:
             return
-        ticket, painted = (doc.select_one({"name": name}) for name in ("explorer-ticket", "explorer-painted"))
-        await self.send(ModelChangedEvent(doc, painted, "data", {"ticket": list(ticket.data["ticket"])}))
+        ticket = list(self.models["ticket"].data["ticket"])
+        await self.send(ModelChangedEvent(self.session.document, self.models["painted"], "data", {"ticket": ticket}))
 
     def expecting(self, expect: Callable[[Message], bool] | None) -> None:
         """The answer to the next message is the first message the server writes that `expect` accepts."""
@@ -217,28 +224,25 @@ class Student:
             self.item = items[(self.number + self.turn) % len(items)]
             text = f"for {self.item}."
             self.expecting(lambda m: _text_changed(m, self.ids["prediction"], text))
-            gallery = next(m for m in doc.models if getattr(m, "name", None) == "Thumbnails" and hasattr(m, "data"))
-            message = self.send(ModelChangedEvent(doc, gallery.data, "value", self.course.keys[self.item]))
+            message = self.send(ModelChangedEvent(doc, self.models["gallery"], "value", self.course.keys[self.item]))
         elif kind == "layer":
             self.layer = self.state.layer  # a lesson switch may have moved it
             layers = [name for name in self.course.layers if name != self.layer]
             self.layer = layers[(self.number + self.turn) % len(layers)]
             text = f"({self.layer}) ·"
             self.expecting(lambda m: _text_changed(m, self.ids["layer"], text))
-            strip = doc.select_one({"name": "overview-strip"})
-            figure = next(p for p in doc.select({"type": Plot}) if any(
-                getattr(r, "data_source", None) is strip for r in p.renderers))
-            message = self.send(MessageSentEvent(doc, "bokeh_event", page_tap(figure, self.course.x[self.layer], 60)))
+            tap = page_tap(self.models["strip"], self.course.x[self.layer], 60)
+            message = self.send(MessageSentEvent(doc, "bokeh_event", tap))
         else:
             lessons = [title for title in LESSONS if title != self.shown()]
-            self.lesson = lessons[(self.number + self.turn) % len(lessons)]
-            source = doc.select_one({"name": LESSONS[self.lesson]})
-            tabs = self.lesson_tabs()
-            change = ModelChangedEvent(doc, tabs, "active", [p.title for p in tabs.tabs].index(self.lesson))
+            lesson = lessons[(self.number + self.turn) % len(lessons)]
+            source = doc.select_one({"name": LESSONS[lesson]})
+            tabs = self.models["lessons"]
+            change = ModelChangedEvent(doc, tabs, "active", [p.title for p in tabs.tabs].index(lesson))
             if source is None:  # built on this opening: its source arrives in a patch
-                name = f'"name":"{LESSONS[self.lesson]}"'
+                name = f'"name":"{LESSONS[lesson]}"'
                 self.expecting(lambda m: name in m.content_json)
-            elif self.seen.get(self.lesson) != self.item:  # catching up with the image: its data arrive
+            elif self.seen.get(lesson) != self.item:  # catching up with the image: its data arrive
                 self.expecting(lambda m: _changed(m, source.id))
             else:  # on the image it last showed: nothing to send but the tab's own change
                 self.expecting(None)
@@ -263,8 +267,7 @@ def page_tap(figure: Plot, x: float, y: float) -> Tap:
 
 
 def _changes(event: dict, model_id: str) -> bool:
-    return event.get("kind") in ("ModelChanged", "ColumnDataChanged", "ColumnsStreamed", "ColumnsPatched") and \
-        event.get("model", {}).get("id") == model_id
+    return event.get("kind") in DATA_EVENTS and event.get("model", {}).get("id") == model_id
 
 
 def _changed(message: Message, model_id: str) -> bool:
@@ -283,9 +286,6 @@ class Tally:
     cpu_s: float = 0.0
     seconds: float = 0.0
 
-    def actions(self) -> int:
-        return sum(len(v) for v in self.latency.values())
-
 
 async def student_loop(student: Student, kinds: tuple[str, ...], until: float, think: float, tally: Tally) -> None:
     i = 0
@@ -302,8 +302,7 @@ async def student_loop(student: Student, kinds: tuple[str, ...], until: float, t
 
 
 def process_cpu_s() -> float:
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime of every thread
+    return cpu_s(os.getpid())
 
 
 async def phase(students: list[Student], kinds: tuple[str, ...], seconds: float, think: float) -> Tally:
